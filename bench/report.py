@@ -1,0 +1,92 @@
+"""Print the machine and the results of the last pipeline run as markdown for docs/benchmarks.md.
+
+Usage (after `make run`):  .venv/bin/python bench/report.py [--params params.yaml]
+
+The numbers are those the evaluate stage measured (reports/metrics.json and
+reports/evaluation/per_image.csv); this script adds the machine it ran on and a comparison of
+every method on exactly the images BM3D was run on (BM3D is slow, so by default it only sees the
+first few images of each set).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+from pathlib import Path
+
+import pandas as pd
+
+from denoise.config import load_params
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    import keras
+    import tensorflow as tf
+
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, "
+        f"Python {platform.python_version()}, TensorFlow {tf.__version__}, "
+        f"Keras {keras.__version__} ({keras.backend.backend()} backend), no GPU"
+    )
+
+
+def same_images_table(per_image: pd.DataFrame) -> str:
+    """Mean PSNR / SSIM of every method on the images BM3D saw, per set and level."""
+    lines = []
+    bm3d_images = per_image[per_image["method"] == "bm3d"][["set", "level", "image"]]
+    if bm3d_images.empty:
+        return "(BM3D was not run)\n"
+    subset = per_image.merge(bm3d_images, on=["set", "level", "image"])
+    for set_name, rows in subset.groupby("set", sort=False):
+        count = rows[rows["method"] == "bm3d"].groupby("level").size().iloc[0]
+        levels = list(dict.fromkeys(rows["level"]))
+        lines.append(f"**{set_name}**, the {count} images BM3D ran on\n")
+        lines.append("| method | " + " | ".join(f"{level} PSNR / SSIM" for level in levels) + " |")
+        lines.append("|---|" + "---|" * len(levels))
+        for method in dict.fromkeys(rows["method"]):
+            cells = []
+            for level in levels:
+                values = rows[(rows["method"] == method) & (rows["level"] == level)]
+                cells.append(f"{values['psnr'].mean():.2f} / {values['ssim'].mean():.3f}")
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args()
+    params = load_params(args.params)
+    metrics = json.loads(Path(params.paths.metrics).read_text())
+    evaluation = Path(params.paths.evaluation)
+    print(f"Machine: {machine()}\n")
+    print(
+        "Conventions: "
+        + "; ".join(f"{key}: {value}" for key, value in metrics["conventions"].items())
+        + "\n"
+    )
+    for name, info in metrics["models"].items():
+        print(
+            f"- {name}: {info['parameters']:,} parameters, {info['epochs']} epochs of "
+            f"{params.train.steps_per_epoch} x {params.train.batch_size} patches of "
+            f"{info['patch_size']}x{info['patch_size']}, {info['train_seconds']:.0f} s "
+            f"({info['train_patches_per_second']:.1f} patches/s), best val PSNR "
+            f"{info['val_psnr']:.2f} dB at sigma {params.noise.validation_sigma:g}"
+        )
+    print()
+    print((evaluation / "metrics.md").read_text())
+    print(same_images_table(pd.read_csv(evaluation / "per_image.csv")))
+
+
+if __name__ == "__main__":
+    main()

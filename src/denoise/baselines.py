@@ -1,0 +1,77 @@
+"""Classical denoisers to compare against, each a pure function of one image.
+
+noisy: float32 (H, W, 3) RGB, nominally [0, 1] but unclipped; sigma on the 0-255 scale (the
+noise level each method is told, where it takes one). Every method returns float32 (H, W, 3)
+clipped to [0, 1], as an image written to disk would be.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+
+from denoise.config import Evaluate
+
+Denoiser = Callable[[np.ndarray, float], np.ndarray]
+
+
+def identity(noisy: np.ndarray, sigma: float) -> np.ndarray:
+    """The noisy input itself, unclipped: the floor every method must beat."""
+    return noisy.astype(np.float32)
+
+
+def gaussian_blur(noisy: np.ndarray, sigma: float, blur_sigma: float = 1.0) -> np.ndarray:
+    """Gaussian low-pass filter with std-dev blur_sigma pixels (ignores the noise level)."""
+    blurred = cv2.GaussianBlur(noisy.astype(np.float32), (0, 0), sigmaX=blur_sigma)
+    return np.clip(blurred, 0.0, 1.0)
+
+
+def median(noisy: np.ndarray, sigma: float, size: int = 3) -> np.ndarray:
+    """Per-channel median filter of size x size (3 or 5 for float images)."""
+    return np.clip(cv2.medianBlur(noisy.astype(np.float32), size), 0.0, 1.0)
+
+
+def non_local_means(noisy: np.ndarray, sigma: float, h_factor: float = 0.8) -> np.ndarray:
+    """scikit-image non-local means told the noise level: h = h_factor * sigma."""
+    from skimage.restoration import denoise_nl_means
+
+    sigma_unit = sigma / 255.0
+    if sigma_unit <= 0:
+        return np.clip(noisy, 0.0, 1.0).astype(np.float32)
+    denoised = denoise_nl_means(
+        noisy.astype(np.float64),
+        h=h_factor * sigma_unit,
+        sigma=sigma_unit,
+        patch_size=5,
+        patch_distance=6,
+        fast_mode=True,
+        channel_axis=-1,
+    )
+    return np.clip(denoised, 0.0, 1.0).astype(np.float32)
+
+
+def bm3d(noisy: np.ndarray, sigma: float) -> np.ndarray:
+    """Colour BM3D (PyPI `bm3d`, CBM3D in opponent colour space) told the noise level."""
+    import bm3d as bm3d_package
+
+    if sigma <= 0:
+        return np.clip(noisy, 0.0, 1.0).astype(np.float32)
+    denoised = bm3d_package.bm3d_rgb(noisy.astype(np.float64), sigma / 255.0)
+    return np.clip(denoised, 0.0, 1.0).astype(np.float32)
+
+
+def baseline(name: str, config: Evaluate) -> Denoiser:
+    """The named classical method with the settings from params.evaluate."""
+    if name == "noisy":
+        return identity
+    if name == "blur":
+        return lambda noisy, sigma: gaussian_blur(noisy, sigma, config.blur_sigma)
+    if name == "median":
+        return lambda noisy, sigma: median(noisy, sigma, config.median_size)
+    if name == "nlm":
+        return lambda noisy, sigma: non_local_means(noisy, sigma, config.nlm_h_factor)
+    if name == "bm3d":
+        return bm3d
+    raise ValueError(f"unknown baseline {name!r}")

@@ -1,0 +1,178 @@
+"""The `denoise` command line: one command per pipeline stage, plus run and model-summary.
+
+Each stage command loads params.yaml and calls the stage module's run(params); heavy modules
+(TensorFlow) are imported inside the commands that need them, so light stages start fast.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from denoise.config import Params, load_params
+from denoise.errors import DenoiseError
+
+app = typer.Typer(
+    help="Turn raw video into trained, versioned denoising models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ParamsOption = Annotated[
+    Path, typer.Option("--params", "-p", help="Parameters file (params.yaml).")
+]
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+def _user_errors(command: Command) -> Command:
+    """Turn a DenoiseError into one line on standard error and exit status 1."""
+
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except DenoiseError as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback()
+def main() -> None:
+    """Quiet TensorFlow's and FFmpeg's C++ chatter unless the user asked for it.
+
+    Decoding problems still reach the user, as one `error:` line from the extract stage.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+
+
+def _load(params_path: Path) -> Params:
+    return load_params(params_path)
+
+
+@app.command()
+@_user_errors
+def samples(params: ParamsOption = Path("params.yaml")) -> None:
+    """Put the sample videos (Debian opencv-doc, or a synthetic fallback) in paths.raw."""
+    from denoise import samples as stage
+
+    config = _load(params)
+    summary = stage.run(config)
+    for name in summary.copied:
+        typer.echo(f"copied {name} -> {config.paths.raw}/")
+    for name in summary.present:
+        typer.echo(f"present {config.paths.raw}/{name}")
+    if summary.missing:
+        typer.echo(
+            f"not found: {', '.join(summary.missing)} (install Debian's opencv-doc: "
+            "apt-get install opencv-doc)",
+            err=True,
+        )
+    if summary.synthetic:
+        typer.echo(
+            f"SYNTHETIC sample video {config.paths.raw}/{summary.synthetic}: rendered "
+            "objects on a canvas, used because no real sample video was found",
+            err=True,
+        )
+
+
+@app.command()
+@_user_errors
+def extract(params: ParamsOption = Path("params.yaml")) -> None:
+    """Decode the videos in paths.raw into frame shards, a manifest and the splits."""
+    from denoise import extract as stage
+
+    summary = stage.run(_load(params))
+    counts = ", ".join(f"{split} {count}" for split, count in summary.frames_per_split.items())
+    typer.echo(f"extracted {summary.num_videos} video(s): {counts} frames")
+
+
+@app.command()
+@_user_errors
+def noise(params: ParamsOption = Path("params.yaml")) -> None:
+    """Write the fixed noisy evaluation sets (float32, unclipped, fixed seed)."""
+    from denoise import noise as stage
+
+    summary = stage.run(_load(params))
+    sets = ", ".join(f"{name} {count}" for name, count in summary.images_per_set.items())
+    typer.echo(f"evaluation sets: {sets} images at {', '.join(summary.levels)}")
+
+
+@app.command()
+@_user_errors
+def train(params: ParamsOption = Path("params.yaml")) -> None:
+    """Train every model in params.train.models on streamed noisy patches."""
+    from denoise import train as stage
+
+    summary = stage.run(_load(params))
+    for name, info in summary.models.items():
+        typer.echo(
+            f"{name}: {info['parameters']:,} parameters, {info['epochs']} epochs, "
+            f"best val PSNR {info['val_psnr']:.2f} dB, {info['train_seconds']:.0f} s"
+        )
+
+
+@app.command()
+@_user_errors
+def evaluate(params: ParamsOption = Path("params.yaml")) -> None:
+    """Score the noisy input, classical baselines and trained models; print the table."""
+    from denoise import evaluate as stage
+
+    summary = stage.run(_load(params))
+    typer.echo(summary.table)
+
+
+@app.command("model-summary")
+@_user_errors
+def model_summary(
+    name: Annotated[str, typer.Argument(help="Architecture: paper_cae or dense_ae.")],
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Print the Keras summary of an architecture at the configured frame size."""
+    from denoise.config import MODEL_NAMES
+    from denoise.models import build_model
+
+    config = _load(params)
+    if name not in MODEL_NAMES:
+        raise DenoiseError(f"unknown model {name!r} (known: {', '.join(MODEL_NAMES)})")
+    size = config.extract.size
+    model = build_model(name, config.train, input_size=size)
+    model.summary(print_fn=lambda line, **_: typer.echo(line))
+
+
+@app.command()
+@_user_errors
+def run(params: ParamsOption = Path("params.yaml")) -> None:
+    """Run the whole pipeline through DVC (`dvc repro`), then print the metrics table."""
+    config = _load(params)
+    if params.resolve() != Path("params.yaml").resolve():
+        raise DenoiseError(
+            f"{params}: DVC stages read ./params.yaml; run from the project "
+            "root, or change values with `dvc exp run -S key=value`"
+        )
+    dvc = shutil.which("dvc") or str(Path(sys.executable).with_name("dvc"))
+    if not Path(".dvc").is_dir():
+        raise DenoiseError(f"{Path.cwd()}: not a DVC project (no .dvc/); run from its root")
+    # The stages call `denoise`, which lives beside this interpreter even when the virtual
+    # environment is not activated.
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    completed = subprocess.run([dvc, "repro"], check=False, env=env)
+    if completed.returncode != 0:
+        raise DenoiseError(
+            f"dvc repro failed with exit status {completed.returncode}; the "
+            "last good outputs are still in the DVC cache (`dvc checkout`)"
+        )
+    table = Path(config.paths.evaluation) / "metrics.md"
+    if table.is_file():
+        typer.echo(table.read_text())

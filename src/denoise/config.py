@@ -1,0 +1,321 @@
+"""Parameters: frozen dataclasses mirroring params.yaml, and load_params(), their only reader."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from denoise.errors import ConfigError
+
+NOISE_KINDS = ("gaussian", "gaussian_blind", "poisson", "speckle", "salt_pepper")
+MODEL_NAMES = ("paper_cae", "dense_ae")
+BASELINE_METHODS = ("noisy", "blur", "median", "nlm", "bm3d")
+
+
+def _check(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"{key}: {message}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Paths:
+    raw: str = "data/raw"
+    frames: str = "data/frames"
+    evalsets: str = "data/evalsets"
+    models: str = "models"
+    train_reports: str = "reports/train"
+    checkpoints: str = "checkpoints"
+    evaluation: str = "reports/evaluation"
+    metrics: str = "reports/metrics.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Samples:
+    videos: list[str] = dataclasses.field(
+        default_factory=lambda: ["box.mp4", "cup.mp4", "vtest.avi"]
+    )
+    synthetic_frames: int = 240
+
+    def __post_init__(self) -> None:
+        _check(self.synthetic_frames >= 1, "synthetic_frames", "must be at least 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    validation_fraction: float = 0.1
+    test_fraction: float = 0.2
+    gap_seconds: float = 1.0
+
+    def __post_init__(self) -> None:
+        for key in ("validation_fraction", "test_fraction"):
+            value = getattr(self, key)
+            _check(0.0 <= value < 1.0, key, f"must be in [0, 1), got {value}")
+        total = self.validation_fraction + self.test_fraction
+        _check(total < 1.0, "test_fraction", "validation_fraction + test_fraction must be < 1")
+        _check(self.gap_seconds >= 0.0, "gap_seconds", "must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class Extract:
+    size: int = 200
+    frame_stride: int = 3
+    target_fps: float | None = None
+    frames_per_shard: int = 256
+    allow_greyscale: bool = False
+    min_decoded_fraction: float = 0.5
+    split: Split = dataclasses.field(default_factory=Split)
+
+    def __post_init__(self) -> None:
+        _check(self.size >= 8, "size", f"must be at least 8 pixels, got {self.size}")
+        _check(self.frame_stride >= 1, "frame_stride", f"must be >= 1, got {self.frame_stride}")
+        if self.target_fps is not None:
+            _check(self.target_fps > 0, "target_fps", f"must be > 0, got {self.target_fps}")
+        _check(self.frames_per_shard >= 1, "frames_per_shard", "must be >= 1")
+        _check(0.0 <= self.min_decoded_fraction <= 1.0, "min_decoded_fraction", "must be in [0, 1]")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainNoise:
+    kind: str = "gaussian_blind"
+    sigma: float = 25.0
+    sigma_min: float = 5.0
+    sigma_max: float = 55.0
+    peak: float = 30.0
+    variance: float = 0.04
+    amount: float = 0.05
+
+    def __post_init__(self) -> None:
+        _check(self.kind in NOISE_KINDS, "kind", f"must be one of {', '.join(NOISE_KINDS)}")
+        for key in ("sigma", "sigma_min", "sigma_max", "variance"):
+            value = getattr(self, key)
+            _check(value >= 0, key, f"must be >= 0, got {value}")
+        _check(self.sigma_min <= self.sigma_max, "sigma_min", "must be <= sigma_max")
+        _check(self.peak > 0, "peak", f"must be > 0, got {self.peak}")
+        _check(0.0 <= self.amount <= 1.0, "amount", f"must be in [0, 1], got {self.amount}")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationNoise:
+    gaussian: list[float] = dataclasses.field(default_factory=lambda: [15.0, 25.0, 50.0])
+    poisson: list[float] = dataclasses.field(default_factory=list)
+    speckle: list[float] = dataclasses.field(default_factory=list)
+    salt_pepper: list[float] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for index, sigma in enumerate(self.gaussian):
+            _check(sigma >= 0, f"gaussian[{index}]", f"sigma must be >= 0, got {sigma}")
+        for index, peak in enumerate(self.poisson):
+            _check(peak > 0, f"poisson[{index}]", f"peak must be > 0, got {peak}")
+        for index, variance in enumerate(self.speckle):
+            _check(variance >= 0, f"speckle[{index}]", f"variance must be >= 0, got {variance}")
+        for index, amount in enumerate(self.salt_pepper):
+            _check(0 <= amount <= 1, f"salt_pepper[{index}]", f"must be in [0, 1], got {amount}")
+
+    def levels(self) -> list[tuple[str, float]]:
+        """Every (kind, level) pair, in a fixed order."""
+        return [
+            (kind, float(level))
+            for kind in ("gaussian", "poisson", "speckle", "salt_pepper")
+            for level in getattr(self, kind)
+        ]
+
+
+@dataclasses.dataclass(frozen=True)
+class Noise:
+    train: TrainNoise = dataclasses.field(default_factory=TrainNoise)
+    evaluation: EvaluationNoise = dataclasses.field(default_factory=EvaluationNoise)
+    validation_sigma: float = 25.0
+    max_frames: int = 12
+    photographs: list[str] = dataclasses.field(
+        default_factory=lambda: ["astronaut", "chelsea", "coffee", "rocket"]
+    )
+    photograph_size: int = 256
+
+    def __post_init__(self) -> None:
+        _check(self.validation_sigma >= 0, "validation_sigma", "must be >= 0")
+        _check(
+            self.validation_sigma in self.evaluation.gaussian,
+            "validation_sigma",
+            f"{self.validation_sigma} is not one of evaluation.gaussian {self.evaluation.gaussian}",
+        )
+        _check(self.max_frames >= 1, "max_frames", "must be >= 1")
+        _check(self.photograph_size >= 8, "photograph_size", "must be >= 8")
+
+
+@dataclasses.dataclass(frozen=True)
+class Train:
+    models: list[str] = dataclasses.field(default_factory=lambda: ["paper_cae", "dense_ae"])
+    patch_size: int = 96
+    batch_size: int = 16
+    epochs: int = 12
+    steps_per_epoch: int = 60
+    learning_rate: float = 1e-3
+    early_stopping_patience: int = 4
+    dense_patch: int = 8
+    dense_stride: int = 4
+    dense_hidden: int = 64
+    dense_code: int = 32
+
+    def __post_init__(self) -> None:
+        for index, name in enumerate(self.models):
+            _check(name in MODEL_NAMES, f"models[{index}]", f"unknown model {name!r}")
+        _check(
+            self.patch_size % 4 == 0 and self.patch_size >= 8,
+            "patch_size",
+            f"must be a multiple of 4 and >= 8 (paper_cae pools twice), got {self.patch_size}",
+        )
+        for key in (
+            "batch_size",
+            "epochs",
+            "steps_per_epoch",
+            "early_stopping_patience",
+            "dense_patch",
+            "dense_stride",
+            "dense_hidden",
+            "dense_code",
+        ):
+            value = getattr(self, key)
+            _check(value >= 1, key, f"must be >= 1, got {value}")
+        _check(self.learning_rate > 0, "learning_rate", "must be > 0")
+        _check(self.dense_stride <= self.dense_patch, "dense_stride", "must be <= dense_patch")
+        _check(
+            (self.patch_size - self.dense_patch) % self.dense_stride == 0,
+            "dense_stride",
+            "patch_size - dense_patch must be a multiple of dense_stride",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluate:
+    methods: list[str] = dataclasses.field(default_factory=lambda: list(BASELINE_METHODS))
+    blur_sigma: float = 1.0
+    median_size: int = 3
+    nlm_h_factor: float = 0.8
+    bm3d_max_images: int = 2
+    num_triptychs: int = 2
+
+    def __post_init__(self) -> None:
+        for index, name in enumerate(self.methods):
+            _check(name in BASELINE_METHODS, f"methods[{index}]", f"unknown method {name!r}")
+        _check(self.blur_sigma > 0, "blur_sigma", "must be > 0")
+        _check(self.median_size in (3, 5), "median_size", "must be 3 or 5 (float images)")
+        _check(self.nlm_h_factor > 0, "nlm_h_factor", "must be > 0")
+        _check(self.bm3d_max_images >= 0, "bm3d_max_images", "must be >= 0")
+        _check(self.num_triptychs >= 0, "num_triptychs", "must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    seed: int = 0
+    paths: Paths = dataclasses.field(default_factory=Paths)
+    samples: Samples = dataclasses.field(default_factory=Samples)
+    extract: Extract = dataclasses.field(default_factory=Extract)
+    noise: Noise = dataclasses.field(default_factory=Noise)
+    train: Train = dataclasses.field(default_factory=Train)
+    evaluate: Evaluate = dataclasses.field(default_factory=Evaluate)
+
+    def __post_init__(self) -> None:
+        _check(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+        if "paper_cae" in self.train.models:
+            _check(
+                self.extract.size % 4 == 0,
+                "extract.size",
+                f"must be divisible by 4 for paper_cae (two 2x poolings), got {self.extract.size}",
+            )
+        if "dense_ae" in self.train.models:
+            for key, size in (
+                ("extract.size", self.extract.size),
+                ("noise.photograph_size", self.noise.photograph_size),
+            ):
+                _check(
+                    (size - self.train.dense_patch) % self.train.dense_stride == 0,
+                    key,
+                    f"{size} - train.dense_patch must be a multiple of train.dense_stride",
+                )
+
+
+def _convert(value: Any, annotation: Any, key: str) -> Any:
+    """Convert a parsed YAML value to the annotated type, or raise ConfigError naming the key."""
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        (inner,) = [option for option in options if option is not type(None)]
+        return _convert(value, inner, key)
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return _build(annotation, value, key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (inner,) = typing.get_args(annotation)
+        return [_convert(item, inner, f"{key}[{index}]") for index, item in enumerate(value)]
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported annotation {annotation!r} for {key}")
+
+
+def _build(cls: Any, values: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {field.name for field in dataclasses.fields(cls)}
+    for name in values:
+        if name not in known:
+            where = f"{prefix}.{name}" if prefix else str(name)
+            raise ConfigError(f"{where}: unknown key (known: {', '.join(sorted(known))})")
+    kwargs = {
+        name: _convert(value, hints[name], f"{prefix}.{name}" if prefix else name)
+        for name, value in values.items()
+    }
+    try:
+        return cls(**kwargs)
+    except ConfigError as error:
+        raise ConfigError(f"{prefix}.{error}" if prefix else str(error)) from None
+
+
+def params_from_dict(values: dict[str, Any]) -> Params:
+    """Build Params from a parsed params.yaml mapping; missing keys take their defaults."""
+    if not isinstance(values, dict):
+        raise ConfigError("params: expected a mapping at the top level")
+    params: Params = _build(Params, values, "")
+    return params
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml; raise ConfigError naming the file and key on bad input."""
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such parameters file") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({error})".replace("\n", " ")) from None
+    try:
+        return params_from_dict(values)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
+
+
+def params_to_dict(params: Params) -> dict[str, Any]:
+    """The nested mapping params.yaml would hold for these params."""
+    return dataclasses.asdict(params)

@@ -1,0 +1,17 @@
+"""Project error types: anything a user can fix by changing an input or a parameter."""
+
+
+class DenoiseError(Exception):
+    """A problem with the user's input; the CLI prints its message on one line and exits 1."""
+
+
+class ConfigError(DenoiseError):
+    """An unknown key or a bad value in params.yaml."""
+
+
+class VideoError(DenoiseError):
+    """A video file that cannot be used: unreadable, corrupt, empty, too small or greyscale."""
+
+
+class DataError(DenoiseError):
+    """A stage's input files are missing or inconsistent (run the upstream stage first)."""

@@ -1,0 +1,237 @@
+"""evaluate stage: PSNR, SSIM and time per frame of every method on the fixed evaluation sets."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from denoise.atomic import atomic_directory, atomic_path, write_json, write_text
+from denoise.baselines import baseline
+from denoise.config import Params
+from denoise.errors import DataError
+from denoise.metrics import psnr, ssim
+from denoise.noise import list_sets, load_set
+from denoise.progress import progress
+from denoise.video import write_image
+
+# Sets scored here; "validation" is used by training for model selection, so it is not.
+VALIDATION = "validation"
+BatchDenoiser = Callable[[np.ndarray, float], np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodResult:
+    psnr: list[float]
+    ssim: list[float]
+    ms_per_frame: float
+    outputs: np.ndarray  # the first few denoised images, for triptychs
+
+
+def score(
+    clean: np.ndarray, noisy: np.ndarray, sigma: float, denoise_batch: BatchDenoiser, keep: int
+) -> MethodResult:
+    """Denoise a stack of images and score each against its clean original.
+
+    clean, noisy: float32 (N, H, W, 3); sigma on the 0-255 scale (the level a method is told).
+    """
+    start = time.perf_counter()
+    denoised = denoise_batch(noisy, sigma)
+    seconds = time.perf_counter() - start
+    return MethodResult(
+        psnr=[psnr(reference, image) for reference, image in zip(clean, denoised, strict=True)],
+        ssim=[ssim(reference, image) for reference, image in zip(clean, denoised, strict=True)],
+        ms_per_frame=1000.0 * seconds / max(len(noisy), 1),
+        outputs=denoised[:keep],
+    )
+
+
+def _per_image(function: Callable[[np.ndarray, float], np.ndarray]) -> BatchDenoiser:
+    return lambda noisy, sigma: np.stack([function(image, sigma) for image in noisy])
+
+
+def _model_denoiser(model: Any, batch_size: int) -> BatchDenoiser:
+    def denoise_batch(noisy: np.ndarray, sigma: float) -> np.ndarray:
+        denoised = model.predict(noisy, batch_size=batch_size, verbose=0)
+        return np.clip(np.asarray(denoised, dtype=np.float32), 0.0, 1.0)
+
+    return denoise_batch
+
+
+def triptych(noisy: np.ndarray, denoised: np.ndarray, clean: np.ndarray) -> np.ndarray:
+    """noisy | denoised | clean side by side with white gutters: uint8 (H, 3W + 8, 3) RGB."""
+    gutter = np.ones((clean.shape[0], 4, 3), np.float32)
+    row = np.concatenate([np.clip(noisy, 0, 1), gutter, denoised, gutter, clean], axis=1)
+    return np.round(row * 255.0).astype(np.uint8)
+
+
+def _load_models(params: Params) -> dict[str, tuple[Any, dict[str, Any]]]:
+    import keras
+
+    import denoise.models  # noqa: F401  (registers the custom layers for loading)
+
+    models = {}
+    for name in params.train.models:
+        path = Path(params.paths.models) / f"{name}.keras"
+        if not path.is_file():
+            raise DataError(f"{path}: missing; run `denoise train` first")
+        info = json.loads(path.with_suffix(".json").read_text())
+        models[name] = (keras.models.load_model(path), info)
+    return models
+
+
+def _fmt(value: float, digits: int) -> str:
+    return "inf" if math.isinf(value) else f"{value:.{digits}f}"
+
+
+def markdown_table(metrics: dict[str, Any], model_info: dict[str, dict[str, Any]]) -> str:
+    """One table per evaluation set: PSNR/SSIM per noise level, ms per frame, model sizes."""
+    lines = []
+    for set_name, set_metrics in metrics["sets"].items():
+        levels = list(set_metrics["levels"])
+        lines.append(
+            f"**{set_name}** ({set_metrics['images']} images, "
+            f"{set_metrics['height']}x{set_metrics['width']})\n"
+        )
+        header = [
+            "method",
+            *[f"{level} PSNR / SSIM" for level in levels],
+            "ms/frame",
+            "parameters",
+            "train s",
+        ]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "---|" * len(header))
+        methods = list(set_metrics["levels"][levels[0]])
+        for method in methods:
+            cells = [method]
+            times = []
+            for level in levels:
+                result = set_metrics["levels"][level][method]
+                subset = (
+                    f" (n={result['images']})" if result["images"] != set_metrics["images"] else ""
+                )
+                cells.append(f"{_fmt(result['psnr'], 2)} / {_fmt(result['ssim'], 3)}{subset}")
+                times.append(result["ms_per_frame"])
+            info = model_info.get(method, {})
+            cells += [
+                f"{np.mean(times):.1f}",
+                f"{info.get('parameters', '-'):,}" if info else "-",
+                f"{info['train_seconds']:.0f}" if info else "-",
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateSummary:
+    metrics: dict[str, Any]
+    table: str
+
+
+def run(params: Params) -> EvaluateSummary:
+    """Score baselines and trained models on every evaluation set except validation."""
+    config = params.evaluate
+    evalsets_dir = Path(params.paths.evalsets)
+    models = _load_models(params)
+    methods: dict[str, BatchDenoiser] = {
+        name: _per_image(baseline(name, config)) for name in config.methods
+    }
+    methods.update(
+        {
+            name: _model_denoiser(model, params.train.batch_size)
+            for name, (model, _) in models.items()
+        }
+    )
+    metrics: dict[str, Any] = {
+        "sets": {},
+        "conventions": {
+            "range": "RGB float in [0, 1], PSNR data range 1.0, per image then averaged",
+            "ssim": "Gaussian 11x11 window, sigma 1.5, population covariance, channel mean",
+            "noise": "added in float, unclipped; denoised outputs clipped to [0, 1]",
+            "seed": params.seed,
+        },
+    }
+    rows: list[dict[str, Any]] = []
+    images: list[tuple[str, np.ndarray]] = []
+    set_names = [name for name in list_sets(evalsets_dir) if name != VALIDATION]
+    jobs = [
+        (set_name, level)
+        for set_name in set_names
+        for level in json.loads((evalsets_dir / "index.json").read_text())["sets"][set_name][
+            "levels"
+        ]
+    ]
+    loaded = {name: load_set(evalsets_dir, name) for name in set_names}
+    for set_name, level in progress(jobs, description="evaluate"):
+        clean, noisy_levels, info = loaded[set_name]
+        level_info = info["levels"][level]
+        sigma = (
+            level_info["level"]
+            if level_info["kind"] == "gaussian"
+            else level_info["empirical_sigma"]
+        )
+        set_metrics = metrics["sets"].setdefault(
+            set_name,
+            {"images": len(clean), "height": clean.shape[1], "width": clean.shape[2], "levels": {}},
+        )
+        level_metrics = set_metrics["levels"].setdefault(level, {})
+        for method, denoise_batch in methods.items():
+            count = min(len(clean), config.bm3d_max_images) if method == "bm3d" else len(clean)
+            if count == 0:
+                continue
+            result = score(
+                clean[:count],
+                noisy_levels[level][:count],
+                sigma,
+                denoise_batch,
+                keep=config.num_triptychs if method != "noisy" else 0,
+            )
+            level_metrics[method] = {
+                "psnr": float(np.mean(result.psnr)),
+                "ssim": float(np.mean(result.ssim)),
+                "ms_per_frame": result.ms_per_frame,
+                "images": count,
+            }
+            for position, (value_psnr, value_ssim) in enumerate(
+                zip(result.psnr, result.ssim, strict=True)
+            ):
+                rows.append(
+                    {
+                        "set": set_name,
+                        "level": level,
+                        "method": method,
+                        "image": info["images"][position],
+                        "psnr": value_psnr,
+                        "ssim": value_ssim,
+                    }
+                )
+            for position, denoised in enumerate(result.outputs):
+                images.append(
+                    (
+                        f"triptychs/{set_name}/{level}/{method}-{position}.png",
+                        triptych(noisy_levels[level][position], denoised, clean[position]),
+                    )
+                )
+    model_info = {name: info for name, (_, info) in models.items()}
+    metrics["models"] = model_info
+    table = markdown_table(metrics, model_info)
+    with atomic_directory(params.paths.evaluation) as staging:
+        for relative, image in images:
+            (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+            write_image(staging / relative, image)
+        with atomic_path(staging / "per_image.csv") as path, path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["set"])
+            writer.writeheader()
+            writer.writerows(rows)
+        write_text(staging / "metrics.md", table)
+    write_json(params.paths.metrics, metrics)
+    return EvaluateSummary(metrics=metrics, table=table)

@@ -1,0 +1,172 @@
+"""extract stage: videos in paths.raw -> frame shards + a manifest with statistics and splits."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from denoise.atomic import atomic_directory
+from denoise.config import Params, Split
+from denoise.errors import DataError
+from denoise.progress import progress
+from denoise.video import probe, read_frames
+
+MANIFEST_NAME = "manifest.parquet"
+SPLITS = ("train", "validation", "test")
+GAP = "gap"  # frames dropped at a split boundary: near-duplicates of both sides
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtractSummary:
+    num_videos: int
+    frames_per_split: dict[str, int]
+
+
+def list_videos(raw_dir: Path) -> list[Path]:
+    """Every non-hidden file under raw_dir (DVC's .dvc files excepted), in name order."""
+    if not raw_dir.is_dir():
+        raise DataError(f"{raw_dir}: no such directory (run `denoise samples` or add videos)")
+    videos = sorted(
+        path
+        for path in raw_dir.rglob("*")
+        if path.is_file()
+        and not any(part.startswith(".") for part in path.relative_to(raw_dir).parts)
+        and path.suffix != ".dvc"
+    )
+    if not videos:
+        raise DataError(f"{raw_dir}: no videos (run `denoise samples` or copy a video there)")
+    return videos
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def perceptual_hash(rgb: np.ndarray) -> str:
+    """64-bit DCT perceptual hash (pHash) as 16 hex digits. rgb: uint8 (H, W, 3)."""
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    small = cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA)
+    low = cv2.dct(small)[:8, :8].flatten()
+    bits = low > np.median(low[1:])
+    return f"{int(''.join('1' if bit else '0' for bit in bits), 2):016x}"
+
+
+def frame_statistics(rgb: np.ndarray) -> dict[str, float | str]:
+    """Mean, std, sharpness (variance of the Laplacian) on the [0, 1] scale, and the pHash."""
+    image = rgb.astype(np.float32) / 255.0
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    return {
+        "mean": float(image.mean()),
+        "std": float(image.std()),
+        "sharpness": float(cv2.Laplacian(grey, cv2.CV_32F).var()),
+        "phash": perceptual_hash(rgb),
+    }
+
+
+def assign_splits(timestamps: np.ndarray, split: Split) -> np.ndarray:
+    """Label frames of one video by contiguous time blocks: train, then validation, then test.
+
+    timestamps: seconds, float (N,). Frames within gap_seconds / 2 of a block boundary get
+    "gap" and are used by nobody, so no evaluated frame has a near-duplicate in training.
+    """
+    labels = np.full(len(timestamps), "train", dtype=object)
+    if len(timestamps) == 0:
+        return labels
+    start, end = float(timestamps.min()), float(timestamps.max())
+    duration = max(end - start, 1e-9)
+    train_end = start + (1.0 - split.validation_fraction - split.test_fraction) * duration
+    validation_end = start + (1.0 - split.test_fraction) * duration
+    labels[timestamps >= train_end] = "validation"
+    labels[timestamps >= validation_end] = "test"
+    if split.validation_fraction == 0:
+        labels[labels == "validation"] = "test"
+    boundaries = [train_end] if split.validation_fraction > 0 else []
+    if split.test_fraction > 0:
+        boundaries.append(validation_end)
+    for boundary in boundaries:
+        labels[np.abs(timestamps - boundary) < split.gap_seconds / 2] = GAP
+    return labels
+
+
+def _extract_video(path: Path, raw_dir: Path, out_dir: Path, params: Params) -> pd.DataFrame:
+    config = params.extract
+    name = path.relative_to(raw_dir).as_posix()
+    shard_stem = name.replace("/", "__")
+    info = probe(path)
+    expected = info.frame_count // (config.frame_stride if config.target_fps is None else 1)
+    rows: list[dict[str, object]] = []
+    buffer: list[np.ndarray] = []
+
+    frames = read_frames(
+        path,
+        config.size,
+        config.frame_stride,
+        config.target_fps,
+        config.allow_greyscale,
+        config.min_decoded_fraction,
+    )
+    for frame in progress(frames, description=f"extract {name}", total=expected or None):
+        shard = f"{shard_stem}.{len(rows) // config.frames_per_shard:04d}.npy"
+        rows.append(
+            {
+                "video": name,
+                "frame_index": frame.index,
+                "timestamp_s": frame.timestamp,
+                "shard": shard,
+                "offset": len(rows) % config.frames_per_shard,
+                **frame_statistics(frame.rgb),
+            }
+        )
+        buffer.append(frame.rgb)
+        if len(buffer) == config.frames_per_shard:
+            np.save(out_dir / shard, np.stack(buffer), allow_pickle=False)
+            buffer.clear()
+    if buffer:
+        np.save(out_dir / str(rows[-1]["shard"]), np.stack(buffer), allow_pickle=False)
+    table = pd.DataFrame(rows)
+    table.insert(1, "video_sha256", file_sha256(path))
+    table["split"] = assign_splits(table["timestamp_s"].to_numpy(), config.split)
+    return table
+
+
+def run(params: Params) -> ExtractSummary:
+    """Decode every video in paths.raw into shards under paths.frames, with the manifest."""
+    raw_dir, frames_dir = Path(params.paths.raw), Path(params.paths.frames)
+    videos = list_videos(raw_dir)
+    with atomic_directory(frames_dir) as staging:
+        tables = [_extract_video(path, raw_dir, staging, params) for path in videos]
+        manifest = pd.concat(tables, ignore_index=True)
+        manifest.to_parquet(staging / MANIFEST_NAME, index=False)
+    counts = manifest["split"].value_counts()
+    return ExtractSummary(
+        num_videos=len(videos),
+        frames_per_split={split: int(counts.get(split, 0)) for split in (*SPLITS, GAP)},
+    )
+
+
+def load_manifest(frames_dir: Path) -> pd.DataFrame:
+    """The manifest written by the extract stage, or DataError if it is missing."""
+    path = frames_dir / MANIFEST_NAME
+    if not path.is_file():
+        raise DataError(f"{path}: missing; run `denoise extract` first")
+    return pd.read_parquet(path)
+
+
+def load_frames(frames_dir: Path, rows: pd.DataFrame) -> np.ndarray:
+    """Load the frames of the given manifest rows as float32 (N, H, W, 3) RGB in [0, 1]."""
+    shards: dict[str, np.ndarray] = {}
+    images = []
+    for shard, offset in zip(rows["shard"], rows["offset"], strict=True):
+        if shard not in shards:
+            shards[shard] = np.load(frames_dir / shard, mmap_mode="r")
+        images.append(np.asarray(shards[shard][offset], dtype=np.float32) / 255.0)
+    return np.stack(images) if images else np.zeros((0, 0, 0, 3), np.float32)

@@ -1,0 +1,155 @@
+"""Model builders, one function per architecture (Keras 3 Functional API, keras.ops only).
+
+Every model maps noisy float32 (N, H, W, 3) RGB to denoised (N, H, W, 3) and is fully
+convolutional, so it trains on patches and denoises frames of other sizes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from denoise.config import Train
+
+
+def paper_cae(channels: int = 3, input_size: int | None = None) -> keras.Model:
+    """The convolutional autoencoder of Ghafar & Sattar (2021), layer for layer.
+
+    Conv2D 32 3x3 ReLU + MaxPool 2, twice; Conv2DTranspose 32 3x3 stride 2 ReLU, twice;
+    Conv2D 3x3 sigmoid. 29,507 parameters for RGB. Height and width must be multiples of 4;
+    input_size fixes them (for a summary with shapes, the paper's Fig. 8), None leaves them free.
+    """
+    noisy = keras.Input(shape=(input_size, input_size, channels), name="noisy")
+    features = layers.Conv2D(32, 3, activation="relu", padding="same", name="encode_1")(noisy)
+    features = layers.MaxPooling2D(2, padding="same", name="pool_1")(features)
+    features = layers.Conv2D(32, 3, activation="relu", padding="same", name="encode_2")(features)
+    features = layers.MaxPooling2D(2, padding="same", name="pool_2")(features)
+    features = layers.Conv2DTranspose(
+        32, 3, strides=2, activation="relu", padding="same", name="decode_1"
+    )(features)
+    features = layers.Conv2DTranspose(
+        32, 3, strides=2, activation="relu", padding="same", name="decode_2"
+    )(features)
+    denoised = layers.Conv2D(channels, 3, activation="sigmoid", padding="same", name="denoised")(
+        features
+    )
+    return keras.Model(noisy, denoised, name="paper_cae")
+
+
+def _identity_patch_kernel(patch: int, channels: int) -> np.ndarray:
+    """Kernel (patch, patch, channels, patch*patch*channels) copying each pixel to one output."""
+    size = patch * patch * channels
+    return np.eye(size, dtype=np.float32).reshape(patch, patch, channels, size)
+
+
+@keras.saving.register_keras_serializable(package="denoise")
+class ExtractPatches(layers.Layer):
+    """Flatten every patch x patch tile, placed every `stride` pixels, into a vector.
+
+    (N, H, W, C) -> (N, (H - patch) / stride + 1, (W - patch) / stride + 1, patch*patch*C).
+    """
+
+    def __init__(self, patch: int, stride: int, channels: int = 3, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.patch, self.stride, self.channels = patch, stride, channels
+        self._kernel = _identity_patch_kernel(patch, channels)
+
+    def call(self, images: Any) -> Any:
+        kernel = ops.convert_to_tensor(self._kernel, dtype=images.dtype)
+        return ops.conv(images, kernel, strides=self.stride, padding="valid")
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "patch": self.patch,
+            "stride": self.stride,
+            "channels": self.channels,
+        }
+
+
+@keras.saving.register_keras_serializable(package="denoise")
+class AveragePatches(layers.Layer):
+    """Put patch vectors back in place, averaging where tiles overlap (inverse of ExtractPatches).
+
+    (N, h, w, patch*patch*C) -> (N, (h - 1) * stride + patch, (w - 1) * stride + patch, C).
+    """
+
+    def __init__(self, patch: int, stride: int, channels: int = 3, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.patch, self.stride, self.channels = patch, stride, channels
+        # conv_transpose kernels are (kh, kw, out_channels, in_channels).
+        self._kernel = _identity_patch_kernel(patch, channels)
+
+    def call(self, vectors: Any) -> Any:
+        kernel = ops.convert_to_tensor(self._kernel, dtype=vectors.dtype)
+        summed = ops.conv_transpose(vectors, kernel, strides=self.stride, padding="valid")
+        coverage = ops.conv_transpose(
+            ops.ones_like(vectors), kernel, strides=self.stride, padding="valid"
+        )
+        return summed / coverage
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "patch": self.patch,
+            "stride": self.stride,
+            "channels": self.channels,
+        }
+
+
+def dense_ae(
+    patch: int = 8,
+    stride: int = 4,
+    hidden: int = 64,
+    code: int = 32,
+    channels: int = 3,
+    input_size: int | None = None,
+) -> keras.Model:
+    """A traditional fully-connected denoising autoencoder applied to overlapping patches.
+
+    Each patch x patch x C tile is flattened and passed through Dense layers
+    (patch*patch*C -> hidden -> code -> hidden -> patch*patch*C, sigmoid out); tiles are placed
+    every `stride` pixels and the outputs averaged back into the image. With the defaults it has
+    29,024 parameters, the same order as paper_cae's 29,507. (H - patch) and (W - patch) must
+    be multiples of `stride`.
+    """
+    size = patch * patch * channels
+    noisy = keras.Input(shape=(input_size, input_size, channels), name="noisy")
+    vectors = ExtractPatches(patch, stride, channels, name="patches")(noisy)
+    features = layers.Dense(hidden, activation="relu", name="encode_1")(vectors)
+    features = layers.Dense(code, activation="relu", name="code")(features)
+    features = layers.Dense(hidden, activation="relu", name="decode_1")(features)
+    vectors = layers.Dense(size, activation="sigmoid", name="decode_2")(features)
+    denoised = AveragePatches(patch, stride, channels, name="denoised")(vectors)
+    return keras.Model(noisy, denoised, name="dense_ae")
+
+
+def build_model(name: str, config: Train, input_size: int | None = None) -> keras.Model:
+    """Build the named architecture with the sizes in params.train."""
+    if name == "paper_cae":
+        return paper_cae(input_size=input_size)
+    if name == "dense_ae":
+        return dense_ae(
+            config.dense_patch,
+            config.dense_stride,
+            config.dense_hidden,
+            config.dense_code,
+            input_size=input_size,
+        )
+    raise ValueError(f"unknown model {name!r}")
+
+
+@keras.saving.register_keras_serializable(package="denoise", name="psnr")
+def psnr(clean: Any, denoised: Any) -> Any:
+    """Mean PSNR in dB over the batch, data range 1.0; a Keras metric function."""
+    squared = ops.square(ops.cast(clean, "float32") - ops.cast(denoised, "float32"))
+    mse = ops.mean(squared, axis=(1, 2, 3))
+    return ops.mean(-10.0 * ops.log(ops.maximum(mse, 1e-12)) / ops.log(10.0))
+
+
+def count_parameters(model: keras.Model) -> int:
+    """Number of trainable parameters."""
+    return int(sum(np.prod(weight.shape) for weight in model.trainable_weights))

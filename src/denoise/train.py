@@ -1,0 +1,283 @@
+"""train stage: stream random noisy patches from the frame shards and fit each configured model.
+
+Noise is drawn fresh for every patch of every epoch and frames are read through memory maps, so
+neither a noisy copy nor the whole data set is ever held (the paper's two reported limits).
+Every epoch writes a checkpoint under paths.checkpoints (outside DVC's outs); an interrupted run
+resumes from it and ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+
+from denoise.atomic import atomic_directory, atomic_path, write_json
+from denoise.config import Params, params_to_dict
+from denoise.errors import DataError
+from denoise.extract import MANIFEST_NAME, file_sha256, load_manifest
+from denoise.models import build_model, count_parameters, psnr
+from denoise.noise import add_training_noise, level_name, load_set
+
+HISTORY_FIELDS = ("epoch", "loss", "val_loss", "val_psnr", "seconds")
+
+
+class PatchStream(keras.utils.PyDataset):
+    """An endless stream of (noisy, clean) batches of random patches, float32 (B, P, P, 3).
+
+    Clean patches are in [0, 1]; noisy ones are unclipped. Batch `index` is a pure function of
+    (seed, first_batch + index): Keras reads the stream in order across epochs (fit with
+    steps_per_epoch), and a resumed run starts at first_batch = epochs_done * steps_per_epoch,
+    so it sees exactly the batches the uninterrupted run would have seen, whatever prefetching
+    Keras does.
+    """
+
+    def __init__(
+        self, frames_dir: Path, rows: pd.DataFrame, params: Params, first_batch: int = 0
+    ) -> None:
+        super().__init__(workers=1, use_multiprocessing=False)
+        if rows.empty:
+            raise DataError(f"{frames_dir}: no train frames; check extract.split")
+        self.frames_dir = frames_dir
+        shards = {
+            name: np.load(frames_dir / name, mmap_mode="r") for name in rows["shard"].unique()
+        }
+        self._frames = [
+            (shards[shard], int(offset))
+            for shard, offset in zip(rows["shard"], rows["offset"], strict=True)
+        ]
+        height, width = self._frames[0][0].shape[1:3]
+        self.patch = min(params.train.patch_size, height, width)
+        self.patch -= self.patch % 4
+        self.batch_size = params.train.batch_size
+        self.noise = params.noise.train
+        self.seed = params.seed
+        self.first_batch = first_batch
+
+    @property
+    def num_batches(self) -> None:
+        return None  # endless: fit's steps_per_epoch cuts it into epochs
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng([self.seed, self.first_batch + index])
+        picks = rng.integers(len(self._frames), size=self.batch_size)
+        clean = np.empty((self.batch_size, self.patch, self.patch, 3), np.float32)
+        for slot, pick in enumerate(picks):
+            shard, offset = self._frames[pick]
+            height, width = shard.shape[1:3]
+            top = rng.integers(height - self.patch + 1)
+            left = rng.integers(width - self.patch + 1)
+            patch = shard[offset, top : top + self.patch, left : left + self.patch]
+            if rng.random() < 0.5:
+                patch = patch[:, ::-1]
+            if rng.random() < 0.5:
+                patch = patch[::-1]
+            clean[slot] = patch
+        clean /= 255.0
+        return add_training_noise(clean, self.noise, rng), clean
+
+
+@dataclasses.dataclass
+class TrainingState:
+    """What a checkpoint must hold besides the model to resume exactly (JSON-serialisable)."""
+
+    fingerprint: str
+    epochs_done: int = 0
+    best_val_loss: float = float("inf")
+    best_epoch: int = -1
+    wait: int = 0
+    seconds: float = 0.0
+    history: list[dict[str, float]] = dataclasses.field(default_factory=list)
+
+
+class Checkpointer(keras.callbacks.Callback):
+    """Early stopping on val_loss, and an atomic checkpoint every epoch.
+
+    The checkpoint holds the model with its optimizer state, the best weights so far, and the
+    TrainingState, which is all a resumed run needs.
+    """
+
+    def __init__(self, directory: Path, state: TrainingState, patience: int) -> None:
+        super().__init__()
+        self.directory, self.state, self.patience = directory, state, patience
+        self._epoch_start = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = logs or {}
+        state = self.state
+        seconds = time.perf_counter() - self._epoch_start
+        state.seconds += seconds
+        state.history.append(
+            {
+                "epoch": epoch + 1,
+                "loss": float(logs["loss"]),
+                "val_loss": float(logs["val_loss"]),
+                "val_psnr": float(logs["val_psnr"]),
+                "seconds": seconds,
+            }
+        )
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if logs["val_loss"] < state.best_val_loss:
+            state.best_val_loss, state.best_epoch, state.wait = float(logs["val_loss"]), epoch, 0
+            with atomic_path(self.directory / "best.weights.h5") as staging:
+                self.model.save_weights(staging)
+        else:
+            state.wait += 1
+        state.epochs_done = epoch + 1
+        with atomic_path(self.directory / "last.keras") as staging:
+            self.model.save(staging)
+        write_json(self.directory / "state.json", dataclasses.asdict(state))
+        if state.wait >= self.patience:
+            self.model.stop_training = True
+
+
+def fingerprint(name: str, params: Params, frames_dir: Path, validation: np.ndarray) -> str:
+    """Hash of everything a checkpoint depends on; a changed input starts training afresh."""
+    values = params_to_dict(params)
+    content = {
+        "model": name,
+        "seed": values["seed"],
+        "train": values["train"],
+        "noise_train": values["noise"]["train"],
+        "manifest": file_sha256(frames_dir / MANIFEST_NAME),
+        "validation": hashlib.sha256(validation.tobytes()).hexdigest(),
+        "keras": keras.__version__,
+        "backend": keras.backend.backend(),
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def _make_deterministic(seed: int) -> None:
+    keras.utils.set_random_seed(seed)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+def _load_state(directory: Path, expected: str) -> TrainingState | None:
+    path = directory / "state.json"
+    if not path.is_file() or not (directory / "last.keras").is_file():
+        return None
+    state = TrainingState(**json.loads(path.read_text()))
+    return state if state.fingerprint == expected else None
+
+
+def train_model(
+    name: str,
+    params: Params,
+    stream: PatchStream,
+    validation: tuple[np.ndarray, np.ndarray],
+    checkpoint_dir: Path,
+    print_fn: Any = print,
+    extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+) -> tuple[keras.Model, TrainingState]:
+    """Fit one model, resuming from checkpoint_dir if it holds a run of the same fingerprint.
+
+    validation: (noisy, clean) float32 (N, H, W, 3). Returns the model with its best weights.
+    """
+    config = params.train
+    expected = fingerprint(name, params, stream.frames_dir, validation[0])
+    _make_deterministic(params.seed)
+    state = _load_state(checkpoint_dir, expected)
+    if state is None:
+        if checkpoint_dir.exists():
+            print_fn(f"{name}: discarding a checkpoint of other inputs in {checkpoint_dir}")
+            shutil.rmtree(checkpoint_dir)
+        state = TrainingState(fingerprint=expected)
+        model = build_model(name, config)
+        model.compile(
+            optimizer=keras.optimizers.Adam(config.learning_rate), loss="mse", metrics=[psnr]
+        )
+    else:
+        print_fn(f"{name}: resuming after epoch {state.epochs_done} from {checkpoint_dir}")
+        model = keras.models.load_model(checkpoint_dir / "last.keras")
+    stream.first_batch = state.epochs_done * config.steps_per_epoch
+    finished = state.wait >= config.early_stopping_patience or state.epochs_done >= config.epochs
+    if not finished:
+        model.fit(
+            stream,
+            epochs=config.epochs,
+            steps_per_epoch=config.steps_per_epoch,
+            shuffle=False,
+            initial_epoch=state.epochs_done,
+            validation_data=validation,
+            validation_batch_size=config.batch_size,
+            callbacks=[
+                Checkpointer(checkpoint_dir, state, config.early_stopping_patience),
+                *extra_callbacks,
+            ],
+            verbose=2,
+        )
+    model.load_weights(checkpoint_dir / "best.weights.h5")
+    return model, state
+
+
+def _write_history(path: Path, history: list[dict[str, float]]) -> None:
+    with atomic_path(path) as staging, staging.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=HISTORY_FIELDS)
+        writer.writeheader()
+        writer.writerows(history)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSummary:
+    models: dict[str, dict[str, float]]
+
+
+def run(params: Params) -> TrainSummary:
+    """Train every model in params.train.models; write models and training histories."""
+    frames_dir = Path(params.paths.frames)
+    manifest = load_manifest(frames_dir)
+    clean, noisy, _ = load_set(Path(params.paths.evalsets), "validation")
+    validation_level = level_name("gaussian", params.noise.validation_sigma)
+    validation = (noisy[validation_level], clean)
+    train_rows = manifest[manifest["split"] == "train"]
+    summaries: dict[str, dict[str, float]] = {}
+    trained: dict[str, keras.Model] = {}
+    for name in params.train.models:
+        stream = PatchStream(frames_dir, train_rows, params)
+        checkpoint_dir = Path(params.paths.checkpoints) / name
+        model, state = train_model(name, params, stream, validation, checkpoint_dir)
+        trained[name] = model
+        best = state.history[state.best_epoch]
+        summaries[name] = {
+            "parameters": count_parameters(model),
+            "epochs": state.epochs_done,
+            "best_epoch": state.best_epoch + 1,
+            "val_loss": best["val_loss"],
+            "val_psnr": best["val_psnr"],
+            "train_seconds": state.seconds,
+            "train_patches_per_second": state.epochs_done
+            * params.train.steps_per_epoch
+            * stream.batch_size
+            / max(state.seconds, 1e-9),
+            "patch_size": stream.patch,
+        }
+        summaries[name]["history"] = state.history  # type: ignore[assignment]
+    with atomic_directory(params.paths.models) as staging:
+        for name, model in trained.items():
+            model.save(staging / f"{name}.keras")
+            write_json(
+                staging / f"{name}.json",
+                {key: value for key, value in summaries[name].items() if key != "history"},
+            )
+    with atomic_directory(params.paths.train_reports) as staging:
+        for name in trained:
+            _write_history(staging / f"{name}.csv", summaries[name].pop("history"))  # type: ignore[arg-type]
+    for name in trained:
+        shutil.rmtree(Path(params.paths.checkpoints) / name, ignore_errors=True)
+    return TrainSummary(models=summaries)

@@ -1,0 +1,98 @@
+"""Fixtures: tiny synthetic videos written with OpenCV and params shrunk to match."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from denoise.config import Params, load_params, params_to_dict
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_tiny_video(
+    path: Path,
+    num_frames: int = 12,
+    size: int = 32,
+    fps: float = 4.0,
+    colour: bool = True,
+    seed: int = 0,
+) -> Path:
+    """A num_frames x size x size MJPG video: a red left edge, a moving square, a gradient.
+
+    Pixel (row, col) of frame k is RGB; the left quarter is pure red so channel order can be
+    checked after decoding.
+    """
+    rng = np.random.default_rng(seed)
+    writer = cv2.VideoWriter(
+        str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (size, size), isColor=colour
+    )
+    assert writer.isOpened()
+    rows, cols = np.mgrid[0:size, 0:size]
+    for index in range(num_frames):
+        rgb = np.zeros((size, size, 3), np.uint8)
+        rgb[..., 1] = (cols * 255 // size).astype(np.uint8)
+        rgb[..., 2] = (rows * 255 // size).astype(np.uint8)
+        top = (index * 2) % (size // 2)
+        rgb[top : top + size // 4, size // 2 : size // 2 + size // 4] = rng.integers(0, 255, 3)
+        rgb[:, : size // 4] = (255, 0, 0)
+        if colour:
+            writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        else:
+            writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+    writer.release()
+    return path
+
+
+def tiny_params(root: Path) -> Params:
+    """Default params shrunk for 32x32 videos, every path under root."""
+    params = load_params(PROJECT_ROOT / "params.yaml")
+    paths = {
+        field.name: str(root / getattr(params.paths, field.name))
+        for field in dataclasses.fields(params.paths)
+    }
+    extract = dataclasses.replace(
+        params.extract,
+        size=32,
+        frame_stride=1,
+        split=dataclasses.replace(
+            params.extract.split, validation_fraction=0.25, test_fraction=0.25, gap_seconds=0.0
+        ),
+    )
+    noise = dataclasses.replace(
+        params.noise, max_frames=3, photographs=["astronaut", "coffee"], photograph_size=32
+    )
+    train = dataclasses.replace(
+        params.train, patch_size=16, batch_size=4, epochs=2, steps_per_epoch=4
+    )
+    evaluate = dataclasses.replace(params.evaluate, bm3d_max_images=1, num_triptychs=1)
+    return dataclasses.replace(
+        params,
+        paths=type(params.paths)(**paths),
+        extract=extract,
+        noise=noise,
+        train=train,
+        evaluate=evaluate,
+    )
+
+
+def write_params(params: Params, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(params_to_dict(params), sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def params(tmp_path: Path) -> Params:
+    """Tiny params with one 12-frame 32x32 colour video in paths.raw."""
+    config = tiny_params(tmp_path)
+    raw = Path(config.paths.raw)
+    raw.mkdir(parents=True)
+    write_tiny_video(raw / "tiny.avi")
+    return config

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from denoise.config import load_params, params_from_dict
+from denoise.errors import ConfigError
+
+PROJECT_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+
+
+def test_project_params_load() -> None:
+    params = load_params(PROJECT_PARAMS)
+    assert params.extract.size == 200
+    assert params.noise.evaluation.levels()[:3] == [
+        ("gaussian", 15.0),
+        ("gaussian", 25.0),
+        ("gaussian", 50.0),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"extract": {"sizee": 100}}, "extract.sizee: unknown key"),
+        ({"colour": 1}, "colour: unknown key"),
+        (
+            {"noise": {"evaluation": {"gaussian": [25, -5]}}},
+            "noise.evaluation.gaussian[1]: sigma must be >= 0, got -5",
+        ),
+        ({"noise": {"train": {"sigma": -1}}}, "noise.train.sigma: must be >= 0"),
+        ({"extract": {"size": 202}}, "extract.size: must be divisible by 4 for paper_cae"),
+        ({"extract": {"size": "big"}}, "extract.size: expected an integer, got 'big'"),
+        ({"train": {"models": ["resnet"]}}, "train.models[0]: unknown model 'resnet'"),
+        ({"seed": True}, "seed: expected an integer"),
+    ],
+)
+def test_bad_values_name_the_key(values: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        params_from_dict(values)
+
+
+def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such parameters file"):
+        load_params(tmp_path / "absent.yaml")
+    broken = tmp_path / "params.yaml"
+    broken.write_text("extract: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(broken)

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from denoise import evaluate, extract, noise, train
+from denoise.baselines import bm3d, gaussian_blur, median, non_local_means
+from denoise.config import Params
+from denoise.evaluate import triptych
+
+
+@pytest.mark.parametrize("method", [gaussian_blur, median, non_local_means, bm3d])
+def test_classical_methods_beat_the_noisy_input(method) -> None:
+    from denoise.noise import add_gaussian_noise, load_photograph
+
+    clean = load_photograph("astronaut", 64)
+    noisy = add_gaussian_noise(clean[None], 25.0, np.random.default_rng(0))[0]
+    denoised = method(noisy, 25.0)
+    assert denoised.shape == clean.shape and denoised.dtype == np.float32
+    assert denoised.min() >= 0.0 and denoised.max() <= 1.0
+    assert np.mean((denoised - clean) ** 2) < np.mean((noisy - clean) ** 2)
+
+
+def test_triptych_layout() -> None:
+    clean = np.zeros((10, 12, 3), np.float32)
+    image = triptych(clean + 2.0, clean + 0.5, clean)
+    assert image.shape == (10, 3 * 12 + 8, 3) and image.dtype == np.uint8
+    assert image[0, 0, 0] == 255 and image[0, 12 + 4, 0] == 128 and image[0, -1, 0] == 0
+
+
+def test_stage_scores_every_method_on_every_set(params: Params) -> None:
+    extract.run(params)
+    noise.run(params)
+    train.run(params)
+    summary = evaluate.run(params)
+    metrics = json.loads(Path(params.paths.metrics).read_text())
+    assert set(metrics["sets"]) == {"test", "photographs"}
+    methods = {"noisy", "blur", "median", "nlm", "bm3d", "paper_cae", "dense_ae"}
+    for set_metrics in metrics["sets"].values():
+        assert set(set_metrics["levels"]) == {"gaussian-15", "gaussian-25", "gaussian-50"}
+        for level in set_metrics["levels"].values():
+            assert set(level) == methods
+            assert level["bm3d"]["images"] == 1
+            for result in level.values():
+                assert math.isfinite(result["psnr"]) and 0.0 < result["ssim"] <= 1.0
+                assert result["ms_per_frame"] > 0.0
+    noisy_25 = metrics["sets"]["test"]["levels"]["gaussian-25"]["noisy"]["psnr"]
+    assert 19.0 < noisy_25 < 21.5, "noisy input at sigma 25 is about 20.2 dB"
+    assert "| paper_cae |" in summary.table and "29,507" in summary.table
+    evaluation = Path(params.paths.evaluation)
+    assert (evaluation / "metrics.md").read_text() == summary.table
+    assert len((evaluation / "per_image.csv").read_text().splitlines()) > 1
+    assert (evaluation / "triptychs" / "test" / "gaussian-25" / "bm3d-0.png").is_file()

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from denoise import extract, noise, train
+from denoise.config import Params
+from denoise.noise import load_set
+
+
+class CrashAfterEpoch(keras.callbacks.Callback):
+    """Simulates the process dying right after epoch `epoch` (1-based) was checkpointed."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if epoch + 1 == self.epoch:
+            raise KeyboardInterrupt("killed")
+
+
+@pytest.fixture
+def prepared(params: Params) -> Params:
+    extract.run(params)
+    noise.run(params)
+    return params
+
+
+def _fit(params: Params, name: str, checkpoints: Path, callbacks=()):
+    frames = Path(params.paths.frames)
+    manifest = extract.load_manifest(frames)
+    clean, noisy, _ = load_set(Path(params.paths.evalsets), "validation")
+    stream = train.PatchStream(frames, manifest[manifest["split"] == "train"], params)
+    return train.train_model(
+        name,
+        params,
+        stream,
+        (noisy["gaussian-25"], clean),
+        checkpoints,
+        print_fn=lambda *_: None,
+        extra_callbacks=callbacks,
+    )
+
+
+def test_stream_is_a_pure_function_of_seed_and_batch(prepared: Params) -> None:
+    frames = Path(prepared.paths.frames)
+    rows = extract.load_manifest(frames).query("split == 'train'")
+    first, second = (train.PatchStream(frames, rows, prepared) for _ in range(2))
+    noisy_a, clean_a = first[3]
+    second[1]  # a different access order changes nothing
+    noisy_b, clean_b = second[3]
+    assert np.array_equal(noisy_a, noisy_b) and np.array_equal(clean_a, clean_b)
+    assert noisy_a.shape == (4, 16, 16, 3) and clean_a.max() <= 1.0
+    assert not np.array_equal(first[4][1], clean_a), "every batch draws new patches"
+    resumed = train.PatchStream(frames, rows, prepared, first_batch=2)
+    assert np.array_equal(resumed[1][0], noisy_a), "a resumed stream continues the sequence"
+
+
+@pytest.mark.parametrize("name", ["paper_cae", "dense_ae"])
+def test_two_epochs_lower_the_loss(prepared: Params, tmp_path: Path, name: str) -> None:
+    params = dataclasses.replace(
+        prepared, train=dataclasses.replace(prepared.train, epochs=2, steps_per_epoch=10)
+    )
+    _, state = _fit(params, name, tmp_path / "ckpt")
+    losses = [epoch["loss"] for epoch in state.history]
+    assert len(losses) == 2 and losses[1] < losses[0]
+
+
+def test_resumed_training_ends_with_the_same_weights(prepared: Params, tmp_path: Path) -> None:
+    params = dataclasses.replace(
+        prepared,
+        train=dataclasses.replace(
+            prepared.train, epochs=3, steps_per_epoch=3, early_stopping_patience=10
+        ),
+    )
+    reference, _ = _fit(params, "paper_cae", tmp_path / "uninterrupted")
+    with pytest.raises(KeyboardInterrupt):
+        _fit(params, "paper_cae", tmp_path / "interrupted", [CrashAfterEpoch(2)])
+    assert (tmp_path / "interrupted" / "last.keras").is_file()
+    resumed, state = _fit(params, "paper_cae", tmp_path / "interrupted")
+    assert [epoch["epoch"] for epoch in state.history] == [1, 2, 3]
+    for expected, actual in zip(reference.get_weights(), resumed.get_weights(), strict=True):
+        np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-6)
+
+
+def test_checkpoint_of_other_inputs_is_not_resumed(prepared: Params, tmp_path: Path) -> None:
+    params = dataclasses.replace(
+        prepared, train=dataclasses.replace(prepared.train, epochs=2, steps_per_epoch=2)
+    )
+    with pytest.raises(KeyboardInterrupt):
+        _fit(params, "dense_ae", tmp_path / "ckpt", [CrashAfterEpoch(1)])
+    changed = dataclasses.replace(
+        params, train=dataclasses.replace(params.train, learning_rate=0.01)
+    )
+    _, state = _fit(changed, "dense_ae", tmp_path / "ckpt")
+    assert len(state.history) == 2 and state.history[0]["epoch"] == 1
+
+
+def test_stage_writes_models_and_histories(prepared: Params) -> None:
+    summary = train.run(prepared)
+    assert set(summary.models) == {"paper_cae", "dense_ae"}
+    for name in ("paper_cae", "dense_ae"):
+        assert (Path(prepared.paths.models) / f"{name}.keras").is_file()
+        history = (Path(prepared.paths.train_reports) / f"{name}.csv").read_text().splitlines()
+        assert history[0] == "epoch,loss,val_loss,val_psnr,seconds" and len(history) == 3
+    assert not (Path(prepared.paths.checkpoints) / "paper_cae").exists()
