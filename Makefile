@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup samples run test test-fast lint clean
+.PHONY: setup remote samples run push pull test test-fast lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,12 +17,27 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# The default DVC remote is ../denoise-dvc-remote (beside the working tree); set
+# DENOISE_DVC_REMOTE to put it elsewhere (kept in the untracked .dvc/config.local).
+remote: setup
+	@if [ -n "$$DENOISE_DVC_REMOTE" ]; then \
+		dvc remote modify --local local url "$$DENOISE_DVC_REMOTE"; \
+	else \
+		dvc remote modify --local --unset local url 2>/dev/null || true; \
+	fi
+
 samples: setup
 	infra/get-sample-videos.sh
 	denoise samples
 
-run: samples
+run: samples remote
 	denoise run
+
+push: remote
+	dvc push
+
+pull: remote
+	dvc pull
 
 test: setup
 	infra/get-sample-videos.sh

@@ -18,3 +18,10 @@ def test_every_dvc_stage_is_a_cli_command() -> None:
         assert stage["cmd"] == f"denoise {name}"
         assert name in commands
     assert {"samples", "run", "model-summary"} <= commands
+
+
+def test_every_dvc_stage_is_run_by_a_flow_task_in_order() -> None:
+    from flows.pipeline import STAGES
+
+    stages = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
+    assert list(STAGES) == list(stages)

@@ -88,16 +88,17 @@ def test_new_video_is_picked_up(params: Params) -> None:
     assert manifest.groupby("video").size().to_dict() == {"second.avi": 8, "tiny.avi": 12}
 
 
-def _run_cli(
-    params: Params, tmp_path: Path, command: str = "extract"
-) -> subprocess.CompletedProcess[str]:
-    path = write_params(params, tmp_path / "params.yaml")
+def _run_cli_on(params_path: Path, command: str = "extract") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "denoise", command, "--params", str(path)],
+        [sys.executable, "-m", "denoise", command, "--params", str(params_path)],
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def _run_cli(params: Params, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    return _run_cli_on(write_params(params, tmp_path / "params.yaml"))
 
 
 def _expect_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -160,22 +161,13 @@ def test_greyscale_allowed_when_configured(params: Params) -> None:
 
 def test_bad_params_fail_with_one_line(params: Params, tmp_path: Path) -> None:
     path = write_params(params, tmp_path / "params.yaml")
-    path.write_text(path.read_text().replace("size: 32", "size: 30"))
-    result = subprocess.run(
-        [sys.executable, "-m", "denoise", "extract", "--params", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    _expect_one_line_error(result, "extract.size", "divisible by 4")
-    path.write_text(path.read_text().replace("seed: 0", "seed: 0\nsneed: 1"))
-    result = subprocess.run(
-        [sys.executable, "-m", "denoise", "extract", "--params", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    _expect_one_line_error(result, "sneed: unknown key")
+    text = path.read_text()
+    path.write_text(text.replace("size: 32", "size: 30"))
+    _expect_one_line_error(_run_cli_on(path), "extract.size", "divisible by 4")
+    path.write_text(text.replace("seed: 0", "seed: 0\nsneed: 1"))
+    _expect_one_line_error(_run_cli_on(path), "sneed: unknown key")
+    path.write_text(text.replace("- 15.0", "- -15.0"))
+    _expect_one_line_error(_run_cli_on(path), "noise.evaluation.gaussian[0]", "sigma must be >= 0")
 
 
 def test_empty_raw_directory(params: Params, tmp_path: Path) -> None:

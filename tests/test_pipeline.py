@@ -1,17 +1,20 @@
 """End to end through the real chain: `denoise run` -> `dvc repro` -> `denoise <stage>`.
 
-Builds a real git + DVC repository in a temporary folder with the project's dvc.yaml, a tiny
-params.yaml and a 12-frame 32x32 video.
+Builds a real git + DVC repository in a temporary folder with the project's dvc.yaml, DVC
+config (default remote beside the working tree), a tiny params.yaml and a 12-frame 32x32
+video tracked by DVC. The tests run in order and share that repository.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,9 +25,10 @@ from denoise.config import Params
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
+STAGES = ["extract", "noise", "train", "evaluate"]
 
 
-def _sh(
+def sh(
     *command: str, cwd: Path, check: bool = True, timeout: int = 900
 ) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
@@ -38,8 +42,6 @@ def _sh(
 
 def _relative(params: Params, root: Path) -> Params:
     """The same params with every path relative to the repository root, as users write them."""
-    import dataclasses
-
     paths = {
         field.name: str(Path(getattr(params.paths, field.name)).relative_to(root))
         for field in dataclasses.fields(params.paths)
@@ -47,16 +49,86 @@ def _relative(params: Params, root: Path) -> Params:
     return dataclasses.replace(params, paths=type(params.paths)(**paths))
 
 
+def _lock(root: Path) -> dict:
+    return yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+
+
+def _out_hash(root: Path, stage: str, index: int = 0) -> str:
+    return _lock(root)[stage]["outs"][index]["md5"]
+
+
+def _ran(result: subprocess.CompletedProcess[str]) -> list[str]:
+    return [stage for stage in STAGES if f"Running stage '{stage}'" in result.stdout]
+
+
+def _commit(root: Path, message: str) -> None:
+    sh("git", "add", "-A", cwd=root)
+    sh("git", "commit", "-qm", message, cwd=root)
+
+
+def _clone(source: Path, target: Path) -> Path:
+    sh("git", "clone", "-q", str(source), str(target), cwd=source.parent)
+    return target
+
+
 @pytest.fixture(scope="module")
-def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("repo")
-    _sh("git", "init", "-q", cwd=root)
-    _sh("git", "config", "user.email", "ci@example.invalid", cwd=root)
-    _sh("git", "config", "user.name", "CI", cwd=root)
-    _sh("dvc", "init", "-q", cwd=root)
-    _sh("dvc", "config", "core.analytics", "false", cwd=root)
-    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A folder holding the repository, its clones, the default remote (../denoise-dvc-remote
+    from each working tree) and the Prefect home of the flow's ephemeral runs."""
+    folder = tmp_path_factory.mktemp("workspace")
+    settings = {
+        "PREFECT_HOME": str(folder / "prefect-home"),
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    previous = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
+    yield folder
+    for name, value in previous.items():
+        if value is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = value
+
+
+_READ_PREFECT = """
+import asyncio, json
+from prefect.client.orchestration import get_client
+
+async def main():
+    async with get_client() as client:
+        flows = await client.read_flow_runs()
+        tasks = await client.read_task_runs()
+        artifacts = await client.read_artifacts()
+    tasks = sorted(tasks, key=lambda run: run.start_time or run.created)
+    print(json.dumps({
+        "flows": [[run.name, run.state.type.value] for run in flows],
+        "tasks": [[run.name, run.state.type.value] for run in tasks],
+        "artifacts": [[artifact.key, artifact.data] for artifact in artifacts],
+    }))
+
+asyncio.run(main())
+"""
+
+
+def _prefect_record(cwd: Path) -> dict:
+    """Flow runs, task runs (by start time) and artifacts stored by the ephemeral runs."""
+    return json.loads(sh(sys.executable, "-c", _READ_PREFECT, cwd=cwd).stdout.splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def repository(workspace: Path) -> Path:
+    root = workspace / "repo"
+    root.mkdir()
+    sh("git", "init", "-q", cwd=root)
+    sh("git", "config", "user.email", "ci@example.invalid", cwd=root)
+    sh("git", "config", "user.name", "CI", cwd=root)
+    sh("dvc", "init", "-q", cwd=root)
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore", ".dvc/config"):
         shutil.copy(PROJECT_ROOT / name, root / name)
+    shutil.copytree(
+        PROJECT_ROOT / "flows", root / "flows", ignore=shutil.ignore_patterns("__pycache__")
+    )
     shutil.copytree(
         PROJECT_ROOT / "src" / "denoise",
         root / "src" / "denoise",
@@ -65,45 +137,126 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_params(_relative(tiny_params(root), root), root / "params.yaml")
     (root / "data" / "raw").mkdir(parents=True)
     write_tiny_video(root / "data" / "raw" / "tiny.avi")
-    _sh("git", "add", "-A", cwd=root)
-    _sh("git", "commit", "-qm", "tiny project", cwd=root)
+    sh("dvc", "add", "-q", "data/raw", cwd=root)
+    _commit(root, "tiny project")
     return root
 
 
 def test_run_executes_every_stage_and_prints_the_table(repository: Path) -> None:
-    result = _sh("denoise", "run", cwd=repository)
-    for stage in ("extract", "noise", "train", "evaluate"):
-        assert f"Running stage '{stage}'" in result.stdout
+    result = sh("denoise", "run", cwd=repository)
+    assert _ran(result) == STAGES
+    record = _prefect_record(repository)
+    assert [state for _, state in record["flows"]] == ["COMPLETED"]
+    stage_runs = [run for run in record["tasks"] if run[0] in STAGES]
+    assert stage_runs == [[stage, "COMPLETED"] for stage in STAGES], record["tasks"]
+    ((key, markdown),) = record["artifacts"]
+    assert key == "denoise-metrics" and "| paper_cae |" in markdown
     assert "| paper_cae |" in result.stdout and "| bm3d |" in result.stdout
     metrics = json.loads((repository / "reports" / "metrics.json").read_text())
     assert set(metrics["sets"]) == {"test", "photographs"}
-    lock = yaml.safe_load((repository / "dvc.lock").read_text())
-    assert list(lock["stages"]) == ["extract", "noise", "train", "evaluate"]
+    assert list(_lock(repository)) == STAGES
+    assert (repository / "reports" / "psnr_per_sigma" / "test" / "paper_cae.csv").is_file()
+    _commit(repository, "first run")
 
 
-def test_second_run_skips_everything(repository: Path) -> None:
-    status = _sh("dvc", "status", cwd=repository)
+def test_second_run_skips_everything_quickly(repository: Path) -> None:
+    status = sh("dvc", "status", cwd=repository)
     assert "Data and pipelines are up to date" in status.stdout
     start = time.perf_counter()
-    result = _sh("denoise", "run", cwd=repository)
-    assert time.perf_counter() - start < 60
-    assert "Running stage" not in result.stdout
+    result = sh("dvc", "repro", cwd=repository)
+    assert time.perf_counter() - start < 20
+    assert _ran(result) == []
+    assert sh("git", "status", "--porcelain", cwd=repository).stdout == ""
+
+
+def test_plots_and_metrics_are_declared(repository: Path) -> None:
+    shown = json.loads(sh("dvc", "metrics", "show", "--json", cwd=repository).stdout)
+    assert "reports/metrics.json" in json.dumps(shown)
+    plots = sh("dvc", "plots", "show", "--json", cwd=repository).stdout
+    assert "val_psnr" in plots and "psnr_per_sigma" in plots
+
+
+def test_push_then_pull_in_a_fresh_clone_recomputes_nothing(
+    repository: Path, workspace: Path
+) -> None:
+    sh("dvc", "push", cwd=repository)
+    assert (workspace / "denoise-dvc-remote").is_dir(), "default remote beside the work tree"
+    clone = _clone(repository, workspace / "pulled")
+    sh("dvc", "pull", cwd=clone)
+    assert "Data and pipelines are up to date" in sh("dvc", "status", cwd=clone).stdout
+    assert (clone / "models" / "paper_cae.keras").is_file()
+    assert (clone / "data" / "evalsets" / "test" / "gaussian-25.npy").is_file()
+    assert _ran(sh("dvc", "repro", cwd=clone)) == []
+
+
+def test_forced_runs_in_two_fresh_clones_agree(repository: Path, workspace: Path) -> None:
+    metrics = []
+    for name in ("clone-a", "clone-b"):
+        clone = _clone(repository, workspace / name)
+        sh("dvc", "pull", "data/raw.dvc", cwd=clone)
+        assert _ran(sh("dvc", "repro", "--force", cwd=clone)) == STAGES
+        for stage in ("extract", "noise"):
+            assert _out_hash(clone, stage) == _out_hash(repository, stage), stage
+        metrics.append(json.loads((clone / "reports" / "metrics.json").read_text()))
+    for set_name, set_metrics in metrics[0]["sets"].items():
+        for level, methods in set_metrics["levels"].items():
+            for method, result in methods.items():
+                other = metrics[1]["sets"][set_name]["levels"][level][method]["psnr"]
+                assert abs(result["psnr"] - other) <= 0.05, (set_name, level, method)
+
+
+def test_changing_a_noise_parameter_skips_extract(repository: Path) -> None:
+    params = yaml.safe_load((repository / "params.yaml").read_text())
+    params["noise"]["train"]["sigma_max"] = 40.0
+    (repository / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = sh("dvc", "repro", cwd=repository)
+    assert "Stage 'extract' didn't change, skipping" in result.stdout
+    assert _ran(result) == ["noise", "train", "evaluate"]
+    _commit(repository, "sigma_max 40")
+
+
+def test_new_video_reruns_extract_and_joins_the_manifest(repository: Path) -> None:
+    import pandas as pd
+
+    write_tiny_video(repository / "data" / "raw" / "second.avi", num_frames=8, seed=3)
+    sh("dvc", "add", "-q", "data/raw", cwd=repository)
+    result = sh("dvc", "repro", cwd=repository)
+    assert _ran(result) == STAGES
+    manifest = pd.read_parquet(repository / "data" / "frames" / "manifest.parquet")
+    assert set(manifest["video"]) == {"tiny.avi", "second.avi"}
+    _commit(repository, "second video")
 
 
 def test_failed_stage_keeps_last_good_outputs_restorable(repository: Path) -> None:
-    lock = yaml.safe_load((repository / "dvc.lock").read_text())
-    frames_hash = lock["stages"]["extract"]["outs"][0]["md5"]
+    lock = _lock(repository)
     (repository / "data" / "raw" / "broken.mp4").write_bytes(b"\x00" * 1000)
-    result = _sh("denoise", "run", cwd=repository, check=False)
+    result = sh("denoise", "run", cwd=repository, check=False)
     assert result.returncode == 1
     assert "broken.mp4: not a video OpenCV can read" in result.stderr
-    (repository / "data" / "raw" / "broken.mp4").unlink()
-    assert yaml.safe_load((repository / "dvc.lock").read_text()) == lock, (
-        "a failed run must not record anything"
-    )
-    _sh("dvc", "checkout", cwd=repository)
-    # Up to date means every output's content hash matches dvc.lock again.
-    status = _sh("dvc", "status", cwd=repository)
-    assert "Data and pipelines are up to date" in status.stdout
+    assert "git checkout data/raw.dvc && dvc checkout" in result.stderr
+    assert _lock(repository) == lock, "a failed run records nothing"
+    sh("git", "checkout", "data/raw.dvc", cwd=repository)
+    sh("dvc", "checkout", cwd=repository)
+    assert not (repository / "data" / "raw" / "broken.mp4").exists()
+    # Up to date: every output's content hash matches dvc.lock again.
+    assert "Data and pipelines are up to date" in sh("dvc", "status", cwd=repository).stdout
     assert (repository / "data" / "frames" / "manifest.parquet").is_file()
-    assert lock["stages"]["extract"]["outs"][0]["md5"] == frames_hash
+    assert (repository / "models" / "paper_cae.keras").is_file()
+
+
+def test_parameter_sweeps_with_experiments_and_the_queue(repository: Path) -> None:
+    sh("dvc", "exp", "run", "-S", "train.epochs=1", cwd=repository)
+    for sigma in (0.5, 2.0):
+        sh("dvc", "exp", "run", "--queue", "-S", f"evaluate.blur_sigma={sigma}", cwd=repository)
+    sh("dvc", "queue", "start", "-j", "2", cwd=repository)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        status = sh("dvc", "queue", "status", cwd=repository).stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(2)
+    assert "Failed" not in status, status
+    shown = json.loads(sh("dvc", "exp", "show", "--json", cwd=repository).stdout)
+    values = json.dumps(shown)
+    for needle in ('"epochs": 1', '"blur_sigma": 0.5', '"blur_sigma": 2.0'):
+        assert needle in values, needle

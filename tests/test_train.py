@@ -1,11 +1,18 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
+from conftest import write_params
 
 from denoise import extract, noise, train
 from denoise.config import Params
@@ -109,3 +116,60 @@ def test_stage_writes_models_and_histories(prepared: Params) -> None:
         history = (Path(prepared.paths.train_reports) / f"{name}.csv").read_text().splitlines()
         assert history[0] == "epoch,loss,val_loss,val_psnr,seconds" and len(history) == 3
     assert not (Path(prepared.paths.checkpoints) / "paper_cae").exists()
+
+
+def _train_params(params: Params, root: Path) -> Params:
+    paths = dataclasses.replace(
+        params.paths,
+        models=str(root / "models"),
+        checkpoints=str(root / "checkpoints"),
+        train_reports=str(root / "reports"),
+    )
+    training = dataclasses.replace(
+        params.train,
+        models=["paper_cae"],
+        epochs=6,
+        steps_per_epoch=25,
+        early_stopping_patience=10,
+    )
+    return dataclasses.replace(params, paths=paths, train=training)
+
+
+@pytest.mark.slow
+def test_sigkilled_training_resumes_to_the_same_weights(prepared: Params, tmp_path: Path) -> None:
+    """A real `denoise train` process is killed with SIGKILL after an epoch, then rerun."""
+    command = [sys.executable, "-m", "denoise", "train", "--params"]
+    reference = _train_params(prepared, tmp_path / "reference")
+    subprocess.run(
+        [*command, str(write_params(reference, tmp_path / "reference.yaml"))],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+
+    killed = _train_params(prepared, tmp_path / "killed")
+    params_path = str(write_params(killed, tmp_path / "killed.yaml"))
+    state = Path(killed.paths.checkpoints) / "paper_cae" / "state.json"
+    process = subprocess.Popen(
+        [*command, params_path],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    while not state.is_file() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    assert process.wait(timeout=60) == -signal.SIGKILL, "training ended before it was killed"
+    epochs_done = json.loads(state.read_text())["epochs_done"]
+    assert 1 <= epochs_done < killed.train.epochs
+    assert not (Path(killed.paths.models) / "paper_cae.keras").exists()
+
+    resumed = subprocess.run(
+        [*command, params_path], check=True, capture_output=True, text=True, timeout=600
+    )
+    assert f"resuming after epoch {epochs_done}" in resumed.stdout
+    expected = keras.models.load_model(Path(reference.paths.models) / "paper_cae.keras")
+    actual = keras.models.load_model(Path(killed.paths.models) / "paper_cae.keras")
+    for want, got in zip(expected.get_weights(), actual.get_weights(), strict=True):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)

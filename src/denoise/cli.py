@@ -7,7 +7,6 @@ Each stage command loads params.yaml and calls the stage module's run(params); h
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -154,24 +153,33 @@ def model_summary(
 @app.command()
 @_user_errors
 def run(params: ParamsOption = Path("params.yaml")) -> None:
-    """Run the whole pipeline through DVC (`dvc repro`), then print the metrics table."""
+    """Run the Prefect flow `denoise-pipeline` (each task one DVC stage), print the table.
+
+    DVC skips stages whose inputs did not change. With no PREFECT_API_URL set, Prefect runs
+    the flow against a temporary local server.
+    """
     config = _load(params)
     if params.resolve() != Path("params.yaml").resolve():
         raise DenoiseError(
             f"{params}: DVC stages read ./params.yaml; run from the project "
             "root, or change values with `dvc exp run -S key=value`"
         )
-    dvc = shutil.which("dvc") or str(Path(sys.executable).with_name("dvc"))
-    if not Path(".dvc").is_dir():
-        raise DenoiseError(f"{Path.cwd()}: not a DVC project (no .dvc/); run from its root")
-    # The stages call `denoise`, which lives beside this interpreter even when the virtual
-    # environment is not activated.
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    completed = subprocess.run([dvc, "repro"], check=False, env=env)
+    for required in (".dvc", "flows"):
+        if not Path(required).is_dir():
+            raise DenoiseError(f"{Path.cwd()}: no {required}/ here; run from the project root")
+    env = {
+        # The temporary server migrates its database on first start: slow on a small machine.
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+        # No telemetry: it needs the network, and it races the first start's migrations.
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        **os.environ,
+    }
+    completed = subprocess.run([sys.executable, "-m", "flows.pipeline"], check=False, env=env)
     if completed.returncode != 0:
         raise DenoiseError(
-            f"dvc repro failed with exit status {completed.returncode}; the "
-            "last good outputs are still in the DVC cache (`dvc checkout`)"
+            f"the pipeline failed (exit status {completed.returncode}): remove the bad input, "
+            f"or restore the last good state with "
+            f"`git checkout {config.paths.raw}.dvc && dvc checkout`"
         )
     table = Path(config.paths.evaluation) / "metrics.md"
     if table.is_file():

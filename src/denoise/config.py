@@ -32,6 +32,7 @@ class Paths:
     checkpoints: str = "checkpoints"
     evaluation: str = "reports/evaluation"
     metrics: str = "reports/metrics.json"
+    psnr_per_sigma: str = "reports/psnr_per_sigma"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -233,5 +233,25 @@ def run(params: Params) -> EvaluateSummary:
             writer.writeheader()
             writer.writerows(rows)
         write_text(staging / "metrics.md", table)
+    with atomic_directory(params.paths.psnr_per_sigma) as staging:
+        for relative, text in psnr_per_sigma(metrics).items():
+            (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+            (staging / relative).write_text(text)
     write_json(params.paths.metrics, metrics)
     return EvaluateSummary(metrics=metrics, table=table)
+
+
+def psnr_per_sigma(metrics: dict[str, Any]) -> dict[str, str]:
+    """CSV text (sigma, psnr, ssim) per set and method, over the Gaussian levels: for DVC plots,
+    which draw one line per file, so {set}/{method}.csv is one curve."""
+    curves: dict[str, list[str]] = {}
+    for set_name, set_metrics in metrics["sets"].items():
+        for level, methods in set_metrics["levels"].items():
+            kind, _, sigma = level.partition("-")
+            if kind != "gaussian":
+                continue
+            for method, result in methods.items():
+                curves.setdefault(f"{set_name}/{method}.csv", ["sigma,psnr,ssim"]).append(
+                    f"{sigma},{result['psnr']:.4f},{result['ssim']:.4f}"
+                )
+    return {relative: "\n".join(lines) + "\n" for relative, lines in curves.items()}

@@ -45,21 +45,15 @@ def _identity_patch_kernel(patch: int, channels: int) -> np.ndarray:
     return np.eye(size, dtype=np.float32).reshape(patch, patch, channels, size)
 
 
-@keras.saving.register_keras_serializable(package="denoise")
-class ExtractPatches(layers.Layer):
-    """Flatten every patch x patch tile, placed every `stride` pixels, into a vector.
-
-    (N, H, W, C) -> (N, (H - patch) / stride + 1, (W - patch) / stride + 1, patch*patch*C).
-    """
+class _PatchLayer(layers.Layer):
+    """Shared state of the two patch layers: a fixed identity kernel, no trainable weights."""
 
     def __init__(self, patch: int, stride: int, channels: int = 3, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.patch, self.stride, self.channels = patch, stride, channels
+        # (patch, patch, C, patch*patch*C): a conv kernel for extraction, and a conv_transpose
+        # kernel ((kh, kw, out_channels, in_channels)) for putting patches back.
         self._kernel = _identity_patch_kernel(patch, channels)
-
-    def call(self, images: Any) -> Any:
-        kernel = ops.convert_to_tensor(self._kernel, dtype=images.dtype)
-        return ops.conv(images, kernel, strides=self.stride, padding="valid")
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -71,17 +65,23 @@ class ExtractPatches(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="denoise")
-class AveragePatches(layers.Layer):
+class ExtractPatches(_PatchLayer):
+    """Flatten every patch x patch tile, placed every `stride` pixels, into a vector.
+
+    (N, H, W, C) -> (N, (H - patch) / stride + 1, (W - patch) / stride + 1, patch*patch*C).
+    """
+
+    def call(self, images: Any) -> Any:
+        kernel = ops.convert_to_tensor(self._kernel, dtype=images.dtype)
+        return ops.conv(images, kernel, strides=self.stride, padding="valid")
+
+
+@keras.saving.register_keras_serializable(package="denoise")
+class AveragePatches(_PatchLayer):
     """Put patch vectors back in place, averaging where tiles overlap (inverse of ExtractPatches).
 
     (N, h, w, patch*patch*C) -> (N, (h - 1) * stride + patch, (w - 1) * stride + patch, C).
     """
-
-    def __init__(self, patch: int, stride: int, channels: int = 3, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.patch, self.stride, self.channels = patch, stride, channels
-        # conv_transpose kernels are (kh, kw, out_channels, in_channels).
-        self._kernel = _identity_patch_kernel(patch, channels)
 
     def call(self, vectors: Any) -> Any:
         kernel = ops.convert_to_tensor(self._kernel, dtype=vectors.dtype)
@@ -90,14 +90,6 @@ class AveragePatches(layers.Layer):
             ops.ones_like(vectors), kernel, strides=self.stride, padding="valid"
         )
         return summed / coverage
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "patch": self.patch,
-            "stride": self.stride,
-            "channels": self.channels,
-        }
 
 
 def dense_ae(

@@ -1,0 +1,1 @@
+"""Prefect wiring for the denoise pipeline; all logic lives in src/denoise."""
