@@ -8,6 +8,7 @@ PREFECT_API_URL set, Prefect starts a temporary local server for the run (epheme
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -68,29 +69,19 @@ def run_stage(stage: str, root: Path) -> dict[str, Any]:
     return {"stage": stage, "ran": ran}
 
 
-# Remote transfers touch the network: retry with backoff.
 @task(
-    name="dvc-pull",
+    name="dvc-transfer",
+    task_run_name="dvc-{command}",
     retries=3,
     retry_delay_seconds=exponential_backoff(backoff_factor=5),
     cache_policy=NO_CACHE,
 )
-def dvc_pull(root: Path) -> None:
-    status, output = _dvc(["pull", "--allow-missing"], root)
+def dvc_transfer(command: str, root: Path) -> None:
+    """`dvc pull` or `dvc push`: they touch the network, so they retry with backoff."""
+    arguments = ["pull", "--allow-missing"] if command == "pull" else ["push"]
+    status, output = _dvc(arguments, root)
     if status != 0:
-        raise RuntimeError(f"dvc pull failed: {output.strip()[-500:]}")
-
-
-@task(
-    name="dvc-push",
-    retries=3,
-    retry_delay_seconds=exponential_backoff(backoff_factor=5),
-    cache_policy=NO_CACHE,
-)
-def dvc_push(root: Path) -> None:
-    status, output = _dvc(["push"], root)
-    if status != 0:
-        raise RuntimeError(f"dvc push failed: {output.strip()[-500:]}")
+        raise RuntimeError(f"dvc {command} failed: {output.strip()[-500:]}")
 
 
 @task(name="publish-report", cache_policy=NO_CACHE)
@@ -117,14 +108,23 @@ def denoise_pipeline(root: str = ".", pull: bool = False, push: bool = False) ->
     project = Path(root).resolve()
     params = load_params(project / "params.yaml")
     if pull:
-        dvc_pull(project)
+        dvc_transfer("pull", project)
     track_raw_data(project, params.paths.raw)
     results = [run_stage(stage, project) for stage in STAGES]
     if push:
-        dvc_push(project)
+        dvc_transfer("push", project)
     publish_report(project, params.paths.evaluation, results)
     return results
 
 
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Run the denoise-pipeline flow.")
+    parser.add_argument("--root", default=".", help="the DVC project (default: here)")
+    parser.add_argument("--pull", action="store_true", help="dvc pull before the stages")
+    parser.add_argument("--push", action="store_true", help="dvc push after the stages")
+    arguments = parser.parse_args()
+    denoise_pipeline(root=arguments.root, pull=arguments.pull, push=arguments.push)
+
+
 if __name__ == "__main__":
-    denoise_pipeline()
+    main()

@@ -142,8 +142,8 @@ def repository(workspace: Path) -> Path:
     return root
 
 
-def test_run_executes_every_stage_and_prints_the_table(repository: Path) -> None:
-    result = sh("denoise", "run", cwd=repository)
+def test_run_executes_every_stage_and_prints_the_table(repository: Path, workspace: Path) -> None:
+    result = sh("denoise", "run", "--push", cwd=repository)
     assert _ran(result) == STAGES
     record = _prefect_record(repository)
     assert [state for _, state in record["flows"]] == ["COMPLETED"]
@@ -179,14 +179,17 @@ def test_plots_and_metrics_are_declared(repository: Path) -> None:
 def test_push_then_pull_in_a_fresh_clone_recomputes_nothing(
     repository: Path, workspace: Path
 ) -> None:
-    sh("dvc", "push", cwd=repository)
-    assert (workspace / "denoise-dvc-remote").is_dir(), "default remote beside the work tree"
     clone = _clone(repository, workspace / "pulled")
     sh("dvc", "pull", cwd=clone)
     assert "Data and pipelines are up to date" in sh("dvc", "status", cwd=clone).stdout
     assert (clone / "models" / "paper_cae.keras").is_file()
     assert (clone / "data" / "evalsets" / "test" / "gaussian-25.npy").is_file()
     assert _ran(sh("dvc", "repro", cwd=clone)) == []
+    # The flow's pull task in a second fresh clone: everything arrives, every stage is skipped.
+    second = _clone(repository, workspace / "pulled-by-flow")
+    result = sh("denoise", "run", "--pull", cwd=second)
+    assert _ran(result) == [] and "| paper_cae |" in result.stdout
+    assert "Data and pipelines are up to date" in sh("dvc", "status", cwd=second).stdout
 
 
 def test_forced_runs_in_two_fresh_clones_agree(repository: Path, workspace: Path) -> None:

@@ -152,7 +152,11 @@ def model_summary(
 
 @app.command()
 @_user_errors
-def run(params: ParamsOption = Path("params.yaml")) -> None:
+def run(
+    params: ParamsOption = Path("params.yaml"),
+    pull: Annotated[bool, typer.Option("--pull", help="dvc pull before the stages.")] = False,
+    push: Annotated[bool, typer.Option("--push", help="dvc push after the stages.")] = False,
+) -> None:
     """Run the Prefect flow `denoise-pipeline` (each task one DVC stage), print the table.
 
     DVC skips stages whose inputs did not change. With no PREFECT_API_URL set, Prefect runs
@@ -174,7 +178,9 @@ def run(params: ParamsOption = Path("params.yaml")) -> None:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         **os.environ,
     }
-    completed = subprocess.run([sys.executable, "-m", "flows.pipeline"], check=False, env=env)
+    command = [sys.executable, "-m", "flows.pipeline"]
+    command += ["--pull"] * pull + ["--push"] * push
+    completed = subprocess.run(command, check=False, env=env)
     if completed.returncode != 0:
         raise DenoiseError(
             f"the pipeline failed (exit status {completed.returncode}): remove the bad input, "
