@@ -85,7 +85,7 @@ def dvc_transfer(command: str, root: Path) -> None:
 
 
 @task(name="publish-report", cache_policy=NO_CACHE)
-def publish_report(root: Path, evaluation: str, results: list[dict[str, Any]]) -> str:
+def publish_report(root: Path, evaluation: str, results: list[dict[str, Any]]) -> None:
     """A markdown artifact with the stages that ran and the metrics table."""
     table_path = root / evaluation / "metrics.md"
     table = table_path.read_text() if table_path.is_file() else "(no metrics table)"
@@ -99,7 +99,6 @@ def publish_report(root: Path, evaluation: str, results: list[dict[str, Any]]) -
         key=ARTIFACT_KEY,
         description="Stages run and metrics of the denoise pipeline",
     )
-    return table
 
 
 @flow(name="denoise-pipeline", log_prints=True)

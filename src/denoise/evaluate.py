@@ -18,7 +18,7 @@ from denoise.baselines import baseline
 from denoise.config import Params
 from denoise.errors import DataError
 from denoise.metrics import psnr, ssim
-from denoise.noise import list_sets, load_set
+from denoise.noise import level_name, list_sets, load_set
 from denoise.progress import progress
 from denoise.video import write_image
 
@@ -163,14 +163,8 @@ def run(params: Params) -> EvaluateSummary:
     rows: list[dict[str, Any]] = []
     images: list[tuple[str, np.ndarray]] = []
     set_names = [name for name in list_sets(evalsets_dir) if name != VALIDATION]
-    jobs = [
-        (set_name, level)
-        for set_name in set_names
-        for level in json.loads((evalsets_dir / "index.json").read_text())["sets"][set_name][
-            "levels"
-        ]
-    ]
     loaded = {name: load_set(evalsets_dir, name) for name in set_names}
+    jobs = [(name, level) for name in set_names for level in loaded[name][2]["levels"]]
     for set_name, level in progress(jobs, description="evaluate"):
         clean, noisy_levels, info = loaded[set_name]
         level_info = info["levels"][level]
@@ -234,24 +228,21 @@ def run(params: Params) -> EvaluateSummary:
             writer.writerows(rows)
         write_text(staging / "metrics.md", table)
     with atomic_directory(params.paths.psnr_per_sigma) as staging:
-        for relative, text in psnr_per_sigma(metrics).items():
+        for relative, text in psnr_per_sigma(metrics, params.noise.evaluation.gaussian).items():
             (staging / relative).parent.mkdir(parents=True, exist_ok=True)
             (staging / relative).write_text(text)
     write_json(params.paths.metrics, metrics)
     return EvaluateSummary(metrics=metrics, table=table)
 
 
-def psnr_per_sigma(metrics: dict[str, Any]) -> dict[str, str]:
-    """CSV text (sigma, psnr, ssim) per set and method, over the Gaussian levels: for DVC plots,
-    which draw one line per file, so {set}/{method}.csv is one curve."""
+def psnr_per_sigma(metrics: dict[str, Any], sigmas: list[float]) -> dict[str, str]:
+    """CSV text (sigma, psnr, ssim) per set and method over the Gaussian levels `sigmas`: for
+    DVC plots, which draw one line per file, so {set}/{method}.csv is one curve."""
     curves: dict[str, list[str]] = {}
     for set_name, set_metrics in metrics["sets"].items():
-        for level, methods in set_metrics["levels"].items():
-            kind, _, sigma = level.partition("-")
-            if kind != "gaussian":
-                continue
-            for method, result in methods.items():
+        for sigma in sigmas:
+            for method, result in set_metrics["levels"][level_name("gaussian", sigma)].items():
                 curves.setdefault(f"{set_name}/{method}.csv", ["sigma,psnr,ssim"]).append(
-                    f"{sigma},{result['psnr']:.4f},{result['ssim']:.4f}"
+                    f"{sigma:g},{result['psnr']:.4f},{result['ssim']:.4f}"
                 )
     return {relative: "\n".join(lines) + "\n" for relative, lines in curves.items()}

@@ -247,6 +247,7 @@ def run(params: Params) -> TrainSummary:
     validation = (noisy[validation_level], clean)
     train_rows = manifest[manifest["split"] == "train"]
     summaries: dict[str, dict[str, float]] = {}
+    histories: dict[str, list[dict[str, float]]] = {}
     trained: dict[str, keras.Model] = {}
     for name in params.train.models:
         stream = PatchStream(frames_dir, train_rows, params)
@@ -267,17 +268,14 @@ def run(params: Params) -> TrainSummary:
             / max(state.seconds, 1e-9),
             "patch_size": stream.patch,
         }
-        summaries[name]["history"] = state.history  # type: ignore[assignment]
+        histories[name] = state.history
     with atomic_directory(params.paths.models) as staging:
         for name, model in trained.items():
             model.save(staging / f"{name}.keras")
-            write_json(
-                staging / f"{name}.json",
-                {key: value for key, value in summaries[name].items() if key != "history"},
-            )
+            write_json(staging / f"{name}.json", summaries[name])
     with atomic_directory(params.paths.train_reports) as staging:
         for name in trained:
-            _write_history(staging / f"{name}.csv", summaries[name].pop("history"))  # type: ignore[arg-type]
+            _write_history(staging / f"{name}.csv", histories[name])
     for name in trained:
         shutil.rmtree(Path(params.paths.checkpoints) / name, ignore_errors=True)
     return TrainSummary(models=summaries)
