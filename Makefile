@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup remote samples run push pull test test-fast lint clean
+.PHONY: setup remote samples run serve ui push pull test test-fast lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,16 @@ samples: setup
 run: samples remote
 	denoise run
 
+# Scheduled retraining here: a Prefect server on loopback (http://127.0.0.1:4200), the `gpu`
+# work pool, the deployments of prefect.yaml and a worker; Ctrl-C stops it all. Set
+# DENOISE_RETRAIN_CRON to change the weekly schedule (docs/orchestration.md).
+serve: samples remote
+	infra/serve.sh
+
+# The MLflow UI on the local tracking store (http://127.0.0.1:5000).
+ui: setup
+	denoise ui
+
 push: remote
 	dvc push
 
@@ -41,6 +51,7 @@ pull: remote
 
 test: setup
 	infra/get-sample-videos.sh
+	infra/get-test-tools.sh
 	python -m pytest
 
 test-fast: setup
@@ -52,4 +63,4 @@ lint: setup
 	mypy
 
 clean:
-	rm -rf data/frames data/evalsets models checkpoints reports/evaluation
+	rm -rf data/frames data/evalsets reports/validation models checkpoints reports/evaluation

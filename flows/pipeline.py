@@ -4,26 +4,33 @@ Prefect wiring only. Each stage task runs `dvc repro --single-item <stage>`, so 
 from content hashes whether the stage must run, records every run in dvc.lock, and the stage
 itself runs `denoise <stage>`. Run it with `denoise run` or `python -m flows.pipeline`; with no
 PREFECT_API_URL set, Prefect starts a temporary local server for the run (ephemeral mode).
+
+On a worker (the `scheduled-retrain` deployment in prefect.yaml, docs/orchestration.md) the flow
+also checks out the configured branch, `dvc pull`s before the stages, `dvc push`es after them and
+commits dvc.lock with the git-tracked reports to a results branch, never to the source branch.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, runtime, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
+from denoise import results_branch as branches
+from denoise import tracking
 from denoise.config import load_params
 
 # The stages of dvc.yaml, in order (tests/test_consistency.py keeps the two in step).
-STAGES = ("extract", "noise", "train", "evaluate")
+STAGES = ("extract", "noise", "validate", "train", "evaluate", "register")
 ARTIFACT_KEY = "denoise-metrics"
 
 
@@ -31,14 +38,14 @@ class StageFailed(RuntimeError):
     """A DVC stage exited non-zero: bad input or a bug, so retrying would not help."""
 
 
-def _dvc(arguments: list[str], root: Path) -> tuple[int, str]:
+def _dvc(arguments: list[str], root: Path, env: dict[str, str] | None = None) -> tuple[int, str]:
     """Run DVC in root, echoing its output live; return the exit status and the output."""
     # Stages call `denoise`, which lives beside this interpreter (the project's environment).
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     process = subprocess.Popen(
         [str(Path(sys.executable).with_name("dvc")), *arguments],
         cwd=root,
-        env={**os.environ, "PATH": path, "DVC_NO_ANALYTICS": "1"},
+        env={**os.environ, "PATH": path, "DVC_NO_ANALYTICS": "1", **(env or {})},
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -59,9 +66,13 @@ def track_raw_data(root: Path, raw: str) -> None:
 
 
 @task(name="dvc-stage", task_run_name="{stage}", cache_policy=NO_CACHE)
-def run_stage(stage: str, root: Path) -> dict[str, Any]:
-    """Run one DVC stage; DVC skips it when its inputs did not change."""
-    status, output = _dvc(["repro", "--single-item", stage], root)
+def run_stage(stage: str, root: Path, tracking_run_id: str) -> dict[str, Any]:
+    """Run one DVC stage; DVC skips it when its inputs did not change.
+
+    A stage that runs logs its MLflow child runs under tracking_run_id.
+    """
+    env = {tracking.PARENT_RUN_ENV: tracking_run_id}
+    status, output = _dvc(["repro", "--single-item", stage], root, env)
     if status != 0:
         raise StageFailed(f"stage {stage} failed (dvc repro exit status {status})")
     ran = f"Running stage '{stage}'" in output
@@ -84,16 +95,84 @@ def dvc_transfer(command: str, root: Path) -> None:
         raise RuntimeError(f"dvc {command} failed: {output.strip()[-500:]}")
 
 
+@task(
+    name="git-transfer",
+    task_run_name="git-{command}",
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=5),
+    cache_policy=NO_CACHE,
+)
+def git_transfer(command: str, root: Path, branch: str | None = None) -> None:
+    """`git fetch` the remote's branches or `git push` one: network, so retried."""
+    branches.transfer(command, root, branch)
+
+
+@task(name="git-checkout", cache_policy=NO_CACHE)
+def checkout_branch(branch: str, root: Path) -> str:
+    """Put the working tree on branch (fast-forwarded to the remote's); a refusal is final."""
+    commit = branches.checkout(branch, root)
+    get_run_logger().info("working tree at %s %s", branch, commit[:12])
+    return commit
+
+
+@task(name="commit-results", cache_policy=NO_CACHE)
+def commit_results(branch: str, root: Path) -> str | None:
+    """Commit the run's lineage to the results branch, never touching the checked-out one."""
+    commit = branches.commit_results(branch, root)
+    if commit is None:
+        get_run_logger().info("results branch %s already holds this lineage", branch)
+    else:
+        get_run_logger().info("committed %s to %s", commit[:12], branch)
+    return commit
+
+
+@task(
+    name="open-tracking-run",
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=5),
+    cache_policy=NO_CACHE,
+)
+def open_tracking_run(root: Path) -> str:
+    """The MLflow parent run of this pipeline run (a server may be remote, so retried)."""
+    with contextlib.chdir(root):
+        params = load_params("params.yaml")
+        flow_run = runtime.flow_run.id or ""
+        return tracking.open_pipeline_run(params, tags={"prefect.flow_run_id": str(flow_run)})
+
+
+@task(
+    name="close-tracking-run",
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=5),
+    cache_policy=NO_CACHE,
+)
+def close_tracking_run(
+    root: Path, run_id: str, results: list[dict[str, Any]], failed: str | None
+) -> str:
+    """Record which stages ran, were skipped or failed, end the run; return its UI link."""
+    with contextlib.chdir(root):
+        tracking.configure(load_params("params.yaml"))
+        statuses = {result["stage"]: "ran" if result["ran"] else "skipped" for result in results}
+        if failed is not None:
+            statuses[failed] = "failed"
+        return tracking.close_pipeline_run(run_id, statuses, "FAILED" if failed else "FINISHED")
+
+
 @task(name="publish-report", cache_policy=NO_CACHE)
-def publish_report(root: Path, evaluation: str, results: list[dict[str, Any]]) -> None:
-    """A markdown artifact with the stages that ran and the metrics table."""
+def publish_report(
+    root: Path, evaluation: str, results: list[dict[str, Any]], tracking_link: str
+) -> None:
+    """A markdown artifact with the stages that ran, the MLflow run and the metrics table."""
     table_path = root / evaluation / "metrics.md"
     table = table_path.read_text() if table_path.is_file() else "(no metrics table)"
     stages = "\n".join(
         f"| {result['stage']} | {'ran' if result['ran'] else 'skipped (unchanged)'} |"
         for result in results
     )
-    markdown = f"## denoise pipeline\n\n| stage | status |\n|---|---|\n{stages}\n\n{table}"
+    markdown = (
+        f"## denoise pipeline\n\nMLflow run: {tracking_link}\n\n"
+        f"| stage | status |\n|---|---|\n{stages}\n\n{table}"
+    )
     create_markdown_artifact(
         markdown=markdown,
         key=ARTIFACT_KEY,
@@ -102,17 +181,45 @@ def publish_report(root: Path, evaluation: str, results: list[dict[str, Any]]) -
 
 
 @flow(name="denoise-pipeline", log_prints=True)
-def denoise_pipeline(root: str = ".", pull: bool = False, push: bool = False) -> list[dict]:
-    """Reproduce the pipeline in the DVC project at `root`, stage by stage."""
+def denoise_pipeline(
+    root: str = ".",
+    pull: bool = False,
+    push: bool = False,
+    branch: str | None = None,
+    results_branch: str | None = None,
+) -> list[dict]:
+    """Reproduce the pipeline in the DVC project at `root`, stage by stage.
+
+    branch: check it out (fetched first when the clone has a remote) before anything else.
+    results_branch: commit the lineage there afterwards (pushed when there is a remote).
+    """
     project = Path(root).resolve()
+    if results_branch is not None:
+        branches.check_results_branch(project, branch, results_branch)
+    if branch is not None:
+        if branches.has_remote(project):
+            git_transfer("fetch", project)
+        checkout_branch(branch, project)
     params = load_params(project / "params.yaml")
     if pull:
         dvc_transfer("pull", project)
     track_raw_data(project, params.paths.raw)
-    results = [run_stage(stage, project) for stage in STAGES]
+    tracking_run_id = open_tracking_run(project)
+    results: list[dict[str, Any]] = []
+    for stage in STAGES:
+        try:
+            results.append(run_stage(stage, project, tracking_run_id))
+        except Exception:
+            close_tracking_run(project, tracking_run_id, results, failed=stage)
+            raise
+    tracking_link = close_tracking_run(project, tracking_run_id, results, failed=None)
     if push:
         dvc_transfer("push", project)
-    publish_report(project, params.paths.evaluation, results)
+    if results_branch is not None:
+        commit_results(results_branch, project)
+        if branches.has_remote(project):
+            git_transfer("push", project, results_branch)
+    publish_report(project, params.paths.evaluation, results, tracking_link)
     return results
 
 
@@ -121,8 +228,16 @@ def main() -> None:
     parser.add_argument("--root", default=".", help="the DVC project (default: here)")
     parser.add_argument("--pull", action="store_true", help="dvc pull before the stages")
     parser.add_argument("--push", action="store_true", help="dvc push after the stages")
+    parser.add_argument("--branch", help="git branch to check out first")
+    parser.add_argument("--results-branch", help="git branch that receives dvc.lock and reports")
     arguments = parser.parse_args()
-    denoise_pipeline(root=arguments.root, pull=arguments.pull, push=arguments.push)
+    denoise_pipeline(
+        root=arguments.root,
+        pull=arguments.pull,
+        push=arguments.push,
+        branch=arguments.branch,
+        results_branch=arguments.results_branch,
+    )
 
 
 if __name__ == "__main__":

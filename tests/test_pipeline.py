@@ -7,10 +7,8 @@ video tracked by DVC. The tests run in order and share that repository.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -19,34 +17,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import PROJECT_ROOT, tiny_params, write_params, write_tiny_video
-
-from denoise.config import Params
+from conftest import PROJECT_ROOT, write_tiny_video
+from repository import build_repository, sh
+from repository import commit as _commit
 
 pytestmark = pytest.mark.slow
-BIN = Path(sys.executable).parent
-STAGES = ["extract", "noise", "train", "evaluate"]
-
-
-def sh(
-    *command: str, cwd: Path, check: bool = True, timeout: int = 900
-) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
-    result = subprocess.run(
-        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}")
-    return result
-
-
-def _relative(params: Params, root: Path) -> Params:
-    """The same params with every path relative to the repository root, as users write them."""
-    paths = {
-        field.name: str(Path(getattr(params.paths, field.name)).relative_to(root))
-        for field in dataclasses.fields(params.paths)
-    }
-    return dataclasses.replace(params, paths=type(params.paths)(**paths))
+STAGES = list(yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"])
 
 
 def _lock(root: Path) -> dict:
@@ -61,9 +37,15 @@ def _ran(result: subprocess.CompletedProcess[str]) -> list[str]:
     return [stage for stage in STAGES if f"Running stage '{stage}'" in result.stdout]
 
 
-def _commit(root: Path, message: str) -> None:
-    sh("git", "add", "-A", cwd=root)
-    sh("git", "commit", "-qm", message, cwd=root)
+def _local_runs(root: Path, filter_string: str = "") -> list:  # type: ignore[type-arg]
+    """Runs in the repository's local default MLflow store."""
+    from mlflow.tracking import MlflowClient
+
+    database = root / "mlflow" / "mlflow.db"
+    assert database.is_file(), "the local default store is <root>/mlflow/mlflow.db"
+    client = MlflowClient(f"sqlite:///{database}")
+    experiment = client.get_experiment_by_name("denoise")
+    return list(client.search_runs([experiment.experiment_id], filter_string))
 
 
 def _clone(source: Path, target: Path) -> Path:
@@ -74,15 +56,19 @@ def _clone(source: Path, target: Path) -> Path:
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A folder holding the repository, its clones, the default remote (../denoise-dvc-remote
-    from each working tree) and the Prefect home of the flow's ephemeral runs."""
+    from each working tree) and the Prefect home of the flow's ephemeral runs.
+
+    MLflow runs go to the local default store of each repository (<root>/mlflow/).
+    """
     folder = tmp_path_factory.mktemp("workspace")
     settings = {
         "PREFECT_HOME": str(folder / "prefect-home"),
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }
-    previous = {name: os.environ.get(name) for name in settings}
+    previous = {name: os.environ.get(name) for name in [*settings, "MLFLOW_TRACKING_URI"]}
     os.environ.update(settings)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
     yield folder
     for name, value in previous.items():
         if value is None:
@@ -118,28 +104,7 @@ def _prefect_record(cwd: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def repository(workspace: Path) -> Path:
-    root = workspace / "repo"
-    root.mkdir()
-    sh("git", "init", "-q", cwd=root)
-    sh("git", "config", "user.email", "ci@example.invalid", cwd=root)
-    sh("git", "config", "user.name", "CI", cwd=root)
-    sh("dvc", "init", "-q", cwd=root)
-    for name in ("dvc.yaml", ".gitignore", ".dvcignore", ".dvc/config"):
-        shutil.copy(PROJECT_ROOT / name, root / name)
-    shutil.copytree(
-        PROJECT_ROOT / "flows", root / "flows", ignore=shutil.ignore_patterns("__pycache__")
-    )
-    shutil.copytree(
-        PROJECT_ROOT / "src" / "denoise",
-        root / "src" / "denoise",
-        ignore=shutil.ignore_patterns("__pycache__"),
-    )
-    write_params(_relative(tiny_params(root), root), root / "params.yaml")
-    (root / "data" / "raw").mkdir(parents=True)
-    write_tiny_video(root / "data" / "raw" / "tiny.avi")
-    sh("dvc", "add", "-q", "data/raw", cwd=root)
-    _commit(root, "tiny project")
-    return root
+    return build_repository(workspace / "repo")
 
 
 def test_run_executes_every_stage_and_prints_the_table(repository: Path, workspace: Path) -> None:
@@ -156,6 +121,18 @@ def test_run_executes_every_stage_and_prints_the_table(repository: Path, workspa
     assert set(metrics["sets"]) == {"test", "photographs"}
     assert list(_lock(repository)) == STAGES
     assert (repository / "reports" / "psnr_per_sigma" / "test" / "paper_cae.csv").is_file()
+    # The flow's MLflow parent run, in the local default store, links from the artifact.
+    (parent,) = [
+        run for run in _local_runs(repository) if "mlflow.parentRunId" not in run.data.tags
+    ]
+    assert parent.info.status == "FINISHED"
+    assert {stage: parent.data.tags[f"denoise.stage.{stage}"] for stage in STAGES} == {
+        stage: "ran" for stage in STAGES
+    }
+    assert parent.info.run_id in markdown
+    registry = json.loads((repository / "reports" / "registry.json").read_text())
+    assert {decision["model"] for decision in registry["decisions"]} == {"paper_cae", "dense_ae"}
+    assert [decision["alias"] for decision in registry["decisions"]].count("champion") == 1
     _commit(repository, "first run")
 
 
@@ -214,7 +191,8 @@ def test_changing_a_noise_parameter_skips_extract(repository: Path) -> None:
     (repository / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     result = sh("dvc", "repro", cwd=repository)
     assert "Stage 'extract' didn't change, skipping" in result.stdout
-    assert _ran(result) == ["noise", "train", "evaluate"]
+    # The evaluation sets come out identical, so validate is skipped too.
+    assert _ran(result) == [stage for stage in STAGES if stage not in ("extract", "validate")]
     _commit(repository, "sigma_max 40")
 
 
@@ -263,3 +241,57 @@ def test_parameter_sweeps_with_experiments_and_the_queue(repository: Path) -> No
     values = json.dumps(shown)
     for needle in ('"epochs": 1', '"blur_sigma": 0.5', '"blur_sigma": 2.0'):
         assert needle in values, needle
+    # Queued experiments run in copies under .dvc/tmp/exps but log to the repository's store.
+    experiments = {run.data.tags.get("dvc.experiment") for run in _local_runs(repository)}
+    assert len(experiments - {None}) >= 2, experiments
+
+
+def test_bad_data_stops_the_run_at_validate_and_the_last_good_state_returns(
+    repository: Path,
+) -> None:
+    """A dead camera's video: extract and noise run, validate fails naming the expectation,
+    nothing downstream runs, and git + DVC bring back the last good outputs and report."""
+    from conftest import write_dark_camera_video
+
+    # Start from the last commit (the sweeps above leave an experiment in the workspace); run
+    # alone, this test first records a good run.
+    sh("git", "checkout", "-q", "--", ".", cwd=repository)
+    sh("dvc", "checkout", "--force", cwd=repository, check=False)
+    sh("dvc", "repro", cwd=repository)
+    if sh("git", "status", "--porcelain", cwd=repository).stdout:
+        _commit(repository, "good run")
+    lock = _lock(repository)
+    registry = repository / "reports" / "registry.json"
+    champion = registry.read_text() if registry.is_file() else None
+    report = repository / "reports" / "validation"
+
+    write_dark_camera_video(repository / "data" / "raw" / "dead-camera.avi")
+    result = sh("denoise", "run", cwd=repository, check=False)
+    assert result.returncode == 1
+    assert "Running stage 'validate'" in result.stdout
+    for stage in ("train", "evaluate", "register"):
+        assert f"Running stage '{stage}'" not in result.stdout, stage
+    assert "error: validation failed" in result.stderr
+    assert "frames: expect_column_values_to_be_between('mean') in [0.02, 0.98]" in result.stderr
+    assert "e.g. dead-camera.avi#0: 0.0" in result.stderr
+    assert "git checkout dvc.lock && git checkout data/raw.dvc && dvc checkout --force" in (
+        result.stderr
+    )
+    # The report says why; the stages after validate recorded nothing.
+    assert json.loads((report / "results.json").read_text())["success"] is False
+    assert (report / "index.html").is_file()
+    failed_lock = _lock(repository)
+    assert failed_lock["extract"] != lock["extract"], "extract passed and recorded the new video"
+    for stage in lock:
+        if stage not in ("extract", "noise"):
+            assert failed_lock[stage] == lock[stage], stage
+
+    sh("git", "checkout", "dvc.lock", cwd=repository)
+    sh("git", "checkout", "data/raw.dvc", cwd=repository)
+    sh("dvc", "checkout", "--force", cwd=repository)
+    assert not (repository / "data" / "raw" / "dead-camera.avi").exists()
+    assert "Data and pipelines are up to date" in sh("dvc", "status", cwd=repository).stdout
+    assert json.loads((report / "results.json").read_text())["success"] is True
+    assert (repository / "models" / "paper_cae.keras").is_file()
+    if champion is not None:
+        assert registry.read_text() == champion, "the registered champion stays as it was"

@@ -114,7 +114,9 @@ def test_stage_writes_models_and_histories(prepared: Params) -> None:
     for name in ("paper_cae", "dense_ae"):
         assert (Path(prepared.paths.models) / f"{name}.keras").is_file()
         history = (Path(prepared.paths.train_reports) / f"{name}.csv").read_text().splitlines()
-        assert history[0] == "epoch,loss,val_loss,val_psnr,seconds" and len(history) == 3
+        assert history[0] == "epoch,loss,val_loss,val_psnr,val_ssim,seconds" and len(history) == 3
+        assert -1.0 <= float(history[-1].split(",")[4]) <= 1.0
+        assert summary.models[name]["mlflow_run_id"]
     assert not (Path(prepared.paths.checkpoints) / "paper_cae").exists()
 
 

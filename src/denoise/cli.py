@@ -54,6 +54,7 @@ def main() -> None:
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def _load(params_path: Path) -> Params:
@@ -110,6 +111,18 @@ def noise(params: ParamsOption = Path("params.yaml")) -> None:
 
 @app.command()
 @_user_errors
+def validate(params: ParamsOption = Path("params.yaml")) -> None:
+    """Check frames and evaluation sets with Great Expectations; write the report (Data Docs)."""
+    from denoise import checks as stage
+
+    summary = stage.run(_load(params))
+    for suite in summary.suites:
+        typer.echo(f"{suite.name}: {len(suite.outcomes)} expectations met on {suite.rows} rows")
+    typer.echo(f"report: {summary.report}")
+
+
+@app.command()
+@_user_errors
 def train(params: ParamsOption = Path("params.yaml")) -> None:
     """Train every model in params.train.models on streamed noisy patches."""
     from denoise import train as stage
@@ -130,6 +143,96 @@ def evaluate(params: ParamsOption = Path("params.yaml")) -> None:
 
     summary = stage.run(_load(params))
     typer.echo(summary.table)
+
+
+@app.command()
+@_user_errors
+def register(params: ParamsOption = Path("params.yaml")) -> None:
+    """Register every trained model in MLflow; move `champion` only to a better model."""
+    from denoise import registry as stage
+
+    summary = stage.run(_load(params))
+    for decision in summary.decisions:
+        typer.echo(
+            f"{summary.registered_model} v{decision.version} ({decision.model}): "
+            f"{decision.score:.2f} dB -> {decision.alias or 'no alias'} ({decision.reason})"
+        )
+
+
+@app.command()
+@_user_errors
+def ui(
+    params: ParamsOption = Path("params.yaml"),
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
+) -> None:
+    """Open the MLflow UI on the tracking store the pipeline logs to (local SQLite default)."""
+    from denoise import tracking
+
+    config = _load(params)
+    uri = tracking.tracking_uri(config)
+    if uri.startswith("http"):
+        typer.echo(f"MLFLOW_TRACKING_URI is a server: open {uri}")
+        return
+    tracking.configure(config)  # creates the store and experiment on first use
+    typer.echo(f"MLflow UI on http://127.0.0.1:{port} ({uri}); Ctrl-C stops it")
+    mlflow = Path(sys.executable).with_name("mlflow")
+    os.execv(
+        mlflow,
+        [str(mlflow), "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)],
+    )
+
+
+@app.command()
+@_user_errors
+def apply(
+    inputs: Annotated[
+        list[Path], typer.Argument(help="Images, videos, or folders of them (not recursive).")
+    ],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output", "-o", help="Output folder (created), or a file name for one input."
+        ),
+    ],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="models:/NAME@ALIAS, runs:/ID/model, or a .keras file "
+            "[default: models:/<register.model_name>@champion].",
+        ),
+    ] = None,
+    tile: Annotated[
+        int | None, typer.Option("--tile", help="Largest tile side [default: apply.tile_size].")
+    ] = None,
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Denoise images and videos at full resolution with tiled inference.
+
+    Videos come out at the source's size, frame rate and frame count; images at their bit
+    depth where the format keeps it (16-bit PNG and TIFF), else 8-bit.
+    """
+    import dataclasses
+
+    from denoise import infer as stage
+
+    # Outside the project (no ./params.yaml), the defaults serve: apply needs no data paths.
+    default = params == Path("params.yaml") and not params.exists()
+    config = Params() if default else _load(params)
+    if tile is not None:
+        try:
+            apply_config = dataclasses.replace(config.apply, tile_size=tile)
+        except DenoiseError as error:  # a ConfigError naming apply's key
+            raise DenoiseError(f"--tile {tile}: apply.{error}") from None
+        config = dataclasses.replace(config, apply=apply_config)
+    summary = stage.run(config, inputs, output, model)
+    for applied in summary.outputs:
+        size = f"{applied.width}x{applied.height}"
+        if applied.fps is not None:
+            size += f", {applied.frames} frames at {applied.fps:g} fps"
+        typer.echo(f"{applied.source} -> {applied.output} ({size})")
+    typer.echo(f"model: {summary.model_uri}")
 
 
 @app.command("model-summary")
@@ -156,6 +259,13 @@ def run(
     params: ParamsOption = Path("params.yaml"),
     pull: Annotated[bool, typer.Option("--pull", help="dvc pull before the stages.")] = False,
     push: Annotated[bool, typer.Option("--push", help="dvc push after the stages.")] = False,
+    branch: Annotated[
+        str | None, typer.Option("--branch", help="git checkout this branch first.")
+    ] = None,
+    results_branch: Annotated[
+        str | None,
+        typer.Option("--results-branch", help="commit dvc.lock and reports to this branch."),
+    ] = None,
 ) -> None:
     """Run the Prefect flow `denoise-pipeline` (each task one DVC stage), print the table.
 
@@ -180,12 +290,15 @@ def run(
     }
     command = [sys.executable, "-m", "flows.pipeline"]
     command += ["--pull"] * pull + ["--push"] * push
+    command += ["--branch", branch] if branch else []
+    command += ["--results-branch", results_branch] if results_branch else []
     completed = subprocess.run(command, check=False, env=env)
     if completed.returncode != 0:
         raise DenoiseError(
             f"the pipeline failed (exit status {completed.returncode}): remove the bad input, "
-            f"or restore the last good state with "
-            f"`git checkout {config.paths.raw}.dvc && dvc checkout`"
+            f"or restore the last good state with `git checkout dvc.lock && "
+            f"git checkout {config.paths.raw}.dvc && dvc checkout --force` (stages that "
+            "passed recorded the bad input in dvc.lock; --force drops a failed report)"
         )
     table = Path(config.paths.evaluation) / "metrics.md"
     if table.is_file():

@@ -27,12 +27,14 @@ class Paths:
     raw: str = "data/raw"
     frames: str = "data/frames"
     evalsets: str = "data/evalsets"
+    validation: str = "reports/validation"
     models: str = "models"
     train_reports: str = "reports/train"
     checkpoints: str = "checkpoints"
     evaluation: str = "reports/evaluation"
     metrics: str = "reports/metrics.json"
     psnr_per_sigma: str = "reports/psnr_per_sigma"
+    registry: str = "reports/registry.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,6 +151,64 @@ class Noise:
 
 
 @dataclasses.dataclass(frozen=True)
+class FrameChecks:
+    min_frames_per_video: int = 30
+    mean_min: float = 0.02
+    mean_max: float = 0.98
+    min_std: float = 0.02
+    max_duplicate_fraction: float = 0.1
+    near_duplicate_difference: float = 0.001
+
+    def __post_init__(self) -> None:
+        _check(self.min_frames_per_video >= 1, "min_frames_per_video", "must be >= 1")
+        _check(
+            0.0 <= self.mean_min < self.mean_max <= 1.0,
+            "mean_min",
+            f"need 0 <= mean_min < mean_max <= 1, got {self.mean_min} and {self.mean_max}",
+        )
+        _check(0.0 <= self.min_std <= 0.5, "min_std", f"must be in [0, 0.5], got {self.min_std}")
+        _check(
+            0.0 <= self.max_duplicate_fraction <= 1.0,
+            "max_duplicate_fraction",
+            f"must be in [0, 1], got {self.max_duplicate_fraction}",
+        )
+        _check(
+            0.0 <= self.near_duplicate_difference < 1.0,
+            "near_duplicate_difference",
+            f"must be in [0, 1), got {self.near_duplicate_difference}",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationSetChecks:
+    sigma_tolerance: float = 0.05
+
+    def __post_init__(self) -> None:
+        _check(self.sigma_tolerance > 0, "sigma_tolerance", "must be > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class ResultChecks:
+    psnr_min: float = 5.0
+    psnr_max: float = 60.0
+    min_gain_over_noisy_db: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check(
+            self.psnr_min < self.psnr_max,
+            "psnr_min",
+            f"must be < psnr_max, got {self.psnr_min} and {self.psnr_max}",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Validate:
+    frames: FrameChecks = dataclasses.field(default_factory=FrameChecks)
+    evaluation_sets: EvaluationSetChecks = dataclasses.field(default_factory=EvaluationSetChecks)
+    results: ResultChecks = dataclasses.field(default_factory=ResultChecks)
+
+
+@dataclasses.dataclass(frozen=True)
 class Train:
     models: list[str] = dataclasses.field(default_factory=lambda: ["paper_cae", "dense_ae"])
     patch_size: int = 96
@@ -211,14 +271,66 @@ class Evaluate:
 
 
 @dataclasses.dataclass(frozen=True)
+class Tracking:
+    experiment: str = "denoise"
+    local_store: str = "mlflow"
+    num_samples: int = 2
+
+    def __post_init__(self) -> None:
+        _check(bool(self.experiment.strip()), "experiment", "must not be empty")
+        _check(
+            bool(self.local_store) and not Path(self.local_store).is_absolute(),
+            "local_store",
+            f"must be a folder relative to the repository root, got {self.local_store!r}",
+        )
+        _check(self.num_samples >= 0, "num_samples", "must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class Register:
+    model_name: str = "denoise"
+    score_set: str = "test"
+    promotion_margin_db: float = 0.05
+
+    def __post_init__(self) -> None:
+        _check(bool(self.model_name.strip()), "model_name", "must not be empty")
+        _check(bool(self.score_set.strip()), "score_set", "must not be empty")
+        _check(self.promotion_margin_db >= 0, "promotion_margin_db", "must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class Apply:
+    tile_size: int = 256
+    overlap: int = 32
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        _check(
+            self.tile_size % 4 == 0 and self.tile_size >= 16,
+            "tile_size",
+            f"must be a multiple of 4 and >= 16 (paper_cae pools twice), got {self.tile_size}",
+        )
+        _check(
+            self.overlap % 4 == 0 and 0 <= 2 * self.overlap <= self.tile_size,
+            "overlap",
+            f"must be a multiple of 4 between 0 and tile_size / 2, got {self.overlap}",
+        )
+        _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+
+
+@dataclasses.dataclass(frozen=True)
 class Params:
     seed: int = 0
     paths: Paths = dataclasses.field(default_factory=Paths)
     samples: Samples = dataclasses.field(default_factory=Samples)
     extract: Extract = dataclasses.field(default_factory=Extract)
     noise: Noise = dataclasses.field(default_factory=Noise)
+    validate: Validate = dataclasses.field(default_factory=Validate)
     train: Train = dataclasses.field(default_factory=Train)
     evaluate: Evaluate = dataclasses.field(default_factory=Evaluate)
+    tracking: Tracking = dataclasses.field(default_factory=Tracking)
+    register: Register = dataclasses.field(default_factory=Register)
+    apply: Apply = dataclasses.field(default_factory=Apply)
 
     def __post_init__(self) -> None:
         _check(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")

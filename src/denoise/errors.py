@@ -15,3 +15,15 @@ class VideoError(DenoiseError):
 
 class DataError(DenoiseError):
     """A stage's input files are missing or inconsistent (run the upstream stage first)."""
+
+
+class ValidationError(DenoiseError):
+    """Data or results that fail an expectation (params.yaml `validate`); names which and why."""
+
+
+class InputError(DenoiseError):
+    """An input to `denoise apply` that is missing, unreadable or of an unsupported type."""
+
+
+class ModelError(DenoiseError):
+    """A model that cannot be loaded: no such file, registered model or alias, or no server."""

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from denoise import tracking
 from denoise.atomic import atomic_directory, atomic_path, write_json, write_text
 from denoise.baselines import baseline
 from denoise.config import Params
@@ -138,7 +139,61 @@ class EvaluateSummary:
 
 
 def run(params: Params) -> EvaluateSummary:
-    """Score baselines and trained models on every evaluation set except validation."""
+    """Score baselines and trained models on every evaluation set except validation.
+
+    Logs the classical baselines as one MLflow child run, each model's scores into its own
+    training run, and the tables to the pipeline's parent run.
+    """
+    with tracking.stage(params, "evaluate") as tracker:
+        summary = _evaluate(params)
+        _log_evaluation(tracker, params, summary.metrics)
+    return summary
+
+
+def method_metrics(metrics: dict[str, Any], method: str) -> dict[str, float]:
+    """A method's scores as flat MLflow metrics: {"test.gaussian-25.psnr": 29.4, ...}."""
+    flat = {}
+    for set_name, set_metrics in metrics["sets"].items():
+        for level, level_metrics in set_metrics["levels"].items():
+            for key in ("psnr", "ssim", "ms_per_frame"):
+                if method in level_metrics:
+                    flat[f"{set_name}.{level}.{key}"] = level_metrics[method][key]
+    return flat
+
+
+def _log_evaluation(
+    tracker: tracking.StageTracker, params: Params, metrics: dict[str, Any]
+) -> None:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    evaluation = Path(params.paths.evaluation)
+    with tracker.child("baselines", tags={"denoise.kind": "baselines"}):
+        for method in params.evaluate.methods:
+            mlflow.log_metrics(
+                {f"{method}.{key}": value for key, value in method_metrics(metrics, method).items()}
+            )
+        mlflow.log_text((evaluation / "metrics.md").read_text(), "metrics.md")
+    for name, info in metrics["models"].items():
+        run_id = info.get("mlflow_run_id", "")
+        try:
+            mlflow.tracking.MlflowClient().get_run(run_id)
+            run: Any = tracker.resume(run_id)
+        except MlflowException:  # trained against another tracking store
+            run = tracker.child(name, tags={"denoise.model": name})
+        with run:
+            mlflow.log_metrics(method_metrics(metrics, name))
+            for image in sorted(evaluation.glob(f"triptychs/*/*/{name}-*.png")):
+                relative = image.relative_to(evaluation).parent
+                mlflow.log_artifact(str(image), artifact_path=f"evaluation/{relative}")
+    tracker.log_to_parent(
+        summary=metrics,
+        texts={"metrics.md": (evaluation / "metrics.md").read_text()},
+        folders={params.paths.psnr_per_sigma: "psnr_per_sigma"},
+    )
+
+
+def _evaluate(params: Params) -> EvaluateSummary:
     config = params.evaluate
     evalsets_dir = Path(params.paths.evalsets)
     models = _load_models(params)

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from denoise import tracking
 from denoise.atomic import atomic_directory
 from denoise.config import Params, Split
 from denoise.errors import DataError
@@ -140,6 +141,13 @@ def _extract_video(path: Path, raw_dir: Path, out_dir: Path, params: Params) -> 
 
 def run(params: Params) -> ExtractSummary:
     """Decode every video in paths.raw into shards under paths.frames, with the manifest."""
+    with tracking.stage(params, "extract") as tracker:
+        summary = _extract(params)
+        tracker.log_to_parent(summary=dataclasses.asdict(summary))
+    return summary
+
+
+def _extract(params: Params) -> ExtractSummary:
     raw_dir, frames_dir = Path(params.paths.raw), Path(params.paths.frames)
     videos = list_videos(raw_dir)
     with atomic_directory(frames_dir) as staging:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from denoise import tracking
 from denoise.atomic import atomic_directory, write_json
 from denoise.config import Params, TrainNoise
 from denoise.errors import ConfigError, DataError
@@ -163,6 +164,13 @@ class NoiseSummary:
 
 def run(params: Params) -> NoiseSummary:
     """Write the fixed evaluation sets (validation, test, photographs) under paths.evalsets."""
+    with tracking.stage(params, "noise") as tracker:
+        summary = _add_noise(params)
+        tracker.log_to_parent(summary=dataclasses.asdict(summary))
+    return summary
+
+
+def _add_noise(params: Params) -> NoiseSummary:
     frames_dir = Path(params.paths.frames)
     manifest = load_manifest(frames_dir)
     index: dict[str, object] = {"seed": params.seed, "clipped": False, "sets": {}}

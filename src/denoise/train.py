@@ -14,7 +14,7 @@ import hashlib
 import json
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +22,20 @@ import keras
 import numpy as np
 import pandas as pd
 
+from denoise import tracking
 from denoise.atomic import atomic_directory, atomic_path, write_json
 from denoise.config import Params, params_to_dict
 from denoise.errors import DataError
+from denoise.evaluate import triptych
 from denoise.extract import MANIFEST_NAME, file_sha256, load_manifest
+from denoise.metrics import ssim
 from denoise.models import build_model, count_parameters, psnr
 from denoise.noise import add_training_noise, level_name, load_set
 
-HISTORY_FIELDS = ("epoch", "loss", "val_loss", "val_psnr", "seconds")
+HISTORY_FIELDS = ("epoch", "loss", "val_loss", "val_psnr", "val_ssim", "seconds")
+EPOCH_METRICS = ("loss", "val_loss", "val_psnr", "val_ssim")
+# Called after every epoch with (epoch, metrics, triptychs of the first validation frames).
+EpochLogger = Callable[[int, dict[str, float], list[np.ndarray]], None]
 
 
 class PatchStream(keras.utils.PyDataset):
@@ -100,6 +106,42 @@ class TrainingState:
     history: list[dict[str, float]] = dataclasses.field(default_factory=list)
 
 
+class ValidationImages(keras.callbacks.Callback):
+    """Adds val_ssim to the epoch's logs, and hands sample triptychs to an optional logger.
+
+    Runs before the Checkpointer, so the history it records holds val_ssim too.
+    validation: (noisy, clean) float32 (N, H, W, 3) in [0, 1] (noisy unclipped).
+    """
+
+    def __init__(
+        self,
+        validation: tuple[np.ndarray, np.ndarray],
+        batch_size: int,
+        num_samples: int,
+        logger: EpochLogger | None,
+    ) -> None:
+        super().__init__()
+        self.noisy, self.clean = validation
+        self.batch_size, self.num_samples, self.logger = batch_size, num_samples, logger
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = logs if logs is not None else {}
+        denoised = np.clip(
+            np.asarray(self.model.predict(self.noisy, batch_size=self.batch_size, verbose=0)),
+            0.0,
+            1.0,
+        )
+        logs["val_ssim"] = float(
+            np.mean([ssim(clean, image) for clean, image in zip(self.clean, denoised, strict=True)])
+        )
+        if self.logger is not None:
+            samples = [
+                triptych(self.noisy[index], denoised[index], self.clean[index])
+                for index in range(min(self.num_samples, len(self.clean)))
+            ]
+            self.logger(epoch + 1, {key: float(logs[key]) for key in EPOCH_METRICS}, samples)
+
+
 class Checkpointer(keras.callbacks.Callback):
     """Early stopping on val_loss, and an atomic checkpoint every epoch.
 
@@ -126,6 +168,7 @@ class Checkpointer(keras.callbacks.Callback):
                 "loss": float(logs["loss"]),
                 "val_loss": float(logs["val_loss"]),
                 "val_psnr": float(logs["val_psnr"]),
+                "val_ssim": float(logs["val_ssim"]),
                 "seconds": seconds,
             }
         )
@@ -184,10 +227,13 @@ def train_model(
     checkpoint_dir: Path,
     print_fn: Any = print,
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+    epoch_logger: EpochLogger | None = None,
+    num_samples: int = 0,
 ) -> tuple[keras.Model, TrainingState]:
     """Fit one model, resuming from checkpoint_dir if it holds a run of the same fingerprint.
 
     validation: (noisy, clean) float32 (N, H, W, 3). Returns the model with its best weights.
+    epoch_logger gets every epoch's metrics, including those a resumed run did before.
     """
     config = params.train
     expected = fingerprint(name, params, stream.frames_dir, validation[0])
@@ -205,6 +251,9 @@ def train_model(
     else:
         print_fn(f"{name}: resuming after epoch {state.epochs_done} from {checkpoint_dir}")
         model = keras.models.load_model(checkpoint_dir / "last.keras")
+        if epoch_logger is not None:
+            for record in state.history:
+                epoch_logger(int(record["epoch"]), {key: record[key] for key in EPOCH_METRICS}, [])
     stream.first_batch = state.epochs_done * config.steps_per_epoch
     finished = state.wait >= config.early_stopping_patience or state.epochs_done >= config.epochs
     if not finished:
@@ -217,6 +266,7 @@ def train_model(
             validation_data=validation,
             validation_batch_size=config.batch_size,
             callbacks=[
+                ValidationImages(validation, config.batch_size, num_samples, epoch_logger),
                 Checkpointer(checkpoint_dir, state, config.early_stopping_patience),
                 *extra_callbacks,
             ],
@@ -235,47 +285,73 @@ def _write_history(path: Path, history: list[dict[str, float]]) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class TrainSummary:
-    models: dict[str, dict[str, float]]
+    models: dict[str, dict[str, Any]]
 
 
 def run(params: Params) -> TrainSummary:
-    """Train every model in params.train.models; write models and training histories."""
+    """Train every model in params.train.models; write models and training histories.
+
+    Each model is one MLflow child run (per-epoch metrics and sample images, then the model
+    itself); its id is kept in models/<name>.json for the evaluate and register stages.
+    """
     frames_dir = Path(params.paths.frames)
     manifest = load_manifest(frames_dir)
     clean, noisy, _ = load_set(Path(params.paths.evalsets), "validation")
     validation_level = level_name("gaussian", params.noise.validation_sigma)
     validation = (noisy[validation_level], clean)
     train_rows = manifest[manifest["split"] == "train"]
-    summaries: dict[str, dict[str, float]] = {}
+    summaries: dict[str, dict[str, Any]] = {}
     histories: dict[str, list[dict[str, float]]] = {}
     trained: dict[str, keras.Model] = {}
-    for name in params.train.models:
-        stream = PatchStream(frames_dir, train_rows, params)
-        checkpoint_dir = Path(params.paths.checkpoints) / name
-        model, state = train_model(name, params, stream, validation, checkpoint_dir)
-        trained[name] = model
-        best = state.history[state.best_epoch]
-        summaries[name] = {
-            "parameters": count_parameters(model),
-            "epochs": state.epochs_done,
-            "best_epoch": state.best_epoch + 1,
-            "val_loss": best["val_loss"],
-            "val_psnr": best["val_psnr"],
-            "train_seconds": state.seconds,
-            "train_patches_per_second": state.epochs_done
-            * params.train.steps_per_epoch
-            * stream.batch_size
-            / max(state.seconds, 1e-9),
-            "patch_size": stream.patch,
-        }
-        histories[name] = state.history
-    with atomic_directory(params.paths.models) as staging:
+    with tracking.stage(params, "train") as tracker:
+        for name in params.train.models:
+            stream = PatchStream(frames_dir, train_rows, params)
+            checkpoint_dir = Path(params.paths.checkpoints) / name
+            with tracker.child(name, tags={"denoise.model": name}) as run_id:
+                tracking.log_frames_inputs(params, manifest)
+                model, state = train_model(
+                    name,
+                    params,
+                    stream,
+                    validation,
+                    checkpoint_dir,
+                    epoch_logger=tracking.log_epoch,
+                    num_samples=params.tracking.num_samples,
+                )
+            trained[name] = model
+            best = state.history[state.best_epoch]
+            summaries[name] = {
+                "parameters": count_parameters(model),
+                "epochs": state.epochs_done,
+                "best_epoch": state.best_epoch + 1,
+                "val_loss": best["val_loss"],
+                "val_psnr": best["val_psnr"],
+                "val_ssim": best["val_ssim"],
+                "train_seconds": state.seconds,
+                "train_patches_per_second": state.epochs_done
+                * params.train.steps_per_epoch
+                * stream.batch_size
+                / max(state.seconds, 1e-9),
+                "patch_size": stream.patch,
+                "mlflow_run_id": run_id,
+            }
+            histories[name] = state.history
+        with atomic_directory(params.paths.models) as staging:
+            for name, model in trained.items():
+                model.save(staging / f"{name}.keras")
+                write_json(staging / f"{name}.json", summaries[name])
+        with atomic_directory(params.paths.train_reports) as staging:
+            for name in trained:
+                _write_history(staging / f"{name}.csv", histories[name])
         for name, model in trained.items():
-            model.save(staging / f"{name}.keras")
-            write_json(staging / f"{name}.json", summaries[name])
-    with atomic_directory(params.paths.train_reports) as staging:
-        for name in trained:
-            _write_history(staging / f"{name}.csv", histories[name])
+            with tracker.resume(summaries[name]["mlflow_run_id"]):
+                tracking.log_trained_model(
+                    params,
+                    model,
+                    Path(params.paths.models) / f"{name}.keras",
+                    summaries[name],
+                    Path(params.paths.train_reports) / f"{name}.csv",
+                )
     for name in trained:
         shutil.rmtree(Path(params.paths.checkpoints) / name, ignore_errors=True)
     return TrainSummary(models=summaries)

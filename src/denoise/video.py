@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -164,3 +165,128 @@ def read_image(path: Path) -> np.ndarray:
     if bgr is None:
         raise VideoError(f"{path}: not an image OpenCV can read")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+# Codec per output container. .avi uses OpenCV's own Motion-JPEG writer, which keeps any frame
+# size; the others go through FFmpeg (MPEG-4 Part 2), whose writer only makes even sizes.
+_VIDEO_CODECS = {".avi": "MJPG", ".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v"}
+# Bit depths kept on output, per file type; every other type is written as 8-bit.
+_DEPTHS_KEPT = {".png": ("uint16",), ".tif": ("uint16", "float32"), ".tiff": ("uint16", "float32")}
+
+
+def read_video_rgb(path: Path) -> Iterator[np.ndarray]:
+    """Decode every frame at full resolution as float32 RGB (H, W, 3) in [0, 1].
+
+    Raises VideoError (naming the file) when the video cannot be opened or decodes to nothing.
+    """
+    probe(path)
+    capture = cv2.VideoCapture(str(path))
+    decoded = 0
+    try:
+        while True:
+            ok, bgr = capture.read()
+            if not ok or bgr is None:
+                break
+            decoded += 1
+            if bgr.ndim == 2:
+                bgr = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR)
+            yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
+    finally:
+        capture.release()
+    if decoded == 0:
+        raise VideoError(f"{path}: video has no decodable frames")
+
+
+def video_codec(path: Path, width: int, height: int) -> str:
+    """The codec a video of this size is written with at path, or VideoError saying why not.
+
+    The codec follows the extension (see _VIDEO_CODECS); an odd size needs .avi.
+    """
+    suffix = path.suffix.lower()
+    if suffix not in _VIDEO_CODECS:
+        raise VideoError(
+            f"{path}: cannot write {suffix or 'extensionless'} video (known: "
+            f"{', '.join(_VIDEO_CODECS)})"
+        )
+    if suffix != ".avi" and (width % 2 or height % 2):
+        raise VideoError(
+            f"{path}: OpenCV's FFmpeg writer cannot keep the odd size {width}x{height} in "
+            f"{suffix}; write .avi instead (Motion-JPEG keeps any size)"
+        )
+    return _VIDEO_CODECS[suffix]
+
+
+@contextlib.contextmanager
+def rgb_video_writer(
+    path: Path, fps: float, width: int, height: int
+) -> Iterator[Callable[[np.ndarray], None]]:
+    """Yield a function that appends a float32 RGB (H, W, 3) frame in [0, 1] to a new video.
+
+    Raises VideoError where video_codec does, or when OpenCV cannot open the writer.
+    """
+    codec = video_codec(path, width, height)
+    fourcc = cv2.VideoWriter.fourcc(*codec)
+    if path.suffix.lower() == ".avi":
+        writer = cv2.VideoWriter(str(path), cv2.CAP_OPENCV_MJPEG, fourcc, fps, (width, height))
+    else:
+        writer = cv2.VideoWriter(str(path), fourcc, fps, (width, height))
+    if not writer.isOpened():
+        raise VideoError(f"{path}: OpenCV cannot write {codec} video here")
+
+    def write(rgb: np.ndarray) -> None:
+        if rgb.shape != (height, width, 3):
+            raise ValueError(f"frame shape {rgb.shape} is not ({height}, {width}, 3)")
+        frame = np.round(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+
+    try:
+        yield write
+    finally:
+        writer.release()
+
+
+def can_read_image(path: Path) -> bool:
+    """Whether OpenCV has a decoder for this file's contents (it reads the header only)."""
+    return bool(cv2.haveImageReader(str(path)))
+
+
+def read_image_float(path: Path) -> tuple[np.ndarray, np.dtype]:
+    """Read an image of any bit depth as float32 RGB (H, W, 3) in [0, 1], and its stored dtype.
+
+    8- and 16-bit images are scaled from their integer range and float images clipped;
+    greyscale is replicated to RGB, an alpha channel is dropped and EXIF rotation applied.
+    """
+    image = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    if image is None:
+        raise VideoError(f"{path}: not an image OpenCV can read")
+    dtype = image.dtype
+    if image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    elif image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if dtype == np.uint8:
+        scaled = rgb.astype(np.float32) / 255.0
+    elif dtype == np.uint16:
+        scaled = rgb.astype(np.float32) / 65535.0
+    else:
+        scaled = np.clip(np.nan_to_num(rgb.astype(np.float32)), 0.0, 1.0)
+    return scaled, dtype
+
+
+def write_image_float(path: Path, rgb: np.ndarray, dtype: np.dtype | None = None) -> None:
+    """Write float32 RGB (H, W, 3) in [0, 1] as `dtype` where the file type keeps it, else 8-bit.
+
+    16-bit survives in PNG and TIFF, float32 in TIFF; the format follows the extension.
+    """
+    kept = _DEPTHS_KEPT.get(path.suffix.lower(), ())
+    name = np.dtype(dtype).name if dtype is not None else "uint8"
+    clipped = np.clip(rgb, 0.0, 1.0)
+    if name == "uint16" and name in kept:
+        image = np.round(clipped * 65535.0).astype(np.uint16)
+    elif name == "float32" and name in kept:
+        image = clipped.astype(np.float32)
+    else:
+        image = np.round(clipped * 255.0).astype(np.uint8)
+    if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+        raise VideoError(f"{path}: OpenCV could not write this image")

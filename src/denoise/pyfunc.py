@@ -1,0 +1,68 @@
+"""The MLflow pyfunc flavour of a denoiser: a saved .keras model behind tiled inference.
+
+`mlflow.pyfunc.load_model(uri).predict(images)` and `mlflow models serve` both denoise images
+of any size: float32 (N, H, W, 3) RGB in [0, 1] in, the same shape out. log_denoiser in
+denoise.infer logs it; this module holds only the class, so MLflow can unpickle it by name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from mlflow.pyfunc import PythonModel
+
+from denoise.infer import denoise_batch, denoise_image
+
+KERAS_ARTIFACT = "keras_model"  # key in context.artifacts: the .keras file
+TILING_DEFAULTS = {"tile_size": 256, "overlap": 32, "batch_size": 8}
+
+
+class DenoiserModel(PythonModel):
+    """Denoise images of any size with a Keras model: padding and blended overlapping tiles.
+
+    Needs the artifact KERAS_ARTIFACT; model_config may set tile_size, overlap and batch_size
+    (log_denoiser writes them; `mlflow.pyfunc.load_model(uri, model_config=...)` overrides).
+    """
+
+    model: Any = None
+
+    def load_context(self, context: Any) -> None:
+        import keras
+
+        import denoise.models  # noqa: F401  (registers the custom layers for loading)
+
+        self.model = keras.models.load_model(context.artifacts[KERAS_ARTIFACT], compile=False)
+        config = {**TILING_DEFAULTS, **(context.model_config or {})}
+        self.tile_size = int(config["tile_size"])
+        self.overlap = int(config["overlap"])
+        self.batch_size = int(config["batch_size"])
+
+    def predict(
+        self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None
+    ) -> np.ndarray:
+        """Denoise float32 RGB in [0, 1]: (N, H, W, 3) or one (H, W, 3) -> the same shape.
+
+        Integer images are scaled from their dtype's range; a 1-D object array of images of
+        different sizes (a ragged batch) returns an object array of denoised images.
+        """
+        if isinstance(model_input, np.ndarray) and model_input.dtype == object:
+            denoised = np.empty(len(model_input), dtype=object)
+            for index, image in enumerate(model_input):
+                denoised[index] = self._denoise(_as_float(np.asarray(image)))
+            return denoised
+        return self._denoise(_as_float(np.asarray(model_input)))
+
+    def _denoise(self, noisy: np.ndarray) -> np.ndarray:
+        if noisy.ndim == 3:
+            return denoise_image(self.model, noisy, self.tile_size, self.overlap, self.batch_size)
+        if noisy.ndim == 4:
+            return denoise_batch(self.model, noisy, self.tile_size, self.overlap, self.batch_size)
+        raise ValueError(f"expected images (N, H, W, 3) or (H, W, 3), got shape {noisy.shape}")
+
+
+def _as_float(images: np.ndarray) -> np.ndarray:
+    """float32 in [0, 1]; integer images scaled from their dtype's full range."""
+    if np.issubdtype(images.dtype, np.integer):
+        return images.astype(np.float32) / float(np.iinfo(images.dtype).max)
+    return images.astype(np.float32, copy=False)

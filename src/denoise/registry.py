@@ -1,0 +1,188 @@
+"""register stage: every trained model becomes a version of one registered model.
+
+The alias `champion` moves to a version only if it beats the current champion on the same fixed
+evaluation set (params.register.score_set at noise.validation_sigma) by at least
+params.register.promotion_margin_db; both are scored here, through the same tiled pyfunc that
+users load, so the comparison never mixes data or code versions. A candidate that is not
+promoted gets `challenger`; one that fails the results checks is recorded but gets no alias.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from denoise import tracking
+from denoise.atomic import write_json
+from denoise.config import Params
+from denoise.errors import DataError
+from denoise.metrics import psnr
+from denoise.noise import level_name, load_set
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+def should_promote(candidate: float, champion: float | None, margin: float) -> bool:
+    """Whether a candidate scoring `candidate` dB replaces a champion scoring `champion` dB."""
+    if not math.isfinite(candidate):
+        return False
+    return champion is None or candidate >= champion + margin
+
+
+def decide(
+    score: float,
+    eligible: bool,
+    version: str,
+    champion_version: str | None,
+    champion_score: float | None,
+    margin: float,
+) -> tuple[str | None, str]:
+    """The alias a new version gets (champion, challenger, or None when rejected), and why."""
+    if champion_version == version:
+        return CHAMPION, "already the champion"
+    if not eligible:
+        return None, "rejected: does not beat the noisy input by validate.results' margin"
+    if should_promote(score, champion_score, margin):
+        if champion_score is None:
+            return CHAMPION, "first champion"
+        return CHAMPION, f"beats champion v{champion_version} by {score - champion_score:.3f} dB"
+    gap = score - champion_score if champion_score is not None else float("nan")
+    return CHALLENGER, f"{gap:+.3f} dB against champion v{champion_version}, margin {margin} dB"
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    model: str
+    version: str
+    score: float
+    champion_version: str | None
+    champion_score: float | None
+    alias: str | None
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class RegisterSummary:
+    registered_model: str
+    decisions: list[Decision]
+
+
+def score_model(model_uri: str, clean: np.ndarray, noisy: np.ndarray) -> float:
+    """Mean PSNR (dB) of a logged or registered denoiser on one evaluation set.
+
+    clean, noisy: float32 (N, H, W, 3) in [0, 1] (noisy unclipped).
+    """
+    import mlflow
+
+    denoised = np.clip(mlflow.pyfunc.load_model(model_uri).predict(noisy), 0.0, 1.0)
+    return float(
+        np.mean([psnr(image, output) for image, output in zip(clean, denoised, strict=True)])
+    )
+
+
+def _registered_version(client: Any, name: str, run_id: str) -> Any:
+    """The version registered from this training run, registering it on first sight."""
+    import mlflow
+
+    for version in client.search_model_versions(f"name='{name}' and run_id='{run_id}'"):
+        return version
+    return mlflow.register_model(tracking.logged_model_uri(run_id), name)
+
+
+def _champion(client: Any, name: str) -> Any | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def _trained_runs(params: Params) -> dict[str, str]:
+    runs = {}
+    for name in params.train.models:
+        info_path = Path(params.paths.models) / f"{name}.json"
+        if not info_path.is_file():
+            raise DataError(f"{info_path}: missing; run `denoise train` first")
+        run_id = json.loads(info_path.read_text()).get("mlflow_run_id")
+        if not run_id:
+            raise DataError(f"{info_path}: no MLflow run id; rerun `denoise train`")
+        runs[name] = run_id
+    return runs
+
+
+def run(params: Params) -> RegisterSummary:
+    """Register every trained model; move `champion` or `challenger` as should_promote says."""
+    from mlflow.tracking import MlflowClient
+
+    from denoise.checks import check_results
+
+    metrics_path = Path(params.paths.metrics)
+    if not metrics_path.is_file():
+        raise DataError(f"{metrics_path}: missing; run `denoise evaluate` first")
+    metrics = json.loads(metrics_path.read_text())
+    eligible = check_results(metrics, params, score_set=params.register.score_set).eligible
+    runs = _trained_runs(params)
+    config = params.register
+    level = level_name("gaussian", params.noise.validation_sigma)
+    clean, noisy_levels, _ = load_set(Path(params.paths.evalsets), config.score_set)
+    if level not in noisy_levels:
+        raise DataError(f"evaluation set {config.score_set!r} has no level {level}")
+    noisy = noisy_levels[level]
+    decisions: list[Decision] = []
+    with tracking.stage(params, "register") as tracker:
+        client = MlflowClient()
+        name = config.model_name
+        scores = {
+            model: score_model(tracking.logged_model_uri(run_id), clean, noisy)
+            for model, run_id in runs.items()
+        }
+        # Best candidate first, so a weaker one from the same run is compared with it.
+        for model in sorted(scores, key=lambda key: -scores[key]):
+            version = _registered_version(client, name, runs[model])
+            champion = _champion(client, name)
+            champion_version = None if champion is None else str(champion.version)
+            champion_score = None
+            if champion_version not in (None, str(version.version)):
+                champion_score = score_model(f"models:/{name}@{CHAMPION}", clean, noisy)
+            score = scores[model]
+            alias, reason = decide(
+                score,
+                eligible.get(model, False),
+                str(version.version),
+                champion_version,
+                champion_score,
+                config.promotion_margin_db,
+            )
+            if alias is not None:
+                client.set_registered_model_alias(name, alias, version.version)
+            tags = {
+                "denoise.model": model,
+                "denoise.score_psnr": f"{score:.4f}",
+                "denoise.score_set": f"{config.score_set}/{level}",
+                "denoise.champion_psnr": "" if champion_score is None else f"{champion_score:.4f}",
+                "denoise.decision": alias or "rejected",
+                "denoise.reason": reason,
+            }
+            for key, value in tags.items():
+                client.set_model_version_tag(name, version.version, key, value)
+            decisions.append(
+                Decision(
+                    model=model,
+                    version=str(version.version),
+                    score=score,
+                    champion_version=champion_version,
+                    champion_score=champion_score,
+                    alias=alias,
+                    reason=reason,
+                )
+            )
+        summary = RegisterSummary(registered_model=name, decisions=decisions)
+        tracker.log_to_parent(summary=dataclasses.asdict(summary))
+    write_json(params.paths.registry, dataclasses.asdict(summary))
+    return summary

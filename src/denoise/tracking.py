@@ -1,0 +1,382 @@
+"""MLflow at the stages' edges: where runs go, the pipeline's parent run, lineage tags.
+
+One pipeline run (the Prefect flow, or `dvc repro` alone) is one MLflow parent run; each stage
+that DVC does not skip logs child runs under it. The flow opens the parent and hands its id to
+the stage processes in DENOISE_MLFLOW_PARENT_RUN_ID. Without it (`dvc repro` alone), the first
+stage that runs opens a parent keyed by the `dvc` process that started it, and later stages of
+the same `dvc repro` find it by that key.
+
+The local default store is SQLite plus an artifact folder under the repository root, found
+through the git common directory so that git worktrees and DVC's temporary experiment copies
+(.dvc/tmp/exps/...) all log to the one store; MLFLOW_TRACKING_URI points it at a server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from denoise.config import Params, params_to_dict
+
+PARENT_RUN_ENV = "DENOISE_MLFLOW_PARENT_RUN_ID"
+PIPELINE_KEY_TAG = "denoise.pipeline_key"
+STAGE_TAG = "denoise.stage"
+STAGE_STATUS_TAG = "denoise.stage.{stage}"
+_DVC_EXPERIMENT_COPIES = (".dvc", "tmp", "exps")
+
+
+def repository_root(start: Path | None = None) -> Path:
+    """The main working tree of the project that start (default: the working directory) is in.
+
+    Git worktrees share their main tree's git common directory; DVC runs queued experiments in
+    temporary clones under <root>/.dvc/tmp/exps/, which map back to <root>.
+    """
+    start = (start or Path.cwd()).resolve()
+    try:
+        common = subprocess.run(
+            ["git", "rev-parse", "--path-format=absolute", "--git-common-dir"],
+            cwd=start,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        root = Path(common).parent if Path(common).name == ".git" else start
+    except (OSError, subprocess.CalledProcessError):
+        root = start
+    parts = root.parts
+    for index in range(len(parts) - len(_DVC_EXPERIMENT_COPIES)):
+        if parts[index : index + len(_DVC_EXPERIMENT_COPIES)] == _DVC_EXPERIMENT_COPIES:
+            return Path(*parts[:index])
+    return root
+
+
+def local_store(params: Params, root: Path | None = None) -> Path:
+    """The folder of the local default store: mlflow.db and artifacts/."""
+    return (root or repository_root()) / params.tracking.local_store
+
+
+def tracking_uri(params: Params, root: Path | None = None) -> str:
+    """MLFLOW_TRACKING_URI when set, else SQLite in the local store."""
+    configured = os.environ.get("MLFLOW_TRACKING_URI")
+    if configured:
+        return configured
+    return f"sqlite:///{local_store(params, root) / 'mlflow.db'}"
+
+
+def configure(params: Params, root: Path | None = None) -> str:
+    """Point MLflow at the store and the experiment (created on first use); return its id."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri(params, root)
+    artifact_location = None
+    if uri.startswith("sqlite:///"):
+        # Without a server, MLflow would put artifacts in ./mlruns of whatever folder runs it.
+        store = Path(uri.removeprefix("sqlite:///")).parent
+        (store / "artifacts").mkdir(parents=True, exist_ok=True)
+        artifact_location = (store / "artifacts").as_uri()
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(params.tracking.experiment)
+    if experiment is None:
+        experiment_id = client.create_experiment(
+            params.tracking.experiment, artifact_location=artifact_location
+        )
+    else:
+        experiment_id = experiment.experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return str(experiment_id)
+
+
+def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """{"train": {"epochs": 10}} -> {"train.epochs": "10"}; lists stay whole."""
+    flat: dict[str, str] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+def _git(*arguments: str) -> str:
+    try:
+        return subprocess.run(
+            ["git", *arguments], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+def _dvc_out_md5(path: str) -> str:
+    """The DVC hash of a raw-data folder (its .dvc file) or a stage output (dvc.lock), if any."""
+    tracked = Path(f"{path}.dvc")
+    if tracked.is_file():
+        outs = yaml.safe_load(tracked.read_text()).get("outs", [])
+        return str(outs[0].get("md5", "")) if outs else ""
+    lock = Path("dvc.lock")
+    if lock.is_file():
+        for stage in (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).values():
+            for out in stage.get("outs", []):
+                if Path(out["path"]) == Path(path):
+                    return str(out.get("md5", ""))
+    return ""
+
+
+def lineage_tags(params: Params) -> dict[str, str]:
+    """The git commit and the DVC hashes of the raw videos and frames this run used."""
+    tags = {
+        "git.commit": _git("rev-parse", "HEAD") or "unknown",
+        "git.dirty": str(bool(_git("status", "--porcelain", "--untracked-files=no"))).lower(),
+        "dvc.raw.md5": _dvc_out_md5(params.paths.raw) or "unknown",
+        "dvc.frames.md5": _dvc_out_md5(params.paths.frames) or "unknown",
+    }
+    experiment = os.environ.get("DVC_EXP_NAME")
+    if experiment:
+        tags["dvc.experiment"] = experiment
+    return tags
+
+
+def _pipeline_key() -> str:
+    """Names the `dvc repro` (or queued experiment) this stage process belongs to."""
+    import psutil
+
+    host = socket.gethostname()
+    experiment = os.environ.get("DVC_EXP_NAME", "")
+    process = psutil.Process()
+    for ancestor in process.parents():
+        try:
+            command = ancestor.cmdline()
+        except psutil.Error:
+            continue
+        if "dvc" in (Path(part).name for part in command[:3]):
+            return f"{host}:dvc:{ancestor.pid}:{ancestor.create_time():.3f}:{experiment}"
+    return f"{host}:process:{process.pid}:{process.create_time():.3f}"
+
+
+def open_pipeline_run(params: Params, tags: dict[str, str] | None = None) -> str:
+    """Start the parent run of one pipeline run, log every parameter; return its id.
+
+    The run stays RUNNING: whoever opened it (the flow, or the last stage of a `dvc repro`)
+    sets its final status.
+    """
+    from mlflow.entities import Param
+    from mlflow.tracking import MlflowClient
+
+    experiment_id = configure(params)
+    client = MlflowClient()
+    commit = _git("rev-parse", "--short", "HEAD")
+    run = client.create_run(
+        experiment_id,
+        run_name=f"pipeline {commit}".strip(),
+        tags={**lineage_tags(params), **(tags or {})},
+    )
+    flat = flatten(params_to_dict(params))
+    client.log_batch(run.info.run_id, params=[Param(key, value) for key, value in flat.items()])
+    return str(run.info.run_id)
+
+
+def _pipeline_parent(params: Params, experiment_id: str) -> tuple[str, bool]:
+    """The parent run id, and whether this process must set its status (no flow owns it)."""
+    from mlflow.tracking import MlflowClient
+
+    given = os.environ.get(PARENT_RUN_ENV)
+    if given:
+        return given, False
+    key = _pipeline_key()
+    found = MlflowClient().search_runs(
+        [experiment_id], filter_string=f"tags.`{PIPELINE_KEY_TAG}` = '{key}'", max_results=1
+    )
+    if found:
+        return found[0].info.run_id, True
+    return open_pipeline_run(params, tags={PIPELINE_KEY_TAG: key}), True
+
+
+def record_stages(run_id: str, statuses: dict[str, str]) -> None:
+    """Tag the parent run with each stage's status: ran, skipped or failed."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    for stage, status in statuses.items():
+        client.set_tag(run_id, STAGE_STATUS_TAG.format(stage=stage), status)
+
+
+def close_pipeline_run(run_id: str, statuses: dict[str, str], status: str) -> str:
+    """Tag each stage's status on the parent run, end it with status; return its UI link."""
+    from mlflow.tracking import MlflowClient
+
+    record_stages(run_id, statuses)
+    MlflowClient().set_terminated(run_id, status=status)
+    return run_link(run_id)
+
+
+def _stage_names() -> list[str]:
+    path = Path("dvc.yaml")
+    if not path.is_file():
+        return []
+    return list((yaml.safe_load(path.read_text()) or {}).get("stages", {}))
+
+
+class StageTracker:
+    """What a stage's run() uses to log: child runs under the pipeline's parent run."""
+
+    def __init__(self, params: Params, stage: str, parent_run_id: str) -> None:
+        self.params, self.stage, self.parent_run_id = params, stage, parent_run_id
+
+    @contextlib.contextmanager
+    def child(self, run_name: str, tags: dict[str, str] | None = None) -> Iterator[str]:
+        """A new child run with every parameter and the lineage tags; yields its id."""
+        import mlflow
+
+        with mlflow.start_run(
+            run_name=run_name,
+            parent_run_id=self.parent_run_id,
+            tags={STAGE_TAG: self.stage, **lineage_tags(self.params), **(tags or {})},
+        ) as run:
+            mlflow.log_params(flatten(params_to_dict(self.params)))
+            yield str(run.info.run_id)
+
+    @contextlib.contextmanager
+    def resume(self, run_id: str) -> Iterator[str]:
+        """Log more to an existing run (a model's training run, from a later stage)."""
+        import mlflow
+
+        with mlflow.start_run(run_id=run_id):
+            yield run_id
+
+    def log_to_parent(
+        self,
+        summary: dict[str, Any] | None = None,
+        texts: dict[str, str] | None = None,
+        folders: dict[str, str] | None = None,
+    ) -> None:
+        """Artifacts on the pipeline's parent run, leaving its status to whoever owns it.
+
+        summary goes to stages/<stage>.json; texts maps artifact file -> text; folders maps a
+        local folder -> its artifact path.
+        """
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient()
+        if summary is not None:
+            client.log_dict(self.parent_run_id, summary, f"stages/{self.stage}.json")
+        for artifact_file, text in (texts or {}).items():
+            client.log_text(self.parent_run_id, text, artifact_file)
+        for folder, artifact_path in (folders or {}).items():
+            client.log_artifacts(self.parent_run_id, folder, artifact_path)
+
+
+@contextlib.contextmanager
+def stage(params: Params, name: str) -> Iterator[StageTracker]:
+    """Track one stage: find or open the parent run, record on it whether the stage ran."""
+    from mlflow.tracking import MlflowClient
+
+    experiment_id = configure(params)
+    parent_run_id, owned = _pipeline_parent(params, experiment_id)
+    client = MlflowClient()
+    record_stages(parent_run_id, {name: "running"})
+    try:
+        yield StageTracker(params, name, parent_run_id)
+    except BaseException:
+        record_stages(parent_run_id, {name: "failed"})
+        if owned:
+            client.set_terminated(parent_run_id, status="FAILED")
+        raise
+    tags = client.get_run(parent_run_id).data.tags
+    statuses = {name: "ran"}
+    # Stages DVC skipped never get here; a later stage that runs overwrites its own "skipped".
+    for other in _stage_names():
+        if other != name and STAGE_STATUS_TAG.format(stage=other) not in tags:
+            statuses[other] = "skipped"
+    record_stages(parent_run_id, statuses)
+    if owned:
+        client.set_terminated(parent_run_id, status="FINISHED")
+
+
+def run_link(run_id: str) -> str:
+    """Where the run is seen in the MLflow UI (`make ui` serves the local store)."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    run = MlflowClient().get_run(run_id)
+    uri = mlflow.get_tracking_uri()
+    base = uri if uri.startswith("http") else "http://127.0.0.1:5000"
+    return f"{base.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+
+
+def log_epoch(epoch: int, metrics: dict[str, float], samples: list[Any]) -> None:
+    """One epoch's metrics, and its sample triptychs as images keyed by frame, at step=epoch."""
+    import mlflow
+
+    mlflow.log_metrics(metrics, step=epoch)
+    for index, image in enumerate(samples):
+        mlflow.log_image(image, key=f"validation-frame-{index}", step=epoch, synchronous=True)
+
+
+def log_frames_inputs(params: Params, manifest: Any) -> None:
+    """The raw videos and the frames a model was trained on, as MLflow datasets with DVC hashes.
+
+    manifest: the frames manifest (pandas DataFrame, one row per frame).
+    """
+    import mlflow
+    from mlflow.data.pandas_dataset import from_pandas
+
+    videos = manifest.groupby("video", as_index=False).agg(
+        video_sha256=("video_sha256", "first"), frames=("frame_index", "size")
+    )
+    raw_md5 = _dvc_out_md5(params.paths.raw) or None
+    frames_md5 = _dvc_out_md5(params.paths.frames) or None
+    with warnings.catch_warnings():
+        # MLflow warns that a local path matches its local-artifact source type twice, and
+        # that integer columns cannot hold missing values; neither applies to a manifest.
+        warnings.simplefilter("ignore", UserWarning)
+        raw = from_pandas(videos, source=params.paths.raw, name="raw-videos", digest=raw_md5)
+        frames = from_pandas(manifest, source=params.paths.frames, name="frames", digest=frames_md5)
+        mlflow.log_input(raw, context="raw")
+        mlflow.log_input(frames, context="training")
+
+
+MODEL_ARTIFACT = "model"
+MODEL_URI_TAG = "denoise.model_uri"  # on a training run: the logged model (models:/m-...)
+
+
+def log_trained_model(
+    params: Params, model: Any, keras_path: Path, summary: dict[str, Any], history_csv: Path
+) -> None:
+    """Into the active run: the model (pyfunc, any image size), its summary and curves."""
+    import mlflow
+
+    from denoise.infer import log_denoiser
+
+    lines: list[str] = []
+    model.summary(print_fn=lambda line, **_: lines.append(line))
+    mlflow.log_text("\n".join(lines), "model_summary.txt")
+    mlflow.log_dict(summary, "summary.json")
+    mlflow.log_artifact(str(history_csv), artifact_path="curves")
+    mlflow.log_metrics(
+        {
+            "best_epoch": summary["best_epoch"],
+            "parameters": summary["parameters"],
+            "train_seconds": summary["train_seconds"],
+            "train_patches_per_second": summary["train_patches_per_second"],
+        }
+    )
+    info = log_denoiser(keras_path, name=MODEL_ARTIFACT, params=params)
+    mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
+
+
+def logged_model_uri(run_id: str) -> str:
+    """The model a training run logged, as the register stage and scoring load it."""
+    from mlflow.tracking import MlflowClient
+
+    tags = MlflowClient().get_run(run_id).data.tags
+    return tags.get(MODEL_URI_TAG) or f"runs:/{run_id}/{MODEL_ARTIFACT}"

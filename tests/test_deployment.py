@@ -1,0 +1,370 @@
+"""Scheduled retraining through a real Prefect server, work pool, deployment and worker.
+
+Fast tests check prefect.yaml, the GPU base job templates in infra/ and the results-branch
+commits. The slow ones run `infra/serve.sh` (what `make serve` runs), which starts a
+`prefect server` on a free loopback port, creates the `gpu` process pool, applies prefect.yaml's
+deployments and starts a worker, all in a temporary git + DVC repository with tiny params. They
+trigger runs of the `scheduled-retrain` deployment (the first is killed in training, the next
+resumes it, the last finds nothing to do) and read what happened back through the Prefect API.
+They run in order and share the server, the worker and the repository.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+import yaml
+from conftest import PROJECT_ROOT, tiny_params
+from repository import BIN, build_repository, sh
+
+DEPLOYMENT = "denoise-pipeline/scheduled-retrain"
+CRON = "17 4 * * 2"  # not the default, so reading it back shows the setting took effect
+RESULTS_BRANCH = "results/main"
+STAGES = list(yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"])
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait(condition: Callable[[], Any], seconds: float, what: str, interval: float = 1.0) -> Any:
+    """Poll condition until it returns something truthy; fail naming what after seconds."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}")
+
+
+class Served:
+    """The repository, the serve.sh process and a client of its Prefect API."""
+
+    def __init__(self, root: Path, api_url: str, log: Path) -> None:
+        self.root, self.api_url, self.log = root, api_url, log
+        self.main = ""  # main's commit before the runs
+        self.queued: UUID | None = None  # the run that waited for the killed one
+
+    @contextmanager
+    def client(self) -> Iterator[Any]:
+        from prefect.client.orchestration import get_client
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with (
+            temporary_settings(updates={PREFECT_API_URL: self.api_url}),
+            get_client(sync_client=True) as client,
+        ):
+            yield client
+
+    def trigger(self) -> UUID:
+        with self.client() as client:
+            deployment = client.read_deployment_by_name(DEPLOYMENT)
+            return client.create_flow_run_from_deployment(deployment.id).id
+
+    def flow_run(self, run_id: UUID) -> Any:
+        with self.client() as client:
+            return client.read_flow_run(run_id)
+
+    def wait_final(self, run_id: UUID, seconds: float = 600) -> Any:
+        def final() -> Any:
+            run = self.flow_run(run_id)
+            return run if run.state is not None and run.state.is_final() else None
+
+        return _wait(final, seconds, f"flow run {run_id} to finish ({self.log})", interval=2)
+
+    def stage_runs(self, run_id: UUID) -> list[tuple[str, str]]:
+        """(name, state) of the run's dvc-stage task runs, by start time."""
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+        with self.client() as client:
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
+            )
+        runs = [run for run in runs if run.name in STAGES]
+        runs.sort(key=lambda run: run.start_time or run.created)
+        return [(run.name, run.state.type.value) for run in runs]
+
+    def artifact(self, run_id: UUID) -> str:
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+        with self.client() as client:
+            (artifact,) = client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+            )
+        assert artifact.key == "denoise-metrics"
+        return str(artifact.data)
+
+    def git(self, *arguments: str) -> str:
+        return sh("git", *arguments, cwd=self.root).stdout.strip()
+
+
+# The job configuration fields of the prefect-docker and prefect-kubernetes workers (optional
+# packages, not installed here; see docs/orchestration.md).
+DOCKER_FIELDS = {
+    "command", "env", "labels", "name", "image", "registry_credentials", "image_pull_policy",
+    "networks", "network_mode", "auto_remove", "volumes", "stream_output", "mem_limit",
+    "memswap_limit", "privileged", "container_create_kwargs",
+}  # fmt: skip
+KUBERNETES_FIELDS = {
+    "command", "env", "labels", "name", "namespace", "job_manifest", "cluster_config",
+    "job_watch_timeout_seconds", "pod_watch_timeout_seconds", "stream_output",
+}  # fmt: skip
+
+
+def _render(kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The base job template in infra/<kind>/, and its job configuration at the defaults."""
+    import jsonschema
+    from prefect.server.schemas.actions import validate_base_job_template
+    from prefect.utilities.templating import apply_values
+
+    template = json.loads((PROJECT_ROOT / "infra" / kind / "gpu-job-template.json").read_text())
+    validate_base_job_template(template)  # what the server checks on `work-pool create`
+    variables = template["variables"]
+    defaults = {
+        name: spec["default"] for name, spec in variables["properties"].items() if "default" in spec
+    }
+    jsonschema.validate(defaults, variables)
+    return template, apply_values(template["job_configuration"], defaults)
+
+
+def test_docker_template_requests_nvidia_gpus() -> None:
+    import docker
+
+    template, rendered = _render("docker")
+    assert set(template["job_configuration"]) <= DOCKER_FIELDS
+    requests = rendered["container_create_kwargs"]["device_requests"]
+    assert requests == [{"driver": "nvidia", "count": 1, "capabilities": [["gpu"]]}]
+    # docker-py turns the worker's container_create_kwargs into the Engine API's HostConfig.
+    host_config = docker.types.HostConfig(version="1.41", device_requests=requests)
+    assert host_config["DeviceRequests"][0]["Capabilities"] == [["gpu"]]
+    assert rendered["env"]["KERAS_BACKEND"] == "jax"
+    assert rendered["volumes"] == ["denoise-workspace:/workspace"]
+
+
+def test_kubernetes_template_requests_an_nvidia_gpu() -> None:
+    template, rendered = _render("kubernetes")
+    assert set(template["job_configuration"]) <= KUBERNETES_FIELDS
+    manifest = rendered["job_manifest"]
+    assert (manifest["apiVersion"], manifest["kind"]) == ("batch/v1", "Job")
+    (container,) = manifest["spec"]["template"]["spec"]["containers"]
+    assert container["resources"]["limits"] == {"nvidia.com/gpu": 1}
+    assert rendered["env"]["KERAS_BACKEND"] == "jax"
+
+
+def test_prefect_yaml_declares_the_scheduled_deployment() -> None:
+    from prefect.client.schemas.schedules import CronSchedule
+
+    from flows.pipeline import denoise_pipeline
+
+    config = yaml.safe_load((PROJECT_ROOT / "prefect.yaml").read_text())
+    (deployment,) = config["deployments"]
+    path, function = deployment["entrypoint"].split(":")
+    assert (path, function) == ("flows/pipeline.py", denoise_pipeline.fn.__name__)
+    assert deployment["name"] == "scheduled-retrain" and deployment["work_pool"]["name"] == "gpu"
+    assert deployment["schedules"] == [{"cron": "{{ $DENOISE_RETRAIN_CRON }}", "timezone": "UTC"}]
+    assert deployment["concurrency_limit"] == {"limit": 1, "collision_strategy": "ENQUEUE"}
+    assert set(deployment["parameters"]) <= set(denoise_pipeline.parameters.properties)
+    assert deployment["parameters"]["results_branch"] != deployment["parameters"]["branch"]
+    # The default schedule infra/serve.sh deploys with: weekly.
+    serve = (PROJECT_ROOT / "infra" / "serve.sh").read_text()
+    assert 'DENOISE_RETRAIN_CRON="${DENOISE_RETRAIN_CRON:-0 3 * * 1}"' in serve
+    assert CronSchedule(cron="0 3 * * 1", timezone="UTC").cron == "0 3 * * 1"
+
+
+def test_results_never_go_to_the_source_branch_or_main(tmp_path: Path) -> None:
+    from denoise.results_branch import check_results_branch
+
+    sh("git", "init", "-q", "-b", "develop", cwd=tmp_path)
+    for results_branch, branch in [("main", None), ("develop", None), ("release", "release")]:
+        with pytest.raises(ValueError, match="results are committed to their own branch"):
+            check_results_branch(tmp_path, branch, results_branch)
+    check_results_branch(tmp_path, "develop", "results/develop")
+
+
+def test_results_commit_leaves_main_alone_and_builds_on_the_remote(tmp_path: Path) -> None:
+    """commit-results and git-transfer on real clones of a bare origin, outside a flow."""
+    from prefect.logging import disable_run_logger
+
+    from flows.pipeline import checkout_branch, commit_results, git_transfer
+
+    def git(root: Path, *arguments: str) -> str:
+        return sh("git", *arguments, cwd=root).stdout.strip()
+
+    origin, first, second = tmp_path / "origin.git", tmp_path / "first", tmp_path / "second"
+    sh("git", "init", "-q", "--bare", "-b", "main", str(origin), cwd=tmp_path)
+    sh("git", "clone", "-q", str(origin), str(first), cwd=tmp_path)
+    for name, value in [("user.email", "ci@example.invalid"), ("user.name", "CI")]:
+        git(first, "config", name, value)
+    sh("dvc", "init", "-q", cwd=first)
+    (first / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
+    (first / "notes.txt").write_text("the user's own work\n")
+    git(first, "add", ".dvc", "notes.txt")
+    git(first, "commit", "-qm", "source")
+    git(first, "push", "-q", "origin", "main")
+    (first / "notes.txt").write_text("uncommitted edit\n")
+    main, status = git(first, "rev-parse", "main"), git(first, "status", "--porcelain")
+
+    with disable_run_logger():
+        commit = commit_results.fn("results/main", first)
+        assert commit is not None and commit_results.fn("results/main", first) is None
+        git_transfer.fn("push", first, "results/main")
+        # A fresh clone (a new worker) fetches, checks out main, builds on origin's results.
+        sh("git", "clone", "-q", str(origin), str(second), cwd=tmp_path)
+        git_transfer.fn("fetch", second)
+        assert checkout_branch.fn("main", second) == main
+        (second / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n# new lineage\n")
+        following = commit_results.fn("results/main", second)
+    assert git(first, "rev-parse", "main") == main
+    assert git(first, "status", "--porcelain") == status  # the tree and index are untouched
+    assert git(first, "show", "results/main:notes.txt") == "the user's own work"
+    assert git(first, "rev-parse", "results/main^") == main
+    assert git(second, "rev-parse", f"{following}^") == commit
+    assert "# new lineage" in git(second, "show", "results/main:dvc.lock")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    folder = tmp_path_factory.mktemp("deployment")
+    params = tiny_params(folder / "repo")
+    # Training long enough to be killed after the first epoch's checkpoint, before the last.
+    train = dataclasses.replace(params.train, epochs=8, steps_per_epoch=10)
+    root = build_repository(folder / "repo", dataclasses.replace(params, train=train))
+    port = _free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "PREFECT_HOME": str(folder / "prefect-home"),
+        "DENOISE_PREFECT_PORT": str(port),
+        "DENOISE_RETRAIN_CRON": CRON,
+        # Quick turnarounds: the worker polls every 2 s and a run that finds the deployment's
+        # slot taken is retried after 5 s (defaults 10 s and 30 s).
+        "PREFECT_WORKER_QUERY_SECONDS": "2",
+        "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "5",
+    }
+    env.pop("PREFECT_API_URL", None)
+    log = folder / "serve.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            ["infra/serve.sh"],
+            cwd=root,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        _wait(
+            lambda: process.poll() is not None or "Worker '" in log.read_text(),
+            300,
+            f"serve.sh to start a worker ({log})",
+        )
+        assert process.poll() is None, log.read_text()
+        yield Served(root, api_url, log)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_deployment_has_the_configured_schedule_pool_and_limit(served: Served) -> None:
+    with served.client() as client:
+        deployment = client.read_deployment_by_name(DEPLOYMENT)
+        pool = client.read_work_pool("gpu")
+    ((schedule,),) = [deployment.schedules]
+    assert schedule.active
+    assert schedule.schedule.cron == CRON and schedule.schedule.timezone == "UTC"
+    assert pool.type == "process" and deployment.work_pool_name == "gpu"
+    assert deployment.global_concurrency_limit.limit == 1
+    assert deployment.concurrency_options.collision_strategy.value == "ENQUEUE"
+    assert deployment.parameters["results_branch"] == RESULTS_BRANCH
+
+
+def _training_checkpointed(root: Path) -> bool:
+    state = root / "checkpoints" / "paper_cae" / "state.json"
+    try:
+        return json.loads(state.read_text())["epochs_done"] >= 1
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+@pytest.mark.slow
+def test_run_killed_in_training_crashes_and_the_next_waits_for_it(served: Served) -> None:
+    served.main = served.git("rev-parse", "main")
+    first = served.trigger()
+    _wait(lambda: served.flow_run(first).state.is_running(), 180, "the first run to start")
+    # A second run while the first works: the deployment's concurrency limit holds it back.
+    served.queued = served.trigger()
+    _wait(lambda: _training_checkpointed(served.root), 600, "a training checkpoint", 0.5)
+    assert served.flow_run(served.queued).state.type.value in {"SCHEDULED", "PENDING"}
+    assert served.flow_run(first).state.type.value == "RUNNING"
+
+    # The worker started the flow run as a process group leader; kill the whole group.
+    pid = int(served.flow_run(first).infrastructure_pid.rsplit(":", 1)[-1])
+    os.killpg(pid, signal.SIGKILL)
+    crashed = served.wait_final(first, seconds=180)
+    assert crashed.state.type.value in {"CRASHED", "FAILED"}, crashed.state
+
+
+@pytest.mark.slow
+def test_next_run_resumes_training_and_completes_every_stage_in_order(served: Served) -> None:
+    assert served.queued is not None, "needs the killed run of the test before"
+    run = served.wait_final(served.queued)
+    assert run.state.type.value == "COMPLETED", (run.state, served.log.read_text()[-3000:])
+    assert served.stage_runs(served.queued) == [(stage, "COMPLETED") for stage in STAGES]
+    assert "paper_cae: resuming after epoch" in served.log.read_text()
+    # The killed run had recorded the stages before train in dvc.lock; DVC reruns the rest.
+    markdown = served.artifact(served.queued)
+    after_kill = STAGES[STAGES.index("train") :]
+    assert all(f"| {stage} | ran |" in markdown for stage in after_kill), markdown
+    # The lineage went to the results branch; main and its index did not move.
+    assert served.git("rev-parse", "main") == served.main
+    assert served.git("symbolic-ref", "--short", "HEAD") == "main"
+    assert served.git("rev-parse", f"{RESULTS_BRANCH}^") == served.main
+    lock = yaml.safe_load(served.git("show", f"{RESULTS_BRANCH}:dvc.lock"))
+    assert list(lock["stages"]) == STAGES
+    assert "reports/metrics.json" in served.git("ls-tree", "-r", "--name-only", RESULTS_BRANCH)
+    assert served.git("diff", "--cached", "--name-only") == ""
+
+
+@pytest.mark.slow
+def test_second_run_without_changes_skips_every_stage(served: Served) -> None:
+    from mlflow.tracking import MlflowClient
+
+    # The worker inherits the tests' MLflow store (conftest's tracking_store).
+    registry = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    model_name = yaml.safe_load((served.root / "params.yaml").read_text())["register"]["model_name"]
+    versions = {
+        version.version for version in registry.search_model_versions(f"name='{model_name}'")
+    }
+    champion = registry.get_model_version_by_alias(model_name, "champion").version
+    main, results = served.git("rev-parse", "main"), served.git("rev-parse", RESULTS_BRANCH)
+    run_id = served.trigger()
+    run = served.wait_final(run_id, seconds=300)
+    assert run.state.type.value == "COMPLETED", (run.state, served.log.read_text()[-3000:])
+    assert served.stage_runs(run_id) == [(stage, "COMPLETED") for stage in STAGES]
+    markdown = served.artifact(run_id)
+    assert all(f"| {stage} | skipped (unchanged) |" in markdown for stage in STAGES), markdown
+    assert served.git("rev-parse", "main") == main
+    assert served.git("rev-parse", RESULTS_BRANCH) == results, "nothing new to commit"
+    after = {version.version for version in registry.search_model_versions(f"name='{model_name}'")}
+    assert after == versions, "no new model version"
+    assert registry.get_model_version_by_alias(model_name, "champion").version == champion

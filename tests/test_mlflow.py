@@ -1,0 +1,126 @@
+"""The pipeline against a real `mlflow server` (SQLite backend) on loopback, through `dvc repro`.
+
+Checks through MlflowClient what a user compares in the UI: the parent run and its children,
+every parameter, per-epoch metrics and sample images, lineage tags and datasets, a registered
+version with the `champion` alias; then a weaker model becomes `challenger` and the champion
+stays where it was.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import tiny_params
+from repository import build_repository, commit, sh
+from servers import start_mlflow_server, stop
+
+pytestmark = pytest.mark.slow
+EXPERIMENT = "denoise"
+MODEL_NAME = "denoise"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url, process = start_mlflow_server(tmp_path_factory.mktemp("mlflow-server"))
+    yield url
+    stop(process)
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("tracked") / "repo"
+    params = tiny_params(root)
+    # One model keeps the run short; the tiny models cannot beat the noisy input, so the
+    # results gate's margin is lowered in tiny_params.
+    params = dataclasses.replace(
+        params,
+        train=dataclasses.replace(params.train, models=["paper_cae"], epochs=3),
+        evaluate=dataclasses.replace(params.evaluate, methods=["noisy", "blur"]),
+    )
+    return build_repository(root, params)
+
+
+def _client(url: str):  # type: ignore[no-untyped-def]
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=url, registry_uri=url)
+
+
+def _repro(root: Path, url: str) -> None:
+    sh("dvc", "repro", cwd=root, env={"MLFLOW_TRACKING_URI": url})
+
+
+def _lock_md5(root: Path, stage: str, path: str) -> str:
+    lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"][stage]
+    return next(out["md5"] for out in lock["outs"] if out["path"] == path)
+
+
+def test_a_pipeline_run_is_tracked_and_registered(server: str, repository: Path) -> None:
+    _repro(repository, server)
+    client = _client(server)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
+    assert len(parents) == 1
+    parent = parents[0]
+    stages = list(yaml.safe_load((repository / "dvc.yaml").read_text())["stages"])
+    for stage in stages:
+        assert parent.data.tags[f"denoise.stage.{stage}"] == "ran"
+    children = {
+        run.info.run_name: run
+        for run in runs
+        if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+    }
+    assert {"paper_cae", "baselines"} <= set(children)
+
+    trained = children["paper_cae"]
+    assert trained.data.params["train.epochs"] == "3"
+    assert trained.data.params["noise.validation_sigma"] == "25.0"
+    for metric in ("loss", "val_loss", "val_psnr", "val_ssim"):
+        history = client.get_metric_history(trained.info.run_id, metric)
+        assert [point.step for point in history] == [1, 2, 3], metric
+    assert trained.data.metrics["test.gaussian-25.psnr"] > 0
+    images = [item.path for item in client.list_artifacts(trained.info.run_id, "images")]
+    for step in (1, 2, 3):
+        assert any(
+            path.startswith(f"images/validation-frame-0+step+{step}+") and path.endswith(".png")
+            for path in images
+        ), images
+    head = sh("git", "rev-parse", "HEAD", cwd=repository).stdout.strip()
+    raw_md5 = yaml.safe_load((repository / "data/raw.dvc").read_text())["outs"][0]["md5"]
+    frames_md5 = _lock_md5(repository, "extract", "data/frames")
+    assert trained.data.tags["git.commit"] == head
+    assert trained.data.tags["dvc.raw.md5"] == raw_md5
+    assert trained.data.tags["dvc.frames.md5"] == frames_md5
+    datasets = {item.dataset.name: item.dataset for item in trained.inputs.dataset_inputs}
+    assert datasets["frames"].digest == frames_md5
+    assert datasets["raw-videos"].digest == raw_md5
+    assert "blur.test.gaussian-25.psnr" in children["baselines"].data.metrics
+
+    champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
+    assert champion.run_id == trained.info.run_id
+    assert champion.tags["denoise.decision"] == "champion"
+    assert float(champion.tags["denoise.score_psnr"]) > 0
+
+
+def test_a_weaker_model_becomes_challenger(server: str, repository: Path) -> None:
+    client = _client(server)
+    champion_before = client.get_model_version_by_alias(MODEL_NAME, "champion")
+    params = yaml.safe_load((repository / "params.yaml").read_text())
+    params["train"].update(epochs=1, steps_per_epoch=1)  # far less training
+    (repository / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    commit(repository, "train for one step")
+    _repro(repository, server)
+    challenger = client.get_model_version_by_alias(MODEL_NAME, "challenger")
+    champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
+    assert champion.version == champion_before.version
+    assert challenger.version != champion.version
+    assert float(challenger.tags["denoise.score_psnr"]) < float(
+        challenger.tags["denoise.champion_psnr"]
+    )
+    assert challenger.tags["denoise.decision"] == "challenger"
+    assert len(client.search_model_versions(f"name='{MODEL_NAME}'")) == 2

@@ -1,0 +1,84 @@
+"""Where runs go (repository root, local store) and the pure promotion rule."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import PROJECT_ROOT
+
+from denoise.config import load_params
+from denoise.registry import CHALLENGER, CHAMPION, decide, should_promote
+from denoise.tracking import flatten, repository_root, tracking_uri
+
+
+def _git(*arguments: str, cwd: Path) -> None:
+    subprocess.run(["git", *arguments], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.mark.parametrize(
+    ("candidate", "champion", "margin", "expected"),
+    [
+        (30.0, None, 0.05, True),  # no champion yet
+        (30.0, 29.9, 0.05, True),
+        (30.0, 29.96, 0.05, False),  # better, but not by the margin
+        (29.0, 30.0, 0.0, False),
+        (30.0, 30.0, 0.0, True),  # ties promote only with a zero margin
+        (float("nan"), None, 0.0, False),
+        (float("inf"), 30.0, 0.0, False),
+    ],
+)
+def test_should_promote(
+    candidate: float, champion: float | None, margin: float, expected: bool
+) -> None:
+    assert should_promote(candidate, champion, margin) is expected
+
+
+def test_decide_aliases() -> None:
+    assert decide(30.0, True, "1", None, None, 0.05) == (CHAMPION, "first champion")
+    assert decide(30.0, True, "2", "1", 29.0, 0.05)[0] == CHAMPION
+    alias, reason = decide(29.0, True, "2", "1", 30.0, 0.05)
+    assert alias == CHALLENGER and "-1.000 dB against champion v1" in reason
+    # The results gate wins over any score: never promoted, and no alias at all.
+    assert decide(99.0, False, "2", "1", 30.0, 0.05)[0] is None
+    assert decide(99.0, False, "1", None, None, 0.05)[0] is None
+    # Registering the same training run again keeps its alias.
+    assert decide(30.0, True, "1", "1", None, 0.05) == (CHAMPION, "already the champion")
+
+
+def test_flatten_nested_params() -> None:
+    assert flatten({"seed": 0, "train": {"epochs": 3, "models": ["a", "b"]}}) == {
+        "seed": "0",
+        "train.epochs": "3",
+        "train.models": "['a', 'b']",
+    }
+
+
+def test_repository_root_is_shared_by_worktrees_and_dvc_experiment_copies(tmp_path: Path) -> None:
+    main = tmp_path / "project"
+    main.mkdir()
+    _git("init", "-q", cwd=main)
+    (main / "file").write_text("x")
+    _git("add", "file", cwd=main)
+    _git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init", cwd=main)
+    (main / "sub").mkdir()
+    assert repository_root(main / "sub") == main
+    _git("worktree", "add", "-q", str(tmp_path / "tree"), cwd=main)
+    assert repository_root(tmp_path / "tree") == main
+    # DVC runs queued experiments in a fresh git repository under .dvc/tmp/exps/.
+    copy = main / ".dvc" / "tmp" / "exps" / "tmpabc123"
+    copy.mkdir(parents=True)
+    _git("init", "-q", cwd=copy)
+    assert repository_root(copy) == main
+
+
+def test_local_default_is_sqlite_under_the_repository_root(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    params = load_params(PROJECT_ROOT / "params.yaml")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    expected = PROJECT_ROOT / params.tracking.local_store / "mlflow.db"
+    assert tracking_uri(params, PROJECT_ROOT) == f"sqlite:///{expected}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    assert tracking_uri(params, PROJECT_ROOT) == "http://127.0.0.1:5999"
