@@ -27,7 +27,7 @@ remote: setup
 	fi
 
 samples: setup
-	infra/get-sample-videos.sh
+	infra/apt-install.sh opencv-doc "a synthetic sample video will be used"
 	denoise samples
 
 run: samples remote
@@ -50,8 +50,8 @@ pull: remote
 	dvc pull
 
 test: setup
-	infra/get-sample-videos.sh
-	infra/get-test-tools.sh
+	infra/apt-install.sh opencv-doc "a synthetic sample video will be used"
+	infra/apt-install.sh chromium "the Data Docs browser test will skip"
 	python -m pytest
 
 test-fast: setup

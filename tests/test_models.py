@@ -1,12 +1,18 @@
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
+from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
-from denoise.config import Train
+from denoise.config import DnCNN, DRUNet, Train, params_from_dict
+from denoise.errors import ConfigError
+from denoise.evaluate import _model_denoiser
+from denoise.infer import denoise_batch, required_multiple
 from denoise.models import AveragePatches, ExtractPatches, build_model, count_parameters
 
 
@@ -42,3 +48,130 @@ def test_patch_extraction_and_averaging_invert_each_other() -> None:
     assert vectors.shape == (2, 5, 7, 192)
     np.testing.assert_array_equal(vectors[1, 2, 3], images[1, 8:16, 12:20].reshape(-1))
     np.testing.assert_allclose(np.asarray(AveragePatches(8, 4)(vectors)), images, atol=1e-6)
+
+
+# Tiny configurations of the two larger architectures keep these tests to a few seconds.
+TINY = Train(dncnn=DnCNN(depth=3, width=8), drunet=DRUNet(widths=[4, 8, 16], blocks_per_level=1))
+
+
+def _dncnn_parameters(depth: int, width: int, batch_norm: bool, channels: int = 3) -> int:
+    """3x3 convs: first and last with bias; middle ones with bias, or with BN's gamma and beta."""
+    first = 9 * channels * width + width
+    middle = 9 * width * width + (2 * width if batch_norm else width)
+    last = 9 * width * channels + channels
+    return first + (depth - 2) * middle + last
+
+
+def _drunet_parameters(widths: list[int], blocks: int, channels: int = 3) -> int:
+    """Bias-free: head and tail 3x3, two 3x3 convs per residual block, 2x2 down and up convs."""
+    head_and_tail = 2 * 9 * channels * widths[0]
+    per_level = [2 * blocks * 2 * 9 * width * width for width in widths[:-1]]
+    body = blocks * 2 * 9 * widths[-1] * widths[-1]
+    down_and_up = [2 * 4 * low * high for low, high in itertools.pairwise(widths)]
+    return head_and_tail + sum(per_level) + body + sum(down_and_up)
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        (DnCNN(depth=4, width=8, batch_norm=True), 1_627),
+        (DnCNN(depth=4, width=8, batch_norm=False), 1_611),
+        (DnCNN(), 558_403),
+    ],
+)
+def test_dncnn_parameter_count_matches_the_formula(config: DnCNN, expected: int) -> None:
+    assert _dncnn_parameters(config.depth, config.width, config.batch_norm) == expected
+    assert count_parameters(build_model("dncnn", Train(dncnn=config))) == expected
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [(DRUNet(widths=[4, 8], blocks_per_level=1), 2_200), (TINY.drunet, 8_984)],
+)
+def test_drunet_parameter_count_matches_the_formula(config: DRUNet, expected: int) -> None:
+    assert _drunet_parameters(config.widths, config.blocks_per_level) == expected
+    assert count_parameters(build_model("drunet", Train(drunet=config))) == expected
+
+
+@pytest.mark.parametrize(("name", "multiple"), [("dncnn", 1), ("drunet", 4)])
+def test_new_models_keep_the_shape_directly_and_padded(name: str, multiple: int) -> None:
+    model = build_model(name, TINY)
+    assert required_multiple(model) == multiple == (TINY.drunet.multiple if name == "drunet" else 1)
+    rng = np.random.default_rng(0)
+    whole = rng.random((2, 24, 32, 3), dtype=np.float32)
+    assert np.asarray(model(whole)).shape == whole.shape
+    odd = rng.random((2, 13, 19, 3), dtype=np.float32)
+    assert denoise_batch(model, odd, tile_size=64, overlap=8).shape == odd.shape
+    # The evaluate stage scores whole frames; sizes off the multiple go through the padded path.
+    denoised = _model_denoiser(model, batch_size=2)(odd, 25.0)
+    assert denoised.shape == odd.shape
+    assert denoised.min() >= 0.0 and denoised.max() <= 1.0
+
+
+@pytest.mark.parametrize(("name", "last_layer"), [("dncnn", "noise"), ("drunet", "correction")])
+def test_new_models_are_residual(name: str, last_layer: str) -> None:
+    model = build_model(name, TINY)
+    layer = model.get_layer(last_layer)
+    layer.set_weights([np.zeros_like(weight) for weight in layer.get_weights()])
+    noisy = np.random.default_rng(1).normal(0.5, 0.3, (1, 16, 16, 3)).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(model(noisy, training=False)), noisy)
+
+
+def test_small_dncnn_learns() -> None:
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    # Smooth clean patches (upsampled 4x4 colours), so there is structure to learn.
+    coarse = rng.random((64, 4, 4, 3), dtype=np.float32)
+    clean = np.repeat(np.repeat(coarse, 4, axis=1), 4, axis=2)
+    noisy = clean + rng.normal(0.0, 25 / 255, clean.shape).astype(np.float32)
+    model = build_model("dncnn", TINY)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="mse")
+    history = model.fit(noisy, clean, batch_size=16, epochs=10, shuffle=False, verbose=0)
+    losses = history.history["loss"]  # training mode: batch norm uses the batch statistics
+    assert losses[-1] < 0.7 * losses[0]
+
+
+@pytest.mark.parametrize("name", ["dncnn", "drunet"])
+def test_new_models_survive_save_and_load(name: str, tmp_path: Path) -> None:
+    model = build_model(name, TINY)
+    noisy = np.random.default_rng(2).random((2, 16, 24, 3), dtype=np.float32)
+    model.save(tmp_path / f"{name}.keras")
+    loaded = keras.models.load_model(tmp_path / f"{name}.keras")
+    np.testing.assert_allclose(
+        np.asarray(loaded(noisy, training=False)),
+        np.asarray(model(noisy, training=False)),
+        rtol=0,
+        atol=1e-6,
+    )
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"train": {"dncnn": {"depth": 2}}}, "train.dncnn.depth: must be >= 3"),
+        ({"train": {"dncnn": {"width": 0}}}, "train.dncnn.width: must be >= 1"),
+        ({"train": {"dncnn": {"batch_norm": "yes"}}}, "train.dncnn.batch_norm: expected true or"),
+        ({"train": {"dncnn": {"depht": 17}}}, "train.dncnn.depht: unknown key"),
+        ({"train": {"drunet": {"widths": []}}}, "train.drunet.widths: must name at least one"),
+        ({"train": {"drunet": {"widths": [8, 0]}}}, r"train.drunet.widths\[1\]: must be >= 1"),
+        ({"train": {"drunet": {"blocks_per_level": 0}}}, "train.drunet.blocks_per_level: must"),
+        (
+            {"train": {"models": ["drunet"], "patch_size": 100}},
+            "train.patch_size: must be a multiple of 8 for drunet",
+        ),
+        (
+            {"train": {"models": ["drunet"]}, "extract": {"size": 196}},
+            "extract.size: must be divisible by 8 for drunet",
+        ),
+    ],
+)
+def test_new_model_settings_are_validated(values: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        params_from_dict(values)
+
+
+def test_drunet_settings_that_fit_are_accepted() -> None:
+    params = params_from_dict(
+        {"train": {"models": ["drunet"], "drunet": {"widths": [8, 16]}}, "extract": {"size": 98}}
+    )
+    assert params.train.drunet.multiple == 2

@@ -238,7 +238,9 @@ def apply(
 @app.command("model-summary")
 @_user_errors
 def model_summary(
-    name: Annotated[str, typer.Argument(help="Architecture: paper_cae or dense_ae.")],
+    name: Annotated[
+        str, typer.Argument(help="Architecture: paper_cae, dense_ae, dncnn or drunet.")
+    ],
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Print the Keras summary of an architecture at the configured frame size."""

@@ -13,7 +13,7 @@ import yaml
 from denoise.errors import ConfigError
 
 NOISE_KINDS = ("gaussian", "gaussian_blind", "poisson", "speckle", "salt_pepper")
-MODEL_NAMES = ("paper_cae", "dense_ae")
+MODEL_NAMES = ("paper_cae", "dense_ae", "dncnn", "drunet")
 BASELINE_METHODS = ("noisy", "blur", "median", "nlm", "bm3d")
 
 
@@ -209,6 +209,38 @@ class Validate:
 
 
 @dataclasses.dataclass(frozen=True)
+class DnCNN:
+    """DnCNN (Zhang et al. 2017): `depth` 3x3 conv layers of `width` channels."""
+
+    depth: int = 17
+    width: int = 64
+    batch_norm: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.depth >= 3, "depth", f"must be >= 3 (first, middle, last), got {self.depth}")
+        _check(self.width >= 1, "width", f"must be >= 1, got {self.width}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DRUNet:
+    """A DRUNet-style U-Net: one level per width, `blocks_per_level` residual blocks each."""
+
+    widths: list[int] = dataclasses.field(default_factory=lambda: [64, 128, 256, 512])
+    blocks_per_level: int = 4
+
+    def __post_init__(self) -> None:
+        _check(len(self.widths) >= 1, "widths", "must name at least one level")
+        for index, width in enumerate(self.widths):
+            _check(width >= 1, f"widths[{index}]", f"must be >= 1, got {width}")
+        _check(self.blocks_per_level >= 1, "blocks_per_level", "must be >= 1")
+
+    @property
+    def multiple(self) -> int:
+        """Height and width must be multiples of this: one 2x downsampling per extra level."""
+        return 2 ** (len(self.widths) - 1)
+
+
+@dataclasses.dataclass(frozen=True)
 class Train:
     models: list[str] = dataclasses.field(default_factory=lambda: ["paper_cae", "dense_ae"])
     patch_size: int = 96
@@ -221,6 +253,8 @@ class Train:
     dense_stride: int = 4
     dense_hidden: int = 64
     dense_code: int = 32
+    dncnn: DnCNN = dataclasses.field(default_factory=DnCNN)
+    drunet: DRUNet = dataclasses.field(default_factory=DRUNet)
 
     def __post_init__(self) -> None:
         for index, name in enumerate(self.models):
@@ -249,6 +283,13 @@ class Train:
             "dense_stride",
             "patch_size - dense_patch must be a multiple of dense_stride",
         )
+        if "drunet" in self.models:
+            _check(
+                self.patch_size % self.drunet.multiple == 0,
+                "patch_size",
+                f"must be a multiple of {self.drunet.multiple} for drunet "
+                f"({len(self.drunet.widths)} levels), got {self.patch_size}",
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -339,6 +380,14 @@ class Params:
                 self.extract.size % 4 == 0,
                 "extract.size",
                 f"must be divisible by 4 for paper_cae (two 2x poolings), got {self.extract.size}",
+            )
+        if "drunet" in self.train.models:
+            # Training validates on whole frames; evaluation pads, so photograph_size is free.
+            _check(
+                self.extract.size % self.train.drunet.multiple == 0,
+                "extract.size",
+                f"must be divisible by {self.train.drunet.multiple} for drunet "
+                f"({len(self.train.drunet.widths)} levels), got {self.extract.size}",
             )
         if "dense_ae" in self.train.models:
             for key, size in (

@@ -59,7 +59,20 @@ def _per_image(function: Callable[[np.ndarray, float], np.ndarray]) -> BatchDeno
 
 
 def _model_denoiser(model: Any, batch_size: int) -> BatchDenoiser:
+    from denoise import infer
+
+    try:
+        multiple = infer.required_multiple(model)
+    except ValueError:  # a dense_ae whose patch is no multiple of its stride: whole frames only
+        multiple = 1
+
     def denoise_batch(noisy: np.ndarray, sigma: float) -> np.ndarray:
+        height, width = noisy.shape[1:3]
+        if height % multiple or width % multiple:
+            # Reflect-pad to the model's multiple and crop back, the whole image as one tile.
+            return infer.denoise_batch(
+                model, noisy, max(height, width, 16) + multiple, 0, batch_size, multiple
+            )
         denoised = model.predict(noisy, batch_size=batch_size, verbose=0)
         return np.clip(np.asarray(denoised, dtype=np.float32), 0.0, 1.0)
 

@@ -44,10 +44,11 @@ Predictor = Callable[[np.ndarray], np.ndarray]
 
 
 def required_multiple(model: Any) -> int:
-    """Side multiple a Keras model accepts: product of its poolings, lcm with patch strides.
+    """Side multiple a model accepts: product of pooling and conv strides, lcm with patch strides.
 
     4 for paper_cae (two 2x poolings); dense_stride (4) for dense_ae, whose patch must be a
-    multiple of its stride so that any padded size that is a multiple of the stride works.
+    multiple of its stride so that any padded size that is a multiple of the stride works;
+    1 for dncnn; 2 ** (levels - 1) for drunet (one stride-2 conv per level down).
     """
     from keras import layers
 
@@ -55,7 +56,7 @@ def required_multiple(model: Any) -> int:
 
     multiple = 1
     for layer in getattr(model, "layers", []):
-        if isinstance(layer, layers.MaxPooling2D | layers.AveragePooling2D):
+        if isinstance(layer, layers.MaxPooling2D | layers.AveragePooling2D | layers.Conv2D):
             multiple *= int(layer.strides[0])
         elif isinstance(layer, ExtractPatches):
             if layer.patch % layer.stride:

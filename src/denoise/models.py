@@ -6,6 +6,7 @@ convolutional, so it trains on patches and denoises frames of other sizes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import keras
@@ -119,6 +120,94 @@ def dense_ae(
     return keras.Model(noisy, denoised, name="dense_ae")
 
 
+def dncnn(
+    depth: int = 17,
+    width: int = 64,
+    batch_norm: bool = True,
+    channels: int = 3,
+    input_size: int | None = None,
+) -> keras.Model:
+    """DnCNN (Zhang et al. 2017): a plain stack of 3x3 convolutions that predicts the noise.
+
+    Conv+ReLU, (Conv+BN+ReLU) x (depth - 2), Conv; the output is noisy - predicted noise
+    (residual learning), unclipped. Convolutions followed by batch norm have no bias (the
+    norm's beta replaces it). With the defaults: 558,403 trainable parameters, receptive field
+    35x35. Any height and width.
+    """
+    if depth < 3:
+        raise ValueError(f"dncnn depth must be >= 3, got {depth}")
+    noisy = keras.Input(shape=(input_size, input_size, channels), name="noisy")
+    features = layers.Conv2D(width, 3, padding="same", activation="relu", name="conv_1")(noisy)
+    for index in range(2, depth):
+        features = layers.Conv2D(
+            width, 3, padding="same", use_bias=not batch_norm, name=f"conv_{index}"
+        )(features)
+        if batch_norm:
+            features = layers.BatchNormalization(name=f"norm_{index}")(features)
+        features = layers.ReLU(name=f"relu_{index}")(features)
+    noise = layers.Conv2D(channels, 3, padding="same", name="noise")(features)
+    denoised = layers.Subtract(name="denoised")([noisy, noise])
+    return keras.Model(noisy, denoised, name="dncnn")
+
+
+def _residual_block(features: Any, width: int, name: str) -> Any:
+    """conv-relu-conv plus the block's input (bias-free 3x3 convolutions, as in DRUNet)."""
+    residual = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{name}_conv_1")(
+        features
+    )
+    residual = layers.ReLU(name=f"{name}_relu")(residual)
+    residual = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{name}_conv_2")(
+        residual
+    )
+    return layers.Add(name=f"{name}_add")([features, residual])
+
+
+def drunet(
+    widths: Sequence[int] = (64, 128, 256, 512),
+    blocks_per_level: int = 4,
+    channels: int = 3,
+    input_size: int | None = None,
+) -> keras.Model:
+    """A U-Net in the spirit of DRUNet (Zhang et al. 2021), without the noise-level map input.
+
+    Head 3x3 conv to widths[0]; per level down: residual blocks then a 2x2 stride-2 conv to
+    the next width; residual blocks at the bottom; per level up: add the matching encoder
+    output, 2x2 stride-2 transposed conv, residual blocks; then add the head's output and a
+    3x3 conv to `channels`. No batch norm and no biases (bias-free networks generalise across
+    noise levels, which suits blind training). Unlike DRUNet, which outputs the image, the last
+    conv predicts a correction and the output is noisy + correction (unclipped): an untrained
+    net starts near the identity and trains faster. Height and width must be multiples of
+    2 ** (len(widths) - 1); 32,640,384 parameters with the defaults.
+    """
+    if not widths or blocks_per_level < 1:
+        raise ValueError("drunet needs at least one width and one block per level")
+    noisy = keras.Input(shape=(input_size, input_size, channels), name="noisy")
+    features = layers.Conv2D(widths[0], 3, padding="same", use_bias=False, name="head")(noisy)
+    encoded = [features]  # the head's and every level's output, added back on the way up
+    for level, width in enumerate(widths[:-1]):
+        for block in range(blocks_per_level):
+            features = _residual_block(features, width, f"down_{level}_block_{block}")
+        features = layers.Conv2D(
+            widths[level + 1], 2, strides=2, use_bias=False, name=f"down_{level}"
+        )(features)
+        encoded.append(features)
+    for block in range(blocks_per_level):
+        features = _residual_block(features, widths[-1], f"body_block_{block}")
+    for level in reversed(range(len(widths) - 1)):
+        features = layers.Add(name=f"skip_{level + 1}")([features, encoded[level + 1]])
+        features = layers.Conv2DTranspose(
+            widths[level], 2, strides=2, use_bias=False, name=f"up_{level}"
+        )(features)
+        for block in range(blocks_per_level):
+            features = _residual_block(features, widths[level], f"up_{level}_block_{block}")
+    features = layers.Add(name="skip_0")([features, encoded[0]])
+    correction = layers.Conv2D(channels, 3, padding="same", use_bias=False, name="correction")(
+        features
+    )
+    denoised = layers.Add(name="denoised")([noisy, correction])
+    return keras.Model(noisy, denoised, name="drunet")
+
+
 def build_model(name: str, config: Train, input_size: int | None = None) -> keras.Model:
     """Build the named architecture with the sizes in params.train."""
     if name == "paper_cae":
@@ -130,6 +219,17 @@ def build_model(name: str, config: Train, input_size: int | None = None) -> kera
             config.dense_hidden,
             config.dense_code,
             input_size=input_size,
+        )
+    if name == "dncnn":
+        return dncnn(
+            config.dncnn.depth,
+            config.dncnn.width,
+            config.dncnn.batch_norm,
+            input_size=input_size,
+        )
+    if name == "drunet":
+        return drunet(
+            tuple(config.drunet.widths), config.drunet.blocks_per_level, input_size=input_size
         )
     raise ValueError(f"unknown model {name!r}")
 

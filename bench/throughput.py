@@ -1,0 +1,384 @@
+"""Measure training and inference throughput on this machine, every number in one run.
+
+Usage:  .venv/bin/python bench/throughput.py [--steps 40] [--warmup 5] [--repeats 3]
+                                             [--frames 4] [--budget-s 10] [--out out.json]
+
+(a) Training: images/s of model.fit on the pipeline's PatchStream (as train.py feeds it)
+    against model.fit on in-memory numpy arrays holding the very same patches: same model,
+    batch size and number of steps, the first --warmup steps excluded from the timing. The two
+    alternate --repeats times and the median is reported.
+(b) Inference: milliseconds per frame at 200x200 and 512x512 for the classical baselines
+    (BM3D on one frame only, it takes seconds) and every architecture at its params.yaml
+    hyperparameters (untrained weights: the time does not depend on them). Networks are called
+    directly on a batch of --frames whole frames (the call `denoise apply` makes per batch of
+    tiles), after one warm-up call on a 64x64 crop; the median over --repeats is reported, but
+    a method stops repeating once it has spent --budget-s seconds (the slow ones run once).
+
+Prints the machine and the load average (the machine may be shared), then markdown tables;
+--out also writes everything as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import keras
+import numpy as np
+import pandas as pd
+
+from denoise.baselines import baseline
+from denoise.config import BASELINE_METHODS, MODEL_NAMES, Params, load_params
+from denoise.errors import DataError
+from denoise.extract import load_manifest
+from denoise.infer import keras_predictor, required_multiple
+from denoise.models import build_model, count_parameters, psnr
+from denoise.train import PatchStream
+
+SIZES = (200, 512)
+SIGMA = 25.0
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, core count, OS and the deep-learning stack."""
+    import tensorflow as tf
+
+    cpu = "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "system": f"{platform.system()} {platform.machine()}",
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "backend": keras.backend.backend(),
+        "gpus": len(tf.config.list_physical_devices("GPU")),
+    }
+
+
+def load_average() -> list[float]:
+    """1, 5 and 15 minute load averages (runnable processes; compare with the core count)."""
+    return [round(value, 2) for value in os.getloadavg()]
+
+
+class _StepTimes(keras.callbacks.Callback):
+    """perf_counter at the end of every training step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ends: list[float] = []
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self.ends.append(time.perf_counter())
+
+
+def _training_frames(params: Params, scratch: Path) -> tuple[Path, pd.DataFrame, str]:
+    """The pipeline's train frames, or synthetic ones in scratch when extract has not run."""
+    frames_dir = Path(params.paths.frames)
+    try:
+        manifest = load_manifest(frames_dir)
+        rows = manifest[manifest["split"] == "train"]
+        if not rows.empty:
+            return frames_dir, rows, f"{len(rows)} train frames from {frames_dir}"
+    except DataError:
+        pass
+    size = params.extract.size
+    rng = np.random.default_rng(params.seed)
+    frames = rng.integers(0, 256, (32, size, size, 3), dtype=np.uint8)
+    np.save(scratch / "synthetic.npy", frames)
+    rows = pd.DataFrame({"shard": ["synthetic.npy"] * len(frames), "offset": range(len(frames))})
+    return scratch, rows, f"{len(frames)} synthetic {size}x{size} frames (no extracted frames)"
+
+
+def _fit_rate(
+    name: str, params: Params, data: Any, batch_size: int, steps: int, warmup: int
+) -> float:
+    """Images per second of model.fit over `steps` steps after `warmup` untimed ones."""
+    keras.utils.set_random_seed(params.seed)
+    model = build_model(name, params.train)
+    model.compile(
+        optimizer=keras.optimizers.Adam(params.train.learning_rate), loss="mse", metrics=[psnr]
+    )
+    timer = _StepTimes()
+    if isinstance(data, PatchStream):
+        model.fit(
+            data,
+            epochs=1,
+            steps_per_epoch=warmup + steps,
+            shuffle=False,
+            callbacks=[timer],
+            verbose=0,
+        )
+    else:
+        noisy, clean = data
+        model.fit(
+            noisy,
+            clean,
+            batch_size=batch_size,
+            epochs=1,
+            shuffle=False,
+            callbacks=[timer],
+            verbose=0,
+        )
+    if len(timer.ends) != warmup + steps:
+        raise RuntimeError(f"expected {warmup + steps} steps, timed {len(timer.ends)}")
+    return steps * batch_size / (timer.ends[-1] - timer.ends[warmup - 1])
+
+
+def measure_training(
+    params: Params, names: list[str], steps: int, warmup: int, repeats: int
+) -> tuple[list[dict[str, Any]], str]:
+    """PatchStream against in-memory arrays of the same patches, per model."""
+    results = []
+    with tempfile.TemporaryDirectory() as scratch:
+        frames_dir, rows, source = _training_frames(params, Path(scratch))
+        stream = PatchStream(frames_dir, rows, params)
+        batches = [stream[index] for index in range(warmup + steps)]
+        noisy = np.concatenate([batch[0] for batch in batches])
+        clean = np.concatenate([batch[1] for batch in batches])
+        for name in names:
+            stream_rates, memory_rates = [], []
+            for repeat in range(repeats):
+                # Alternate which goes first, so a drift in machine load hits both alike.
+                order = ("stream", "memory") if repeat % 2 == 0 else ("memory", "stream")
+                for kind in order:
+                    if kind == "stream":
+                        stream.first_batch = 0
+                        stream_rates.append(
+                            _fit_rate(name, params, stream, stream.batch_size, steps, warmup)
+                        )
+                    else:
+                        memory_rates.append(
+                            _fit_rate(
+                                name, params, (noisy, clean), stream.batch_size, steps, warmup
+                            )
+                        )
+            stream_rate = statistics.median(stream_rates)
+            memory_rate = statistics.median(memory_rates)
+            results.append(
+                {
+                    "model": name,
+                    "patch": stream.patch,
+                    "batch_size": stream.batch_size,
+                    "timed_steps": steps,
+                    "warmup_steps": warmup,
+                    "repeats": repeats,
+                    "stream_images_per_s": stream_rate,
+                    "memory_images_per_s": memory_rate,
+                    "stream_over_memory": stream_rate / memory_rate,
+                    "stream_runs": stream_rates,
+                    "memory_runs": memory_rates,
+                    "load_average": load_average(),
+                }
+            )
+            print(
+                f"  train {name}: stream {stream_rate:.1f} img/s, memory {memory_rate:.1f} img/s "
+                f"({100 * stream_rate / memory_rate:.0f}%), load {load_average()}",
+                flush=True,
+            )
+    return results, source
+
+
+def noisy_frames(size: int, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-image's astronaut, area-resized to size x size, and `count` noisy copies.
+
+    Returns clean float32 (size, size, 3) in [0, 1] and noisy float32 (count, size, size, 3),
+    AWGN sigma 25 unclipped.
+    """
+    from skimage import data
+
+    clean = cv2.resize(data.astronaut(), (size, size), interpolation=cv2.INTER_AREA)
+    clean = clean.astype(np.float32) / 255.0
+    rng = np.random.default_rng(seed)
+    noisy = clean + rng.normal(0.0, SIGMA / 255.0, (count, *clean.shape)).astype(np.float32)
+    return clean, noisy
+
+
+def _median_ms(
+    denoise: Any, noisy: np.ndarray, repeats: int, budget_s: float
+) -> tuple[float, list[float]]:
+    """Median over repeats of the ms per frame of denoise(noisy); noisy (N, H, W, 3).
+
+    Stops repeating once budget_s seconds are spent (the slow methods run once).
+    """
+    times: list[float] = []
+    spent = 0.0
+    while len(times) < repeats and (not times or spent < budget_s):
+        start = time.perf_counter()
+        denoise(noisy)
+        seconds = time.perf_counter() - start
+        spent += seconds
+        times.append(1000.0 * seconds / len(noisy))
+    return statistics.median(times), times
+
+
+def measure_inference(
+    params: Params, frames: int, repeats: int, budget_s: float, sizes: tuple[int, ...] = SIZES
+) -> list[dict[str, Any]]:
+    """ms per frame of every baseline and architecture at each size."""
+    results = []
+    models = {name: build_model(name, params.train) for name in MODEL_NAMES}
+    for size in sizes:
+        _, noisy = noisy_frames(size, frames, params.seed)
+        for method in BASELINE_METHODS:
+            denoise = baseline(method, params.evaluate)
+            denoise(noisy[0, :32, :32], SIGMA)  # warm-up: imports, caches
+            count = 1 if method == "bm3d" else frames
+            runs = 1 if method == "bm3d" else repeats
+
+            median, times = _median_ms(
+                lambda batch, denoise=denoise: [denoise(image, SIGMA) for image in batch],
+                noisy[:count],
+                runs,
+                budget_s,
+            )
+            results.append(
+                {
+                    "method": method,
+                    "kind": "classical",
+                    "size": size,
+                    "frames": count,
+                    "repeats": len(times),
+                    "ms_per_frame": median,
+                    "runs_ms_per_frame": times,
+                    "load_average": load_average(),
+                }
+            )
+            print(f"  {size}px {method}: {median:.1f} ms/frame, load {load_average()}", flush=True)
+        for name, model in models.items():
+            multiple = required_multiple(model)
+            if size % multiple:
+                raise ValueError(f"{size} is not a multiple of {multiple}, which {name} needs")
+            predict = keras_predictor(model)
+            predict(noisy[:1, :64, :64])  # warm-up: the first call sets up the kernels
+
+            median, times = _median_ms(predict, noisy, repeats, budget_s)
+            results.append(
+                {
+                    "method": name,
+                    "kind": "network",
+                    "parameters": count_parameters(model),
+                    "size": size,
+                    "frames": frames,
+                    "repeats": len(times),
+                    "ms_per_frame": median,
+                    "runs_ms_per_frame": times,
+                    "load_average": load_average(),
+                }
+            )
+            print(f"  {size}px {name}: {median:.1f} ms/frame, load {load_average()}", flush=True)
+    return results
+
+
+def training_table(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "| model | patch | batch | timed steps | PatchStream img/s | in-memory img/s | ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in results:
+        lines.append(
+            f"| {row['model']} | {row['patch']} | {row['batch_size']} | {row['timed_steps']} | "
+            f"{row['stream_images_per_s']:.1f} | {row['memory_images_per_s']:.1f} | "
+            f"{100 * row['stream_over_memory']:.0f}% |"
+        )
+    return "\n".join(lines)
+
+
+def inference_table(results: list[dict[str, Any]], sizes: tuple[int, ...] = SIZES) -> str:
+    methods = list(dict.fromkeys(row["method"] for row in results))
+    header = ["method", "parameters", *[f"ms/frame {size}x{size}" for size in sizes]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method in methods:
+        rows = {row["size"]: row for row in results if row["method"] == method}
+        first = next(iter(rows.values()))
+        parameters = f"{first['parameters']:,}" if "parameters" in first else "-"
+        cells = []
+        for size in sizes:
+            row = rows.get(size)
+            if row is None:
+                cells.append("-")
+                continue
+            note = f" (n={row['frames']})" if row["frames"] == 1 else ""
+            cells.append(f"{row['ms_per_frame']:.1f}{note}")
+        lines.append(f"| {method} | {parameters} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--steps", type=int, default=40, help="timed training steps per run")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed training steps first")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per measurement (median)")
+    parser.add_argument("--frames", type=int, default=4, help="frames per inference call")
+    parser.add_argument(
+        "--budget-s", type=float, default=10.0, help="no more repeats once a method took this long"
+    )
+    parser.add_argument(
+        "--train-models", default="paper_cae", help="comma-separated models for part (a)"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
+    args = parser.parse_args()
+    if args.steps < 1 or args.warmup < 1 or args.repeats < 1 or args.frames < 1:
+        parser.error("--steps, --warmup, --repeats and --frames must be >= 1")
+    train_models = [name.strip() for name in args.train_models.split(",") if name.strip()]
+    for name in train_models:
+        if name not in MODEL_NAMES:
+            parser.error(f"unknown model {name!r} (known: {', '.join(MODEL_NAMES)})")
+    params = load_params(args.params)
+    started = time.perf_counter()
+    info = machine()
+    load_start = load_average()
+    print(
+        f"Machine: {info['cpu']}, {info['cores']} cores, {info['system']}, Python "
+        f"{info['python']}, TensorFlow {info['tensorflow']}, Keras {info['keras']} "
+        f"({info['backend']} backend), {info['gpus']} GPUs; load average {load_start}",
+        flush=True,
+    )
+    training, source = measure_training(params, train_models, args.steps, args.warmup, args.repeats)
+    inference = measure_inference(params, args.frames, args.repeats, args.budget_s)
+    load_end = load_average()
+    seconds = time.perf_counter() - started
+    print(f"\nTraining input: {source}; AWGN from noise.train ({params.noise.train.kind}).\n")
+    print(training_table(training))
+    print(
+        f"\nInference: astronaut, AWGN sigma {SIGMA:g}; networks on {args.frames} whole frames "
+        "per call, untrained weights.\n"
+    )
+    print(inference_table(inference))
+    print(f"\nLoad average at start {load_start}, at end {load_end}; took {seconds:.0f} s.")
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(
+            json.dumps(
+                {
+                    "machine": info,
+                    "load_average": {"start": load_start, "end": load_end},
+                    "seconds": seconds,
+                    "settings": vars(args) | {"params": str(args.params), "out": str(args.out)},
+                    "training_input": source,
+                    "training": training,
+                    "inference": inference,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+
+
+if __name__ == "__main__":
+    main()
