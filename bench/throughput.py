@@ -50,16 +50,10 @@ SIGMA = 25.0
 def machine() -> dict[str, Any]:
     """CPU model, core count, OS and the deep-learning stack."""
     import tensorflow as tf
+    from report import cpu_model  # bench/report.py, beside this script
 
-    cpu = "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
     return {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "system": f"{platform.system()} {platform.machine()}",
         "python": platform.python_version(),
