@@ -30,9 +30,29 @@ def test_project_params_load() -> None:
             "noise.evaluation.gaussian[1]: sigma must be >= 0, got -5",
         ),
         ({"noise": {"train": {"sigma": -1}}}, "noise.train.sigma: must be >= 0"),
-        ({"extract": {"size": 202}}, "extract.size: must be divisible by 4 for paper_cae"),
+        ({"extract": {"size": 202}}, "extract.size: must be divisible by 4 for the models of"),
         ({"extract": {"size": "big"}}, "extract.size: expected an integer, got 'big'"),
-        ({"train": {"models": ["resnet"]}}, "train.models[0]: unknown model 'resnet'"),
+        (
+            {"train": {"profiles": {"quick": {"models": ["resnet"]}}}},
+            "train.profiles.quick.models[0]: unknown model 'resnet'",
+        ),
+        ({"train": {"profile": "huge"}}, "train.profile: 'huge' is not one of profiles"),
+        (
+            {"train": {"variants": {"dncnn": {"architecture": "dncnn"}}}},
+            "train.variants.dncnn: must not reuse an architecture's name",
+        ),
+        (
+            {"train": {"variants": {"big": {"architecture": "resnet"}}}},
+            "train.variants.big.architecture: unknown architecture 'resnet'",
+        ),
+        (
+            {"train": {"profiles": {"quick": {"schedule": "linear"}}}},
+            "train.profiles.quick.schedule: must be one of constant, cosine",
+        ),
+        (
+            {"train": {"profiles": {"quick": {"precision": "float8"}}}},
+            "train.profiles.quick.precision: must be one of",
+        ),
         ({"seed": True}, "seed: expected an integer"),
     ],
 )

@@ -242,7 +242,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     folder = tmp_path_factory.mktemp("deployment")
     params = tiny_params(folder / "repo")
     # Training long enough to be killed after the first epoch's checkpoint, before the last.
-    train = dataclasses.replace(params.train, epochs=8, steps_per_epoch=10)
+    train = params.train.with_active(epochs=8, steps_per_epoch=10)
     root = build_repository(folder / "repo", dataclasses.replace(params, train=train))
     port = _free_port()
     api_url = f"http://127.0.0.1:{port}/api"

@@ -38,7 +38,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # results gate's margin is lowered in tiny_params.
     params = dataclasses.replace(
         params,
-        train=dataclasses.replace(params.train, models=["paper_cae"], epochs=3),
+        train=params.train.with_active(models=["paper_cae"], epochs=3),
         evaluate=dataclasses.replace(params.evaluate, methods=["noisy", "blur"]),
     )
     return build_repository(root, params)
@@ -78,7 +78,8 @@ def test_a_pipeline_run_is_tracked_and_registered(server: str, repository: Path)
     assert {"paper_cae", "baselines"} <= set(children)
 
     trained = children["paper_cae"]
-    assert trained.data.params["train.epochs"] == "3"
+    assert trained.data.params["train.active.epochs"] == "3"
+    assert trained.data.params["train.profiles.quick.epochs"] == "3"
     assert trained.data.params["noise.validation_sigma"] == "25.0"
     for metric in ("loss", "val_loss", "val_psnr", "val_ssim"):
         history = client.get_metric_history(trained.info.run_id, metric)

@@ -11,7 +11,7 @@ import pytest
 
 from denoise.config import DnCNN, DRUNet, Train, params_from_dict
 from denoise.errors import ConfigError
-from denoise.evaluate import _model_denoiser
+from denoise.evaluate import model_denoiser
 from denoise.infer import denoise_batch, required_multiple
 from denoise.models import AveragePatches, ExtractPatches, build_model, count_parameters
 
@@ -103,7 +103,7 @@ def test_new_models_keep_the_shape_directly_and_padded(name: str, multiple: int)
     odd = rng.random((2, 13, 19, 3), dtype=np.float32)
     assert denoise_batch(model, odd, tile_size=64, overlap=8).shape == odd.shape
     # The evaluate stage scores whole frames; sizes off the multiple go through the padded path.
-    denoised = _model_denoiser(model, batch_size=2)(odd, 25.0)
+    denoised = model_denoiser(model, batch_size=2)(odd, 25.0)
     assert denoised.shape == odd.shape
     assert denoised.min() >= 0.0 and denoised.max() <= 1.0
 
@@ -156,12 +156,12 @@ def test_new_models_survive_save_and_load(name: str, tmp_path: Path) -> None:
         ({"train": {"drunet": {"widths": [8, 0]}}}, r"train.drunet.widths\[1\]: must be >= 1"),
         ({"train": {"drunet": {"blocks_per_level": 0}}}, "train.drunet.blocks_per_level: must"),
         (
-            {"train": {"models": ["drunet"], "patch_size": 100}},
-            "train.patch_size: must be a multiple of 8 for drunet",
+            {"train": {"profiles": {"quick": {"models": ["drunet"], "patch_size": 100}}}},
+            "train.profiles.quick.patch_size: must be a multiple of 8",
         ),
         (
-            {"train": {"models": ["drunet"]}, "extract": {"size": 196}},
-            "extract.size: must be divisible by 8 for drunet",
+            {"train": {"profiles": {"quick": {"models": ["drunet"]}}}, "extract": {"size": 196}},
+            "extract.size: must be divisible by 8",
         ),
     ],
 )
@@ -172,6 +172,9 @@ def test_new_model_settings_are_validated(values: dict, message: str) -> None:
 
 def test_drunet_settings_that_fit_are_accepted() -> None:
     params = params_from_dict(
-        {"train": {"models": ["drunet"], "drunet": {"widths": [8, 16]}}, "extract": {"size": 98}}
+        {
+            "train": {"profiles": {"quick": {"models": ["drunet"]}}, "drunet": {"widths": [8, 16]}},
+            "extract": {"size": 98},
+        }
     )
     assert params.train.drunet.multiple == 2

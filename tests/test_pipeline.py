@@ -226,7 +226,7 @@ def test_failed_stage_keeps_last_good_outputs_restorable(repository: Path) -> No
 
 
 def test_parameter_sweeps_with_experiments_and_the_queue(repository: Path) -> None:
-    sh("dvc", "exp", "run", "-S", "train.epochs=1", cwd=repository)
+    sh("dvc", "exp", "run", "-S", "train.profiles.quick.epochs=1", cwd=repository)
     for sigma in (0.5, 2.0):
         sh("dvc", "exp", "run", "--queue", "-S", f"evaluate.blur_sigma={sigma}", cwd=repository)
     sh("dvc", "queue", "start", "-j", "2", cwd=repository)

@@ -71,7 +71,7 @@ def test_stream_is_a_pure_function_of_seed_and_batch(prepared: Params) -> None:
 @pytest.mark.parametrize("name", ["paper_cae", "dense_ae"])
 def test_two_epochs_lower_the_loss(prepared: Params, tmp_path: Path, name: str) -> None:
     params = dataclasses.replace(
-        prepared, train=dataclasses.replace(prepared.train, epochs=2, steps_per_epoch=10)
+        prepared, train=prepared.train.with_active(epochs=2, steps_per_epoch=10)
     )
     _, state = _fit(params, name, tmp_path / "ckpt")
     losses = [epoch["loss"] for epoch in state.history]
@@ -81,9 +81,7 @@ def test_two_epochs_lower_the_loss(prepared: Params, tmp_path: Path, name: str) 
 def test_resumed_training_ends_with_the_same_weights(prepared: Params, tmp_path: Path) -> None:
     params = dataclasses.replace(
         prepared,
-        train=dataclasses.replace(
-            prepared.train, epochs=3, steps_per_epoch=3, early_stopping_patience=10
-        ),
+        train=prepared.train.with_active(epochs=3, steps_per_epoch=3, early_stopping_patience=10),
     )
     reference, _ = _fit(params, "paper_cae", tmp_path / "uninterrupted")
     with pytest.raises(KeyboardInterrupt):
@@ -97,13 +95,11 @@ def test_resumed_training_ends_with_the_same_weights(prepared: Params, tmp_path:
 
 def test_checkpoint_of_other_inputs_is_not_resumed(prepared: Params, tmp_path: Path) -> None:
     params = dataclasses.replace(
-        prepared, train=dataclasses.replace(prepared.train, epochs=2, steps_per_epoch=2)
+        prepared, train=prepared.train.with_active(epochs=2, steps_per_epoch=2)
     )
     with pytest.raises(KeyboardInterrupt):
         _fit(params, "dense_ae", tmp_path / "ckpt", [CrashAfterEpoch(1)])
-    changed = dataclasses.replace(
-        params, train=dataclasses.replace(params.train, learning_rate=0.01)
-    )
+    changed = dataclasses.replace(params, train=params.train.with_active(learning_rate=0.01))
     _, state = _fit(changed, "dense_ae", tmp_path / "ckpt")
     assert len(state.history) == 2 and state.history[0]["epoch"] == 1
 
@@ -127,8 +123,7 @@ def _train_params(params: Params, root: Path) -> Params:
         checkpoints=str(root / "checkpoints"),
         train_reports=str(root / "reports"),
     )
-    training = dataclasses.replace(
-        params.train,
+    training = params.train.with_active(
         models=["paper_cae"],
         epochs=6,
         steps_per_epoch=25,

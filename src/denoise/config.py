@@ -91,6 +91,7 @@ class TrainNoise:
     peak: float = 30.0
     variance: float = 0.04
     amount: float = 0.05
+    as_saved: bool = False  # clip to [0, 1] and round to 8 bits after adding the noise
 
     def __post_init__(self) -> None:
         _check(self.kind in NOISE_KINDS, "kind", f"must be one of {', '.join(NOISE_KINDS)}")
@@ -240,15 +241,76 @@ class DRUNet:
         return 2 ** (len(self.widths) - 1)
 
 
+SCHEDULES = ("constant", "cosine")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
+
+
 @dataclasses.dataclass(frozen=True)
-class Train:
+class Profile:
+    """A training budget: which models, on what patches, for how long, at what learning rate."""
+
     models: list[str] = dataclasses.field(default_factory=lambda: ["paper_cae", "dense_ae"])
     patch_size: int = 96
     batch_size: int = 16
-    epochs: int = 12
-    steps_per_epoch: int = 60
+    epochs: int = 10
+    steps_per_epoch: int = 40
     learning_rate: float = 1e-3
+    schedule: str = "constant"
+    min_learning_rate: float = 0.0
+    warmup_steps: int = 0
     early_stopping_patience: int = 4
+    precision: str = "float32"
+
+    def __post_init__(self) -> None:
+        _check(bool(self.models), "models", "must name at least one model")
+        _check(
+            self.patch_size % 4 == 0 and self.patch_size >= 8,
+            "patch_size",
+            f"must be a multiple of 4 and >= 8 (paper_cae pools twice), got {self.patch_size}",
+        )
+        for key in ("batch_size", "epochs", "steps_per_epoch", "early_stopping_patience"):
+            value = getattr(self, key)
+            _check(value >= 1, key, f"must be >= 1, got {value}")
+        _check(self.learning_rate > 0, "learning_rate", "must be > 0")
+        _check(self.schedule in SCHEDULES, "schedule", f"must be one of {', '.join(SCHEDULES)}")
+        _check(
+            0 <= self.min_learning_rate <= self.learning_rate,
+            "min_learning_rate",
+            "must be in [0, learning_rate]",
+        )
+        _check(
+            0 <= self.warmup_steps < self.epochs * self.steps_per_epoch,
+            "warmup_steps",
+            "must be >= 0 and less than epochs * steps_per_epoch",
+        )
+        _check(self.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """A named model: an architecture with its own settings and training noise.
+
+    Unset sections take the train section's architecture settings and noise.train.
+    """
+
+    architecture: str
+    noise: TrainNoise | None = None
+    dncnn: DnCNN | None = None
+    drunet: DRUNet | None = None
+
+    def __post_init__(self) -> None:
+        _check(
+            self.architecture in MODEL_NAMES,
+            "architecture",
+            f"unknown architecture {self.architecture!r} (known: {', '.join(MODEL_NAMES)})",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Train:
+    profile: str = "quick"
+    profiles: dict[str, Profile] = dataclasses.field(default_factory=lambda: {"quick": Profile()})
+    variants: dict[str, Variant] = dataclasses.field(default_factory=dict)
     dense_patch: int = 8
     dense_stride: int = 4
     dense_hidden: int = 64
@@ -257,39 +319,104 @@ class Train:
     drunet: DRUNet = dataclasses.field(default_factory=DRUNet)
 
     def __post_init__(self) -> None:
-        for index, name in enumerate(self.models):
-            _check(name in MODEL_NAMES, f"models[{index}]", f"unknown model {name!r}")
         _check(
-            self.patch_size % 4 == 0 and self.patch_size >= 8,
-            "patch_size",
-            f"must be a multiple of 4 and >= 8 (paper_cae pools twice), got {self.patch_size}",
+            self.profile in self.profiles,
+            "profile",
+            f"{self.profile!r} is not one of profiles ({', '.join(self.profiles)})",
         )
-        for key in (
-            "batch_size",
-            "epochs",
-            "steps_per_epoch",
-            "early_stopping_patience",
-            "dense_patch",
-            "dense_stride",
-            "dense_hidden",
-            "dense_code",
-        ):
+        for name in self.variants:
+            _check(
+                name not in MODEL_NAMES,
+                f"variants.{name}",
+                "must not reuse an architecture's name",
+            )
+        known = (*MODEL_NAMES, *self.variants)
+        for profile_name, profile in self.profiles.items():
+            for index, name in enumerate(profile.models):
+                _check(
+                    name in known,
+                    f"profiles.{profile_name}.models[{index}]",
+                    f"unknown model {name!r} (known: {', '.join(known)})",
+                )
+        for key in ("dense_patch", "dense_stride", "dense_hidden", "dense_code"):
             value = getattr(self, key)
             _check(value >= 1, key, f"must be >= 1, got {value}")
-        _check(self.learning_rate > 0, "learning_rate", "must be > 0")
         _check(self.dense_stride <= self.dense_patch, "dense_stride", "must be <= dense_patch")
         _check(
-            (self.patch_size - self.dense_patch) % self.dense_stride == 0,
+            (self.patch_size - self.dense_patch) % self.dense_stride == 0
+            or "dense_ae" not in self.architectures,
             "dense_stride",
             "patch_size - dense_patch must be a multiple of dense_stride",
         )
-        if "drunet" in self.models:
-            _check(
-                self.patch_size % self.drunet.multiple == 0,
-                "patch_size",
-                f"must be a multiple of {self.drunet.multiple} for drunet "
-                f"({len(self.drunet.widths)} levels), got {self.patch_size}",
-            )
+        multiple = self.size_multiple
+        _check(
+            self.patch_size % multiple == 0,
+            f"profiles.{self.profile}.patch_size",
+            f"must be a multiple of {multiple} for the models' downsampling, got {self.patch_size}",
+        )
+
+    # The active profile's settings, which is what training uses.
+    @property
+    def active(self) -> Profile:
+        return self.profiles[self.profile]
+
+    @property
+    def models(self) -> list[str]:
+        return self.active.models
+
+    @property
+    def patch_size(self) -> int:
+        return self.active.patch_size
+
+    @property
+    def batch_size(self) -> int:
+        return self.active.batch_size
+
+    @property
+    def epochs(self) -> int:
+        return self.active.epochs
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.active.steps_per_epoch
+
+    @property
+    def learning_rate(self) -> float:
+        return self.active.learning_rate
+
+    @property
+    def early_stopping_patience(self) -> int:
+        return self.active.early_stopping_patience
+
+    def with_active(self, **changes: Any) -> Train:
+        """A copy whose active profile has `changes` applied (validated again)."""
+        profile = dataclasses.replace(self.active, **changes)
+        return dataclasses.replace(self, profiles={**self.profiles, self.profile: profile})
+
+    def spec(self, name: str) -> Variant:
+        """The model `name` resolved: its architecture and architecture settings, and its own
+        training noise (None: noise.train)."""
+        variant = self.variants[name] if name in self.variants else Variant(architecture=name)
+        return dataclasses.replace(
+            variant, dncnn=variant.dncnn or self.dncnn, drunet=variant.drunet or self.drunet
+        )
+
+    @property
+    def architectures(self) -> set[str]:
+        """The architectures of the active profile's models."""
+        return {self.spec(name).architecture for name in self.models}
+
+    @property
+    def size_multiple(self) -> int:
+        """Patches and validation frames must be multiples of this for every active model."""
+        multiple = 1
+        for name in self.models:
+            spec = self.spec(name)
+            if spec.architecture == "paper_cae":
+                multiple = max(multiple, 4)
+            elif spec.architecture == "drunet":
+                multiple = max(multiple, spec.drunet.multiple)  # type: ignore[union-attr]
+        return multiple
 
 
 @dataclasses.dataclass(frozen=True)
@@ -375,21 +502,14 @@ class Params:
 
     def __post_init__(self) -> None:
         _check(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
-        if "paper_cae" in self.train.models:
-            _check(
-                self.extract.size % 4 == 0,
-                "extract.size",
-                f"must be divisible by 4 for paper_cae (two 2x poolings), got {self.extract.size}",
-            )
-        if "drunet" in self.train.models:
-            # Training validates on whole frames; evaluation pads, so photograph_size is free.
-            _check(
-                self.extract.size % self.train.drunet.multiple == 0,
-                "extract.size",
-                f"must be divisible by {self.train.drunet.multiple} for drunet "
-                f"({len(self.train.drunet.widths)} levels), got {self.extract.size}",
-            )
-        if "dense_ae" in self.train.models:
+        # Training validates on whole frames; evaluation pads, so photograph_size is free.
+        _check(
+            self.extract.size % self.train.size_multiple == 0,
+            "extract.size",
+            f"must be divisible by {self.train.size_multiple} for the models of profile "
+            f"{self.train.profile!r} (their downsampling), got {self.extract.size}",
+        )
+        if "dense_ae" in self.train.architectures:
             for key, size in (
                 ("extract.size", self.extract.size),
                 ("noise.photograph_size", self.noise.photograph_size),
@@ -399,6 +519,10 @@ class Params:
                     key,
                     f"{size} - train.dense_patch must be a multiple of train.dense_stride",
                 )
+
+    def training_noise(self, model: str) -> TrainNoise:
+        """The noise a model trains on: its variant's own, or noise.train."""
+        return self.train.spec(model).noise or self.noise.train
 
 
 def _convert(value: Any, annotation: Any, key: str) -> Any:
@@ -414,6 +538,11 @@ def _convert(value: Any, annotation: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         return _build(annotation, value, key)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        _, inner = typing.get_args(annotation)
+        return {str(name): _convert(item, inner, f"{key}.{name}") for name, item in value.items()}
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected a list, got {value!r}")

@@ -58,7 +58,7 @@ def _per_image(function: Callable[[np.ndarray, float], np.ndarray]) -> BatchDeno
     return lambda noisy, sigma: np.stack([function(image, sigma) for image in noisy])
 
 
-def _model_denoiser(model: Any, batch_size: int) -> BatchDenoiser:
+def model_denoiser(model: Any, batch_size: int) -> BatchDenoiser:
     from denoise import infer
 
     try:
@@ -215,7 +215,7 @@ def _evaluate(params: Params) -> EvaluateSummary:
     }
     methods.update(
         {
-            name: _model_denoiser(model, params.train.batch_size)
+            name: model_denoiser(model, params.train.batch_size)
             for name, (model, _) in models.items()
         }
     )

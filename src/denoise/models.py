@@ -1,7 +1,8 @@
 """Model builders, one function per architecture (Keras 3 Functional API, keras.ops only).
 
 Every model maps noisy float32 (N, H, W, 3) RGB to denoised (N, H, W, 3) and is fully
-convolutional, so it trains on patches and denoises frames of other sizes.
+convolutional, so it trains on patches and denoises frames of other sizes. Output layers are
+float32 whatever the global dtype policy, so mixed-precision training keeps a float32 output.
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ def paper_cae(channels: int = 3, input_size: int | None = None) -> keras.Model:
     features = layers.Conv2DTranspose(
         32, 3, strides=2, activation="relu", padding="same", name="decode_2"
     )(features)
-    denoised = layers.Conv2D(channels, 3, activation="sigmoid", padding="same", name="denoised")(
-        features
-    )
+    denoised = layers.Conv2D(
+        channels, 3, activation="sigmoid", padding="same", name="denoised", dtype="float32"
+    )(features)
     return keras.Model(noisy, denoised, name="paper_cae")
 
 
@@ -115,8 +116,8 @@ def dense_ae(
     features = layers.Dense(hidden, activation="relu", name="encode_1")(vectors)
     features = layers.Dense(code, activation="relu", name="code")(features)
     features = layers.Dense(hidden, activation="relu", name="decode_1")(features)
-    vectors = layers.Dense(size, activation="sigmoid", name="decode_2")(features)
-    denoised = AveragePatches(patch, stride, channels, name="denoised")(vectors)
+    vectors = layers.Dense(size, activation="sigmoid", name="decode_2", dtype="float32")(features)
+    denoised = AveragePatches(patch, stride, channels, name="denoised", dtype="float32")(vectors)
     return keras.Model(noisy, denoised, name="dense_ae")
 
 
@@ -145,8 +146,8 @@ def dncnn(
         if batch_norm:
             features = layers.BatchNormalization(name=f"norm_{index}")(features)
         features = layers.ReLU(name=f"relu_{index}")(features)
-    noise = layers.Conv2D(channels, 3, padding="same", name="noise")(features)
-    denoised = layers.Subtract(name="denoised")([noisy, noise])
+    noise = layers.Conv2D(channels, 3, padding="same", name="noise", dtype="float32")(features)
+    denoised = layers.Subtract(name="denoised", dtype="float32")([noisy, noise])
     return keras.Model(noisy, denoised, name="dncnn")
 
 
@@ -201,18 +202,19 @@ def drunet(
         for block in range(blocks_per_level):
             features = _residual_block(features, widths[level], f"up_{level}_block_{block}")
     features = layers.Add(name="skip_0")([features, encoded[0]])
-    correction = layers.Conv2D(channels, 3, padding="same", use_bias=False, name="correction")(
-        features
-    )
-    denoised = layers.Add(name="denoised")([noisy, correction])
+    correction = layers.Conv2D(
+        channels, 3, padding="same", use_bias=False, name="correction", dtype="float32"
+    )(features)
+    denoised = layers.Add(name="denoised", dtype="float32")([noisy, correction])
     return keras.Model(noisy, denoised, name="drunet")
 
 
 def build_model(name: str, config: Train, input_size: int | None = None) -> keras.Model:
-    """Build the named architecture with the sizes in params.train."""
-    if name == "paper_cae":
+    """Build the named model (an architecture or a params.train.variants entry)."""
+    spec = config.spec(name)
+    if spec.architecture == "paper_cae":
         return paper_cae(input_size=input_size)
-    if name == "dense_ae":
+    if spec.architecture == "dense_ae":
         return dense_ae(
             config.dense_patch,
             config.dense_stride,
@@ -220,16 +222,13 @@ def build_model(name: str, config: Train, input_size: int | None = None) -> kera
             config.dense_code,
             input_size=input_size,
         )
-    if name == "dncnn":
+    if spec.architecture == "dncnn" and spec.dncnn is not None:
         return dncnn(
-            config.dncnn.depth,
-            config.dncnn.width,
-            config.dncnn.batch_norm,
-            input_size=input_size,
+            spec.dncnn.depth, spec.dncnn.width, spec.dncnn.batch_norm, input_size=input_size
         )
-    if name == "drunet":
+    if spec.architecture == "drunet" and spec.drunet is not None:
         return drunet(
-            tuple(config.drunet.widths), config.drunet.blocks_per_level, input_size=input_size
+            tuple(spec.drunet.widths), spec.drunet.blocks_per_level, input_size=input_size
         )
     raise ValueError(f"unknown model {name!r}")
 

@@ -45,6 +45,12 @@ def add_blind_gaussian_noise(
     return (clean + noise).astype(np.float32)
 
 
+def as_saved(noisy: np.ndarray) -> np.ndarray:
+    """What a noisy image looks like once written to disk: clipped to [0, 1] and rounded to the
+    256 levels of 8 bits. float32, same shape."""
+    return (np.round(np.clip(noisy, 0.0, 1.0) * 255.0) / 255.0).astype(np.float32)
+
+
 def add_poisson_noise(clean: np.ndarray, peak: float, rng: np.random.Generator) -> np.ndarray:
     """Shot noise: photon counts ~ Poisson(clean * peak), scaled back by 1 / peak."""
     if peak <= 0:
@@ -88,16 +94,19 @@ def apply_noise(clean: np.ndarray, kind: str, level: float, rng: np.random.Gener
 def add_training_noise(
     clean: np.ndarray, config: TrainNoise, rng: np.random.Generator
 ) -> np.ndarray:
-    """Add the training noise configured in params.noise.train."""
+    """Add a model's training noise (params.noise.train or its variant's), clipped and rounded
+    to 8 bits when config.as_saved."""
     if config.kind == "gaussian_blind":
-        return add_blind_gaussian_noise(clean, config.sigma_min, config.sigma_max, rng)
-    level = {
-        "gaussian": config.sigma,
-        "poisson": config.peak,
-        "speckle": config.variance,
-        "salt_pepper": config.amount,
-    }[config.kind]
-    return apply_noise(clean, config.kind, level, rng)
+        noisy = add_blind_gaussian_noise(clean, config.sigma_min, config.sigma_max, rng)
+    else:
+        level = {
+            "gaussian": config.sigma,
+            "poisson": config.peak,
+            "speckle": config.variance,
+            "salt_pepper": config.amount,
+        }[config.kind]
+        noisy = apply_noise(clean, config.kind, level, rng)
+    return as_saved(noisy) if config.as_saved else noisy
 
 
 def level_name(kind: str, level: float) -> str:

@@ -14,6 +14,7 @@ through the git common directory so that git worktrees and DVC's temporary exper
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import socket
 import subprocess
@@ -108,6 +109,13 @@ def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+def run_params(params: Params) -> dict[str, str]:
+    """Every params.yaml value, flattened, plus the active training profile's settings under
+    train.active.* so runs of different profiles compare in one column of the UI."""
+    active = {"train": {"active": dataclasses.asdict(params.train.active)}}
+    return {**flatten(params_to_dict(params)), **flatten(active)}
+
+
 def _git(*arguments: str) -> str:
     try:
         return subprocess.run(
@@ -180,7 +188,7 @@ def open_pipeline_run(params: Params, tags: dict[str, str] | None = None) -> str
         run_name=f"pipeline {commit}".strip(),
         tags={**lineage_tags(params), **(tags or {})},
     )
-    flat = flatten(params_to_dict(params))
+    flat = run_params(params)
     client.log_batch(run.info.run_id, params=[Param(key, value) for key, value in flat.items()])
     return str(run.info.run_id)
 
@@ -242,7 +250,7 @@ class StageTracker:
             parent_run_id=self.parent_run_id,
             tags={STAGE_TAG: self.stage, **lineage_tags(self.params), **(tags or {})},
         ) as run:
-            mlflow.log_params(flatten(params_to_dict(self.params)))
+            mlflow.log_params(run_params(self.params))
             yield str(run.info.run_id)
 
     @contextlib.contextmanager

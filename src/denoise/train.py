@@ -8,13 +8,14 @@ resumes from it and ends with the same weights as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import hashlib
 import json
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ import pandas as pd
 
 from denoise import tracking
 from denoise.atomic import atomic_directory, atomic_path, write_json
-from denoise.config import Params, params_to_dict
+from denoise.config import Params, Profile, TrainNoise
 from denoise.errors import DataError
 from denoise.evaluate import triptych
 from denoise.extract import MANIFEST_NAME, file_sha256, load_manifest
@@ -49,7 +50,12 @@ class PatchStream(keras.utils.PyDataset):
     """
 
     def __init__(
-        self, frames_dir: Path, rows: pd.DataFrame, params: Params, first_batch: int = 0
+        self,
+        frames_dir: Path,
+        rows: pd.DataFrame,
+        params: Params,
+        noise: TrainNoise | None = None,
+        first_batch: int = 0,
     ) -> None:
         super().__init__(workers=1, use_multiprocessing=False)
         if rows.empty:
@@ -66,7 +72,7 @@ class PatchStream(keras.utils.PyDataset):
         self.patch = min(params.train.patch_size, height, width)
         self.patch -= self.patch % 4
         self.batch_size = params.train.batch_size
-        self.noise = params.noise.train
+        self.noise = noise or params.noise.train
         self.seed = params.seed
         self.first_batch = first_batch
 
@@ -187,15 +193,22 @@ class Checkpointer(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def fingerprint(name: str, params: Params, frames_dir: Path, validation: np.ndarray) -> str:
+def fingerprint(name: str, params: Params, stream: PatchStream, validation: np.ndarray) -> str:
     """Hash of everything a checkpoint depends on; a changed input starts training afresh."""
-    values = params_to_dict(params)
+    spec = params.train.spec(name)
     content = {
         "model": name,
-        "seed": values["seed"],
-        "train": values["train"],
-        "noise_train": values["noise"]["train"],
-        "manifest": file_sha256(frames_dir / MANIFEST_NAME),
+        "seed": params.seed,
+        "spec": dataclasses.asdict(spec),
+        "dense": [
+            params.train.dense_patch,
+            params.train.dense_stride,
+            params.train.dense_hidden,
+            params.train.dense_code,
+        ],
+        "profile": dataclasses.asdict(params.train.active),
+        "noise": dataclasses.asdict(stream.noise),
+        "manifest": file_sha256(stream.frames_dir / MANIFEST_NAME),
         "validation": hashlib.sha256(validation.tobytes()).hexdigest(),
         "keras": keras.__version__,
         "backend": keras.backend.backend(),
@@ -209,6 +222,74 @@ def _make_deterministic(seed: int) -> None:
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
+
+
+def has_gpu() -> bool:
+    """Whether the Keras backend sees a GPU."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return any(device.platform == "gpu" for device in jax.devices())
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    if backend == "torch":
+        import torch
+
+        return bool(torch.cuda.is_available())
+    return False
+
+
+def resolve_precision(precision: str) -> str:
+    """The Keras dtype policy for a profile's precision: "auto" is mixed_bfloat16 on a GPU
+    (tensor cores) and float32 on a CPU, where bfloat16 arithmetic is emulated and slower."""
+    if precision == "auto":
+        return "mixed_bfloat16" if has_gpu() else "float32"
+    return precision
+
+
+@contextlib.contextmanager
+def dtype_policy(policy: str) -> Iterator[None]:
+    """Build layers under `policy`, then restore the global policy."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def make_optimizer(profile: Profile) -> keras.optimizers.Optimizer:
+    """Adam at the profile's learning rate, constant or on a cosine schedule with warm-up.
+
+    The schedule runs on the optimizer's step count, which checkpoints keep, so a resumed run
+    continues the same curve.
+    """
+    if profile.schedule == "constant":
+        return keras.optimizers.Adam(profile.learning_rate)
+    total = profile.epochs * profile.steps_per_epoch
+    warm = profile.warmup_steps > 0
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warm else profile.learning_rate,
+        decay_steps=total - profile.warmup_steps,
+        alpha=profile.min_learning_rate / profile.learning_rate,
+        warmup_target=profile.learning_rate if warm else None,
+        warmup_steps=profile.warmup_steps,
+    )
+    return keras.optimizers.Adam(schedule)
+
+
+def float32_copy(model: keras.Model, name: str, params: Params) -> keras.Model:
+    """The model rebuilt in float32 with the same weights (variables are float32 under mixed
+    precision), so saved models infer at full precision on any hardware."""
+    if all(layer.dtype_policy.name == "float32" for layer in model.layers):
+        return model
+    with dtype_policy("float32"):
+        copy = build_model(name, params.train)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def _load_state(directory: Path, expected: str) -> TrainingState | None:
@@ -236,7 +317,7 @@ def train_model(
     epoch_logger gets every epoch's metrics, including those a resumed run did before.
     """
     config = params.train
-    expected = fingerprint(name, params, stream.frames_dir, validation[0])
+    expected = fingerprint(name, params, stream, validation[0])
     _make_deterministic(params.seed)
     state = _load_state(checkpoint_dir, expected)
     if state is None:
@@ -244,10 +325,9 @@ def train_model(
             print_fn(f"{name}: discarding a checkpoint of other inputs in {checkpoint_dir}")
             shutil.rmtree(checkpoint_dir)
         state = TrainingState(fingerprint=expected)
-        model = build_model(name, config)
-        model.compile(
-            optimizer=keras.optimizers.Adam(config.learning_rate), loss="mse", metrics=[psnr]
-        )
+        with dtype_policy(resolve_precision(config.active.precision)):
+            model = build_model(name, config)
+        model.compile(optimizer=make_optimizer(config.active), loss="mse", metrics=[psnr])
     else:
         print_fn(f"{name}: resuming after epoch {state.epochs_done} from {checkpoint_dir}")
         model = keras.models.load_model(checkpoint_dir / "last.keras")
@@ -273,7 +353,7 @@ def train_model(
             verbose=2,
         )
     model.load_weights(checkpoint_dir / "best.weights.h5")
-    return model, state
+    return float32_copy(model, name, params), state
 
 
 def _write_history(path: Path, history: list[dict[str, float]]) -> None:
@@ -305,7 +385,7 @@ def run(params: Params) -> TrainSummary:
     trained: dict[str, keras.Model] = {}
     with tracking.stage(params, "train") as tracker:
         for name in params.train.models:
-            stream = PatchStream(frames_dir, train_rows, params)
+            stream = PatchStream(frames_dir, train_rows, params, params.training_noise(name))
             checkpoint_dir = Path(params.paths.checkpoints) / name
             with tracker.child(name, tags={"denoise.model": name}) as run_id:
                 tracking.log_frames_inputs(params, manifest)
@@ -333,6 +413,11 @@ def run(params: Params) -> TrainSummary:
                 * stream.batch_size
                 / max(state.seconds, 1e-9),
                 "patch_size": stream.patch,
+                "architecture": params.train.spec(name).architecture,
+                "profile": params.train.profile,
+                "precision": resolve_precision(params.train.active.precision),
+                "schedule": params.train.active.schedule,
+                "noise": dataclasses.asdict(stream.noise),
                 "mlflow_run_id": run_id,
             }
             histories[name] = state.history
