@@ -54,7 +54,8 @@ def score(
     )
 
 
-def _per_image(function: Callable[[np.ndarray, float], np.ndarray]) -> BatchDenoiser:
+def per_image(function: Callable[[np.ndarray, float], np.ndarray]) -> BatchDenoiser:
+    """A one-image denoiser applied to each image of a stack in turn."""
     return lambda noisy, sigma: np.stack([function(image, sigma) for image in noisy])
 
 
@@ -211,7 +212,7 @@ def _evaluate(params: Params) -> EvaluateSummary:
     evalsets_dir = Path(params.paths.evalsets)
     models = _load_models(params)
     methods: dict[str, BatchDenoiser] = {
-        name: _per_image(baseline(name, config)) for name in config.methods
+        name: per_image(baseline(name, config)) for name in config.methods
     }
     methods.update(
         {

@@ -1,0 +1,623 @@
+"""Score every denoiser on the same images and the same noise in one run: PSNR, SSIM, ms/frame.
+
+Usage:  .venv/bin/python bench/quality.py [--params params.yaml] [--models-dir DIR ...]
+            [--sigmas 15 25 50] [--methods noisy blur ... MODEL ...] [--bm3d-max-images N]
+            [--batch-size N] [--out reports/quality]
+
+Images: the clean images of the evaluation sets the noise stage wrote (paths.evalsets): "test"
+(held-out video frames) and "photographs" (scikit-image photographs, 256x256 by default).
+Noise: for each sigma, one draw of AWGN per set (seed params.seed, rng named "quality", set,
+sigma), scored twice: "unclipped" (the literature's convention) and "as saved" (the same noisy
+pixels clipped to [0, 1] and rounded to 8 bits, as a frame written to disk). Every method sees
+identical inputs.
+Methods: the classical baselines (noisy, blur, median, nlm, bm3d; told the nominal sigma, one
+image at a time; BM3D on the first --bm3d-max-images images only, if given) and every *.keras
+model in the --models-dir folders (default paths.models), in batches of --batch-size after one
+warm-up call per set. ms/frame is wall-clock time over the whole set.
+
+Writes DIR/quality.json and DIR/quality.md (tables per set and variant, a comparison on the
+images BM3D ran on, the models, and findings computed from the numbers) and prints the markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime
+import importlib.util
+import json
+import shlex
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from denoise.atomic import write_json, write_text
+from denoise.baselines import baseline
+from denoise.config import BASELINE_METHODS, Params, load_params
+from denoise.errors import DataError, DenoiseError
+from denoise.evaluate import BatchDenoiser, model_denoiser, per_image, score
+from denoise.noise import add_gaussian_noise, as_saved, list_sets, load_set, set_rng
+
+SETS = ("test", "photographs")
+VARIANTS = ("unclipped", "as saved")
+SIGMAS = (15.0, 25.0, 50.0)
+HEADLINE_SIGMA = 25.0
+BM3D_GOAL_DB = 0.5  # a learned model should beat BM3D by this much (the literature's margin)
+BLIND_TARGET_DB = 0.3  # a blind model may trail its sigma-25 twin by at most this much
+SPEEDUPS = (20, 50)  # "fast": at most BM3D's time / 20; stretch goal / 50
+MODEL_FIELDS = ("parameters", "train_seconds", "epochs", "architecture", "profile", "noise")
+CONVENTIONS = {
+    "images": "RGB float in [0, 1]; sigma on the 0-255 scale",
+    "noise": "AWGN added in float, one draw per set and sigma (seed, 'quality', set, sigma); "
+    "'unclipped' as drawn, 'as saved' the same pixels clipped to [0, 1] and rounded to 8 bits",
+    "metrics": "PSNR on RGB, data range 1.0, and SSIM (Gaussian 11x11, sigma 1.5, population "
+    "covariance, channel mean), per image then averaged; denoised outputs clipped to [0, 1], "
+    "the noisy row is the input itself",
+    "timing": "wall-clock ms per frame over the whole set, mean over sigmas; classical methods "
+    "one image at a time told the nominal sigma, models in batches after a warm-up call",
+}
+
+
+# ---- inputs ------------------------------------------------------------------------------
+
+
+def find_models(directories: list[Path]) -> dict[str, Path]:
+    """Every *.keras file in the folders, by name: its stem, or folder/stem when stems repeat."""
+    paths = [path for directory in directories for path in sorted(directory.glob("*.keras"))]
+    stems = collections.Counter(path.stem for path in paths)
+    named: dict[str, Path] = {}
+    for path in paths:
+        name = path.stem if stems[path.stem] == 1 else f"{path.parent.name}/{path.stem}"
+        if name in named:
+            raise ValueError(f"two models are both called {name!r}: {named[name]} and {path}")
+        named[name] = path
+    return named
+
+
+def model_summary(path: Path, model: Any) -> dict[str, Any]:
+    """The training summary beside a model (<name>.json): MODEL_FIELDS, None where absent."""
+    from denoise.models import count_parameters
+
+    summary_path = path.with_suffix(".json")
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    fields: dict[str, Any] = {field: summary.get(field) for field in MODEL_FIELDS}
+    if fields["parameters"] is None:
+        fields["parameters"] = count_parameters(model)
+    return {"path": str(path), **fields}
+
+
+def load_models(paths: dict[str, Path]) -> dict[str, tuple[Any, dict[str, Any]]]:
+    """Load each model (compile=False: inference only) with its training summary."""
+    import keras
+
+    import denoise.models  # noqa: F401  (registers the custom layers for loading)
+
+    models = {}
+    for name, path in paths.items():
+        model = keras.models.load_model(path, compile=False)
+        models[name] = (model, model_summary(path, model))
+    return models
+
+
+def load_clean_sets(evalsets_dir: Path) -> dict[str, tuple[np.ndarray, list[str]]]:
+    """Clean images float32 (N, H, W, 3) in [0, 1] and image names of each set in SETS that
+    the noise stage wrote."""
+    names = [name for name in SETS if name in list_sets(evalsets_dir)]
+    if not names:
+        raise DataError(f"{evalsets_dir}: none of the sets {', '.join(SETS)}; run `denoise noise`")
+    loaded = {name: load_set(evalsets_dir, name) for name in names}
+    return {name: (clean, info["images"]) for name, (clean, _, info) in loaded.items()}
+
+
+def noisy_inputs(
+    clean: np.ndarray, sigma: float, seed: int, set_name: str
+) -> dict[str, np.ndarray]:
+    """The noisy images every method sees, by variant: one draw of AWGN, unclipped and as saved.
+
+    clean: float32 (N, H, W, 3) in [0, 1]; sigma on the 0-255 scale.
+    """
+    noisy = add_gaussian_noise(clean, sigma, set_rng(seed, "quality", set_name, f"{sigma:g}"))
+    return {"unclipped": noisy, "as saved": as_saved(noisy)}
+
+
+# ---- measuring ---------------------------------------------------------------------------
+
+
+def build_denoisers(
+    methods: list[str], params: Params, models: dict[str, tuple[Any, dict[str, Any]]], batch: int
+) -> dict[str, BatchDenoiser]:
+    """A batch denoiser per method: classical ones image by image, models in batches."""
+    denoisers = {
+        name: per_image(baseline(name, params.evaluate))
+        for name in methods
+        if name in BASELINE_METHODS
+    }
+    denoisers |= {
+        name: model_denoiser(models[name][0], batch) for name in methods if name in models
+    }
+    return denoisers
+
+
+def warm_up(denoisers: dict[str, BatchDenoiser], noisy: np.ndarray, batch: int) -> None:
+    """Call every method once, untimed: models on a full batch (traces the graph for this
+    size), classical methods on a 32x32 crop (imports, caches). noisy: float32 (N, H, W, 3)."""
+    for name, denoise_batch in denoisers.items():
+        sample = noisy[:1, :32, :32] if name in BASELINE_METHODS else noisy[:batch]
+        denoise_batch(sample, HEADLINE_SIGMA)
+
+
+def score_method(
+    clean: np.ndarray, noisy: np.ndarray, sigma: float, denoise_batch: BatchDenoiser
+) -> dict[str, Any]:
+    """Mean and per-image PSNR / SSIM and ms per frame of one method on a stack of images."""
+    result = score(clean, noisy, sigma, denoise_batch, keep=0)
+    return {
+        "psnr": float(np.mean(result.psnr)),
+        "ssim": float(np.mean(result.ssim)),
+        "ms_per_frame": result.ms_per_frame,
+        "images": len(clean),
+        "psnr_per_image": result.psnr,
+        "ssim_per_image": result.ssim,
+    }
+
+
+def measure_set(
+    set_name: str,
+    clean: np.ndarray,
+    denoisers: dict[str, BatchDenoiser],
+    sigmas: list[float],
+    seed: int,
+    bm3d_max_images: int | None,
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """{variant: {sigma: {method: scores}}} for one set."""
+    results: dict[str, dict[str, dict[str, Any]]] = {variant: {} for variant in VARIANTS}
+    bm3d_count = min(len(clean), bm3d_max_images or len(clean))
+    for sigma in sigmas:
+        inputs = noisy_inputs(clean, sigma, seed, set_name)
+        for variant, noisy in inputs.items():
+            level = results[variant].setdefault(f"{sigma:g}", {})
+            for method, denoise_batch in denoisers.items():
+                count = bm3d_count if method == "bm3d" else len(clean)
+                level[method] = score_method(clean[:count], noisy[:count], sigma, denoise_batch)
+                print(
+                    f"  {set_name}, {variant}, sigma {sigma:g}, {method}: "
+                    f"{level[method]['psnr']:.2f} dB, {level[method]['ms_per_frame']:.1f} ms/frame",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    return results
+
+
+# ---- tables ------------------------------------------------------------------------------
+
+
+def mean_ms(variant_results: dict[str, dict[str, Any]], method: str) -> float:
+    """A method's ms per frame, averaged over the sigmas of one set and variant."""
+    return float(np.mean([level[method]["ms_per_frame"] for level in variant_results.values()]))
+
+
+def mean_psnr(result: dict[str, Any], images: int | None = None) -> float:
+    """Mean PSNR over the first `images` images (all by default)."""
+    return float(np.mean(result["psnr_per_image"][:images]))
+
+
+def training_noise(noise: dict[str, Any] | None) -> str:
+    """A training noise config as a table cell: "sigma 25", "blind 5-55, as saved", "-"."""
+    if not noise:
+        return "-"
+    kind = noise.get("kind", "?")
+    if kind == "gaussian_blind":
+        text = f"blind {noise['sigma_min']:g}-{noise['sigma_max']:g}"
+    elif kind == "gaussian":
+        text = f"sigma {noise['sigma']:g}"
+    else:
+        text = kind
+    return f"{text}, as saved" if noise.get("as_saved") else text
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _dash(value: Any, spec: str = "") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _cell(result: dict[str, Any], total: int) -> str:
+    """'PSNR / SSIM' over the first `total` images, marked (n=K) when it ran on fewer."""
+    count = min(result["images"], total)
+    psnr = mean_psnr(result, count)
+    ssim = float(np.mean(result["ssim_per_image"][:count]))
+    note = f" (n={count})" if count != total else ""
+    return f"{psnr:.2f} / {ssim:.3f}{note}"
+
+
+def quality_table(
+    variant_results: dict[str, dict[str, Any]],
+    total: int,
+    models: dict[str, dict[str, Any]],
+    subset: int | None = None,
+) -> str:
+    """One row per method: PSNR / SSIM per sigma, ms per frame, model size, training.
+
+    subset: PSNR / SSIM on the first `subset` images only, without the other columns.
+    """
+    sigmas = list(variant_results)
+    extra = ["ms/frame", "parameters", "train s", "training noise"] if subset is None else []
+    header = ["method", *[f"sigma {sigma} PSNR / SSIM" for sigma in sigmas], *extra]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    count = subset or total
+    for method in variant_results[sigmas[0]]:
+        cells = [method, *[_cell(level[method], count) for level in variant_results.values()]]
+        if subset is None:
+            info = models.get(method, {})
+            cells += [
+                f"{mean_ms(variant_results, method):.1f}",
+                _dash(info.get("parameters"), ","),
+                _dash(info.get("train_seconds"), ".0f"),
+                training_noise(info.get("noise")),
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def models_table(models: dict[str, dict[str, Any]]) -> str:
+    """Architecture, profile, size, training time and noise of every model scored."""
+    lines = [
+        "| model | architecture | profile | parameters | epochs | train s | training noise |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, info in models.items():
+        cells = [
+            name,
+            _dash(info["architecture"]),
+            _dash(info["profile"]),
+            _dash(info["parameters"], ","),
+            _dash(info["epochs"]),
+            _dash(info["train_seconds"], ".0f"),
+            training_noise(info["noise"]),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _bm3d_images(set_info: dict[str, Any]) -> int | None:
+    """How many images BM3D ran on when fewer than the set, else None."""
+    count = set_info.get("bm3d_images")
+    return count if count is not None and count < set_info["images"] else None
+
+
+def markdown_report(report: dict[str, Any]) -> str:
+    """The whole report as markdown: header, tables per set and variant, findings."""
+    lines = [
+        "# Quality benchmark",
+        "",
+        f"Machine: {report['machine']}. Date: {report['date']}. Params: `{report['params']}`, "
+        f"seed {report['seed']}, model batch {report['batch_size']}.",
+        "",
+        f"Command: `{report['command']}`",
+        "",
+        *[f"- {key}: {value}" for key, value in report["conventions"].items()],
+        "",
+    ]
+    for set_name, set_info in report["sets"].items():
+        for variant, variant_results in report["results"][set_name].items():
+            lines += [
+                f"## {set_name} ({set_info['images']} images, "
+                f"{set_info['height']}x{set_info['width']}), {variant}",
+                "",
+                quality_table(variant_results, set_info["images"], report["models"]),
+                "",
+            ]
+    for set_name, set_info in report["sets"].items():
+        count = _bm3d_images(set_info)
+        if count is None:
+            continue
+        names = ", ".join(set_info["names"][:count])
+        for variant, variant_results in report["results"][set_name].items():
+            lines += [
+                f"## {set_name}, {variant}: on the {_plural(count, 'image')} BM3D ran on ({names})",
+                "",
+                quality_table(variant_results, count, report["models"], subset=count),
+                "",
+            ]
+    if report["models"]:
+        lines += ["## Models", "", models_table(report["models"]), ""]
+    lines += ["## Findings", ""]
+    lines += [f"- **{finding['name']}**: {finding['text']}" for finding in report["findings"]]
+    return "\n".join(lines) + "\n"
+
+
+# ---- findings ----------------------------------------------------------------------------
+# Each finding reads the unclipped scores at sigma 25 of one set and returns its numbers and a
+# sentence; `findings` skips it, saying why, when the set, the sigma, a model or a reference
+# method it needs is missing.
+
+Level = dict[str, dict[str, Any]]  # {method: scores} at one set, variant and sigma
+
+
+def _scored(
+    report: dict[str, Any], set_name: str, references: tuple[str, ...], any_reference: bool
+) -> tuple[Level, list[str]] | str:
+    """A set's unclipped scores at sigma 25 and its models, best PSNR first; or why a finding
+    needing them and the reference methods (all, or any one) cannot be computed."""
+    if set_name not in report["results"]:
+        return f"the {set_name} set was not scored"
+    level = report["results"][set_name]["unclipped"].get(f"{HEADLINE_SIGMA:g}")
+    if level is None:
+        return f"sigma {HEADLINE_SIGMA:g} was not among --sigmas"
+    models = sorted(
+        (name for name in report["models"] if name in level), key=lambda name: -level[name]["psnr"]
+    )
+    missing = [method for method in references if method not in level]
+    if missing and (not any_reference or len(missing) == len(references)):
+        return f"{(' or ' if any_reference else ' and ').join(missing)} was not run (--methods)"
+    return (level, models) if models else "no model was scored"
+
+
+def _against(level: Level, model: str, reference: str) -> dict[str, Any]:
+    """model's PSNR against reference's, on the images the reference ran on."""
+    count = level[reference]["images"]
+    model_psnr = mean_psnr(level[model], count)
+    return {
+        "model": model,
+        "model_psnr": model_psnr,
+        "reference": reference,
+        "reference_psnr": level[reference]["psnr"],
+        "gap_db": model_psnr - level[reference]["psnr"],
+        "images": count,
+    }
+
+
+def _against_text(comparison: dict[str, Any], total: int) -> str:
+    count = comparison["images"]
+    note = "" if count == total else f", on the {_plural(count, 'image')} it ran on"
+    return (
+        f"{comparison['model']} {comparison['model_psnr']:.2f} dB against "
+        f"{comparison['reference']} {comparison['reference_psnr']:.2f} dB{note}: "
+        f"{comparison['gap_db']:+.2f} dB"
+    )
+
+
+def _test_vs_bm3d(report: dict[str, Any], level: Level, models: list[str]) -> dict[str, Any]:
+    """The best model against BM3D, and against the goal BM3D + 0.5 dB."""
+    comparison = _against(level, models[0], "bm3d")
+    goal = comparison["reference_psnr"] + BM3D_GOAL_DB
+    met = comparison["model_psnr"] >= goal
+    verdict = "met" if met else f"not met, {goal - comparison['model_psnr']:.2f} dB short"
+    return {
+        **comparison,
+        "goal_psnr": goal,
+        "goal_met": met,
+        "text": f"{_against_text(comparison, report['sets']['test']['images'])}; goal BM3D + "
+        f"{BM3D_GOAL_DB:g} = {goal:.2f} dB: {verdict}.",
+    }
+
+
+def _photographs_vs_classical(
+    report: dict[str, Any], level: Level, models: list[str]
+) -> dict[str, Any]:
+    """The best model against NLM and against BM3D, each on the images it ran on."""
+    comparisons = [
+        _against(level, models[0], reference) for reference in ("nlm", "bm3d") if reference in level
+    ]
+    total = report["sets"]["photographs"]["images"]
+    missing = [f"{method} was not run" for method in ("nlm", "bm3d") if method not in level]
+    sentences = [*[_against_text(item, total) for item in comparisons], *missing]
+    return {"model": models[0], "comparisons": comparisons, "text": "; ".join(sentences) + "."}
+
+
+def _speed(report: dict[str, Any], level: Level, models: list[str]) -> dict[str, Any]:
+    """BM3D's time, the fastest model at least as good, the best model 20 times faster."""
+    unclipped = report["results"]["photographs"]["unclipped"]
+    bm3d_ms = mean_ms(unclipped, "bm3d")
+    times = {model: mean_ms(unclipped, model) for model in models}
+    as_good = [model for model in models if _against(level, model, "bm3d")["gap_db"] >= 0]
+    fastest = min(as_good, key=times.__getitem__) if as_good else None
+    fast = [model for model in models if times[model] <= bm3d_ms / SPEEDUPS[0]]
+    best_fast = fast[0] if fast else None  # models come best PSNR first
+    within_stretch = best_fast is not None and times[best_fast] <= bm3d_ms / SPEEDUPS[1]
+    fastest_text = f"{fastest} ({times[fastest]:.1f} ms)" if fastest else "none"
+    best_fast_text = (
+        f"{best_fast} ({level[best_fast]['psnr']:.2f} dB, {times[best_fast]:.1f} ms, "
+        f"{'within' if within_stretch else 'not within'} BM3D/{SPEEDUPS[1]} = "
+        f"{bm3d_ms / SPEEDUPS[1]:.1f} ms)"
+        if best_fast
+        else "none"
+    )
+    return {
+        "bm3d_ms_per_frame": bm3d_ms,
+        "fastest_model_at_least_bm3d": fastest,
+        "best_model_within_bm3d_over_20": best_fast,
+        "within_bm3d_over_50": within_stretch,
+        "text": f"BM3D {bm3d_ms:.1f} ms/frame; fastest model with PSNR >= BM3D's: {fastest_text}; "
+        f"best model at <= BM3D/{SPEEDUPS[0]} = {bm3d_ms / SPEEDUPS[0]:.1f} ms: {best_fast_text}.",
+    }
+
+
+def _training_kind(summary: dict[str, Any]) -> str | None:
+    """ "blind" (gaussian_blind), "sigma 25" (gaussian at sigma 25) or None, from the summary."""
+    noise = summary.get("noise") or {}
+    if noise.get("kind") == "gaussian_blind":
+        return "blind"
+    if noise.get("kind") == "gaussian" and float(noise.get("sigma", -1)) == HEADLINE_SIGMA:
+        return "sigma 25"
+    return None
+
+
+def blind_pairs(models: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+    """(blind, sigma-25) model pairs of the same architecture, by their training noise."""
+    return [
+        (blind, fixed)
+        for blind in models
+        for fixed in models
+        if _training_kind(models[blind]) == "blind"
+        and _training_kind(models[fixed]) == "sigma 25"
+        and models[blind].get("architecture") is not None
+        and models[blind]["architecture"] == models[fixed].get("architecture")
+    ]
+
+
+def _blind_vs_fixed(report: dict[str, Any], level: Level, models: list[str]) -> dict[str, Any]:
+    """PSNR gap of each blind model to its sigma-25 twin of the same architecture."""
+    pairs = [(b, f) for b, f in blind_pairs(report["models"]) if b in level and f in level]
+    if not pairs:
+        reason = "no two models of one architecture, one trained blind and one at sigma 25"
+        return _skipped(reason)
+    gaps = []
+    for blind, fixed in pairs:
+        gap = level[blind]["psnr"] - level[fixed]["psnr"]
+        gaps.append(
+            {
+                "blind": blind,
+                "non_blind": fixed,
+                "gap_db": gap,
+                "within_target": gap >= -BLIND_TARGET_DB,
+            }
+        )
+    text = "; ".join(
+        f"{gap['blind']} - {gap['non_blind']}: {gap['gap_db']:+.2f} dB "
+        f"({'within' if gap['within_target'] else 'outside'} the {BLIND_TARGET_DB:g} dB target)"
+        for gap in gaps
+    )
+    return {"pairs": gaps, "text": text + "."}
+
+
+def _skipped(reason: str) -> dict[str, Any]:
+    return {"status": "skipped", "reason": reason, "text": f"skipped: {reason}."}
+
+
+Finding = Callable[[dict[str, Any], Level, list[str]], dict[str, Any]]
+# name, set, reference methods, whether any one reference is enough, the computation
+FINDINGS: tuple[tuple[str, str, tuple[str, ...], bool, Finding], ...] = (
+    ("test, sigma 25: best model against BM3D", "test", ("bm3d",), False, _test_vs_bm3d),
+    (
+        "photographs, sigma 25: best model against NLM and BM3D",
+        "photographs",
+        ("nlm", "bm3d"),
+        True,
+        _photographs_vs_classical,
+    ),
+    (
+        "speed on the photographs (sigma 25 PSNR, mean ms/frame)",
+        "photographs",
+        ("bm3d",),
+        False,
+        _speed,
+    ),
+    ("blind against non-blind (test, sigma 25)", "test", (), False, _blind_vs_fixed),
+)
+
+
+def findings(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every finding, computed from the report's numbers or skipped with the reason."""
+    results = []
+    for name, set_name, references, any_reference, compute in FINDINGS:
+        scored = _scored(report, set_name, references, any_reference)
+        result = _skipped(scored) if isinstance(scored, str) else compute(report, *scored)
+        results.append({"name": name, "status": "ok", **result})
+    return results
+
+
+# ---- command line ------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument(
+        "--models-dir", type=Path, nargs="+", default=None, help="default: paths.models"
+    )
+    parser.add_argument("--sigmas", type=float, nargs="+", default=list(SIGMAS))
+    parser.add_argument("--methods", nargs="+", default=None, help="default: all, models too")
+    parser.add_argument("--bm3d-max-images", type=int, default=None, help="default: all images")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: train batch size")
+    parser.add_argument("--out", type=Path, default=Path("reports/quality"))
+    args = parser.parse_args(argv)
+    if any(sigma <= 0 for sigma in args.sigmas):
+        parser.error("--sigmas must be > 0")
+    for option in ("bm3d_max_images", "batch_size"):
+        if getattr(args, option) is not None and getattr(args, option) < 1:
+            parser.error(f"--{option.replace('_', '-')} must be >= 1")
+    return args
+
+
+def select_methods(requested: list[str] | None, models: dict[str, Path]) -> list[str]:
+    """The methods to run, in table order (classical, then models); raises on unknown names."""
+    known = [*BASELINE_METHODS, *models]
+    unknown = [name for name in requested or [] if name not in known]
+    if unknown:
+        raise ValueError(f"unknown method(s) {', '.join(unknown)} (known: {', '.join(known)})")
+    methods = [name for name in known if requested is None or name in requested]
+    if "bm3d" in methods and importlib.util.find_spec("bm3d") is None:
+        raise ValueError("bm3d is not installed: `pip install bm3d`, or leave it out of --methods")
+    return methods
+
+
+def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
+    """Measure every method on every set and build the report (without writing it)."""
+    from report import machine  # bench/report.py, beside this script
+
+    params = load_params(args.params)
+    model_dirs = args.models_dir or [Path(params.paths.models)]
+    model_paths = find_models(model_dirs)
+    methods = select_methods(args.methods, model_paths)
+    models = load_models({name: path for name, path in model_paths.items() if name in methods})
+    batch = args.batch_size or params.train.batch_size
+    denoisers = build_denoisers(methods, params, models, batch)
+    sets: dict[str, Any] = {}
+    results: dict[str, Any] = {}
+    for set_name, (clean, names) in load_clean_sets(Path(params.paths.evalsets)).items():
+        sets[set_name] = {
+            "images": len(clean),
+            "height": clean.shape[1],
+            "width": clean.shape[2],
+            "names": names,
+            "bm3d_images": min(len(clean), args.bm3d_max_images or len(clean))
+            if "bm3d" in methods
+            else None,
+        }
+        first = noisy_inputs(clean, args.sigmas[0], params.seed, set_name)["unclipped"]
+        warm_up(denoisers, first, batch)
+        results[set_name] = measure_set(
+            set_name, clean, denoisers, args.sigmas, params.seed, args.bm3d_max_images
+        )
+    report: dict[str, Any] = {
+        "machine": machine(),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": command,
+        "params": str(args.params),
+        "seed": params.seed,
+        "models_dirs": [str(directory) for directory in model_dirs],
+        "batch_size": batch,
+        "methods": methods,
+        "bm3d_max_images": args.bm3d_max_images,
+        "conventions": CONVENTIONS,
+        "sets": sets,
+        "results": results,
+        "models": {name: summary for name, (_, summary) in models.items()},
+    }
+    report["findings"] = findings(report)
+    return report
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the benchmark, write quality.json and quality.md under --out, print the markdown."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    try:
+        report = run(args, shlex.join(["bench/quality.py", *argv]))
+    except (ValueError, DenoiseError) as error:
+        raise SystemExit(f"error: {error}") from None
+    markdown = markdown_report(report)
+    write_json(args.out / "quality.json", report)
+    write_text(args.out / "quality.md", markdown)
+    print(markdown)
+    return report
+
+
+if __name__ == "__main__":
+    main()
