@@ -41,7 +41,7 @@ from denoise.errors import DataError
 from denoise.extract import load_manifest
 from denoise.infer import keras_predictor, required_multiple
 from denoise.models import build_model, count_parameters, psnr
-from denoise.train import PatchStream
+from denoise.train import PatchStream, make_optimizer
 
 SIZES = (200, 512)
 SIGMA = 25.0
@@ -104,9 +104,7 @@ def _fit_rate(
     """Images per second of model.fit over `steps` steps after `warmup` untimed ones."""
     keras.utils.set_random_seed(params.seed)
     model = build_model(name, params.train)
-    model.compile(
-        optimizer=keras.optimizers.Adam(params.train.learning_rate), loss="mse", metrics=[psnr]
-    )
+    model.compile(optimizer=make_optimizer(params.train.active), loss="mse", metrics=[psnr])
     timer = _StepTimes()
     if isinstance(data, PatchStream):
         model.fit(

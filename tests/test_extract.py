@@ -5,19 +5,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from conftest import write_params, write_tiny_video
 
 from denoise import extract
 from denoise.config import Params, Split
+from denoise.errors import DataError
 from denoise.extract import assign_splits, load_frames, load_manifest
 
 
 def test_frames_counts_shapes_and_rgb_order(params: Params) -> None:
     summary = extract.run(params)
     manifest = load_manifest(Path(params.paths.frames))
-    assert summary.num_videos == 1
+    assert summary.num_sources == 1
     assert len(manifest) == 12
     assert list(manifest["frame_index"]) == list(range(12))
     frames = load_frames(Path(params.paths.frames), manifest)
@@ -27,6 +29,7 @@ def test_frames_counts_shapes_and_rgb_order(params: Params) -> None:
     assert set(manifest.columns) >= {
         "video",
         "video_sha256",
+        "source_kind",
         "frame_index",
         "timestamp_s",
         "mean",
@@ -37,6 +40,7 @@ def test_frames_counts_shapes_and_rgb_order(params: Params) -> None:
         "shard",
     }
     assert manifest["phash"].str.len().eq(16).all()
+    assert manifest["source_kind"].eq("video").all()
 
 
 def test_stride_target_fps_and_shards(params: Params) -> None:
@@ -125,12 +129,47 @@ def _empty(raw: Path, name: str) -> None:
     write_tiny_video(raw / name, num_frames=0)
 
 
+def _write_image(path: Path, image: np.ndarray) -> Path:
+    """Write an RGB (H, W, 3), RGBA (H, W, 4) or greyscale (H, W) image with OpenCV, making its
+    folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if image.ndim == 3:
+        image = cv2.cvtColor(
+            image, cv2.COLOR_RGB2BGR if image.shape[2] == 3 else cv2.COLOR_RGBA2BGRA
+        )
+    assert cv2.imwrite(str(path), image)
+    return path
+
+
+def _write_stills(folder: Path, count: int, seed: int = 0) -> list[np.ndarray]:
+    """count 32x32 RGB images img00.png, img01.png, ... (the fourth is img03.JPG): a random
+    colour plus texture."""
+    rng = np.random.default_rng(seed)
+    images = [
+        (rng.integers(0, 190, 3) + rng.integers(0, 64, (32, 32, 3))).astype(np.uint8)
+        for _ in range(count)
+    ]
+    for index, image in enumerate(images):
+        _write_image(folder / f"img{index:02d}{'.JPG' if index == 3 else '.png'}", image)
+    return images
+
+
 BAD_VIDEOS = {
     "notes.mp4": (lambda raw, name: (raw / name).write_text("not a video\n"), "notes.mp4"),
     "truncated.avi": (_corrupt, "truncated.avi"),
     "empty.avi": (_empty, "empty.avi"),
     "small.avi": (lambda raw, name: write_tiny_video(raw / name, size=16), "smaller than"),
     "grey.avi": (lambda raw, name: write_tiny_video(raw / name, colour=False), "greyscale"),
+    "photos/broken.png": (
+        lambda raw, name: _write_image(raw / name, np.zeros((32, 32, 3), np.uint8)).write_bytes(
+            np.random.default_rng(0).bytes(500)
+        ),
+        "not an image OpenCV can read",
+    ),
+    "photos/grey.png": (
+        lambda raw, name: _write_image(raw / name, np.full((32, 32), 128, np.uint8)),
+        "greyscale image",
+    ),
 }
 
 
@@ -173,3 +212,83 @@ def test_bad_params_fail_with_one_line(params: Params, tmp_path: Path) -> None:
 def test_empty_raw_directory(params: Params, tmp_path: Path) -> None:
     (Path(params.paths.raw) / "tiny.avi").unlink()
     _expect_one_line_error(_run_cli(params, tmp_path), "no videos")
+
+
+def test_still_image_folder_beside_a_video(params: Params) -> None:
+    raw, frames_dir = Path(params.paths.raw), Path(params.paths.frames)
+    images = _write_stills(raw / "photos", 8)
+    summary = extract.run(params)
+    manifest = load_manifest(frames_dir)
+    assert summary.num_sources == 2
+    assert list(manifest["video"].unique()) == ["photos", "tiny.avi"], "sources in name order"
+    stills = manifest[manifest["video"] == "photos"]
+    assert stills["source_kind"].eq("images").all()
+    assert manifest.loc[manifest["video"] == "tiny.avi", "source_kind"].eq("video").all()
+    assert list(stills["frame_index"]) == list(range(8))
+    assert list(stills["timestamp_s"]) == [float(index) for index in range(8)]
+    # one image = one second; 25% validation and 25% test of the 7 s span, no gap
+    assert list(stills["split"]) == ["train"] * 4 + ["validation"] * 2 + ["test"] * 2
+    frames = load_frames(frames_dir, stills)
+    assert frames.shape == (8, 32, 32, 3)
+    for index in (0, 1, 2, 4):  # lossless PNGs come back exactly, in RGB order
+        assert np.array_equal(np.round(frames[index] * 255).astype(np.uint8), images[index])
+    colour = frames[3].mean(axis=(0, 1)) * 255
+    assert np.abs(colour - images[3].mean(axis=(0, 1))).max() < 4, "the JPEG is read, as RGB"
+
+    digest = stills["video_sha256"].iat[0]
+    video_digest = manifest.loc[manifest["video"] == "tiny.avi", "video_sha256"].iat[0]
+    extract.run(params)
+    again = load_manifest(frames_dir)
+    assert set(again.loc[again["video"] == "photos", "video_sha256"]) == {digest}
+    changed = images[5].copy()
+    changed[0, 0] ^= 1
+    _write_image(raw / "photos" / "img05.png", changed)
+    extract.run(params)
+    after = load_manifest(frames_dir)
+    assert set(after.loc[after["video"] == "photos", "video_sha256"]) != {digest}
+    assert set(after.loc[after["video"] == "tiny.avi", "video_sha256"]) == {video_digest}
+
+
+def test_sixteen_bit_image_with_alpha_is_scaled(params: Params) -> None:
+    image = np.zeros((40, 48, 4), np.uint16)  # cropped to 40x40, then area-resized to 32x32
+    image[..., :3] = (65535, 128 * 257, 0)
+    image[..., 3] = 1000
+    path = Path(params.paths.raw) / "deep" / "rgba16.png"
+    _write_image(path, image)
+    assert cv2.imread(str(path), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+    extract.run(params)
+    manifest = load_manifest(Path(params.paths.frames))
+    rows = manifest[manifest["video"] == "deep"]
+    frame = load_frames(Path(params.paths.frames), rows)[0]
+    assert frame.shape == (32, 32, 3)
+    assert np.array_equal(np.round(frame * 255).astype(np.uint8)[0, 0], [255, 128, 0])
+
+
+def test_greyscale_image_needs_allow_greyscale(params: Params) -> None:
+    grey = np.tile(np.arange(32, dtype=np.uint8) * 8, (32, 1))
+    _write_image(Path(params.paths.raw) / "photos" / "grey.png", grey)
+    with pytest.raises(DataError, match=r"grey\.png: greyscale image") as raised:
+        extract.run(params)
+    assert "\n" not in str(raised.value) and "allow_greyscale" in str(raised.value)
+    allowed = dataclasses.replace(
+        params, extract=dataclasses.replace(params.extract, allow_greyscale=True)
+    )
+    extract.run(allowed)
+    manifest = load_manifest(Path(params.paths.frames))
+    frame = load_frames(Path(params.paths.frames), manifest[manifest["video"] == "photos"])[0]
+    assert np.array_equal(frame[..., 0], frame[..., 2]) and frame.std() > 0.1
+
+
+def test_corrupt_image_names_the_file(params: Params) -> None:
+    _write_stills(Path(params.paths.raw) / "photos", 2)
+    broken = Path(params.paths.raw) / "photos" / "img01.png"
+    broken.write_bytes(np.random.default_rng(0).bytes(500))
+    with pytest.raises(DataError, match=r"img01\.png: not an image") as raised:
+        extract.run(params)
+    assert str(broken) in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_images_directly_in_raw_are_refused(params: Params) -> None:
+    _write_image(Path(params.paths.raw) / "loose.png", np.zeros((32, 32, 3), np.uint8))
+    with pytest.raises(DataError, match=r"loose\.png: still images must be in a folder"):
+        extract.run(params)

@@ -90,12 +90,12 @@ def samples(params: ParamsOption = Path("params.yaml")) -> None:
 @app.command()
 @_user_errors
 def extract(params: ParamsOption = Path("params.yaml")) -> None:
-    """Decode the videos in paths.raw into frame shards, a manifest and the splits."""
+    """Decode the videos and image folders in paths.raw into frame shards, a manifest, splits."""
     from denoise import extract as stage
 
     summary = stage.run(_load(params))
     counts = ", ".join(f"{split} {count}" for split, count in summary.frames_per_split.items())
-    typer.echo(f"extracted {summary.num_videos} video(s): {counts} frames")
+    typer.echo(f"extracted {summary.num_sources} source(s): {counts} frames")
 
 
 @app.command()

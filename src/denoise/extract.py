@@ -1,9 +1,11 @@
-"""extract stage: videos in paths.raw -> frame shards + a manifest with statistics and splits."""
+"""extract stage: videos and still-image folders in paths.raw -> frame shards + a manifest with
+statistics and splits."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
@@ -15,33 +17,60 @@ from denoise.atomic import atomic_directory
 from denoise.config import Params, Split
 from denoise.errors import DataError
 from denoise.progress import progress
-from denoise.video import probe, read_frames
+from denoise.video import Frame, probe, read_frames, read_still
 
 MANIFEST_NAME = "manifest.parquet"
 SPLITS = ("train", "validation", "test")
 GAP = "gap"  # frames dropped at a split boundary: near-duplicates of both sides
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"})
 
 
 @dataclasses.dataclass(frozen=True)
 class ExtractSummary:
-    num_videos: int
+    num_sources: int  # videos plus still-image folders
     frames_per_split: dict[str, int]
 
 
-def list_videos(raw_dir: Path) -> list[Path]:
-    """Every non-hidden file under raw_dir (DVC's .dvc files excepted), in name order."""
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """One input under paths.raw: a video file, or a folder of still images (`images`)."""
+
+    path: Path
+    images: tuple[Path, ...] = ()  # in name order; empty for a video
+
+
+def list_sources(raw_dir: Path) -> list[Source]:
+    """The videos and still-image folders under raw_dir, in name order.
+
+    Every non-hidden file (DVC's .dvc files excepted) whose suffix is an image type belongs to
+    its folder's still-image source; every other one is a video.
+    """
     if not raw_dir.is_dir():
         raise DataError(f"{raw_dir}: no such directory (run `denoise samples` or add videos)")
-    videos = sorted(
+    files = sorted(
         path
         for path in raw_dir.rglob("*")
         if path.is_file()
         and not any(part.startswith(".") for part in path.relative_to(raw_dir).parts)
         and path.suffix != ".dvc"
     )
-    if not videos:
-        raise DataError(f"{raw_dir}: no videos (run `denoise samples` or copy a video there)")
-    return videos
+    if not files:
+        raise DataError(
+            f"{raw_dir}: no videos or image folders (run `denoise samples`, or copy a video or "
+            "a folder of images there)"
+        )
+    videos = [Source(path) for path in files if path.suffix.lower() not in IMAGE_SUFFIXES]
+    folders: dict[Path, list[Path]] = {}
+    for path in files:
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            if path.parent == raw_dir:
+                raise DataError(
+                    f"{path}: still images must be in a folder under {raw_dir} (one folder per "
+                    "series of photos), not directly in it"
+                )
+            folders.setdefault(path.parent, []).append(path)
+    stills = [Source(folder, tuple(images)) for folder, images in folders.items()]
+    return sorted(videos + stills, key=lambda source: source.path)
 
 
 def file_sha256(path: Path) -> str:
@@ -49,6 +78,14 @@ def file_sha256(path: Path) -> str:
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def images_sha256(images: tuple[Path, ...]) -> str:
+    """sha256 over the sorted (file name, file sha256) pairs of one folder's images."""
+    digest = hashlib.sha256()
+    for name, content in sorted((path.name, file_sha256(path)) for path in images):
+        digest.update(f"{name}\0{content}\n".encode())
     return digest.hexdigest()
 
 
@@ -98,28 +135,43 @@ def assign_splits(timestamps: np.ndarray, split: Split) -> np.ndarray:
     return labels
 
 
-def _extract_video(path: Path, raw_dir: Path, out_dir: Path, params: Params) -> pd.DataFrame:
+def _extract_source(source: Source, raw_dir: Path, out_dir: Path, params: Params) -> pd.DataFrame:
+    """Write one source's frames as shards in out_dir; return its manifest rows.
+
+    A still image counts as one second: its frame_index and timestamp_s are its position in
+    name order, so the split's time blocks and gap_seconds apply to a folder as to a video.
+    """
     config = params.extract
-    name = path.relative_to(raw_dir).as_posix()
-    shard_stem = name.replace("/", "__")
-    info = probe(path)
-    expected = info.frame_count // (config.frame_stride if config.target_fps is None else 1)
+    name = source.path.relative_to(raw_dir).as_posix()
+    frames: Iterable[Frame]
+    if source.images:
+        kind, digest, expected = "images", images_sha256(source.images), len(source.images)
+        frames = (
+            Frame(position, float(position), read_still(path, config.size, config.allow_greyscale))
+            for position, path in enumerate(source.images)
+        )
+    else:
+        kind, digest = "video", file_sha256(source.path)
+        info = probe(source.path)
+        expected = info.frame_count // (config.frame_stride if config.target_fps is None else 1)
+        frames = read_frames(
+            source.path,
+            config.size,
+            config.frame_stride,
+            config.target_fps,
+            config.allow_greyscale,
+            config.min_decoded_fraction,
+        )
     rows: list[dict[str, object]] = []
     buffer: list[np.ndarray] = []
-
-    frames = read_frames(
-        path,
-        config.size,
-        config.frame_stride,
-        config.target_fps,
-        config.allow_greyscale,
-        config.min_decoded_fraction,
-    )
+    shard_stem = name.replace("/", "__")
     for frame in progress(frames, description=f"extract {name}", total=expected or None):
         shard = f"{shard_stem}.{len(rows) // config.frames_per_shard:04d}.npy"
         rows.append(
             {
                 "video": name,
+                "video_sha256": digest,
+                "source_kind": kind,
                 "frame_index": frame.index,
                 "timestamp_s": frame.timestamp,
                 "shard": shard,
@@ -134,29 +186,29 @@ def _extract_video(path: Path, raw_dir: Path, out_dir: Path, params: Params) -> 
     if buffer:
         np.save(out_dir / str(rows[-1]["shard"]), np.stack(buffer), allow_pickle=False)
     table = pd.DataFrame(rows)
-    table.insert(1, "video_sha256", file_sha256(path))
     table["split"] = assign_splits(table["timestamp_s"].to_numpy(), config.split)
     return table
 
 
 def run(params: Params) -> ExtractSummary:
-    """Decode every video in paths.raw into shards under paths.frames, with the manifest."""
+    """Decode every video and still-image folder in paths.raw into shards under paths.frames,
+    with the manifest."""
     with tracking.stage(params, "extract") as tracker:
-        summary = _extract(params)
+        summary = extract_frames(params)
         tracker.log_to_parent(summary=dataclasses.asdict(summary))
     return summary
 
 
-def _extract(params: Params) -> ExtractSummary:
+def extract_frames(params: Params) -> ExtractSummary:
     raw_dir, frames_dir = Path(params.paths.raw), Path(params.paths.frames)
-    videos = list_videos(raw_dir)
+    sources = list_sources(raw_dir)
     with atomic_directory(frames_dir) as staging:
-        tables = [_extract_video(path, raw_dir, staging, params) for path in videos]
+        tables = [_extract_source(source, raw_dir, staging, params) for source in sources]
         manifest = pd.concat(tables, ignore_index=True)
         manifest.to_parquet(staging / MANIFEST_NAME, index=False)
     counts = manifest["split"].value_counts()
     return ExtractSummary(
-        num_videos=len(videos),
+        num_sources=len(sources),
         frames_per_split={split: int(counts.get(split, 0)) for split in (*SPLITS, GAP)},
     )
 

@@ -174,12 +174,12 @@ class NoiseSummary:
 def run(params: Params) -> NoiseSummary:
     """Write the fixed evaluation sets (validation, test, photographs) under paths.evalsets."""
     with tracking.stage(params, "noise") as tracker:
-        summary = _add_noise(params)
+        summary = write_evaluation_sets(params)
         tracker.log_to_parent(summary=dataclasses.asdict(summary))
     return summary
 
 
-def _add_noise(params: Params) -> NoiseSummary:
+def write_evaluation_sets(params: Params) -> NoiseSummary:
     frames_dir = Path(params.paths.frames)
     manifest = load_manifest(frames_dir)
     index: dict[str, object] = {"seed": params.seed, "clipped": False, "sets": {}}

@@ -363,6 +363,33 @@ def _write_history(path: Path, history: list[dict[str, float]]) -> None:
         writer.writerows(history)
 
 
+def summarise(
+    name: str, params: Params, model: keras.Model, state: TrainingState, stream: PatchStream
+) -> dict[str, Any]:
+    """What models/<name>.json records of a trained model: size, budget, noise, best scores."""
+    best = state.history[state.best_epoch]
+    return {
+        "parameters": count_parameters(model),
+        "architecture": params.train.spec(name).architecture,
+        "profile": params.train.profile,
+        "precision": resolve_precision(params.train.active.precision),
+        "schedule": params.train.active.schedule,
+        "noise": dataclasses.asdict(stream.noise),
+        "patch_size": stream.patch,
+        "batch_size": stream.batch_size,
+        "epochs": state.epochs_done,
+        "best_epoch": state.best_epoch + 1,
+        "val_loss": best["val_loss"],
+        "val_psnr": best["val_psnr"],
+        "val_ssim": best["val_ssim"],
+        "train_seconds": state.seconds,
+        "train_patches_per_second": state.epochs_done
+        * params.train.steps_per_epoch
+        * stream.batch_size
+        / max(state.seconds, 1e-9),
+    }
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainSummary:
     models: dict[str, dict[str, Any]]
@@ -399,25 +426,8 @@ def run(params: Params) -> TrainSummary:
                     num_samples=params.tracking.num_samples,
                 )
             trained[name] = model
-            best = state.history[state.best_epoch]
             summaries[name] = {
-                "parameters": count_parameters(model),
-                "epochs": state.epochs_done,
-                "best_epoch": state.best_epoch + 1,
-                "val_loss": best["val_loss"],
-                "val_psnr": best["val_psnr"],
-                "val_ssim": best["val_ssim"],
-                "train_seconds": state.seconds,
-                "train_patches_per_second": state.epochs_done
-                * params.train.steps_per_epoch
-                * stream.batch_size
-                / max(state.seconds, 1e-9),
-                "patch_size": stream.patch,
-                "architecture": params.train.spec(name).architecture,
-                "profile": params.train.profile,
-                "precision": resolve_precision(params.train.active.precision),
-                "schedule": params.train.active.schedule,
-                "noise": dataclasses.asdict(stream.noise),
+                **summarise(name, params, model, state, stream),
                 "mlflow_run_id": run_id,
             }
             histories[name] = state.history

@@ -1,4 +1,5 @@
-"""Decode, sample and resize video frames with OpenCV. BGR never leaves this module."""
+"""Decode, sample and resize video frames and still images with OpenCV. BGR never leaves this
+module."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from denoise.errors import VideoError
+from denoise.errors import DataError, VideoError
 
 # Largest per-pixel channel difference (0-255) still counted as grey: codecs round chroma.
 _GREY_TOLERANCE = 2
@@ -63,6 +64,11 @@ def centre_crop_resize(image: np.ndarray, size: int) -> np.ndarray:
         return np.ascontiguousarray(square)
     interpolation = cv2.INTER_AREA if side > size else cv2.INTER_CUBIC
     return cv2.resize(square, (size, size), interpolation=interpolation)
+
+
+def _has_colour(image: np.ndarray) -> bool:
+    """Whether some pixel's channels differ by more than codec rounding. image: uint8 (H, W, 3)."""
+    return bool(np.ptp(image.astype(np.int16), axis=2).max() > _GREY_TOLERANCE)
 
 
 def _keep_indices(fps: float, frame_stride: int, target_fps: float | None) -> Iterator[bool]:
@@ -118,9 +124,7 @@ def read_frames(
             if bgr.ndim == 2:
                 bgr = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR)
             small = centre_crop_resize(bgr, size)
-            if not colour_seen:
-                spread = np.ptp(small.astype(np.int16), axis=2).max()
-                colour_seen = bool(spread > _GREY_TOLERANCE)
+            colour_seen = colour_seen or _has_colour(small)
             yield Frame(
                 decoded - 1, (decoded - 1) / info.fps, cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
             )
@@ -138,6 +142,39 @@ def read_frames(
             f"{path}: greyscale video (all three channels equal); the models expect colour. "
             "Set extract.allow_greyscale: true to replicate it to RGB"
         )
+
+
+def read_still(path: Path, size: int, allow_greyscale: bool = False) -> np.ndarray:
+    """Read a still image as a frame: RGB uint8 (size, size, 3), cropped and resized as video
+    frames are.
+
+    16-bit images are scaled to 8 bits and float images clipped to [0, 1] first; an alpha
+    channel is dropped. Raises DataError (naming the file) for an image OpenCV cannot read, one
+    of another bit depth, one smaller than `size`, or a greyscale one (all three channels equal)
+    while `allow_greyscale` is false.
+    """
+    bgr = _read_bgr_any_depth(path)
+    if bgr is None:
+        raise DataError(f"{path}: not an image OpenCV can read (unknown format or corrupt)")
+    if bgr.dtype not in (np.uint8, np.uint16) and not np.issubdtype(bgr.dtype, np.floating):
+        raise DataError(f"{path}: {bgr.dtype} pixels; extract reads 8-bit, 16-bit or float images")
+    height, width = bgr.shape[:2]
+    if min(height, width) < size:
+        raise DataError(
+            f"{path}: image is {width}x{height}, smaller than the "
+            f"{size}x{size} frames extract.size asks for"
+        )
+    small = centre_crop_resize(bgr, size)
+    if small.dtype == np.uint16:
+        small = np.round(small / 257.0).astype(np.uint8)  # 65535 / 255
+    elif small.dtype != np.uint8:
+        small = np.round(np.clip(np.nan_to_num(small), 0.0, 1.0) * 255.0).astype(np.uint8)
+    if not allow_greyscale and not _has_colour(small):
+        raise DataError(
+            f"{path}: greyscale image (all three channels equal); the models expect colour. "
+            "Set extract.allow_greyscale: true to replicate it to RGB"
+        )
+    return cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
 
 
 def write_video(path: Path, frames_rgb: np.ndarray, fps: float, codec: str = "MJPG") -> None:
@@ -250,20 +287,32 @@ def can_read_image(path: Path) -> bool:
     return bool(cv2.haveImageReader(str(path)))
 
 
+def _read_bgr_any_depth(path: Path) -> np.ndarray | None:
+    """Read an image as BGR (H, W, 3) in its stored dtype, or None when OpenCV cannot.
+
+    Greyscale is replicated to three channels, an alpha channel dropped, EXIF rotation applied.
+    """
+    try:
+        image = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    except cv2.error:
+        return None
+    if image is None:
+        return None
+    if image.ndim == 2:
+        return np.repeat(image[..., None], 3, axis=2)
+    return np.ascontiguousarray(image[..., :3])
+
+
 def read_image_float(path: Path) -> tuple[np.ndarray, np.dtype]:
     """Read an image of any bit depth as float32 RGB (H, W, 3) in [0, 1], and its stored dtype.
 
     8- and 16-bit images are scaled from their integer range and float images clipped;
     greyscale is replicated to RGB, an alpha channel is dropped and EXIF rotation applied.
     """
-    image = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    image = _read_bgr_any_depth(path)
     if image is None:
         raise VideoError(f"{path}: not an image OpenCV can read")
     dtype = image.dtype
-    if image.ndim == 2:
-        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    elif image.shape[2] == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
     rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     if dtype == np.uint8:
         scaled = rgb.astype(np.float32) / 255.0
