@@ -41,7 +41,12 @@ def test_stage_scores_every_method_on_every_set(params: Params) -> None:
     assert set(metrics["sets"]) == {"test", "photographs"}
     methods = {"noisy", "blur", "median", "nlm", "bm3d", "paper_cae", "dense_ae"}
     for set_metrics in metrics["sets"].values():
-        assert set(set_metrics["levels"]) == {"gaussian-15", "gaussian-25", "gaussian-50"}
+        assert set(set_metrics["levels"]) == {
+            "gaussian-15",
+            "gaussian-25",
+            "gaussian-25-saved",
+            "gaussian-50",
+        }
         for level in set_metrics["levels"].values():
             assert set(level) == methods
             assert level["bm3d"]["images"] == 1

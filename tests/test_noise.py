@@ -17,6 +17,7 @@ from denoise.noise import (
     add_salt_pepper_noise,
     add_speckle_noise,
     add_training_noise,
+    as_saved,
 )
 
 MILLION = (10, 100, 1000)
@@ -97,11 +98,23 @@ def test_training_noise_follows_params() -> None:
     assert abs(noisy.std() * 255.0 - 10.0) < 0.2
 
 
+def test_as_saved_training_noise_is_clipped_and_on_the_8_bit_grid() -> None:
+    clean = np.full((2, 16, 16, 3), 0.02, np.float32)
+    config = TrainNoise(kind="gaussian", sigma=25.0, as_saved=True)
+    saved = add_training_noise(clean, config, np.random.default_rng(0))
+    unclipped = add_training_noise(
+        clean, TrainNoise(kind="gaussian", sigma=25.0), np.random.default_rng(0)
+    )
+    np.testing.assert_array_equal(saved, as_saved(unclipped))
+    assert saved.min() == 0.0 and unclipped.min() < 0.0
+    np.testing.assert_array_equal(np.round(saved * 255) / 255, saved)
+
+
 def test_stage_writes_fixed_float_evaluation_sets(params: Params) -> None:
     extract.run(params)
     summary = noise.run(params)
     evalsets = Path(params.paths.evalsets)
-    assert summary.levels == ["gaussian-15", "gaussian-25", "gaussian-50"]
+    assert summary.levels == ["gaussian-15", "gaussian-25", "gaussian-25-saved", "gaussian-50"]
     assert set(summary.images_per_set) == {"validation", "test", "photographs"}
     _, noisy, _ = noise.load_set(evalsets, "test")
     assert noisy["gaussian-25"].dtype == np.float32
@@ -109,6 +122,9 @@ def test_stage_writes_fixed_float_evaluation_sets(params: Params) -> None:
     first = {name: np.load(evalsets / "test" / f"{name}.npy") for name in noisy}
     index = json.loads((evalsets / "index.json").read_text())
     assert abs(index["sets"]["test"]["levels"]["gaussian-25"]["empirical_sigma"] - 25) < 2
+    # The as-saved twin is the same draw, clipped and rounded to 8 bits.
+    np.testing.assert_array_equal(noisy["gaussian-25-saved"], as_saved(noisy["gaussian-25"]))
+    assert index["sets"]["test"]["levels"]["gaussian-25-saved"]["as_saved"] is True
     noise.run(params)  # same seed: byte-identical sets
     for name, array in first.items():
         assert np.array_equal(array, np.load(evalsets / "test" / f"{name}.npy"))

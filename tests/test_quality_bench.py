@@ -27,7 +27,7 @@ def _write_evalsets(params: Params) -> dict[str, np.ndarray]:
     photographs = np.stack([load_photograph(name, 32) for name in ("astronaut", "coffee")])
     sets = {"test": test, "photographs": photographs}
     root = Path(params.paths.evalsets)
-    index: dict = {"seed": params.seed, "clipped": False, "sets": {}}
+    index: dict = {"seed": params.seed, "sets": {}}
     for name, clean in sets.items():
         (root / name).mkdir(parents=True)
         np.save(root / name / "clean.npy", clean)

@@ -189,8 +189,15 @@ def _evaluation_row(
         if shape_matches and finite
         else math.nan
     )
-    gaussian = level_info["kind"] == "gaussian"
+    saved = bool(level_info.get("as_saved", False))
+    # Clipping shrinks the noise of an as-saved level; its unclipped twin's sigma is checked.
+    gaussian = level_info["kind"] == "gaussian" and not saved
     declared = float(level_info["level"]) if gaussian else math.nan
+    on_8_bit_grid = (
+        bool(np.array_equal(np.round(np.clip(noisy_image, 0, 1) * 255) / 255, noisy_image))
+        if saved and finite
+        else not saved
+    )
     return {
         ROW: f"{set_name}/{level}/{image}",
         "set": set_name,
@@ -201,6 +208,8 @@ def _evaluation_row(
         "width": clean_image.shape[1] if clean_image.ndim == 3 else 0,
         "shape_matches": shape_matches,
         "finite": finite,
+        "as_saved": saved,
+        "on_8_bit_grid": on_8_bit_grid,
         "clean_min": float(clean_image.min()) if clean_image.size else math.nan,
         "clean_max": float(clean_image.max()) if clean_image.size else math.nan,
         "declared_sigma": declared,
@@ -301,8 +310,9 @@ def frames_expectations(params: Params) -> list[Expectation]:
 
 
 def evaluation_set_expectations(config: EvaluationSetChecks) -> list[Expectation]:
-    """The evaluation_sets suite: finite values, clean images in [0, 1], and Gaussian noise
-    whose empirical sigma is within the tolerance of the declared one."""
+    """The evaluation_sets suite: finite values, clean images in [0, 1], Gaussian noise whose
+    empirical sigma is within the tolerance of the declared one, and as-saved levels on the
+    8-bit grid."""
     import great_expectations.expectations as gxe
 
     return [
@@ -316,6 +326,11 @@ def evaluation_set_expectations(config: EvaluationSetChecks) -> list[Expectation
             column="shape_matches",
             value_set=[True],
             meta=_notes("Each noisy image has its clean image's shape."),
+        ),
+        gxe.ExpectColumnValuesToBeInSet(
+            column="on_8_bit_grid",
+            value_set=[True],
+            meta=_notes("As-saved levels hold values in [0, 1] on the 1/255 grid of 8 bits."),
         ),
         gxe.ExpectColumnValuesToBeBetween(
             column="clean_min", min_value=0.0, meta=_notes("Clean images are in [0, 1].")

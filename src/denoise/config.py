@@ -109,8 +109,15 @@ class EvaluationNoise:
     poisson: list[float] = dataclasses.field(default_factory=list)
     speckle: list[float] = dataclasses.field(default_factory=list)
     salt_pepper: list[float] = dataclasses.field(default_factory=list)
+    as_saved: list[float] = dataclasses.field(default_factory=lambda: [25.0])
 
     def __post_init__(self) -> None:
+        for index, sigma in enumerate(self.as_saved):
+            _check(
+                sigma in self.gaussian,
+                f"as_saved[{index}]",
+                f"{sigma:g} is not one of gaussian {self.gaussian}",
+            )
         for index, sigma in enumerate(self.gaussian):
             _check(sigma >= 0, f"gaussian[{index}]", f"sigma must be >= 0, got {sigma}")
         for index, peak in enumerate(self.poisson):

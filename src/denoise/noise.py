@@ -2,6 +2,8 @@
 
 Every noise function takes clean float32 (N, H, W, C) RGB in [0, 1] and an rng, and returns a
 float32 array of the same shape, unclipped (the literature's convention, see docs/benchmarks.md).
+The Gaussian levels in noise.evaluation.as_saved also get an "as saved" twin of the same draw,
+clipped and rounded to 8 bits, as a noisy frame written to disk would be.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from denoise.video import centre_crop_resize
 EVALUATION_SPLITS = ("validation", "test")
 PHOTOGRAPHS = "photographs"
 INDEX_NAME = "index.json"
+SAVED_SUFFIX = "-saved"
 
 
 def add_gaussian_noise(clean: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
@@ -109,9 +112,10 @@ def add_training_noise(
     return as_saved(noisy) if config.as_saved else noisy
 
 
-def level_name(kind: str, level: float) -> str:
-    """File-name form of a noise level: gaussian-25, poisson-30, speckle-0.04."""
-    return f"{kind}-{level:g}"
+def level_name(kind: str, level: float, saved: bool = False) -> str:
+    """File-name form of a noise level: gaussian-25, poisson-30, speckle-0.04; the as-saved
+    (clipped, 8-bit) twin of a level gets a -saved suffix: gaussian-25-saved."""
+    return f"{kind}-{level:g}{SAVED_SUFFIX if saved else ''}"
 
 
 def set_rng(seed: int, *names: str) -> np.random.Generator:
@@ -156,12 +160,17 @@ def _write_set(
     levels = {}
     for kind, level in params.noise.evaluation.levels():
         noisy = apply_noise(clean, kind, level, set_rng(params.seed, name, kind, f"{level:g}"))
-        np.save(set_dir / f"{level_name(kind, level)}.npy", noisy, allow_pickle=False)
-        levels[level_name(kind, level)] = {
-            "kind": kind,
-            "level": level,
-            "empirical_sigma": empirical_sigma(noisy, clean),
-        }
+        variants = [(False, noisy)]
+        if kind == "gaussian" and level in params.noise.evaluation.as_saved:
+            variants.append((True, as_saved(noisy)))  # the same draw, as written to disk
+        for saved, images in variants:
+            np.save(set_dir / f"{level_name(kind, level, saved)}.npy", images, allow_pickle=False)
+            levels[level_name(kind, level, saved)] = {
+                "kind": kind,
+                "level": level,
+                "as_saved": saved,
+                "empirical_sigma": empirical_sigma(images, clean),
+            }
     return {"images": sources, "shape": list(clean.shape), "levels": levels}
 
 
@@ -182,7 +191,7 @@ def run(params: Params) -> NoiseSummary:
 def write_evaluation_sets(params: Params) -> NoiseSummary:
     frames_dir = Path(params.paths.frames)
     manifest = load_manifest(frames_dir)
-    index: dict[str, object] = {"seed": params.seed, "clipped": False, "sets": {}}
+    index: dict[str, object] = {"seed": params.seed, "sets": {}}
     with atomic_directory(params.paths.evalsets) as staging:
         for split in EVALUATION_SPLITS:
             rows = evenly_spaced(manifest[manifest["split"] == split], params.noise.max_frames)
@@ -212,7 +221,7 @@ def write_evaluation_sets(params: Params) -> NoiseSummary:
     sets: dict[str, dict[str, object]] = index["sets"]  # type: ignore[assignment]
     return NoiseSummary(
         images_per_set={name: len(info["images"]) for name, info in sets.items()},  # type: ignore[arg-type]
-        levels=[level_name(kind, level) for kind, level in params.noise.evaluation.levels()],
+        levels=list(next(iter(sets.values()))["levels"]),  # type: ignore[index]
     )
 
 
