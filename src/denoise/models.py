@@ -132,7 +132,10 @@ def dncnn(
 
     Conv+ReLU, (Conv+BN+ReLU) x (depth - 2), Conv; the output is noisy - predicted noise
     (residual learning), unclipped. Convolutions followed by batch norm have no bias (the
-    norm's beta replaces it). With the defaults: 558,403 trainable parameters, receptive field
+    norm's beta replaces it). The last conv starts at zero, so the untrained net is the
+    identity: with batch norm, a randomly initialised last layer predicts noise of std about 1
+    (ten times sigma 25) and training spends its first hundreds of steps undoing that
+    (measured: docs/benchmarks.md). With the defaults: 558,403 trainable parameters, receptive field
     35x35. Any height and width.
     """
     if depth < 3:
@@ -146,7 +149,9 @@ def dncnn(
         if batch_norm:
             features = layers.BatchNormalization(name=f"norm_{index}")(features)
         features = layers.ReLU(name=f"relu_{index}")(features)
-    noise = layers.Conv2D(channels, 3, padding="same", name="noise", dtype="float32")(features)
+    noise = layers.Conv2D(
+        channels, 3, padding="same", name="noise", dtype="float32", kernel_initializer="zeros"
+    )(features)
     denoised = layers.Subtract(name="denoised", dtype="float32")([noisy, noise])
     return keras.Model(noisy, denoised, name="dncnn")
 
@@ -176,8 +181,8 @@ def drunet(
     output, 2x2 stride-2 transposed conv, residual blocks; then add the head's output and a
     3x3 conv to `channels`. No batch norm and no biases (bias-free networks generalise across
     noise levels, which suits blind training). Unlike DRUNet, which outputs the image, the last
-    conv predicts a correction and the output is noisy + correction (unclipped): an untrained
-    net starts near the identity and trains faster. Height and width must be multiples of
+    conv predicts a correction and the output is noisy + correction (unclipped); that conv
+    starts at zero, so an untrained net is the identity and trains faster. Height and width must be multiples of
     2 ** (len(widths) - 1); 32,640,384 parameters with the defaults.
     """
     if not widths or blocks_per_level < 1:
@@ -203,7 +208,13 @@ def drunet(
             features = _residual_block(features, widths[level], f"up_{level}_block_{block}")
     features = layers.Add(name="skip_0")([features, encoded[0]])
     correction = layers.Conv2D(
-        channels, 3, padding="same", use_bias=False, name="correction", dtype="float32"
+        channels,
+        3,
+        padding="same",
+        use_bias=False,
+        name="correction",
+        dtype="float32",
+        kernel_initializer="zeros",
     )(features)
     denoised = layers.Add(name="denoised", dtype="float32")([noisy, correction])
     return keras.Model(noisy, denoised, name="drunet")
