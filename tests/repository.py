@@ -54,6 +54,13 @@ def relative_params(params: Params, root: Path) -> Params:
     return dataclasses.replace(params, paths=type(params.paths)(**paths))
 
 
+def without_bm3d(params: Params) -> Params:
+    methods = [method for method in params.evaluate.methods if method != "bm3d"]
+    return dataclasses.replace(
+        params, evaluate=dataclasses.replace(params.evaluate, methods=methods)
+    )
+
+
 def commit(root: Path, message: str) -> None:
     sh("git", "add", "-A", cwd=root)
     sh("git", "commit", "-qm", message, cwd=root)
@@ -62,7 +69,9 @@ def commit(root: Path, message: str) -> None:
 def build_repository(root: Path, params: Params | None = None) -> Path:
     """git init + dvc init in root (created), the project's files, tiny params and video.
 
-    params: written as params.yaml with paths relative to root (default: tiny_params).
+    params: written as params.yaml with paths relative to root (default: tiny_params without
+    BM3D, which costs seconds per call even at 32x32 and is scored by tests/test_evaluate.py;
+    these repositories run the evaluate stage many times).
     """
     root.mkdir(parents=True)
     sh("git", "init", "-q", "-b", "main", cwd=root)
@@ -76,7 +85,9 @@ def build_repository(root: Path, params: Params | None = None) -> Path:
         shutil.copytree(
             PROJECT_ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__")
         )
-    write_params(relative_params(params or tiny_params(root), root), root / "params.yaml")
+    if params is None:
+        params = without_bm3d(tiny_params(root))
+    write_params(relative_params(params, root), root / "params.yaml")
     (root / "data" / "raw").mkdir(parents=True)
     write_tiny_video(root / "data" / "raw" / "tiny.avi")
     sh("dvc", "add", "-q", "data/raw", cwd=root)

@@ -27,7 +27,7 @@ from uuid import UUID
 import pytest
 import yaml
 from conftest import PROJECT_ROOT, tiny_params
-from repository import BIN, build_repository, sh
+from repository import BIN, build_repository, sh, without_bm3d
 
 DEPLOYMENT = "denoise-pipeline/scheduled-retrain"
 CRON = "17 4 * * 2"  # not the default, so reading it back shows the setting took effect
@@ -243,7 +243,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     params = tiny_params(folder / "repo")
     # Training long enough to be killed after the first epoch's checkpoint, before the last.
     train = params.train.with_active(epochs=8, steps_per_epoch=10)
-    root = build_repository(folder / "repo", dataclasses.replace(params, train=train))
+    params = without_bm3d(dataclasses.replace(params, train=train))
+    root = build_repository(folder / "repo", params)
     port = _free_port()
     api_url = f"http://127.0.0.1:{port}/api"
     env = {

@@ -116,7 +116,7 @@ def test_run_executes_every_stage_and_prints_the_table(repository: Path, workspa
     assert stage_runs == [[stage, "COMPLETED"] for stage in STAGES], record["tasks"]
     ((key, markdown),) = record["artifacts"]
     assert key == "denoise-metrics" and "| paper_cae |" in markdown
-    assert "| paper_cae |" in result.stdout and "| bm3d |" in result.stdout
+    assert "| paper_cae |" in result.stdout and "| nlm |" in result.stdout
     metrics = json.loads((repository / "reports" / "metrics.json").read_text())
     assert set(metrics["sets"]) == {"test", "photographs"}
     assert list(_lock(repository)) == STAGES
