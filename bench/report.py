@@ -36,10 +36,13 @@ def machine() -> str:
     import keras
     import tensorflow as tf
 
+    from denoise.train import has_gpu
+
     return (
         f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, "
         f"Python {platform.python_version()}, TensorFlow {tf.__version__}, "
-        f"Keras {keras.__version__} ({keras.backend.backend()} backend), no GPU"
+        f"Keras {keras.__version__} ({keras.backend.backend()} backend), "
+        f"{'a GPU' if has_gpu() else 'no GPU'}"
     )
 
 

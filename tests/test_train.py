@@ -15,7 +15,7 @@ import pytest
 from conftest import write_params
 
 from denoise import extract, noise, train
-from denoise.config import Params
+from denoise.config import DnCNN, Params, TrainNoise, Variant
 from denoise.noise import load_set
 
 
@@ -78,10 +78,19 @@ def test_two_epochs_lower_the_loss(prepared: Params, tmp_path: Path, name: str) 
     assert len(losses) == 2 and losses[1] < losses[0]
 
 
-def test_resumed_training_ends_with_the_same_weights(prepared: Params, tmp_path: Path) -> None:
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_resumed_training_ends_with_the_same_weights(
+    prepared: Params, tmp_path: Path, schedule: str
+) -> None:
     params = dataclasses.replace(
         prepared,
-        train=prepared.train.with_active(epochs=3, steps_per_epoch=3, early_stopping_patience=10),
+        train=prepared.train.with_active(
+            epochs=3,
+            steps_per_epoch=3,
+            early_stopping_patience=10,
+            schedule=schedule,
+            warmup_steps=2 if schedule == "cosine" else 0,
+        ),
     )
     reference, _ = _fit(params, "paper_cae", tmp_path / "uninterrupted")
     with pytest.raises(KeyboardInterrupt):
@@ -91,6 +100,51 @@ def test_resumed_training_ends_with_the_same_weights(prepared: Params, tmp_path:
     assert [epoch["epoch"] for epoch in state.history] == [1, 2, 3]
     for expected, actual in zip(reference.get_weights(), resumed.get_weights(), strict=True):
         np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-6)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_the_minimum(params: Params) -> None:
+    profile = params.train.with_active(
+        epochs=2,
+        steps_per_epoch=10,
+        learning_rate=0.01,
+        schedule="cosine",
+        min_learning_rate=0.001,
+        warmup_steps=4,
+    ).active
+    schedule = train.learning_rate(profile)
+    assert isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule)
+    rates = [float(schedule(step)) for step in (0, 2, 4, 12, 20)]
+    assert rates[0] == 0.0 and rates[1] == pytest.approx(0.005)
+    assert rates[2] == pytest.approx(0.01) and 0.001 < rates[3] < 0.01
+    assert rates[4] == pytest.approx(0.001)
+    constant = params.train.with_active(learning_rate=0.002).active
+    assert train.learning_rate(constant) == 0.002
+    assert float(train.make_optimizer(constant).learning_rate) == pytest.approx(0.002)
+
+
+def test_a_variant_trains_on_its_own_noise_in_mixed_precision_and_saves_float32(
+    prepared: Params,
+) -> None:
+    variant = Variant(
+        architecture="dncnn",
+        noise=TrainNoise(kind="gaussian", sigma=25.0, as_saved=True),
+        dncnn=DnCNN(depth=3, width=4, batch_norm=True),
+    )
+    variants = {**prepared.train.variants, "tiny_s25": variant}
+    training = dataclasses.replace(prepared.train, variants=variants)
+    training = training.with_active(
+        models=["tiny_s25"], precision="mixed_bfloat16", schedule="cosine"
+    )
+    summary = train.run(dataclasses.replace(prepared, train=training)).models["tiny_s25"]
+    assert summary["architecture"] == "dncnn" and summary["precision"] == "mixed_bfloat16"
+    assert summary["noise"]["kind"] == "gaussian" and summary["noise"]["as_saved"] is True
+    saved = json.loads((Path(prepared.paths.models) / "tiny_s25.json").read_text())
+    assert saved["noise"] == summary["noise"] and saved["schedule"] == "cosine"
+    model = keras.models.load_model(Path(prepared.paths.models) / "tiny_s25.keras")
+    assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
+    assert keras.config.dtype_policy().name == "float32", "the global policy is restored"
+    image = np.full((1, 20, 20, 3), 0.5, np.float32)
+    assert np.asarray(model.predict(image, verbose=0)).dtype == np.float32
 
 
 def test_checkpoint_of_other_inputs_is_not_resumed(prepared: Params, tmp_path: Path) -> None:

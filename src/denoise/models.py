@@ -182,8 +182,8 @@ def drunet(
     3x3 conv to `channels`. No batch norm and no biases (bias-free networks generalise across
     noise levels, which suits blind training). Unlike DRUNet, which outputs the image, the last
     conv predicts a correction and the output is noisy + correction (unclipped); that conv
-    starts at zero, so an untrained net is the identity and trains faster. Height and width must be multiples of
-    2 ** (len(widths) - 1); 32,640,384 parameters with the defaults.
+    starts at zero, so an untrained net is the identity and trains faster. Height and width
+    must be multiples of 2 ** (len(widths) - 1); 32,640,384 parameters with the defaults.
     """
     if not widths or blocks_per_level < 1:
         raise ValueError("drunet needs at least one width and one block per level")

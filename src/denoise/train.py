@@ -261,24 +261,26 @@ def dtype_policy(policy: str) -> Iterator[None]:
         keras.config.set_dtype_policy(previous)
 
 
-def make_optimizer(profile: Profile) -> keras.optimizers.Optimizer:
-    """Adam at the profile's learning rate, constant or on a cosine schedule with warm-up.
-
-    The schedule runs on the optimizer's step count, which checkpoints keep, so a resumed run
-    continues the same curve.
-    """
+def learning_rate(profile: Profile) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """The profile's learning rate: a constant, or linear warm-up then cosine decay to
+    min_learning_rate at the last step."""
     if profile.schedule == "constant":
-        return keras.optimizers.Adam(profile.learning_rate)
+        return profile.learning_rate
     total = profile.epochs * profile.steps_per_epoch
     warm = profile.warmup_steps > 0
-    schedule = keras.optimizers.schedules.CosineDecay(
+    return keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=0.0 if warm else profile.learning_rate,
         decay_steps=total - profile.warmup_steps,
         alpha=profile.min_learning_rate / profile.learning_rate,
         warmup_target=profile.learning_rate if warm else None,
         warmup_steps=profile.warmup_steps,
     )
-    return keras.optimizers.Adam(schedule)
+
+
+def make_optimizer(profile: Profile) -> keras.optimizers.Optimizer:
+    """Adam on the profile's learning rate. A schedule runs on the optimizer's step count,
+    which checkpoints keep, so a resumed run continues the same curve."""
+    return keras.optimizers.Adam(learning_rate(profile))
 
 
 def float32_copy(model: keras.Model, name: str, params: Params) -> keras.Model:
