@@ -200,6 +200,7 @@ def run(params: Params) -> ExtractSummary:
 
 
 def extract_frames(params: Params) -> ExtractSummary:
+    """The stage's work without MLflow (bench/gpu_train.py runs it on hosts without it)."""
     raw_dir, frames_dir = Path(params.paths.raw), Path(params.paths.frames)
     sources = list_sources(raw_dir)
     with atomic_directory(frames_dir) as staging:

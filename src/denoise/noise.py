@@ -189,6 +189,7 @@ def run(params: Params) -> NoiseSummary:
 
 
 def write_evaluation_sets(params: Params) -> NoiseSummary:
+    """The stage's work without MLflow (bench/gpu_train.py runs it on hosts without it)."""
     frames_dir = Path(params.paths.frames)
     manifest = load_manifest(frames_dir)
     index: dict[str, object] = {"seed": params.seed, "sets": {}}
