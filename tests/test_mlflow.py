@@ -112,7 +112,7 @@ def test_a_weaker_model_becomes_challenger(server: str, repository: Path) -> Non
     client = _client(server)
     champion_before = client.get_model_version_by_alias(MODEL_NAME, "champion")
     params = yaml.safe_load((repository / "params.yaml").read_text())
-    params["train"].update(epochs=1, steps_per_epoch=1)  # far less training
+    params["train"]["profiles"]["quick"].update(epochs=1, steps_per_epoch=1)  # far less training
     (repository / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     commit(repository, "train for one step")
     _repro(repository, server)
