@@ -21,6 +21,7 @@ Prints the machine and the load average (the machine may be shared), then markdo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -218,12 +219,24 @@ def _median_ms(
     return statistics.median(times), times
 
 
+def model_names(params: Params) -> list[str]:
+    """Every architecture, then the variants whose layer sizes differ (noise-only variants
+    cost the same as their architecture)."""
+    names, shapes = [], set()
+    for name in [*MODEL_NAMES, *params.train.variants]:
+        shape = repr(dataclasses.replace(params.train.spec(name), noise=None))
+        if shape not in shapes:
+            names.append(name)
+            shapes.add(shape)
+    return names
+
+
 def measure_inference(
     params: Params, frames: int, repeats: int, budget_s: float, sizes: tuple[int, ...] = SIZES
 ) -> list[dict[str, Any]]:
-    """ms per frame of every baseline and architecture at each size."""
+    """ms per frame of every baseline, architecture and variant of other sizes, at each size."""
     results = []
-    models = {name: build_model(name, params.train) for name in MODEL_NAMES}
+    models = {name: build_model(name, params.train) for name in model_names(params)}
     for size in sizes:
         _, noisy = noisy_frames(size, frames, params.seed)
         for method in BASELINE_METHODS:
@@ -328,10 +341,11 @@ def main() -> None:
     if args.steps < 1 or args.warmup < 1 or args.repeats < 1 or args.frames < 1:
         parser.error("--steps, --warmup, --repeats and --frames must be >= 1")
     train_models = [name.strip() for name in args.train_models.split(",") if name.strip()]
-    for name in train_models:
-        if name not in MODEL_NAMES:
-            parser.error(f"unknown model {name!r} (known: {', '.join(MODEL_NAMES)})")
     params = load_params(args.params)
+    known = [*MODEL_NAMES, *params.train.variants]
+    for name in train_models:
+        if name not in known:
+            parser.error(f"unknown model {name!r} (known: {', '.join(known)})")
     started = time.perf_counter()
     info = machine()
     load_start = load_average()
