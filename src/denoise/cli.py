@@ -239,7 +239,7 @@ def apply(
 @_user_errors
 def model_summary(
     name: Annotated[
-        str, typer.Argument(help="Architecture: paper_cae, dense_ae, dncnn or drunet.")
+        str, typer.Argument(help="Architecture: paper_cae, dense_ae, dncnn, ffdnet or drunet.")
     ],
     params: ParamsOption = Path("params.yaml"),
 ) -> None:

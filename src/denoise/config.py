@@ -13,7 +13,7 @@ import yaml
 from denoise.errors import ConfigError
 
 NOISE_KINDS = ("gaussian", "gaussian_blind", "poisson", "speckle", "salt_pepper")
-MODEL_NAMES = ("paper_cae", "dense_ae", "dncnn", "drunet")
+MODEL_NAMES = ("paper_cae", "dense_ae", "dncnn", "ffdnet", "drunet")
 BASELINE_METHODS = ("noisy", "blur", "median", "nlm", "bm3d")
 
 
@@ -230,6 +230,16 @@ class DnCNN:
 
 
 @dataclasses.dataclass(frozen=True)
+class FFDNet(DnCNN):
+    """FFDNet-style: DnCNN's stack on 2x2-packed pixels, with an estimated noise-level map."""
+
+    depth: int = 12
+    width: int = 64
+    batch_norm: bool = True
+    noise_map: bool = True  # false: no map, the network infers the level itself
+
+
+@dataclasses.dataclass(frozen=True)
 class DRUNet:
     """A DRUNet-style U-Net: one level per width, `blocks_per_level` residual blocks each."""
 
@@ -303,6 +313,7 @@ class Variant:
     architecture: str
     noise: TrainNoise | None = None
     dncnn: DnCNN | None = None
+    ffdnet: FFDNet | None = None
     drunet: DRUNet | None = None
 
     def __post_init__(self) -> None:
@@ -323,6 +334,7 @@ class Train:
     dense_hidden: int = 64
     dense_code: int = 32
     dncnn: DnCNN = dataclasses.field(default_factory=DnCNN)
+    ffdnet: FFDNet = dataclasses.field(default_factory=FFDNet)
     drunet: DRUNet = dataclasses.field(default_factory=DRUNet)
 
     def __post_init__(self) -> None:
@@ -405,7 +417,10 @@ class Train:
         training noise (None: noise.train)."""
         variant = self.variants[name] if name in self.variants else Variant(architecture=name)
         return dataclasses.replace(
-            variant, dncnn=variant.dncnn or self.dncnn, drunet=variant.drunet or self.drunet
+            variant,
+            dncnn=variant.dncnn or self.dncnn,
+            ffdnet=variant.ffdnet or self.ffdnet,
+            drunet=variant.drunet or self.drunet,
         )
 
     @property
@@ -421,6 +436,8 @@ class Train:
             spec = self.spec(name)
             if spec.architecture == "paper_cae":
                 multiple = max(multiple, 4)
+            elif spec.architecture == "ffdnet":
+                multiple = max(multiple, 2)
             elif spec.architecture == "drunet":
                 multiple = max(multiple, spec.drunet.multiple)  # type: ignore[union-attr]
         return multiple
