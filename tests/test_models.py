@@ -9,11 +9,17 @@ import keras
 import numpy as np
 import pytest
 
-from denoise.config import DnCNN, DRUNet, Train, params_from_dict
+from denoise.config import DnCNN, DRUNet, FFDNet, Train, params_from_dict
 from denoise.errors import ConfigError
 from denoise.evaluate import model_denoiser
 from denoise.infer import denoise_batch, required_multiple
-from denoise.models import AveragePatches, ExtractPatches, build_model, count_parameters
+from denoise.models import (
+    AveragePatches,
+    ExtractPatches,
+    NoiseLevelMap,
+    build_model,
+    count_parameters,
+)
 
 
 def test_model_summary_reports_the_papers_parameter_count() -> None:
@@ -51,7 +57,11 @@ def test_patch_extraction_and_averaging_invert_each_other() -> None:
 
 
 # Tiny configurations of the two larger architectures keep these tests to a few seconds.
-TINY = Train(dncnn=DnCNN(depth=3, width=8), drunet=DRUNet(widths=[4, 8, 16], blocks_per_level=1))
+TINY = Train(
+    dncnn=DnCNN(depth=3, width=8),
+    ffdnet=FFDNet(depth=3, width=8),
+    drunet=DRUNet(widths=[4, 8, 16], blocks_per_level=1),
+)
 
 
 def _dncnn_parameters(depth: int, width: int, batch_norm: bool, channels: int = 3) -> int:
@@ -59,6 +69,16 @@ def _dncnn_parameters(depth: int, width: int, batch_norm: bool, channels: int = 
     first = 9 * channels * width + width
     middle = 9 * width * width + (2 * width if batch_norm else width)
     last = 9 * width * channels + channels
+    return first + (depth - 2) * middle + last
+
+
+def _ffdnet_parameters(depth: int, width: int, batch_norm: bool, noise_map: bool) -> int:
+    """DnCNN's count on 12 packed channels in (13 with the map) and 12 out; pack and unpack
+    are fixed."""
+    packed = 12
+    first = 9 * (packed + noise_map) * width + width
+    middle = 9 * width * width + (2 * width if batch_norm else width)
+    last = 9 * width * packed + packed
     return first + (depth - 2) * middle + last
 
 
@@ -86,6 +106,35 @@ def test_dncnn_parameter_count_matches_the_formula(config: DnCNN, expected: int)
 
 @pytest.mark.parametrize(
     ("config", "expected"),
+    [
+        (FFDNet(depth=3, width=8), 2_412),
+        (FFDNet(depth=3, width=8, noise_map=False, batch_norm=False), 2_332),
+        (FFDNet(), 384_396),
+    ],
+)
+def test_ffdnet_parameter_count_matches_the_formula(config: FFDNet, expected: int) -> None:
+    assert (
+        _ffdnet_parameters(config.depth, config.width, config.batch_norm, config.noise_map)
+        == expected
+    )
+    assert count_parameters(build_model("ffdnet", Train(ffdnet=config))) == expected
+
+
+@pytest.mark.parametrize("sigma", [5.0, 15.0, 25.0, 50.0])
+def test_noise_level_map_estimates_sigma(sigma: float) -> None:
+    # A smooth image (a colour ramp) plus white noise: the Haar estimate lands within 5%.
+    ramp = np.linspace(0.2, 0.8, 64, dtype=np.float32)
+    clean = np.stack(np.broadcast_arrays(ramp[:, None], ramp[None, :], 0.5), axis=-1)
+    noise = np.random.default_rng(3).normal(0.0, sigma / 255, (2, 64, 64, 3))
+    noisy = (clean + noise).astype(np.float32)
+    level = np.asarray(NoiseLevelMap(3)(ExtractPatches(2, 2, 3)(noisy)))
+    assert level.shape == (2, 32, 32, 1)
+    assert np.all(level == level[:, :1, :1, :])  # one value per image
+    np.testing.assert_allclose(level[:, 0, 0, 0] * 255, sigma, rtol=0.05)
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
     [(DRUNet(widths=[4, 8], blocks_per_level=1), 2_200), (TINY.drunet, 8_984)],
 )
 def test_drunet_parameter_count_matches_the_formula(config: DRUNet, expected: int) -> None:
@@ -93,10 +142,11 @@ def test_drunet_parameter_count_matches_the_formula(config: DRUNet, expected: in
     assert count_parameters(build_model("drunet", Train(drunet=config))) == expected
 
 
-@pytest.mark.parametrize(("name", "multiple"), [("dncnn", 1), ("drunet", 4)])
+@pytest.mark.parametrize(("name", "multiple"), [("dncnn", 1), ("ffdnet", 2), ("drunet", 4)])
 def test_new_models_keep_the_shape_directly_and_padded(name: str, multiple: int) -> None:
     model = build_model(name, TINY)
-    assert required_multiple(model) == multiple == (TINY.drunet.multiple if name == "drunet" else 1)
+    assert required_multiple(model) == multiple
+    assert TINY.with_active(models=[name]).size_multiple == multiple
     rng = np.random.default_rng(0)
     whole = rng.random((2, 24, 32, 3), dtype=np.float32)
     assert np.asarray(model(whole)).shape == whole.shape
@@ -108,7 +158,9 @@ def test_new_models_keep_the_shape_directly_and_padded(name: str, multiple: int)
     assert denoised.min() >= 0.0 and denoised.max() <= 1.0
 
 
-@pytest.mark.parametrize(("name", "last_layer"), [("dncnn", "noise"), ("drunet", "correction")])
+@pytest.mark.parametrize(
+    ("name", "last_layer"), [("dncnn", "noise"), ("ffdnet", "noise"), ("drunet", "correction")]
+)
 def test_new_models_are_residual(name: str, last_layer: str) -> None:
     model = build_model(name, TINY)
     layer = model.get_layer(last_layer)
@@ -131,7 +183,7 @@ def test_small_dncnn_learns() -> None:
     assert losses[-1] < 0.7 * losses[0]
 
 
-@pytest.mark.parametrize("name", ["dncnn", "drunet"])
+@pytest.mark.parametrize("name", ["dncnn", "ffdnet", "drunet"])
 def test_new_models_survive_save_and_load(name: str, tmp_path: Path) -> None:
     model = build_model(name, TINY)
     noisy = np.random.default_rng(2).random((2, 16, 24, 3), dtype=np.float32)
@@ -152,6 +204,12 @@ def test_new_models_survive_save_and_load(name: str, tmp_path: Path) -> None:
         ({"train": {"dncnn": {"width": 0}}}, "train.dncnn.width: must be >= 1"),
         ({"train": {"dncnn": {"batch_norm": "yes"}}}, "train.dncnn.batch_norm: expected true or"),
         ({"train": {"dncnn": {"depht": 17}}}, "train.dncnn.depht: unknown key"),
+        ({"train": {"ffdnet": {"depth": 1}}}, "train.ffdnet.depth: must be >= 3"),
+        ({"train": {"ffdnet": {"noise_map": 1}}}, "train.ffdnet.noise_map: expected true or"),
+        (
+            {"train": {"profiles": {"quick": {"models": ["ffdnet"]}}}, "extract": {"size": 99}},
+            "extract.size: must be divisible by 2",
+        ),
         ({"train": {"drunet": {"widths": []}}}, "train.drunet.widths: must name at least one"),
         ({"train": {"drunet": {"widths": [8, 0]}}}, r"train.drunet.widths\[1\]: must be >= 1"),
         ({"train": {"drunet": {"blocks_per_level": 0}}}, "train.drunet.blocks_per_level: must"),

@@ -217,7 +217,7 @@ def ffdnet(
     if depth < 3:
         raise ValueError(f"ffdnet depth must be >= 3, got {depth}")
     noisy = keras.Input(shape=(input_size, input_size, channels), name="noisy")
-    packed = ExtractPatches(2, 2, channels, name="pack")(noisy)
+    packed = ExtractPatches(2, 2, channels, name="pack", dtype="float32")(noisy)
     features = packed
     if noise_map:
         level = NoiseLevelMap(channels, name="noise_level")(packed)
