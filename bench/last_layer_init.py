@@ -12,6 +12,10 @@ norm with the last conv at Keras' default Glorot-uniform initialisation, and no 
 
 from __future__ import annotations
 
+from denoise import runtime
+
+runtime.configure()  # before keras loads: TensorFlow's CPU options, as `denoise` sets them
+
 import argparse
 from pathlib import Path
 

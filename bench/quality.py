@@ -21,6 +21,10 @@ images BM3D ran on, the models, and findings computed from the numbers) and prin
 
 from __future__ import annotations
 
+from denoise import runtime
+
+runtime.configure()  # before keras loads: TensorFlow's CPU options, as `denoise` sets them
+
 import argparse
 import collections
 import datetime

@@ -20,6 +20,10 @@ Prints the machine and the load average (the machine may be shared), then markdo
 
 from __future__ import annotations
 
+from denoise import runtime
+
+runtime.configure()  # before keras loads: TensorFlow's CPU options, as `denoise` sets them
+
 import argparse
 import dataclasses
 import json

@@ -16,6 +16,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from denoise import runtime
 from denoise.config import Params, load_params
 from denoise.errors import DenoiseError
 
@@ -48,10 +49,11 @@ def _user_errors(command: Command) -> Command:
 
 @app.callback()
 def main() -> None:
-    """Quiet TensorFlow's and FFmpeg's C++ chatter unless the user asked for it.
+    """Set TensorFlow's CPU options; quiet its and FFmpeg's C++ chatter unless asked for.
 
     Decoding problems still reach the user, as one `error:` line from the extract stage.
     """
+    runtime.configure()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

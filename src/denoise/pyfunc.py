@@ -28,6 +28,9 @@ class DenoiserModel(PythonModel):
     model: Any = None
 
     def load_context(self, context: Any) -> None:
+        from denoise import runtime
+
+        runtime.configure()  # a serving process may not have loaded TensorFlow yet
         import keras
 
         import denoise.models  # noqa: F401  (registers the custom layers for loading)
