@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 
 DEFAULTS = {
-    # oneDNN's convolution kernels. TensorFlow 2.21 turns them on by itself only on x86 CPUs
-    # with AVX512-VNNI or AMX; on the AVX-512 Xeon of docs/benchmarks.md they halve a training
-    # step (ffdnet, dncnn) and cut DnCNN inference 2.4x, with the same results up to float
-    # round-off. Deterministic ops (the train stage's enable_op_determinism) keep working.
+    # oneDNN's kernels. TensorFlow 2.21 turns them on by itself only on some CPUs and left
+    # them off on the AVX-512 Xeon of docs/benchmarks.md, where they halve a training step of
+    # ffdnet or dncnn (bench/onednn.py), with the same results up to float round-off.
+    # Deterministic ops (the train stage's enable_op_determinism) keep working.
     "TF_ENABLE_ONEDNN_OPTS": "1",
 }
 
