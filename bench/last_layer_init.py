@@ -2,12 +2,15 @@
 
 Usage (after `denoise extract`):  .venv/bin/python bench/last_layer_init.py [--steps 120]
     [--depth 10] [--width 32] [--batch 16] [--patch 48] [--sigma 25] [--params params.yaml]
+    [--packed]
 
 Trains a DnCNN (params.train.dncnn's layout at --depth x --width) on random patches of the
 training frames with Gaussian noise of --sigma, fixed seed, Adam 1e-3, and prints the batch
 loss every 20 steps for: batch norm with the last conv at zero (the builder's default), batch
 norm with the last conv at Keras' default Glorot-uniform initialisation, and no batch norm
 (last conv at zero). The noise variance, (sigma / 255)^2, is the loss of the identity.
+--packed adds a fourth run: ffdnet at the same depth and width (batch norm, last conv zero, no
+noise-level map), the same stack on 2x2-packed pixels.
 """
 
 from __future__ import annotations
@@ -24,15 +27,22 @@ import numpy as np
 
 from denoise.config import load_params
 from denoise.extract import load_frames, load_manifest
-from denoise.models import dncnn
+from denoise.models import dncnn, ffdnet
 from denoise.noise import add_gaussian_noise
 
 
 def losses(
-    frames: np.ndarray, args: argparse.Namespace, batch_norm: bool, glorot_last: bool
+    frames: np.ndarray,
+    args: argparse.Namespace,
+    batch_norm: bool,
+    glorot_last: bool,
+    packed: bool = False,
 ) -> list[float]:
     keras.utils.set_random_seed(0)
-    model = dncnn(args.depth, args.width, batch_norm)
+    if packed:
+        model = ffdnet(args.depth, args.width, batch_norm, noise_map=False)
+    else:
+        model = dncnn(args.depth, args.width, batch_norm)
     if glorot_last:
         last = model.get_layer("noise")
         kernel = keras.initializers.GlorotUniform(seed=0)(last.kernel.shape)
@@ -65,6 +75,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--patch", type=int, default=48)
     parser.add_argument("--sigma", type=float, default=25.0)
+    parser.add_argument("--packed", action="store_true", help="also ffdnet, same depth and width")
     args = parser.parse_args()
     params = load_params(args.params)
     frames_dir = Path(params.paths.frames)
@@ -75,6 +86,10 @@ def main() -> None:
         "batch norm, last conv Glorot": losses(frames, args, True, True),
         "no batch norm, last conv zero": losses(frames, args, False, False),
     }
+    if args.packed:
+        runs["ffdnet (2x2-packed), batch norm, last conv zero"] = losses(
+            frames, args, True, False, packed=True
+        )
     steps = list(range(19, args.steps, 20))
     print(f"identity loss (sigma {args.sigma:g}): {(args.sigma / 255) ** 2:.5f}")
     print("| step | " + " | ".join(runs) + " |")
