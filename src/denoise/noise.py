@@ -222,7 +222,7 @@ def write_evaluation_sets(params: Params) -> NoiseSummary:
     sets: dict[str, dict[str, object]] = index["sets"]  # type: ignore[assignment]
     return NoiseSummary(
         images_per_set={name: len(info["images"]) for name, info in sets.items()},  # type: ignore[arg-type]
-        levels=list(next(iter(sets.values()))["levels"]),  # type: ignore[index]
+        levels=list(next(iter(sets.values()))["levels"]),  # type: ignore[call-overload]
     )
 
 
