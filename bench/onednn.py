@@ -26,13 +26,16 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
+from denoise.atomic import write_json
+
 SETTINGS = ("0", "1")
 
 
 def child(args: argparse.Namespace) -> None:
     """Measure every model under this process's TF_ENABLE_ONEDNN_OPTS; print JSON."""
     import keras
-    import numpy as np
 
     from denoise.config import load_params
     from denoise.models import build_model
@@ -99,8 +102,6 @@ def main() -> None:
                     command, capture_output=True, text=True, env=env, check=True, timeout=3600
                 )
                 runs[setting].append(json.loads(result.stdout.strip().splitlines()[-1]))
-        import numpy as np
-
         difference = {
             name: float(
                 np.abs(
@@ -133,12 +134,8 @@ def main() -> None:
             f"| {row['max_output_difference']:.1e} |"
         )
     if args.out:
-        args.out.write_text(
-            json.dumps(
-                {"args": vars(args) | {"out": str(args.out)}, "models": table, "runs": runs},
-                indent=2,
-                default=str,
-            )
+        write_json(
+            args.out, {"args": vars(args) | {"out": str(args.out)}, "models": table, "runs": runs}
         )
 
 
