@@ -3,8 +3,9 @@
 Usage:  .venv/bin/python bench/throughput.py [--steps 40] [--warmup 5] [--repeats 3]
                                              [--frames 4] [--budget-s 10] [--out out.json]
 
-(a) Training: images/s of model.fit on the pipeline's PatchStream (as train.py feeds it)
-    against model.fit on in-memory numpy arrays holding the very same patches: same model,
+(a) Training: images/s of model.fit on the pipeline's PatchStream, with the noise drawn in the
+    training step (as train.py fits it), against model.fit on in-memory numpy arrays of noisy
+    and clean patches (the same patches, noise drawn beforehand): same model,
     batch size and number of steps, the first --warmup steps excluded from the timing. The two
     alternate --repeats times and the median is reported.
 (b) Inference: milliseconds per frame at 200x200 and 512x512 for the classical baselines
@@ -47,6 +48,7 @@ from denoise.extract import load_manifest
 from denoise.infer import keras_predictor, required_multiple
 from denoise.models import build_model, count_parameters, psnr
 from denoise.train import PatchStream, make_optimizer
+from denoise.training_noise import TrainingNoise, with_training_noise
 
 SIZES = (200, 512)
 SIGMA = 25.0
@@ -109,6 +111,8 @@ def _fit_rate(
     """Images per second of model.fit over `steps` steps after `warmup` untimed ones."""
     keras.utils.set_random_seed(params.seed)
     model = build_model(name, params.train)
+    if isinstance(data, PatchStream):  # it yields clean patches; the noise is drawn in the step
+        model = with_training_noise(model, params.noise.train, params.seed)
     model.compile(optimizer=make_optimizer(params.train.active), loss="mse", metrics=[psnr])
     timer = _StepTimes()
     if isinstance(data, PatchStream):
@@ -144,9 +148,9 @@ def measure_training(
     with tempfile.TemporaryDirectory() as scratch:
         frames_dir, rows, source = _training_frames(params, Path(scratch))
         stream = PatchStream(frames_dir, rows, params)
-        batches = [stream[index] for index in range(warmup + steps)]
-        noisy = np.concatenate([batch[0] for batch in batches])
-        clean = np.concatenate([batch[1] for batch in batches])
+        clean = np.concatenate([stream[index][1] for index in range(warmup + steps)])
+        add_noise = TrainingNoise(params.noise.train, params.seed)
+        noisy = keras.ops.convert_to_numpy(add_noise(clean, training=True))
         for name in names:
             stream_rates, memory_rates = [], []
             for repeat in range(repeats):

@@ -8,15 +8,13 @@ import pytest
 from scipy import stats
 
 from denoise import extract, noise
-from denoise.config import Params, TrainNoise
+from denoise.config import Params
 from denoise.errors import ConfigError
 from denoise.noise import (
-    add_blind_gaussian_noise,
     add_gaussian_noise,
     add_poisson_noise,
     add_salt_pepper_noise,
     add_speckle_noise,
-    add_training_noise,
     as_saved,
 )
 
@@ -68,14 +66,6 @@ def test_negative_sigma_is_refused() -> None:
         add_gaussian_noise(np.zeros((1, 2, 2, 3), np.float32), -1.0, np.random.default_rng(0))
 
 
-def test_blind_sigma_per_image_within_range() -> None:
-    clean = np.zeros((200, 32, 32, 3), np.float32)
-    noisy = add_blind_gaussian_noise(clean, 10.0, 40.0, np.random.default_rng(0))
-    per_image = noisy.reshape(200, -1).std(axis=1) * 255.0
-    assert per_image.min() > 9.0 and per_image.max() < 41.0
-    assert per_image.std() > 5.0, "sigma must vary between images"
-
-
 def test_poisson_speckle_salt_pepper() -> None:
     rng = np.random.default_rng(0)
     clean = np.full(MILLION, 0.4, np.float32)
@@ -88,26 +78,6 @@ def test_poisson_speckle_salt_pepper() -> None:
     hit = (salted != np.float32(0.4)).all(axis=-1)
     assert abs(hit.mean() - 0.1) < 0.005
     assert set(np.unique(salted[hit])) == {0.0, 1.0}
-
-
-def test_training_noise_follows_params() -> None:
-    clean = np.zeros((4, 64, 64, 3), np.float32)
-    noisy = add_training_noise(
-        clean, TrainNoise(kind="gaussian", sigma=10.0), np.random.default_rng(0)
-    )
-    assert abs(noisy.std() * 255.0 - 10.0) < 0.2
-
-
-def test_as_saved_training_noise_is_clipped_and_on_the_8_bit_grid() -> None:
-    clean = np.full((2, 16, 16, 3), 0.02, np.float32)
-    config = TrainNoise(kind="gaussian", sigma=25.0, as_saved=True)
-    saved = add_training_noise(clean, config, np.random.default_rng(0))
-    unclipped = add_training_noise(
-        clean, TrainNoise(kind="gaussian", sigma=25.0), np.random.default_rng(0)
-    )
-    np.testing.assert_array_equal(saved, as_saved(unclipped))
-    assert saved.min() == 0.0 and unclipped.min() < 0.0
-    np.testing.assert_array_equal(np.round(saved * 255) / 255, saved)
 
 
 def test_stage_writes_fixed_float_evaluation_sets(params: Params) -> None:

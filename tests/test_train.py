@@ -46,6 +46,7 @@ def _fit(params: Params, name: str, checkpoints: Path, callbacks=()):
     return train.train_model(
         name,
         params,
+        params.training_noise(name),
         stream,
         (noisy["gaussian-25"], clean),
         checkpoints,
@@ -58,14 +59,15 @@ def test_stream_is_a_pure_function_of_seed_and_batch(prepared: Params) -> None:
     frames = Path(prepared.paths.frames)
     rows = extract.load_manifest(frames).query("split == 'train'")
     first, second = (train.PatchStream(frames, rows, prepared) for _ in range(2))
-    noisy_a, clean_a = first[3]
+    inputs_a, clean_a = first[3]
     second[1]  # a different access order changes nothing
-    noisy_b, clean_b = second[3]
-    assert np.array_equal(noisy_a, noisy_b) and np.array_equal(clean_a, clean_b)
-    assert noisy_a.shape == (4, 16, 16, 3) and clean_a.max() <= 1.0
+    _, clean_b = second[3]
+    assert np.array_equal(clean_a, clean_b)
+    assert np.array_equal(inputs_a, clean_a), "clean in: the model's first layer adds the noise"
+    assert clean_a.shape == (4, 16, 16, 3) and clean_a.min() >= 0.0 and clean_a.max() <= 1.0
     assert not np.array_equal(first[4][1], clean_a), "every batch draws new patches"
     resumed = train.PatchStream(frames, rows, prepared, first_batch=2)
-    assert np.array_equal(resumed[1][0], noisy_a), "a resumed stream continues the sequence"
+    assert np.array_equal(resumed[1][1], clean_a), "a resumed stream continues the sequence"
 
 
 @pytest.mark.parametrize("name", ["paper_cae", "dense_ae"])

@@ -18,7 +18,7 @@ import pandas as pd
 
 from denoise import tracking
 from denoise.atomic import atomic_directory, write_json
-from denoise.config import Params, TrainNoise
+from denoise.config import Params
 from denoise.errors import ConfigError, DataError
 from denoise.extract import load_frames, load_manifest
 from denoise.video import centre_crop_resize
@@ -36,15 +36,6 @@ def add_gaussian_noise(clean: np.ndarray, sigma: float, rng: np.random.Generator
     if sigma == 0:
         return clean.astype(np.float32, copy=True)
     noise = rng.standard_normal(clean.shape, dtype=np.float32) * np.float32(sigma / 255.0)
-    return (clean + noise).astype(np.float32)
-
-
-def add_blind_gaussian_noise(
-    clean: np.ndarray, sigma_min: float, sigma_max: float, rng: np.random.Generator
-) -> np.ndarray:
-    """Gaussian noise with sigma ~ U(sigma_min, sigma_max) drawn per image (0-255 scale)."""
-    sigmas = rng.uniform(sigma_min, sigma_max, size=(len(clean),) + (1,) * (clean.ndim - 1))
-    noise = rng.standard_normal(clean.shape, dtype=np.float32) * (sigmas / 255.0).astype(np.float32)
     return (clean + noise).astype(np.float32)
 
 
@@ -92,24 +83,6 @@ def apply_noise(clean: np.ndarray, kind: str, level: float, rng: np.random.Gener
     if kind not in functions:
         raise ConfigError(f"unknown noise kind {kind!r} (known: {', '.join(functions)})")
     return functions[kind](clean, level, rng)
-
-
-def add_training_noise(
-    clean: np.ndarray, config: TrainNoise, rng: np.random.Generator
-) -> np.ndarray:
-    """Add a model's training noise (params.noise.train or its variant's), clipped and rounded
-    to 8 bits when config.as_saved."""
-    if config.kind == "gaussian_blind":
-        noisy = add_blind_gaussian_noise(clean, config.sigma_min, config.sigma_max, rng)
-    else:
-        level = {
-            "gaussian": config.sigma,
-            "poisson": config.peak,
-            "speckle": config.variance,
-            "salt_pepper": config.amount,
-        }[config.kind]
-        noisy = apply_noise(clean, config.kind, level, rng)
-    return as_saved(noisy) if config.as_saved else noisy
 
 
 def level_name(kind: str, level: float, saved: bool = False) -> str:

@@ -1,7 +1,8 @@
-"""train stage: stream random noisy patches from the frame shards and fit each configured model.
+"""train stage: stream random patches from the frame shards and fit each configured model.
 
-Noise is drawn fresh for every patch of every epoch and frames are read through memory maps, so
-neither a noisy copy nor the whole data set is ever held (the paper's two reported limits).
+Frames are read through memory maps and noise is drawn fresh for every patch of every step,
+inside the compiled step (denoise.training_noise), so neither a noisy copy nor the whole data
+set is ever held (the paper's two reported limits).
 Every epoch writes a checkpoint under paths.checkpoints (outside DVC's outs); an interrupted run
 resumes from it and ends with the same weights as an uninterrupted one.
 """
@@ -31,7 +32,8 @@ from denoise.evaluate import triptych
 from denoise.extract import MANIFEST_NAME, file_sha256, load_manifest
 from denoise.metrics import ssim
 from denoise.models import build_model, count_parameters, psnr
-from denoise.noise import add_training_noise, level_name, load_set
+from denoise.noise import level_name, load_set
+from denoise.training_noise import denoiser, with_training_noise
 
 HISTORY_FIELDS = ("epoch", "loss", "val_loss", "val_psnr", "val_ssim", "seconds")
 EPOCH_METRICS = ("loss", "val_loss", "val_psnr", "val_ssim")
@@ -40,9 +42,9 @@ EpochLogger = Callable[[int, dict[str, float], list[np.ndarray]], None]
 
 
 class PatchStream(keras.utils.PyDataset):
-    """An endless stream of (noisy, clean) batches of random patches, float32 (B, P, P, 3).
-
-    Clean patches are in [0, 1]; noisy ones are unclipped. Batch `index` is a pure function of
+    """An endless stream of (clean, clean) batches of random patches, float32 (B, P, P, 3) in
+    [0, 1], randomly flipped. The model fitted on it starts with a TrainingNoise layer, which
+    turns the input half noisy in the training step. Batch `index` is a pure function of
     (seed, first_batch + index): Keras reads the stream in order across epochs (fit with
     steps_per_epoch), and a resumed run starts at first_batch = epochs_done * steps_per_epoch,
     so it sees exactly the batches the uninterrupted run would have seen, whatever prefetching
@@ -54,7 +56,6 @@ class PatchStream(keras.utils.PyDataset):
         frames_dir: Path,
         rows: pd.DataFrame,
         params: Params,
-        noise: TrainNoise | None = None,
         first_batch: int = 0,
     ) -> None:
         super().__init__(workers=1, use_multiprocessing=False)
@@ -72,7 +73,6 @@ class PatchStream(keras.utils.PyDataset):
         self.patch = min(params.train.patch_size, height, width)
         self.patch -= self.patch % 4
         self.batch_size = params.train.batch_size
-        self.noise = noise or params.noise.train
         self.seed = params.seed
         self.first_batch = first_batch
 
@@ -96,7 +96,7 @@ class PatchStream(keras.utils.PyDataset):
                 patch = patch[::-1]
             clean[slot] = patch
         clean /= 255.0
-        return add_training_noise(clean, self.noise, rng), clean
+        return clean, clean
 
 
 @dataclasses.dataclass
@@ -193,10 +193,13 @@ class Checkpointer(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def fingerprint(name: str, params: Params, stream: PatchStream, validation: np.ndarray) -> str:
+def fingerprint(
+    name: str, params: Params, noise: TrainNoise, stream: PatchStream, validation: np.ndarray
+) -> str:
     """Hash of everything a checkpoint depends on; a changed input starts training afresh."""
     spec = params.train.spec(name)
     content = {
+        "checkpoint": 2,  # 2: the fitted model holds TrainingNoise (noise drawn in the step)
         "model": name,
         "seed": params.seed,
         "spec": dataclasses.asdict(spec),
@@ -207,7 +210,7 @@ def fingerprint(name: str, params: Params, stream: PatchStream, validation: np.n
             params.train.dense_code,
         ],
         "profile": dataclasses.asdict(params.train.active),
-        "noise": dataclasses.asdict(stream.noise),
+        "noise": dataclasses.asdict(noise),
         "manifest": file_sha256(stream.frames_dir / MANIFEST_NAME),
         "validation": hashlib.sha256(validation.tobytes()).hexdigest(),
         "keras": keras.__version__,
@@ -305,6 +308,7 @@ def _load_state(directory: Path, expected: str) -> TrainingState | None:
 def train_model(
     name: str,
     params: Params,
+    noise: TrainNoise,
     stream: PatchStream,
     validation: tuple[np.ndarray, np.ndarray],
     checkpoint_dir: Path,
@@ -315,11 +319,12 @@ def train_model(
 ) -> tuple[keras.Model, TrainingState]:
     """Fit one model, resuming from checkpoint_dir if it holds a run of the same fingerprint.
 
+    noise: the model's training noise, added to the stream's clean patches in the training step.
     validation: (noisy, clean) float32 (N, H, W, 3). Returns the model with its best weights.
     epoch_logger gets every epoch's metrics, including those a resumed run did before.
     """
     config = params.train
-    expected = fingerprint(name, params, stream, validation[0])
+    expected = fingerprint(name, params, noise, stream, validation[0])
     _make_deterministic(params.seed)
     state = _load_state(checkpoint_dir, expected)
     if state is None:
@@ -328,7 +333,7 @@ def train_model(
             shutil.rmtree(checkpoint_dir)
         state = TrainingState(fingerprint=expected)
         with dtype_policy(resolve_precision(config.active.precision)):
-            model = build_model(name, config)
+            model = with_training_noise(build_model(name, config), noise, params.seed)
         model.compile(optimizer=make_optimizer(config.active), loss="mse", metrics=[psnr])
     else:
         print_fn(f"{name}: resuming after epoch {state.epochs_done} from {checkpoint_dir}")
@@ -355,7 +360,7 @@ def train_model(
             verbose=2,
         )
     model.load_weights(checkpoint_dir / "best.weights.h5")
-    return float32_copy(model, name, params), state
+    return float32_copy(denoiser(model), name, params), state
 
 
 def _write_history(path: Path, history: list[dict[str, float]]) -> None:
@@ -366,7 +371,12 @@ def _write_history(path: Path, history: list[dict[str, float]]) -> None:
 
 
 def summarise(
-    name: str, params: Params, model: keras.Model, state: TrainingState, stream: PatchStream
+    name: str,
+    params: Params,
+    model: keras.Model,
+    state: TrainingState,
+    noise: TrainNoise,
+    stream: PatchStream,
 ) -> dict[str, Any]:
     """What models/<name>.json records of a trained model: size, budget, noise, best scores."""
     best = state.history[state.best_epoch]
@@ -376,7 +386,7 @@ def summarise(
         "profile": params.train.profile,
         "precision": resolve_precision(params.train.active.precision),
         "schedule": params.train.active.schedule,
-        "noise": dataclasses.asdict(stream.noise),
+        "noise": dataclasses.asdict(noise),
         "patch_size": stream.patch,
         "batch_size": stream.batch_size,
         "epochs": state.epochs_done,
@@ -414,13 +424,15 @@ def run(params: Params) -> TrainSummary:
     trained: dict[str, keras.Model] = {}
     with tracking.stage(params, "train") as tracker:
         for name in params.train.models:
-            stream = PatchStream(frames_dir, train_rows, params, params.training_noise(name))
+            noise = params.training_noise(name)
+            stream = PatchStream(frames_dir, train_rows, params)
             checkpoint_dir = Path(params.paths.checkpoints) / name
             with tracker.child(name, tags={"denoise.model": name}) as run_id:
                 tracking.log_frames_inputs(params, manifest)
                 model, state = train_model(
                     name,
                     params,
+                    noise,
                     stream,
                     validation,
                     checkpoint_dir,
@@ -429,7 +441,7 @@ def run(params: Params) -> TrainSummary:
                 )
             trained[name] = model
             summaries[name] = {
-                **summarise(name, params, model, state, stream),
+                **summarise(name, params, model, state, noise, stream),
                 "mlflow_run_id": run_id,
             }
             histories[name] = state.history

@@ -1,0 +1,115 @@
+"""Training noise drawn inside the compiled training step.
+
+The train stage's input stream yields clean patches only; `TrainingNoise`, the first layer of
+the model being fitted, adds the model's training noise (params.noise.train or its variant's)
+with Keras's counter-based random ops. Drawing on the CPU in NumPy cost more than building the
+batch itself (bench/throughput.py), and on a GPU host it would leave the accelerator waiting.
+
+The noise models are those of `denoise.noise` (which makes the fixed evaluation sets in NumPy),
+with the same parameters: every function takes clean float32 RGB in [0, 1] and returns it
+noisy and unclipped, or clipped and rounded to 8 bits when `as_saved`.
+The layer is the identity outside training, so validation and prediction see their inputs
+as they are. Its random state is part of the checkpoint, so a resumed run draws the noise
+the uninterrupted run would have drawn.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import keras
+from keras import ops
+
+from denoise.config import TrainNoise
+from denoise.errors import ConfigError
+
+
+def _poisson(lam: Any, seed: Any) -> Any:
+    """Poisson counts of rate `lam` (float32), from the backend's own sampler: keras.random has
+    none."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.random.stateless_poisson(ops.shape(lam), seed, lam, dtype="float32")
+    if backend == "jax":
+        import jax
+
+        return jax.random.poisson(seed, lam, ops.shape(lam)).astype("float32")
+    raise ConfigError(f"poisson training noise needs the tensorflow or jax backend, not {backend}")
+
+
+@keras.saving.register_keras_serializable(package="denoise")
+class TrainingNoise(keras.layers.Layer):
+    """Adds a TrainNoise to clean float32 (B, H, W, 3) batches when training=True.
+
+    gaussian_blind draws one sigma per image from U(sigma_min, sigma_max), as the network must
+    serve every level in that range.
+    """
+
+    def __init__(self, noise: dict[str, Any] | TrainNoise, seed: int, **kwargs: Any) -> None:
+        kwargs.setdefault("dtype", "float32")  # noise on 8-bit data needs float32, not bf16
+        super().__init__(**kwargs)
+        self.noise = noise if isinstance(noise, TrainNoise) else TrainNoise(**noise)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, clean: Any, training: bool = False) -> Any:
+        if not training:
+            return clean
+        noise, shape = self.noise, ops.shape(clean)
+        if noise.kind == "gaussian":
+            noisy = clean + keras.random.normal(
+                shape, stddev=noise.sigma / 255.0, seed=self.seed_generator
+            )
+        elif noise.kind == "gaussian_blind":
+            sigma = keras.random.uniform(
+                (shape[0], 1, 1, 1),
+                noise.sigma_min / 255.0,
+                noise.sigma_max / 255.0,
+                seed=self.seed_generator,
+            )
+            noisy = clean + sigma * keras.random.normal(shape, seed=self.seed_generator)
+        elif noise.kind == "speckle":
+            spread = noise.variance**0.5
+            noisy = clean * (
+                1.0 + keras.random.normal(shape, stddev=spread, seed=self.seed_generator)
+            )
+        elif noise.kind == "salt_pepper":
+            pixels = (shape[0], shape[1], shape[2], 1)  # all channels of a pixel alike
+            hit = keras.random.uniform(pixels, seed=self.seed_generator) < noise.amount
+            salt = keras.random.uniform(pixels, seed=self.seed_generator) < 0.5
+            noisy = ops.where(hit, ops.cast(salt, clean.dtype), clean)
+        else:  # poisson: photon counts ~ Poisson(clean * peak), scaled back by 1 / peak
+            lam = ops.maximum(clean, 0.0) * noise.peak
+            noisy = _poisson(lam, self.seed_generator.next()) / noise.peak
+        if noise.as_saved:
+            noisy = ops.round(ops.clip(noisy, 0.0, 1.0) * 255.0) / 255.0
+        return noisy
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "noise": dataclasses.asdict(self.noise), "seed": self.seed}
+
+    # The random state is not a weight, so Keras would not save it; a checkpoint needs it.
+    def save_own_variables(self, store: Any) -> None:
+        store["seed_state"] = ops.convert_to_numpy(self.seed_generator.state.value)
+
+    def load_own_variables(self, store: Any) -> None:
+        self.seed_generator.state.assign(store["seed_state"])
+
+
+def with_training_noise(model: keras.Model, noise: TrainNoise, seed: int) -> keras.Model:
+    """The model to fit: clean patches in, TrainingNoise, then `model`; see `denoiser`."""
+    return keras.Sequential(
+        [keras.Input(model.input_shape[1:]), TrainingNoise(noise, seed), model],
+        name=f"{model.name}_training",
+    )
+
+
+def denoiser(training_model: keras.Model) -> keras.Model:
+    """The network inside a with_training_noise model (its weights are shared, not copied)."""
+    return training_model.layers[-1]
