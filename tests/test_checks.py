@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import write_dark_camera_video, write_params
+from test_extract import _write_stills
 from typer.testing import CliRunner
 
 from denoise import checks, extract, noise
@@ -347,3 +348,15 @@ def test_data_docs_open_in_a_browser_and_show_suites_and_results(params: Params)
     page = _page_text(report / link)
     assert "Expectation Suite: frames" in page and "Status: Failed" in page
     assert "video_duplicate_fraction" in page and "frozen.avi#0" in page
+
+
+def test_a_short_train_only_folder_passes_the_length_check(params: Params) -> None:
+    _write_stills(Path(params.paths.raw) / "photos", 4)  # fewer than min_frames_per_video (6)
+    _prepare(params)
+    message = _error(params)
+    assert "expect_column_values_to_be_between('split_frames') >= 6" in message
+    assert "4 of 16 rows, e.g. photos#0: 4," in message
+    train_only = dataclasses.replace(params.extract, train_only=["photos"])
+    params = dataclasses.replace(params, extract=train_only)
+    _prepare(params)
+    assert all(suite.success for suite in checks.run(params).suites)

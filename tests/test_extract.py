@@ -292,3 +292,21 @@ def test_images_directly_in_raw_are_refused(params: Params) -> None:
     _write_image(Path(params.paths.raw) / "loose.png", np.zeros((32, 32, 3), np.uint8))
     with pytest.raises(DataError, match=r"loose\.png: still images must be in a folder"):
         extract.run(params)
+
+
+def test_a_train_only_folder_goes_to_train_whole(params: Params) -> None:
+    _write_stills(Path(params.paths.raw) / "photos", 8)
+    train_only = dataclasses.replace(params.extract, train_only=["photos"])
+    summary = extract.run(dataclasses.replace(params, extract=train_only))
+    manifest = load_manifest(Path(params.paths.frames))
+    stills = manifest[manifest["video"] == "photos"]
+    assert list(stills["split"]) == ["train"] * 8 and stills["train_only"].all()
+    video = manifest[manifest["video"] == "tiny.avi"]
+    assert not video["train_only"].any() and set(video["split"]) > {"train"}, "split in time"
+    assert summary.frames_per_split["train"] == 8 + (video["split"] == "train").sum()
+
+
+def test_train_only_must_name_a_source(params: Params) -> None:
+    train_only = dataclasses.replace(params.extract, train_only=["holiday"])
+    with pytest.raises(DataError, match=r"extract\.train_only names 'holiday', which is not a"):
+        extract.run(dataclasses.replace(params, extract=train_only))

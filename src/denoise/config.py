@@ -72,6 +72,9 @@ class Extract:
     allow_greyscale: bool = False
     min_decoded_fraction: float = 0.5
     split: Split = dataclasses.field(default_factory=Split)
+    # Sources (names under paths.raw) whose every frame is a train frame: extra variety, such as
+    # a photo library, that never enters the validation or test sets.
+    train_only: list[str] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
         _check(self.size >= 8, "size", f"must be at least 8 pixels, got {self.size}")
@@ -80,6 +83,8 @@ class Extract:
             _check(self.target_fps > 0, "target_fps", f"must be > 0, got {self.target_fps}")
         _check(self.frames_per_shard >= 1, "frames_per_shard", "must be >= 1")
         _check(0.0 <= self.min_decoded_fraction <= 1.0, "min_decoded_fraction", "must be in [0, 1]")
+        for index, name in enumerate(self.train_only):
+            _check(bool(name), f"train_only[{index}]", "must name a source under paths.raw")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -186,7 +186,11 @@ def _extract_source(source: Source, raw_dir: Path, out_dir: Path, params: Params
     if buffer:
         np.save(out_dir / str(rows[-1]["shard"]), np.stack(buffer), allow_pickle=False)
     table = pd.DataFrame(rows)
-    table["split"] = assign_splits(table["timestamp_s"].to_numpy(), config.split)
+    table["train_only"] = name in config.train_only
+    if name in config.train_only:
+        table["split"] = "train"
+    else:
+        table["split"] = assign_splits(table["timestamp_s"].to_numpy(), config.split)
     return table
 
 
@@ -203,6 +207,13 @@ def extract_frames(params: Params) -> ExtractSummary:
     """The stage's work without MLflow (bench/gpu_train.py runs it on hosts without it)."""
     raw_dir, frames_dir = Path(params.paths.raw), Path(params.paths.frames)
     sources = list_sources(raw_dir)
+    names = {source.path.relative_to(raw_dir).as_posix() for source in sources}
+    for name in params.extract.train_only:
+        if name not in names:
+            raise DataError(
+                f"extract.train_only names {name!r}, which is not a video or image folder "
+                f"under {raw_dir} (sources: {', '.join(sorted(names)) or 'none'})"
+            )
     with atomic_directory(frames_dir) as staging:
         tables = [_extract_source(source, raw_dir, staging, params) for source in sources]
         manifest = pd.concat(tables, ignore_index=True)
