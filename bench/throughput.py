@@ -1,7 +1,8 @@
 """Measure training and inference throughput on this machine, every number in one run.
 
 Usage:  .venv/bin/python bench/throughput.py [--steps 40] [--warmup 5] [--repeats 3]
-                                             [--frames 4] [--budget-s 10] [--out out.json]
+                                             [--frames 4] [--budget-s 10] [--no-inference]
+                                             [--out out.json]
 
 (a) Training: images/s of model.fit on the pipeline's PatchStream, with the noise drawn in the
     training step (as train.py fits it), against model.fit on in-memory numpy arrays of noisy
@@ -344,6 +345,7 @@ def main() -> None:
     parser.add_argument(
         "--train-models", default="paper_cae", help="comma-separated models for part (a)"
     )
+    parser.add_argument("--no-inference", action="store_true", help="part (a) only")
     parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
     args = parser.parse_args()
     if args.steps < 1 or args.warmup < 1 or args.repeats < 1 or args.frames < 1:
@@ -364,16 +366,21 @@ def main() -> None:
         flush=True,
     )
     training, source = measure_training(params, train_models, args.steps, args.warmup, args.repeats)
-    inference = measure_inference(params, args.frames, args.repeats, args.budget_s)
+    inference = (
+        []
+        if args.no_inference
+        else measure_inference(params, args.frames, args.repeats, args.budget_s)
+    )
     load_end = load_average()
     seconds = time.perf_counter() - started
     print(f"\nTraining input: {source}; AWGN from noise.train ({params.noise.train.kind}).\n")
     print(training_table(training))
-    print(
-        f"\nInference: astronaut, AWGN sigma {SIGMA:g}; networks on {args.frames} whole frames "
-        "per call, untrained weights.\n"
-    )
-    print(inference_table(inference))
+    if inference:
+        print(
+            f"\nInference: astronaut, AWGN sigma {SIGMA:g}; networks on {args.frames} whole "
+            "frames per call, untrained weights.\n"
+        )
+        print(inference_table(inference))
     print(f"\nLoad average at start {load_start}, at end {load_end}; took {seconds:.0f} s.")
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
