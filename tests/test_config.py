@@ -53,6 +53,14 @@ def test_project_params_load() -> None:
             {"train": {"profiles": {"quick": {"precision": "float8"}}}},
             "train.profiles.quick.precision: must be one of",
         ),
+        (
+            {"train": {"profiles": {"quick": {"sampling": "videos"}}}},
+            "train.profiles.quick.sampling: must be one of frames, sources",
+        ),
+        (
+            {"extract": {"train_only": [""]}},
+            "extract.train_only[0]: must name a source under paths.raw",
+        ),
         ({"seed": True}, "seed: expected an integer"),
     ],
 )

@@ -226,3 +226,27 @@ def test_sigkilled_training_resumes_to_the_same_weights(prepared: Params, tmp_pa
     actual = keras.models.load_model(Path(killed.paths.models) / "paper_cae.keras")
     for want, got in zip(expected.get_weights(), actual.get_weights(), strict=True):
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("sampling", ["frames", "sources"])
+def test_sampling_weighs_frames_or_sources(params: Params, sampling: str) -> None:
+    from test_extract import _write_stills
+
+    _write_stills(Path(params.paths.raw) / "photos", 3)
+    params = dataclasses.replace(
+        params,
+        extract=dataclasses.replace(params.extract, train_only=["photos"]),
+        train=params.train.with_active(sampling=sampling),
+    )
+    extract.run(params)
+    frames = Path(params.paths.frames)
+    rows = extract.load_manifest(frames).query("split == 'train'").reset_index(drop=True)
+    photos = (rows["video"] == "photos").to_numpy()
+    assert photos.sum() == 3 and (~photos).sum() > 3
+    stream = train.PatchStream(frames, rows, params)
+    picks = np.concatenate([stream.frames(index) for index in range(400)])
+    share = photos[picks].mean()
+    expected = 0.5 if sampling == "sources" else photos.mean()
+    assert abs(share - expected) < 0.04, (share, expected)
+    assert set(picks) == set(range(len(rows))), "every train frame is drawn"
+    np.testing.assert_array_equal(stream[7][1], stream[7][1])  # still a pure function

@@ -263,6 +263,9 @@ class DRUNet:
         return 2 ** (len(self.widths) - 1)
 
 
+# frames: every train frame is equally likely; sources: every source (video or image folder)
+# is, then a frame within it, so a short photo folder weighs as much as a long video.
+SAMPLINGS = ("frames", "sources")
 SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
 
@@ -282,9 +285,11 @@ class Profile:
     warmup_steps: int = 0
     early_stopping_patience: int = 4
     precision: str = "float32"
+    sampling: str = "frames"
 
     def __post_init__(self) -> None:
         _check(bool(self.models), "models", "must name at least one model")
+        _check(self.sampling in SAMPLINGS, "sampling", f"must be one of {', '.join(SAMPLINGS)}")
         _check(
             self.patch_size % 4 == 0 and self.patch_size >= 8,
             "patch_size",

@@ -69,6 +69,11 @@ class PatchStream(keras.utils.PyDataset):
             (shards[shard], int(offset))
             for shard, offset in zip(rows["shard"], rows["offset"], strict=True)
         ]
+        # Positions of each source's frames, when sources rather than frames are drawn evenly.
+        self._sources: list[np.ndarray] | None = None
+        if params.train.active.sampling == "sources":
+            codes, _ = pd.factorize(rows["video"])
+            self._sources = [np.flatnonzero(codes == code) for code in range(codes.max() + 1)]
         height, width = self._frames[0][0].shape[1:3]
         self.patch = min(params.train.patch_size, height, width)
         self.patch -= self.patch % 4
@@ -80,9 +85,20 @@ class PatchStream(keras.utils.PyDataset):
     def num_batches(self) -> None:
         return None  # endless: fit's steps_per_epoch cuts it into epochs
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+    def _draw(self, index: int) -> tuple[np.random.Generator, np.ndarray]:
+        """Batch `index`'s generator, after it drew the batch's frames (positions in rows)."""
         rng = np.random.default_rng([self.seed, self.first_batch + index])
-        picks = rng.integers(len(self._frames), size=self.batch_size)
+        if self._sources is None:
+            return rng, rng.integers(len(self._frames), size=self.batch_size)
+        sources = rng.integers(len(self._sources), size=self.batch_size)
+        return rng, np.array([rng.choice(self._sources[source]) for source in sources])
+
+    def frames(self, index: int) -> np.ndarray:
+        """The positions in `rows` of the frames batch `index` crops its patches from."""
+        return self._draw(index)[1]
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        rng, picks = self._draw(index)
         clean = np.empty((self.batch_size, self.patch, self.patch, 3), np.float32)
         for slot, pick in enumerate(picks):
             shard, offset = self._frames[pick]
