@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import write_params
+from test_extract import _write_stills
 
 from denoise import extract, noise, train
 from denoise.config import DnCNN, Params, TrainNoise, Variant
@@ -230,8 +231,6 @@ def test_sigkilled_training_resumes_to_the_same_weights(prepared: Params, tmp_pa
 
 @pytest.mark.parametrize("sampling", ["frames", "sources"])
 def test_sampling_weighs_frames_or_sources(params: Params, sampling: str) -> None:
-    from test_extract import _write_stills
-
     _write_stills(Path(params.paths.raw) / "photos", 3)
     params = dataclasses.replace(
         params,
