@@ -101,14 +101,12 @@ def train_one(name: str, params: Params, out: Path) -> dict[str, Any]:
     manifest = load_manifest(frames_dir)
     clean, noisy, _ = load_set(Path(params.paths.evalsets), "validation")
     validation = (noisy[level_name("gaussian", params.noise.validation_sigma)], clean)
-    noise = params.training_noise(name)
     stream = PatchStream(frames_dir, manifest[manifest["split"] == "train"], params)
     clock = TrainingClock()
     start = time.perf_counter()
     model, state = train_model(
         name,
         params,
-        noise,
         stream,
         validation,
         Path(params.paths.checkpoints) / name,
@@ -118,7 +116,7 @@ def train_one(name: str, params: Params, out: Path) -> dict[str, Any]:
     images = params.train.steps_per_epoch * stream.batch_size
     steady = clock.seconds[1:] or clock.seconds
     summary = {
-        **summarise(name, params, model, state, noise, stream),
+        **summarise(name, params, model, state, stream),
         "wall_seconds": wall,
         "images_per_second": images / statistics.median(steady) if steady else None,
         "epochs_timed": len(steady),

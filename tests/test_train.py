@@ -47,7 +47,6 @@ def _fit(params: Params, name: str, checkpoints: Path, callbacks=()):
     return train.train_model(
         name,
         params,
-        params.training_noise(name),
         stream,
         (noisy["gaussian-25"], clean),
         checkpoints,

@@ -113,8 +113,7 @@ def frame_table(
     table["duplicate"] = duplicates
     by_video = table.groupby("video", sort=False)
     table["video_frames"] = by_video["video"].transform("size").astype(int)
-    train_only = table.get("train_only", pd.Series(False, index=table.index)).astype(bool)
-    table["split_frames"] = table["video_frames"].astype(float).where(~train_only)
+    table["split_frames"] = table["video_frames"].astype(float).where(~table["train_only"])
     table["video_duplicate_fraction"] = by_video["duplicate"].transform("mean").astype(float)
     table["overlaps_other_split"] = _overlaps_other_split(table)
     table["shared_with_other_split"] = _shared_with_other_split(table)

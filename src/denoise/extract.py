@@ -186,8 +186,8 @@ def _extract_source(source: Source, raw_dir: Path, out_dir: Path, params: Params
     if buffer:
         np.save(out_dir / str(rows[-1]["shard"]), np.stack(buffer), allow_pickle=False)
     table = pd.DataFrame(rows)
-    table["train_only"] = name in config.train_only
-    if name in config.train_only:
+    table["train_only"] = train_only = name in config.train_only
+    if train_only:
         table["split"] = "train"
     else:
         table["split"] = assign_splits(table["timestamp_s"].to_numpy(), config.split)

@@ -26,7 +26,7 @@ import pandas as pd
 
 from denoise import tracking
 from denoise.atomic import atomic_directory, atomic_path, write_json
-from denoise.config import Params, Profile, TrainNoise
+from denoise.config import Params, Profile
 from denoise.errors import DataError
 from denoise.evaluate import triptych
 from denoise.extract import MANIFEST_NAME, file_sha256, load_manifest
@@ -209,9 +209,7 @@ class Checkpointer(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def fingerprint(
-    name: str, params: Params, noise: TrainNoise, stream: PatchStream, validation: np.ndarray
-) -> str:
+def fingerprint(name: str, params: Params, stream: PatchStream, validation: np.ndarray) -> str:
     """Hash of everything a checkpoint depends on; a changed input starts training afresh."""
     spec = params.train.spec(name)
     content = {
@@ -226,7 +224,7 @@ def fingerprint(
             params.train.dense_code,
         ],
         "profile": dataclasses.asdict(params.train.active),
-        "noise": dataclasses.asdict(noise),
+        "noise": dataclasses.asdict(params.training_noise(name)),
         "manifest": file_sha256(stream.frames_dir / MANIFEST_NAME),
         "validation": hashlib.sha256(validation.tobytes()).hexdigest(),
         "keras": keras.__version__,
@@ -324,7 +322,6 @@ def _load_state(directory: Path, expected: str) -> TrainingState | None:
 def train_model(
     name: str,
     params: Params,
-    noise: TrainNoise,
     stream: PatchStream,
     validation: tuple[np.ndarray, np.ndarray],
     checkpoint_dir: Path,
@@ -335,12 +332,13 @@ def train_model(
 ) -> tuple[keras.Model, TrainingState]:
     """Fit one model, resuming from checkpoint_dir if it holds a run of the same fingerprint.
 
-    noise: the model's training noise, added to the stream's clean patches in the training step.
+    The model's training noise (params.training_noise) is added to the stream's clean patches
+    in the training step.
     validation: (noisy, clean) float32 (N, H, W, 3). Returns the model with its best weights.
     epoch_logger gets every epoch's metrics, including those a resumed run did before.
     """
     config = params.train
-    expected = fingerprint(name, params, noise, stream, validation[0])
+    expected = fingerprint(name, params, stream, validation[0])
     _make_deterministic(params.seed)
     state = _load_state(checkpoint_dir, expected)
     if state is None:
@@ -349,6 +347,7 @@ def train_model(
             shutil.rmtree(checkpoint_dir)
         state = TrainingState(fingerprint=expected)
         with dtype_policy(resolve_precision(config.active.precision)):
+            noise = params.training_noise(name)
             model = with_training_noise(build_model(name, config), noise, params.seed)
         model.compile(optimizer=make_optimizer(config.active), loss="mse", metrics=[psnr])
     else:
@@ -391,7 +390,6 @@ def summarise(
     params: Params,
     model: keras.Model,
     state: TrainingState,
-    noise: TrainNoise,
     stream: PatchStream,
 ) -> dict[str, Any]:
     """What models/<name>.json records of a trained model: size, budget, noise, best scores."""
@@ -402,7 +400,7 @@ def summarise(
         "profile": params.train.profile,
         "precision": resolve_precision(params.train.active.precision),
         "schedule": params.train.active.schedule,
-        "noise": dataclasses.asdict(noise),
+        "noise": dataclasses.asdict(params.training_noise(name)),
         "patch_size": stream.patch,
         "batch_size": stream.batch_size,
         "epochs": state.epochs_done,
@@ -440,7 +438,6 @@ def run(params: Params) -> TrainSummary:
     trained: dict[str, keras.Model] = {}
     with tracking.stage(params, "train") as tracker:
         for name in params.train.models:
-            noise = params.training_noise(name)
             stream = PatchStream(frames_dir, train_rows, params)
             checkpoint_dir = Path(params.paths.checkpoints) / name
             with tracker.child(name, tags={"denoise.model": name}) as run_id:
@@ -448,7 +445,6 @@ def run(params: Params) -> TrainSummary:
                 model, state = train_model(
                     name,
                     params,
-                    noise,
                     stream,
                     validation,
                     checkpoint_dir,
@@ -457,7 +453,7 @@ def run(params: Params) -> TrainSummary:
                 )
             trained[name] = model
             summaries[name] = {
-                **summarise(name, params, model, state, noise, stream),
+                **summarise(name, params, model, state, stream),
                 "mlflow_run_id": run_id,
             }
             histories[name] = state.history

@@ -88,9 +88,6 @@ class TrainingNoise(keras.layers.Layer):
             noisy = ops.round(ops.clip(noisy, 0.0, 1.0) * 255.0) / 255.0
         return noisy
 
-    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
-        return input_shape
-
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "noise": dataclasses.asdict(self.noise), "seed": self.seed}
 
