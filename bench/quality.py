@@ -2,7 +2,7 @@
 
 Usage:  .venv/bin/python bench/quality.py [--params params.yaml] [--models-dir DIR ...]
             [--sigmas 15 25 50] [--methods noisy blur ... MODEL ...] [--bm3d-max-images N]
-            [--batch-size N] [--out reports/quality]
+            [--batch-size N] [--self-ensemble MODEL ...] [--out reports/quality]
 
 Images: the clean images of the evaluation sets the noise stage wrote (paths.evalsets): "test"
 (held-out video frames) and "photographs" (scikit-image photographs, 256x256 by default).
@@ -13,7 +13,9 @@ identical inputs.
 Methods: the classical baselines (noisy, blur, median, nlm, bm3d; told the nominal sigma, one
 image at a time; BM3D on the first --bm3d-max-images images only, if given) and every *.keras
 model in the --models-dir folders (default paths.models), in batches of --batch-size after one
-warm-up call per set. ms/frame is wall-clock time over the whole set.
+warm-up call per set. ms/frame is wall-clock time over the whole set. --self-ensemble also
+scores each named model's x8 self-ensemble (denoise.infer.self_ensemble: the mean over the 8
+flips and quarter turns, 8 times the work), as the method <model>+x8.
 
 Writes DIR/quality.json and DIR/quality.md (tables per set and variant, a comparison on the
 images BM3D ran on, the models, and findings computed from the numbers) and prints the markdown.
@@ -53,6 +55,7 @@ BM3D_GOAL_DB = 0.5  # a learned model should beat BM3D by this much (the literat
 BLIND_TARGET_DB = 0.3  # a blind model may trail its sigma-25 twin by at most this much
 SPEEDUPS = (20, 50)  # "fast": at most BM3D's time / 20; stretch goal / 50
 MODEL_FIELDS = ("parameters", "train_seconds", "epochs", "architecture", "profile", "noise")
+ENSEMBLE = "+x8"  # suffix of a model's self-ensemble method
 CONVENTIONS = {
     "images": "RGB float in [0, 1]; sigma on the 0-255 scale",
     "noise": "AWGN added in float, one draw per set and sigma (seed, 'quality', set, sigma); "
@@ -140,7 +143,9 @@ def build_denoisers(
         if name in BASELINE_METHODS
     }
     denoisers |= {
-        name: model_denoiser(models[name][0], batch) for name in methods if name in models
+        name: model_denoiser(models[name][0], batch, ensemble=name.endswith(ENSEMBLE))
+        for name in methods
+        if name in models
     }
     return denoisers
 
@@ -462,6 +467,7 @@ def blind_pairs(models: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
         and _training_kind(models[fixed]) == "sigma 25"
         and models[blind].get("architecture") is not None
         and models[blind]["architecture"] == models[fixed].get("architecture")
+        and blind.endswith(ENSEMBLE) == fixed.endswith(ENSEMBLE)
     ]
 
 
@@ -539,6 +545,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--methods", nargs="+", default=None, help="default: all, models too")
     parser.add_argument("--bm3d-max-images", type=int, default=None, help="default: all images")
     parser.add_argument("--batch-size", type=int, default=None, help="default: train batch size")
+    parser.add_argument(
+        "--self-ensemble",
+        nargs="+",
+        default=[],
+        metavar="MODEL",
+        help=f"also score these models' x8 self-ensemble, as MODEL{ENSEMBLE}",
+    )
     parser.add_argument("--out", type=Path, default=Path("reports/quality"))
     args = parser.parse_args(argv)
     if any(sigma <= 0 for sigma in args.sigmas):
@@ -561,6 +574,27 @@ def select_methods(requested: list[str] | None, models: dict[str, Path]) -> list
     return methods
 
 
+def add_ensembles(
+    methods: list[str], models: dict[str, tuple[Any, dict[str, Any]]], ensembled: list[str]
+) -> list[str]:
+    """methods with MODEL+x8 after each model in ensembled; models gains the same entries
+    (the model and its summary). Raises on a name that is not a model being scored."""
+    unknown = [name for name in ensembled if name not in models]
+    if unknown:
+        raise ValueError(
+            f"--self-ensemble: {', '.join(unknown)} not among the models scored "
+            f"({', '.join(models) or 'none'})"
+        )
+    for name in ensembled:
+        models[name + ENSEMBLE] = models[name]
+    return [
+        entry
+        for name in methods
+        for entry in (name, name + ENSEMBLE if name in ensembled else None)
+        if entry is not None
+    ]
+
+
 def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     """Measure every method on every set and build the report (without writing it)."""
     from report import machine  # bench/report.py, beside this script
@@ -570,6 +604,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     model_paths = find_models(model_dirs)
     methods = select_methods(args.methods, model_paths)
     models = load_models({name: path for name, path in model_paths.items() if name in methods})
+    methods = add_ensembles(methods, models, args.self_ensemble)
     batch = args.batch_size or params.train.batch_size
     denoisers = build_denoisers(methods, params, models, batch)
     sets: dict[str, Any] = {}

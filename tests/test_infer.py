@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from denoise.cli import app
 from denoise.config import Train
-from denoise.infer import denoise_batch, denoise_image
+from denoise.infer import denoise_batch, denoise_image, self_ensemble
 from denoise.metrics import psnr
 from denoise.models import build_model
 
@@ -98,6 +98,50 @@ def test_an_image_smaller_than_a_tile_is_padded_and_denoised_whole(
     np.testing.assert_allclose(denoised, np.clip(expected, 0, 1), atol=1e-6)
 
 
+def test_self_ensemble_averages_the_eight_orientations_and_turns_each_back() -> None:
+    """A predictor that adds a ramp along the width of whatever it sees: each of the 8 views
+    gets the ramp in its own orientation; turned back, they average to the ramp's mean (0.5)
+    everywhere on a square tile. The identity stays the identity on a non-square batch."""
+    rng = np.random.default_rng(0)
+    square = rng.random((2, 12, 12, 3), dtype=np.float32)
+
+    def add_ramp(batch: np.ndarray) -> np.ndarray:
+        ramp = np.linspace(0.0, 1.0, batch.shape[2], dtype=np.float32)
+        return batch + ramp[None, None, :, None]
+
+    np.testing.assert_allclose(self_ensemble(add_ramp)(square), square + 0.5, atol=1e-6)
+    wide = rng.random((2, 8, 20, 3), dtype=np.float32)
+    shapes: list[tuple[int, ...]] = []
+
+    def identity(batch: np.ndarray) -> np.ndarray:
+        shapes.append(batch.shape)
+        return batch
+
+    np.testing.assert_allclose(self_ensemble(identity)(wide), wide, atol=1e-6)
+    assert len(shapes) == 8 and set(shapes) == {(2, 8, 20, 3), (2, 20, 8, 3)}
+
+
+def test_a_self_ensembled_model_is_the_mean_over_flips_and_turns(
+    trained: dict[str, keras.Model],
+) -> None:
+    model = trained["paper_cae"]
+    _, noisy = _test_image(40, 56)
+    ensembled = denoise_image(model, noisy, tile_size=256, ensemble=True)
+
+    def run(image: np.ndarray) -> np.ndarray:
+        return keras.ops.convert_to_numpy(model(np.ascontiguousarray(image)[None]))[0]
+
+    views = []
+    for turns in range(4):
+        turned = np.rot90(noisy, turns)
+        views.append(np.rot90(run(turned), -turns))
+        views.append(np.rot90(run(turned[:, ::-1])[:, ::-1], -turns))
+    expected = np.clip(np.mean(views, axis=0), 0.0, 1.0)
+    np.testing.assert_allclose(ensembled, expected, atol=1e-5)
+    plain = denoise_image(model, noisy, tile_size=256)
+    assert np.abs(ensembled - plain).max() > 1e-3  # paper_cae is not orientation-invariant
+
+
 def _invoke(*arguments: str) -> tuple[int, str, str]:
     result = CliRunner().invoke(app, ["apply", *arguments])
     return result.exit_code, result.stdout, result.stderr
@@ -120,6 +164,22 @@ def test_apply_keeps_image_size_and_bit_depth(tmp_path: Path, model_file: Path) 
     assert deep_denoised.shape == (30, 50, 3) and deep_denoised.dtype == np.uint16
     assert f"({WIDTH}x{HEIGHT})" in stdout
     assert sorted(path.name for path in output.iterdir()) == ["deep.tif", "photo.png"]
+
+
+def test_apply_self_ensembles_on_request(tmp_path: Path, model_file: Path) -> None:
+    _, noisy = _test_image(48, 64)
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), cv2.cvtColor(np.round(noisy * 255).astype(np.uint8), cv2.COLOR_RGB2BGR))
+    output = tmp_path / "out"
+    code, _, stderr = _invoke(
+        str(photo), "-o", str(output), "-m", str(model_file), "--self-ensemble"
+    )
+    assert code == 0, stderr
+    written = cv2.cvtColor(cv2.imread(str(output / "photo.png")), cv2.COLOR_BGR2RGB)
+    model = keras.models.load_model(model_file)
+    read = cv2.cvtColor(cv2.imread(str(photo)), cv2.COLOR_BGR2RGB).astype(np.float32) / 255
+    expected = np.round(denoise_image(model, read, ensemble=True) * 255)
+    assert np.abs(written.astype(np.float32) - expected).max() <= 1.0  # 8-bit rounding
 
 
 def _read_back(path: Path) -> tuple[int, float, int, int]:

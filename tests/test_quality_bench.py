@@ -108,6 +108,23 @@ def test_bench_scores_every_method_on_identical_inputs(
     assert "bm3d was not run" in markdown and "## Findings" in markdown
 
 
+def test_self_ensemble_is_scored_as_a_method_of_its_own(params: Params, tmp_path: Path) -> None:
+    _write_evalsets(params)
+    _save_untrained_model(Path(params.paths.models))
+    params_file = write_params(params, tmp_path / "params.yaml")
+    options = ["--methods", "noisy", "paper_cae", "--sigmas", "25", "--params", str(params_file)]
+    out = ["--out", str(tmp_path / "quality")]
+    report = quality.main([*options, "--self-ensemble", "paper_cae", *out])
+    assert report["methods"] == ["noisy", "paper_cae", "paper_cae+x8"]
+    assert report["models"]["paper_cae+x8"] == report["models"]["paper_cae"]
+    level = report["results"]["test"]["unclipped"]["25"]
+    # An untrained paper_cae is nearly constant but not orientation-invariant: its ensemble
+    # scores otherwise (here by about 3e-5 dB; the runs are deterministic).
+    assert level["paper_cae+x8"]["psnr"] != pytest.approx(level["paper_cae"]["psnr"], abs=1e-6)
+    with pytest.raises(SystemExit, match="--self-ensemble: blur not among the models scored"):
+        quality.main([*options, "--self-ensemble", "blur", *out])
+
+
 def _result(psnr_value: float, ms: float, images: int = 2) -> dict:
     return {
         "psnr": psnr_value,

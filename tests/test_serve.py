@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from denoise.cli import app
 from denoise.config import Train, load_params
-from denoise.infer import log_denoiser
+from denoise.infer import denoise_batch, log_denoiser
 from denoise.models import build_model
 
 pytestmark = pytest.mark.slow
@@ -68,6 +68,14 @@ def test_champion_loads_as_pyfunc_and_keeps_any_shape(champion: str) -> None:
     denoised = mlflow.pyfunc.load_model(champion).predict(noisy)
     assert denoised.shape == noisy.shape and denoised.dtype == np.float32
     assert denoised.min() >= 0.0 and denoised.max() <= 1.0
+
+
+def test_champion_self_ensembles_when_its_config_says_so(champion: str) -> None:
+    loaded = mlflow.pyfunc.load_model(champion, model_config={"self_ensemble": True})
+    keras_model = loaded.unwrap_python_model().model
+    noisy = _noisy(70, 90)
+    expected = denoise_batch(keras_model, noisy, tile_size=64, overlap=16, ensemble=True)
+    np.testing.assert_allclose(loaded.predict(noisy), expected, atol=1e-6)
 
 
 def test_served_champion_answers_invocations(

@@ -208,6 +208,14 @@ def apply(
     tile: Annotated[
         int | None, typer.Option("--tile", help="Largest tile side [default: apply.tile_size].")
     ] = None,
+    self_ensemble: Annotated[
+        bool | None,
+        typer.Option(
+            "--self-ensemble/--no-self-ensemble",
+            help="Average over 8 flips and quarter turns, 8x the time "
+            "[default: apply.self_ensemble].",
+        ),
+    ] = None,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Denoise images and videos at full resolution with tiled inference.
@@ -227,6 +235,9 @@ def apply(
             apply_config = dataclasses.replace(config.apply, tile_size=tile)
         except DenoiseError as error:  # a ConfigError naming apply's key
             raise DenoiseError(f"--tile {tile}: apply.{error}") from None
+        config = dataclasses.replace(config, apply=apply_config)
+    if self_ensemble is not None:
+        apply_config = dataclasses.replace(config.apply, self_ensemble=self_ensemble)
         config = dataclasses.replace(config, apply=apply_config)
     summary = stage.run(config, inputs, output, model)
     for applied in summary.outputs:

@@ -505,6 +505,7 @@ class Apply:
     tile_size: int = 256
     overlap: int = 32
     batch_size: int = 8
+    self_ensemble: bool = False
 
     def __post_init__(self) -> None:
         _check(

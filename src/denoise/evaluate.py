@@ -59,7 +59,8 @@ def per_image(function: Callable[[np.ndarray, float], np.ndarray]) -> BatchDenoi
     return lambda noisy, sigma: np.stack([function(image, sigma) for image in noisy])
 
 
-def model_denoiser(model: Any, batch_size: int) -> BatchDenoiser:
+def model_denoiser(model: Any, batch_size: int, ensemble: bool = False) -> BatchDenoiser:
+    """A model on whole images in batches; ensemble: its x8 self-ensemble (infer.self_ensemble)."""
     from denoise import infer
 
     try:
@@ -69,10 +70,10 @@ def model_denoiser(model: Any, batch_size: int) -> BatchDenoiser:
 
     def denoise_batch(noisy: np.ndarray, sigma: float) -> np.ndarray:
         height, width = noisy.shape[1:3]
-        if height % multiple or width % multiple:
+        if ensemble or height % multiple or width % multiple:
             # Reflect-pad to the model's multiple and crop back, the whole image as one tile.
             return infer.denoise_batch(
-                model, noisy, max(height, width, 16) + multiple, 0, batch_size, multiple
+                model, noisy, max(height, width, 16) + multiple, 0, batch_size, multiple, ensemble
             )
         denoised = model.predict(noisy, batch_size=batch_size, verbose=0)
         return np.clip(np.asarray(denoised, dtype=np.float32), 0.0, 1.0)

@@ -78,6 +78,29 @@ def keras_predictor(model: Any) -> Predictor:
     return predict
 
 
+def self_ensemble(predict: Predictor) -> Predictor:
+    """The x8 geometric self-ensemble of a predictor: the mean of its outputs on the 8 flips
+    and quarter turns of the input, each turned back (as DRUNet's and EDSR's papers do).
+
+    Eight model calls per batch, so about 8 times the time; worth it where quality matters
+    more than speed. A turned non-square batch is (N, W, H, 3): fully convolutional models take
+    it, and the padding of denoise_batch makes both sides a multiple the model accepts.
+    """
+
+    def predict_mean(batch: np.ndarray) -> np.ndarray:
+        total = np.zeros(batch.shape, np.float64)
+        for turns in range(4):
+            for flip in (False, True):
+                view = np.rot90(batch, turns, axes=(1, 2))
+                view = view[:, :, ::-1] if flip else view
+                denoised = predict(np.ascontiguousarray(view))
+                denoised = denoised[:, :, ::-1] if flip else denoised
+                total += np.rot90(denoised, -turns, axes=(1, 2))
+        return (total / 8.0).astype(np.float32)
+
+    return predict_mean
+
+
 def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
@@ -178,17 +201,21 @@ def denoise_batch(
     overlap: int = 32,
     batch_size: int = 8,
     multiple: int | None = None,
+    ensemble: bool = False,
 ) -> np.ndarray:
     """Denoise images of any size with overlapping tiles of at most tile_size pixels.
 
     noisy: float32 (N, H, W, 3) RGB in [0, 1], any H and W. model: a Keras model, or a
     Predictor (then `multiple` defaults to 4). An image whose padded size fits in one tile is
-    denoised whole. Returns float32 (N, H, W, 3) clipped to [0, 1].
+    denoised whole. ensemble: denoise each tile with the x8 self_ensemble (8 times the work).
+    Returns float32 (N, H, W, 3) clipped to [0, 1].
     """
     noisy = np.asarray(noisy, dtype=np.float32)
     if noisy.ndim != 4 or noisy.shape[-1] != 3 or 0 in noisy.shape:
         raise ValueError(f"expected RGB images (N, H, W, 3), got shape {noisy.shape}")
     predict: Predictor = model if not hasattr(model, "layers") else keras_predictor(model)
+    if ensemble:
+        predict = self_ensemble(predict)
     if multiple is None:
         multiple = required_multiple(model) if hasattr(model, "layers") else 4
     num_images, height, width = noisy.shape[:3]
@@ -237,12 +264,13 @@ def denoise_image(
     overlap: int = 32,
     batch_size: int = 8,
     multiple: int | None = None,
+    ensemble: bool = False,
 ) -> np.ndarray:
     """Denoise one image of any size; noisy float32 (H, W, 3) RGB in [0, 1] -> same shape."""
     noisy = np.asarray(noisy, dtype=np.float32)
     if noisy.ndim != 3:
         raise ValueError(f"expected one RGB image (H, W, 3), got shape {noisy.shape}")
-    return denoise_batch(model, noisy[None], tile_size, overlap, batch_size, multiple)[0]
+    return denoise_batch(model, noisy[None], tile_size, overlap, batch_size, multiple, ensemble)[0]
 
 
 def _requirements() -> list[str]:
@@ -281,7 +309,8 @@ def log_denoiser(
     Call it inside an active run (mlflow.start_run): the model is logged to that run under
     `name`, so runs:/<run id>/<name> and the returned ModelInfo.model_uri (models:/m-...) both
     load it; registered_model_name also registers it as a new version. Tiling comes from the
-    arguments, else params.apply, else the Apply defaults; it is stored as model_config.
+    arguments, else params.apply, else the Apply defaults; it is stored as model_config,
+    with apply.self_ensemble.
     The signature is float32 (-1, -1, -1, 3) in and out (any batch, height and width), with a
     2x16x16x3 input example; the denoise package travels with the model (code_paths) and the
     pip requirements are pinned to this environment, so `mlflow models serve --env-manager
@@ -301,6 +330,7 @@ def log_denoiser(
         "tile_size": tile_size if tile_size is not None else config.tile_size,
         "overlap": overlap if overlap is not None else config.overlap,
         "batch_size": batch_size if batch_size is not None else config.batch_size,
+        "self_ensemble": config.self_ensemble,
     }
     images = Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1, 3))])
     example = np.random.default_rng(0).random((2, 16, 16, 3), dtype=np.float32)
@@ -503,7 +533,14 @@ def _chunks(frames: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
 def apply_to_image(model: Any, source: Path, target: Path, config: Apply) -> Applied:
     """Denoise one image file at full resolution; write it atomically at its bit depth."""
     noisy, dtype = read_image_float(source)
-    denoised = denoise_image(model, noisy, config.tile_size, config.overlap, config.batch_size)
+    denoised = denoise_image(
+        model,
+        noisy,
+        config.tile_size,
+        config.overlap,
+        config.batch_size,
+        ensemble=config.self_ensemble,
+    )
     with atomic_path(target) as staging:
         write_image_float(staging, denoised, dtype)
     return Applied(source, target, noisy.shape[1], noisy.shape[0], 1, None)
@@ -523,7 +560,12 @@ def apply_to_video(model: Any, source: Path, target: Path, config: Apply) -> App
     ):
         for noisy in _chunks(frames, config.batch_size):
             denoised = denoise_batch(
-                model, noisy, config.tile_size, config.overlap, config.batch_size
+                model,
+                noisy,
+                config.tile_size,
+                config.overlap,
+                config.batch_size,
+                ensemble=config.self_ensemble,
             )
             for frame in denoised:
                 write(frame)

@@ -15,14 +15,15 @@ from mlflow.pyfunc import PythonModel
 from denoise.infer import denoise_batch, denoise_image
 
 KERAS_ARTIFACT = "keras_model"  # key in context.artifacts: the .keras file
-TILING_DEFAULTS = {"tile_size": 256, "overlap": 32, "batch_size": 8}
+TILING_DEFAULTS = {"tile_size": 256, "overlap": 32, "batch_size": 8, "self_ensemble": False}
 
 
 class DenoiserModel(PythonModel):
     """Denoise images of any size with a Keras model: padding and blended overlapping tiles.
 
-    Needs the artifact KERAS_ARTIFACT; model_config may set tile_size, overlap and batch_size
-    (log_denoiser writes them; `mlflow.pyfunc.load_model(uri, model_config=...)` overrides).
+    Needs the artifact KERAS_ARTIFACT; model_config may set tile_size, overlap, batch_size
+    and self_ensemble (log_denoiser writes them from params.apply;
+    `mlflow.pyfunc.load_model(uri, model_config=...)` overrides).
     """
 
     model: Any = None
@@ -40,6 +41,7 @@ class DenoiserModel(PythonModel):
         self.tile_size = int(config["tile_size"])
         self.overlap = int(config["overlap"])
         self.batch_size = int(config["batch_size"])
+        self.ensemble = bool(config["self_ensemble"])
 
     def predict(
         self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None
@@ -57,10 +59,11 @@ class DenoiserModel(PythonModel):
         return self._denoise(_as_float(np.asarray(model_input)))
 
     def _denoise(self, noisy: np.ndarray) -> np.ndarray:
+        tiling = (self.tile_size, self.overlap, self.batch_size)
         if noisy.ndim == 3:
-            return denoise_image(self.model, noisy, self.tile_size, self.overlap, self.batch_size)
+            return denoise_image(self.model, noisy, *tiling, ensemble=self.ensemble)
         if noisy.ndim == 4:
-            return denoise_batch(self.model, noisy, self.tile_size, self.overlap, self.batch_size)
+            return denoise_batch(self.model, noisy, *tiling, ensemble=self.ensemble)
         raise ValueError(f"expected images (N, H, W, 3) or (H, W, 3), got shape {noisy.shape}")
 
 
