@@ -530,17 +530,20 @@ def _chunks(frames: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
         yield np.stack(chunk)
 
 
+def _inference_options(config: Apply) -> dict[str, Any]:
+    """denoise_batch's keyword arguments from params.apply."""
+    return {
+        "tile_size": config.tile_size,
+        "overlap": config.overlap,
+        "batch_size": config.batch_size,
+        "ensemble": config.self_ensemble,
+    }
+
+
 def apply_to_image(model: Any, source: Path, target: Path, config: Apply) -> Applied:
     """Denoise one image file at full resolution; write it atomically at its bit depth."""
     noisy, dtype = read_image_float(source)
-    denoised = denoise_image(
-        model,
-        noisy,
-        config.tile_size,
-        config.overlap,
-        config.batch_size,
-        ensemble=config.self_ensemble,
-    )
+    denoised = denoise_image(model, noisy, **_inference_options(config))
     with atomic_path(target) as staging:
         write_image_float(staging, denoised, dtype)
     return Applied(source, target, noisy.shape[1], noisy.shape[0], 1, None)
@@ -559,14 +562,7 @@ def apply_to_video(model: Any, source: Path, target: Path, config: Apply) -> App
         rgb_video_writer(staging, info.fps, info.width, info.height) as write,
     ):
         for noisy in _chunks(frames, config.batch_size):
-            denoised = denoise_batch(
-                model,
-                noisy,
-                config.tile_size,
-                config.overlap,
-                config.batch_size,
-                ensemble=config.self_ensemble,
-            )
+            denoised = denoise_batch(model, noisy, **_inference_options(config))
             for frame in denoised:
                 write(frame)
             written += len(denoised)
