@@ -420,11 +420,19 @@ def _photographs_vs_classical(
 
 
 def _speed(report: dict[str, Any], level: Level, models: list[str]) -> dict[str, Any]:
-    """BM3D's time, the fastest model at least as good, the best model 20 times faster."""
+    """BM3D's time per photograph (256x256), the fastest model at least as good as BM3D, the
+    best model 20 times faster. "As good" is judged where the quality goal is, on the test
+    frames at sigma 25 (on BM3D's images), when BM3D ran there; else on the photographs."""
     unclipped = report["results"]["photographs"]["unclipped"]
     bm3d_ms = mean_ms(unclipped, "bm3d")
     times = {model: mean_ms(unclipped, model) for model in models}
-    as_good = [model for model in models if _against(level, model, "bm3d")["gap_db"] >= 0]
+    test = report["results"].get("test", {}).get("unclipped", {}).get(f"{HEADLINE_SIGMA:g}", {})
+    judged_on, judge = ("test", test) if "bm3d" in test else ("photographs", level)
+    as_good = [
+        model
+        for model in models
+        if model in judge and _against(judge, model, "bm3d")["gap_db"] >= 0
+    ]
     fastest = min(as_good, key=times.__getitem__) if as_good else None
     fast = [model for model in models if times[model] <= bm3d_ms / SPEEDUPS[0]]
     best_fast = fast[0] if fast else None  # models come best PSNR first
@@ -440,10 +448,12 @@ def _speed(report: dict[str, Any], level: Level, models: list[str]) -> dict[str,
     return {
         "bm3d_ms_per_frame": bm3d_ms,
         "fastest_model_at_least_bm3d": fastest,
+        "judged_on": judged_on,
         "best_model_within_bm3d_over_20": best_fast,
         "within_bm3d_over_50": within_stretch,
-        "text": f"BM3D {bm3d_ms:.1f} ms/frame; fastest model with PSNR >= BM3D's: {fastest_text}; "
-        f"best model at <= BM3D/{SPEEDUPS[0]} = {bm3d_ms / SPEEDUPS[0]:.1f} ms: {best_fast_text}.",
+        "text": f"BM3D {bm3d_ms:.1f} ms/frame; fastest model with PSNR >= BM3D's ({judged_on}, "
+        f"sigma {HEADLINE_SIGMA:g}): {fastest_text}; best model at <= BM3D/{SPEEDUPS[0]} = "
+        f"{bm3d_ms / SPEEDUPS[0]:.1f} ms: {best_fast_text}.",
     }
 
 
@@ -512,7 +522,7 @@ FINDINGS: tuple[tuple[str, str, tuple[str, ...], bool, Finding], ...] = (
         _photographs_vs_classical,
     ),
     (
-        "speed on the photographs (sigma 25 PSNR, mean ms/frame)",
+        "speed on the photographs (mean ms/frame; best by sigma 25 PSNR)",
         "photographs",
         ("bm3d",),
         False,

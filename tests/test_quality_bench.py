@@ -167,3 +167,13 @@ def test_findings_are_computed_from_the_numbers() -> None:
     (pair,) = pairs["pairs"]
     assert pair["blind"] == "dncnn" and pair["non_blind"] == "dncnn_s25"
     assert pair["gap_db"] == pytest.approx(-0.2) and pair["within_target"]
+
+    # "As good as BM3D" is judged on the test frames where BM3D ran there, whatever the
+    # photographs say; without BM3D on the test frames, on the photographs.
+    harder = {**level, "bm3d": _result(32.0, 9000.0, images=1)}
+    report["results"]["photographs"] = {"unclipped": {"25": harder}, "as saved": {"25": harder}}
+    speed = quality.findings(report)[2]
+    assert speed["fastest_model_at_least_bm3d"] == "dncnn" and speed["judged_on"] == "test"
+    del report["results"]["test"]
+    speed = quality.findings(report)[2]
+    assert speed["fastest_model_at_least_bm3d"] is None and speed["judged_on"] == "photographs"
