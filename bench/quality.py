@@ -15,7 +15,7 @@ image at a time; BM3D on the first --bm3d-max-images images only, if given) and 
 model in the --models-dir folders (default paths.models), in batches of --batch-size after one
 warm-up call per set. ms/frame is wall-clock time over the whole set. --self-ensemble also
 scores each named model's x8 self-ensemble (denoise.infer.self_ensemble: the mean over the 8
-flips and quarter turns, 8 times the work), as the method <model>+x8.
+flips and quarter turns, 8 model calls), as the method <model>+x8.
 
 Writes DIR/quality.json and DIR/quality.md (tables per set and variant, a comparison on the
 images BM3D ran on, the models, and findings computed from the numbers) and prints the markdown.

@@ -212,7 +212,7 @@ def apply(
         bool | None,
         typer.Option(
             "--self-ensemble/--no-self-ensemble",
-            help="Average over 8 flips and quarter turns, 8x the time "
+            help="Average over 8 flips and quarter turns (8 model calls per tile) "
             "[default: apply.self_ensemble].",
         ),
     ] = None,

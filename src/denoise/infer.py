@@ -82,9 +82,10 @@ def self_ensemble(predict: Predictor) -> Predictor:
     """The x8 geometric self-ensemble of a predictor: the mean of its outputs on the 8 flips
     and quarter turns of the input, each turned back (as DRUNet's and EDSR's papers do).
 
-    Eight model calls per batch, so about 8 times the time; worth it where quality matters
-    more than speed. A turned non-square batch is (N, W, H, 3): fully convolutional models take
-    it, and the padding of denoise_batch makes both sides a multiple the model accepts.
+    Eight model calls per batch (6.2 times the time of one on a CPU: docs/benchmarks.md,
+    session 7); worth it where quality matters more than speed. A turned non-square batch is
+    (N, W, H, 3): fully convolutional models take it, and the padding of denoise_batch makes
+    both sides a multiple the model accepts.
     """
 
     def predict_mean(batch: np.ndarray) -> np.ndarray:
@@ -207,7 +208,7 @@ def denoise_batch(
 
     noisy: float32 (N, H, W, 3) RGB in [0, 1], any H and W. model: a Keras model, or a
     Predictor (then `multiple` defaults to 4). An image whose padded size fits in one tile is
-    denoised whole. ensemble: denoise each tile with the x8 self_ensemble (8 times the work).
+    denoised whole. ensemble: denoise each tile with the x8 self_ensemble (8 model calls).
     Returns float32 (N, H, W, 3) clipped to [0, 1].
     """
     noisy = np.asarray(noisy, dtype=np.float32)
