@@ -595,14 +595,13 @@ def add_ensembles(
             f"--self-ensemble: {', '.join(unknown)} not among the models scored "
             f"({', '.join(models) or 'none'})"
         )
-    for name in ensembled:
-        models[name + ENSEMBLE] = models[name]
-    return [
-        entry
-        for name in methods
-        for entry in (name, name + ENSEMBLE if name in ensembled else None)
-        if entry is not None
-    ]
+    ordered = []
+    for name in methods:
+        ordered.append(name)
+        if name in ensembled:
+            models[name + ENSEMBLE] = models[name]
+            ordered.append(name + ENSEMBLE)
+    return ordered
 
 
 def run(args: argparse.Namespace, command: str) -> dict[str, Any]:

@@ -230,15 +230,12 @@ def apply(
     # Outside the project (no ./params.yaml), the defaults serve: apply needs no data paths.
     default = params == Path("params.yaml") and not params.exists()
     config = Params() if default else _load(params)
-    if tile is not None:
-        try:
-            apply_config = dataclasses.replace(config.apply, tile_size=tile)
-        except DenoiseError as error:  # a ConfigError naming apply's key
-            raise DenoiseError(f"--tile {tile}: apply.{error}") from None
-        config = dataclasses.replace(config, apply=apply_config)
-    if self_ensemble is not None:
-        apply_config = dataclasses.replace(config.apply, self_ensemble=self_ensemble)
-        config = dataclasses.replace(config, apply=apply_config)
+    options = {"tile_size": tile, "self_ensemble": self_ensemble}
+    overrides = {key: value for key, value in options.items() if value is not None}
+    try:
+        config = dataclasses.replace(config, apply=dataclasses.replace(config.apply, **overrides))
+    except DenoiseError as error:  # a ConfigError naming apply's key (only --tile can be bad)
+        raise DenoiseError(f"--tile {tile}: apply.{error}") from None
     summary = stage.run(config, inputs, output, model)
     for applied in summary.outputs:
         size = f"{applied.width}x{applied.height}"
