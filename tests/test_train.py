@@ -17,6 +17,7 @@ from test_extract import _write_stills
 
 from denoise import extract, noise, train
 from denoise.config import DnCNN, Params, TrainNoise, Variant
+from denoise.errors import ConfigError, TrainingError
 from denoise.noise import load_set
 
 
@@ -30,6 +31,30 @@ class CrashAfterEpoch(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if epoch + 1 == self.epoch:
             raise KeyboardInterrupt("killed")
+
+
+class Poison(keras.callbacks.Callback):
+    """Sets every weight to NaN before the first step of each epoch in `epochs` (1-based),
+    the first `times` times such an epoch is trained (None: every time), and records the
+    learning rate each epoch starts at, as (epoch, rate)."""
+
+    def __init__(self, epochs: set[int], times: int | None = None) -> None:
+        super().__init__()
+        self.epochs, self.times = epochs, times
+        self.rates: list[tuple[int, float]] = []
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch = epoch + 1
+        self.rates.append((self._epoch, float(self.model.optimizer.learning_rate)))
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        if batch != 0 or self._epoch not in self.epochs or self.times == 0:
+            return
+        if self.times is not None:
+            self.times -= 1
+        for variable in self.model.trainable_variables:
+            variable.assign(np.full(variable.shape, np.nan, variable.dtype))
 
 
 @pytest.fixture
@@ -119,6 +144,10 @@ def test_cosine_schedule_warms_up_then_decays_to_the_minimum(params: Params) -> 
     assert rates[0] == 0.0 and rates[1] == pytest.approx(0.005)
     assert rates[2] == pytest.approx(0.01) and 0.001 < rates[3] < 0.01
     assert rates[4] == pytest.approx(0.001)
+    halved = train.learning_rate(profile, scale=0.5)  # after a rollback: the same curve, halved
+    assert [float(halved(step)) for step in (0, 2, 4, 12, 20)] == pytest.approx(
+        [rate / 2 for rate in rates]
+    )
     constant = params.train.with_active(learning_rate=0.002).active
     assert train.learning_rate(constant) == 0.002
     assert float(train.make_optimizer(constant).learning_rate) == pytest.approx(0.002)
@@ -147,6 +176,74 @@ def test_a_variant_trains_on_its_own_noise_in_mixed_precision_and_saves_float32(
     assert keras.config.dtype_policy().name == "float32", "the global policy is restored"
     image = np.full((1, 20, 20, 3), 0.5, np.float32)
     assert np.asarray(model.predict(image, verbose=0)).dtype == np.float32
+
+
+def _diverging(prepared: Params, **changes) -> Params:
+    """Three short epochs, no early stopping, and `changes`."""
+    settings = {"epochs": 3, "steps_per_epoch": 3, "early_stopping_patience": 10, **changes}
+    return dataclasses.replace(prepared, train=prepared.train.with_active(**settings))
+
+
+def test_a_diverged_epoch_is_trained_again_from_the_last_checkpoint_at_half_the_rate(
+    prepared: Params, tmp_path: Path
+) -> None:
+    params = _diverging(prepared)
+    rate = params.train.active.learning_rate
+    poison = Poison({2}, times=1)
+    model, state = _fit(params, "paper_cae", tmp_path / "ckpt", [poison])
+    full, half = pytest.approx(rate), pytest.approx(rate / 2)
+    assert poison.rates == [(1, full), (2, full), (2, half), (3, half)]
+    assert [record["epoch"] for record in state.history] == [1, 2, 3]
+    assert all(np.isfinite(record["loss"]) for record in state.history)
+    assert len(state.rollbacks) == 1 and state.rollbacks[0]["epoch"] == 2
+    assert state.rollbacks[0]["loss"] is None and state.rollbacks[0]["lr_scale"] == 1.0
+    assert state.lr_scale == 0.5 and not state.diverged
+    assert all(np.isfinite(weights).all() for weights in model.get_weights())
+
+    # Killed right after the rollback was recorded (CrashAfterEpoch runs after the
+    # Checkpointer), a resumed run trains epoch 2 again at half the rate, to the same weights.
+    with pytest.raises(KeyboardInterrupt):
+        _fit(params, "paper_cae", tmp_path / "killed", [Poison({2}, times=1), CrashAfterEpoch(2)])
+    resumed_rates = Poison(set())
+    resumed, resumed_state = _fit(params, "paper_cae", tmp_path / "killed", [resumed_rates])
+    assert resumed_rates.rates == [(2, half), (3, half)]
+    assert resumed_state.rollbacks == state.rollbacks
+    for expected, actual in zip(model.get_weights(), resumed.get_weights(), strict=True):
+        np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-6)
+
+
+def test_training_that_keeps_diverging_ends_with_its_best_epoch(
+    prepared: Params, tmp_path: Path
+) -> None:
+    params = _diverging(prepared, max_rollbacks=1)
+    reference, _ = _fit(_diverging(prepared, epochs=1), "paper_cae", tmp_path / "one-epoch")
+    model, state = _fit(params, "paper_cae", tmp_path / "ckpt", [Poison({2, 3})])
+    assert state.diverged and len(state.rollbacks) == 1
+    assert [record["epoch"] for record in state.history] == [1] and state.best_epoch == 0
+    for expected, actual in zip(reference.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-6)
+
+    first = _diverging(prepared, max_rollbacks=0)
+    with pytest.raises(TrainingError, match="diverged in epoch 1 before any epoch completed"):
+        _fit(first, "paper_cae", tmp_path / "first", [Poison({1})])
+
+
+def test_divergence_is_a_non_finite_loss_or_a_jump_over_the_lowest(params: Params) -> None:
+    profile = params.train.with_active(divergence_factor=10.0).active
+    state = train.TrainingState(fingerprint="")
+    checkpointer = train.Checkpointer(Path("unused"), state, profile)
+    assert checkpointer.diverged(float("nan")) and checkpointer.diverged(float("inf"))
+    assert not checkpointer.diverged(1e6), "the first epoch has nothing to compare with"
+    state.history = [{"loss": 0.02}, {"loss": 0.004}, {"loss": 0.005}]
+    assert not checkpointer.diverged(0.039) and checkpointer.diverged(0.041)
+
+
+def test_clip_norm_clips_the_global_gradient_norm(params: Params) -> None:
+    optimizer = train.make_optimizer(params.train.with_active(clip_norm=0.5).active)
+    assert optimizer.global_clipnorm == 0.5
+    assert train.make_optimizer(params.train.active).global_clipnorm is None
+    with pytest.raises(ConfigError, match="clip_norm: must be > 0 or null"):
+        params.train.with_active(clip_norm=0.0)
 
 
 def test_checkpoint_of_other_inputs_is_not_resumed(prepared: Params, tmp_path: Path) -> None:

@@ -286,6 +286,11 @@ class Profile:
     early_stopping_patience: int = 4
     precision: str = "float32"
     sampling: str = "frames"
+    clip_norm: float | None = None  # the gradients' global norm is clipped to this
+    # An epoch whose training loss is non-finite or this many times the lowest epoch loss so far
+    # is undone: back to the previous epoch's checkpoint, at half the learning rate.
+    divergence_factor: float = 10.0
+    max_rollbacks: int = 3  # epochs undone at most; one more divergence ends training
 
     def __post_init__(self) -> None:
         _check(bool(self.models), "models", "must name at least one model")
@@ -311,6 +316,17 @@ class Profile:
             "must be >= 0 and less than epochs * steps_per_epoch",
         )
         _check(self.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)}")
+        _check(
+            self.clip_norm is None or self.clip_norm > 0,
+            "clip_norm",
+            f"must be > 0 or null, got {self.clip_norm}",
+        )
+        _check(
+            self.divergence_factor > 1,
+            "divergence_factor",
+            f"must be > 1, got {self.divergence_factor}",
+        )
+        _check(self.max_rollbacks >= 0, "max_rollbacks", f"must be >= 0, got {self.max_rollbacks}")
 
 
 @dataclasses.dataclass(frozen=True)

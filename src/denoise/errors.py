@@ -27,3 +27,7 @@ class InputError(DenoiseError):
 
 class ModelError(DenoiseError):
     """A model that cannot be loaded: no such file, registered model or alias, or no server."""
+
+
+class TrainingError(DenoiseError):
+    """Training that cannot give a model: it diverged before any epoch completed."""

@@ -376,6 +376,7 @@ def log_trained_model(
             "parameters": summary["parameters"],
             "train_seconds": summary["train_seconds"],
             "train_patches_per_second": summary["train_patches_per_second"],
+            "rollbacks": len(summary["rollbacks"]),
         }
     )
     info = log_denoiser(keras_path, name=MODEL_ARTIFACT, params=params)

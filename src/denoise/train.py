@@ -14,6 +14,7 @@ import csv
 import dataclasses
 import hashlib
 import json
+import math
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -27,7 +28,7 @@ import pandas as pd
 from denoise import tracking
 from denoise.atomic import atomic_directory, atomic_path, write_json
 from denoise.config import Params, Profile
-from denoise.errors import DataError
+from denoise.errors import DataError, TrainingError
 from denoise.evaluate import triptych
 from denoise.extract import MANIFEST_NAME, file_sha256, load_manifest
 from denoise.metrics import ssim
@@ -126,6 +127,11 @@ class TrainingState:
     wait: int = 0
     seconds: float = 0.0
     history: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    lr_scale: float = 1.0  # halved by every rollback
+    # Undone epochs: {"epoch": 1-based, "loss": its training loss (None: not finite),
+    # "lr_scale": the scale it ran at}.
+    rollbacks: list[dict[str, float | None]] = dataclasses.field(default_factory=list)
+    diverged: bool = False  # diverged once more than max_rollbacks allows: training ended
 
 
 class ValidationImages(keras.callbacks.Callback):
@@ -165,16 +171,26 @@ class ValidationImages(keras.callbacks.Callback):
 
 
 class Checkpointer(keras.callbacks.Callback):
-    """Early stopping on val_loss, and an atomic checkpoint every epoch.
+    """Early stopping on val_loss, an atomic checkpoint every epoch, and the divergence guard.
 
     The checkpoint holds the model with its optimizer state, the best weights so far, and the
-    TrainingState, which is all a resumed run needs.
+    TrainingState, which is all a resumed run needs. An epoch that diverged (see `diverged`)
+    is not checkpointed: training stops with `rolled_back` set, and train_model resumes from
+    the previous checkpoint at half the learning rate; after profile.max_rollbacks of those,
+    the next divergence ends training (state.diverged).
     """
 
-    def __init__(self, directory: Path, state: TrainingState, patience: int) -> None:
+    def __init__(self, directory: Path, state: TrainingState, profile: Profile) -> None:
         super().__init__()
-        self.directory, self.state, self.patience = directory, state, patience
+        self.directory, self.state, self.profile = directory, state, profile
+        self.rolled_back = False
         self._epoch_start = 0.0
+
+    def diverged(self, loss: float) -> bool:
+        """Whether an epoch's training loss is non-finite or divergence_factor times the
+        lowest epoch loss so far."""
+        lowest = min((record["loss"] for record in self.state.history), default=math.inf)
+        return not math.isfinite(loss) or loss > self.profile.divergence_factor * lowest
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._epoch_start = time.perf_counter()
@@ -184,17 +200,34 @@ class Checkpointer(keras.callbacks.Callback):
         state = self.state
         seconds = time.perf_counter() - self._epoch_start
         state.seconds += seconds
+        self.directory.mkdir(parents=True, exist_ok=True)
+        loss = float(logs["loss"])
+        if self.diverged(loss):
+            self.model.stop_training = True
+            if len(state.rollbacks) >= self.profile.max_rollbacks:
+                state.diverged = True
+            else:
+                state.rollbacks.append(
+                    {
+                        "epoch": epoch + 1,
+                        "loss": loss if math.isfinite(loss) else None,  # JSON has no NaN
+                        "lr_scale": state.lr_scale,
+                    }
+                )
+                state.lr_scale /= 2
+                self.rolled_back = True
+            write_json(self.directory / "state.json", dataclasses.asdict(state))
+            return
         state.history.append(
             {
                 "epoch": epoch + 1,
-                "loss": float(logs["loss"]),
+                "loss": loss,
                 "val_loss": float(logs["val_loss"]),
                 "val_psnr": float(logs["val_psnr"]),
                 "val_ssim": float(logs["val_ssim"]),
                 "seconds": seconds,
             }
         )
-        self.directory.mkdir(parents=True, exist_ok=True)
         if logs["val_loss"] < state.best_val_loss:
             state.best_val_loss, state.best_epoch, state.wait = float(logs["val_loss"]), epoch, 0
             with atomic_path(self.directory / "best.weights.h5") as staging:
@@ -205,7 +238,7 @@ class Checkpointer(keras.callbacks.Callback):
         with atomic_path(self.directory / "last.keras") as staging:
             self.model.save(staging)
         write_json(self.directory / "state.json", dataclasses.asdict(state))
-        if state.wait >= self.patience:
+        if state.wait >= self.profile.early_stopping_patience:
             self.model.stop_training = True
 
 
@@ -278,26 +311,38 @@ def dtype_policy(policy: str) -> Iterator[None]:
         keras.config.set_dtype_policy(previous)
 
 
-def learning_rate(profile: Profile) -> float | keras.optimizers.schedules.LearningRateSchedule:
-    """The profile's learning rate: a constant, or linear warm-up then cosine decay to
-    min_learning_rate at the last step."""
+def learning_rate(
+    profile: Profile, scale: float = 1.0
+) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """The profile's learning rate times `scale` (a rollback's): a constant, or linear warm-up
+    then cosine decay to min_learning_rate at the last step."""
+    peak = profile.learning_rate * scale
     if profile.schedule == "constant":
-        return profile.learning_rate
+        return peak
     total = profile.epochs * profile.steps_per_epoch
     warm = profile.warmup_steps > 0
     return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0 if warm else profile.learning_rate,
+        initial_learning_rate=0.0 if warm else peak,
         decay_steps=total - profile.warmup_steps,
         alpha=profile.min_learning_rate / profile.learning_rate,
-        warmup_target=profile.learning_rate if warm else None,
+        warmup_target=peak if warm else None,
         warmup_steps=profile.warmup_steps,
     )
 
 
+def _load_checkpoint(directory: Path, profile: Profile, state: TrainingState) -> keras.Model:
+    """The checkpointed model with its optimizer state, at the state's learning-rate scale."""
+    model = keras.models.load_model(directory / "last.keras")
+    if state.lr_scale != 1.0:
+        model.optimizer.learning_rate = learning_rate(profile, state.lr_scale)
+    return model
+
+
 def make_optimizer(profile: Profile) -> keras.optimizers.Optimizer:
-    """Adam on the profile's learning rate. A schedule runs on the optimizer's step count,
-    which checkpoints keep, so a resumed run continues the same curve."""
-    return keras.optimizers.Adam(learning_rate(profile))
+    """Adam on the profile's learning rate, clipping the gradients' global norm to
+    profile.clip_norm if set. A schedule runs on the optimizer's step count, which checkpoints
+    keep, so a resumed run continues the same curve."""
+    return keras.optimizers.Adam(learning_rate(profile), global_clipnorm=profile.clip_norm)
 
 
 def float32_copy(model: keras.Model, name: str, params: Params) -> keras.Model:
@@ -350,15 +395,24 @@ def train_model(
             noise = params.training_noise(name)
             model = with_training_noise(build_model(name, config), noise, params.seed)
         model.compile(optimizer=make_optimizer(config.active), loss="mse", metrics=[psnr])
+        # Epoch 0's model: what a divergence in the first epoch rolls back to (state.json,
+        # which a resume needs as well, comes with the first epoch or rollback).
+        checkpoint_dir.mkdir(parents=True)
+        with atomic_path(checkpoint_dir / "last.keras") as staging:
+            model.save(staging)
     else:
         print_fn(f"{name}: resuming after epoch {state.epochs_done} from {checkpoint_dir}")
-        model = keras.models.load_model(checkpoint_dir / "last.keras")
+        model = _load_checkpoint(checkpoint_dir, config.active, state)
         if epoch_logger is not None:
             for record in state.history:
                 epoch_logger(int(record["epoch"]), {key: record[key] for key in EPOCH_METRICS}, [])
-    stream.first_batch = state.epochs_done * config.steps_per_epoch
-    finished = state.wait >= config.early_stopping_patience or state.epochs_done >= config.epochs
-    if not finished:
+    while not (
+        state.diverged
+        or state.wait >= config.early_stopping_patience
+        or state.epochs_done >= config.epochs
+    ):
+        stream.first_batch = state.epochs_done * config.steps_per_epoch
+        checkpointer = Checkpointer(checkpoint_dir, state, config.active)
         model.fit(
             stream,
             epochs=config.epochs,
@@ -369,10 +423,31 @@ def train_model(
             validation_batch_size=config.batch_size,
             callbacks=[
                 ValidationImages(validation, config.batch_size, num_samples, epoch_logger),
-                Checkpointer(checkpoint_dir, state, config.early_stopping_patience),
+                checkpointer,
                 *extra_callbacks,
             ],
             verbose=2,
+        )
+        if not checkpointer.rolled_back:
+            break
+        undone = state.rollbacks[-1]
+        loss = "not finite" if undone["loss"] is None else f"{undone['loss']:.4g}"
+        print_fn(
+            f"{name}: epoch {undone['epoch']:.0f} diverged (training loss {loss}); "
+            f"training it again from epoch {state.epochs_done}'s checkpoint at "
+            f"{state.lr_scale:g} times the learning rate"
+        )
+        model = _load_checkpoint(checkpoint_dir, config.active, state)
+    if state.diverged:
+        if state.best_epoch < 0:
+            raise TrainingError(
+                f"{name}: training diverged in epoch {state.epochs_done + 1} before any epoch "
+                f"completed, {len(state.rollbacks)} rollbacks allowed; lower "
+                f"train.profiles.{config.profile}.learning_rate or set clip_norm"
+            )
+        print_fn(
+            f"{name}: training diverged again after {len(state.rollbacks)} rollbacks; it ends "
+            f"at epoch {state.epochs_done} with the best epoch's weights ({state.best_epoch + 1})"
         )
     model.load_weights(checkpoint_dir / "best.weights.h5")
     return float32_copy(denoiser(model), name, params), state
@@ -409,10 +484,13 @@ def summarise(
         "val_psnr": best["val_psnr"],
         "val_ssim": best["val_ssim"],
         "train_seconds": state.seconds,
-        "train_patches_per_second": state.epochs_done
+        # every epoch trained counts, the undone ones too: they took time as well
+        "train_patches_per_second": (state.epochs_done + len(state.rollbacks) + state.diverged)
         * params.train.steps_per_epoch
         * stream.batch_size
         / max(state.seconds, 1e-9),
+        "rollbacks": state.rollbacks,
+        "diverged": state.diverged,
     }
 
 
