@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
@@ -11,6 +13,7 @@ from denoise import evaluate, extract, noise, train
 from denoise.baselines import bm3d, gaussian_blur, median, non_local_means
 from denoise.config import Params
 from denoise.evaluate import triptych
+from denoise.noise import load_set
 
 
 @pytest.mark.parametrize("method", [gaussian_blur, median, non_local_means, bm3d])
@@ -60,3 +63,26 @@ def test_stage_scores_every_method_on_every_set(params: Params) -> None:
     assert (evaluation / "metrics.md").read_text() == summary.table
     assert len((evaluation / "per_image.csv").read_text().splitlines()) > 1
     assert (evaluation / "triptychs" / "test" / "gaussian-25" / "bm3d-0.png").is_file()
+    assert metrics["conventions"]["models"] == "one pass per image"
+
+    # With apply.self_ensemble, models are scored as they are served: their x8 self-ensemble.
+    served = dataclasses.replace(
+        params, apply=dataclasses.replace(params.apply, self_ensemble=True)
+    )
+    evaluate.run(served)
+    ensembled = json.loads(Path(params.paths.metrics).read_text())
+    assert ensembled["conventions"]["models"].startswith("x8 self-ensemble")
+    clean, noisy_levels, _ = load_set(Path(params.paths.evalsets), "test")
+    model = keras.models.load_model(Path(params.paths.models) / "paper_cae.keras")
+    by_hand = evaluate.score(
+        clean,
+        noisy_levels["gaussian-25"],
+        25.0,
+        evaluate.model_denoiser(model, params.train.batch_size, ensemble=True),
+        keep=0,
+    )
+    level = ensembled["sets"]["test"]["levels"]["gaussian-25"]
+    single = metrics["sets"]["test"]["levels"]["gaussian-25"]
+    assert level["paper_cae"]["psnr"] == pytest.approx(np.mean(by_hand.psnr), abs=1e-4)
+    assert level["paper_cae"]["psnr"] != single["paper_cae"]["psnr"]
+    assert level["bm3d"]["psnr"] == pytest.approx(single["bm3d"]["psnr"], abs=1e-5)

@@ -217,7 +217,7 @@ def _evaluate(params: Params) -> EvaluateSummary:
     }
     methods.update(
         {
-            name: model_denoiser(model, params.train.batch_size)
+            name: model_denoiser(model, params.train.batch_size, params.apply.self_ensemble)
             for name, (model, _) in models.items()
         }
     )
@@ -227,6 +227,9 @@ def _evaluate(params: Params) -> EvaluateSummary:
             "range": "RGB float in [0, 1], PSNR data range 1.0, per image then averaged",
             "ssim": "Gaussian 11x11 window, sigma 1.5, population covariance, channel mean",
             "noise": "added in float, unclipped; denoised outputs clipped to [0, 1]",
+            "models": "x8 self-ensemble, as apply.self_ensemble serves them"
+            if params.apply.self_ensemble
+            else "one pass per image",
             "seed": params.seed,
         },
     }
