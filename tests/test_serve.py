@@ -19,9 +19,11 @@ from mlflow import MlflowClient
 from servers import start_mlflow_server, start_model_server, stop
 from typer.testing import CliRunner
 
+from denoise import registry
 from denoise.cli import app
 from denoise.config import Train, load_params
 from denoise.infer import denoise_batch, log_denoiser
+from denoise.metrics import psnr
 from denoise.models import build_model
 
 pytestmark = pytest.mark.slow
@@ -76,6 +78,19 @@ def test_champion_self_ensembles_when_its_config_says_so(champion: str) -> None:
     noisy = _noisy(70, 90)
     expected = denoise_batch(keras_model, noisy, tile_size=64, overlap=16, ensemble=True)
     np.testing.assert_allclose(loaded.predict(noisy), expected, atol=1e-6)
+
+
+def test_register_scores_a_model_with_or_without_its_self_ensemble(champion: str) -> None:
+    """The register stage scores through score_model, as params.apply.self_ensemble serves."""
+    clean = _noisy(48, 64)
+    noisy = clean + np.random.default_rng(1).normal(0, 0.1, clean.shape).astype(np.float32)
+    loaded = mlflow.pyfunc.load_model(champion)
+    keras_model = loaded.unwrap_python_model().model
+    for ensemble in (False, True):
+        denoised = denoise_batch(keras_model, noisy, tile_size=64, overlap=16, ensemble=ensemble)
+        expected = psnr(clean[0], np.clip(denoised[0], 0.0, 1.0))
+        score = registry.score_model(champion, clean, noisy, self_ensemble=ensemble)
+        assert score == pytest.approx(expected, abs=1e-4)
 
 
 def test_served_champion_answers_invocations(

@@ -72,14 +72,18 @@ class RegisterSummary:
     decisions: list[Decision]
 
 
-def score_model(model_uri: str, clean: np.ndarray, noisy: np.ndarray) -> float:
-    """Mean PSNR (dB) of a logged or registered denoiser on one evaluation set.
+def score_model(
+    model_uri: str, clean: np.ndarray, noisy: np.ndarray, self_ensemble: bool = False
+) -> float:
+    """Mean PSNR (dB) of a logged or registered denoiser on one evaluation set, served with or
+    without its x8 self-ensemble (whatever its logged model_config says).
 
     clean, noisy: float32 (N, H, W, 3) in [0, 1] (noisy unclipped).
     """
     import mlflow
 
-    denoised = np.clip(mlflow.pyfunc.load_model(model_uri).predict(noisy), 0.0, 1.0)
+    model = mlflow.pyfunc.load_model(model_uri, model_config={"self_ensemble": self_ensemble})
+    denoised = np.clip(model.predict(noisy), 0.0, 1.0)
     return float(
         np.mean([psnr(image, output) for image, output in zip(clean, denoised, strict=True)])
     )
@@ -134,12 +138,13 @@ def run(params: Params) -> RegisterSummary:
     if level not in noisy_levels:
         raise DataError(f"evaluation set {config.score_set!r} has no level {level}")
     noisy = noisy_levels[level]
+    ensemble = params.apply.self_ensemble  # scored as `denoise apply` will serve them
     decisions: list[Decision] = []
     with tracking.stage(params, "register") as tracker:
         client = MlflowClient()
         name = config.model_name
         scores = {
-            model: score_model(tracking.logged_model_uri(run_id), clean, noisy)
+            model: score_model(tracking.logged_model_uri(run_id), clean, noisy, ensemble)
             for model, run_id in runs.items()
         }
         # Best candidate first, so a weaker one from the same run is compared with it.
@@ -149,7 +154,7 @@ def run(params: Params) -> RegisterSummary:
             champion_version = None if champion is None else str(champion.version)
             champion_score = None
             if champion_version not in (None, str(version.version)):
-                champion_score = score_model(f"models:/{name}@{CHAMPION}", clean, noisy)
+                champion_score = score_model(f"models:/{name}@{CHAMPION}", clean, noisy, ensemble)
             score = scores[model]
             alias, reason = decide(
                 score,
