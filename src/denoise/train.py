@@ -127,11 +127,15 @@ class TrainingState:
     wait: int = 0
     seconds: float = 0.0
     history: list[dict[str, float]] = dataclasses.field(default_factory=list)
-    lr_scale: float = 1.0  # halved by every rollback
     # Undone epochs: {"epoch": 1-based, "loss": its training loss (None: not finite),
     # "lr_scale": the scale it ran at}.
     rollbacks: list[dict[str, float | None]] = dataclasses.field(default_factory=list)
     diverged: bool = False  # diverged once more than max_rollbacks allows: training ended
+
+    @property
+    def lr_scale(self) -> float:
+        """The learning rate's scale: halved by every rollback."""
+        return 0.5 ** len(self.rollbacks)
 
 
 class ValidationImages(keras.callbacks.Callback):
@@ -214,7 +218,6 @@ class Checkpointer(keras.callbacks.Callback):
                         "lr_scale": state.lr_scale,
                     }
                 )
-                state.lr_scale /= 2
                 self.rolled_back = True
             write_json(self.directory / "state.json", dataclasses.asdict(state))
             return
