@@ -25,6 +25,7 @@ from denoise.config import Train, load_params
 from denoise.infer import denoise_batch, log_denoiser
 from denoise.metrics import psnr
 from denoise.models import build_model
+from denoise.pyfunc import KERAS_ARTIFACT, DenoiserModel
 
 pytestmark = pytest.mark.slow
 
@@ -91,6 +92,33 @@ def test_register_scores_a_model_with_or_without_its_self_ensemble(champion: str
         expected = psnr(clean[0], np.clip(denoised[0], 0.0, 1.0))
         score = registry.score_model(champion, clean, noisy, self_ensemble=ensemble)
         assert score == pytest.approx(expected, abs=1e-4)
+
+
+def test_register_scores_with_the_ensemble_a_model_logged_before_the_option(
+    champion: str, tmp_path: Path
+) -> None:
+    """A version logged without self_ensemble in its model_config (before session 7) is scored
+    with the ensemble all the same: MLflow would drop the override key."""
+    path = tmp_path / "paper_cae.keras"
+    build_model("paper_cae", Train()).save(path)
+    mlflow.set_experiment("serve-test-old-config")
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=DenoiserModel(),
+            artifacts={KERAS_ARTIFACT: str(path)},
+            model_config={"tile_size": 64, "overlap": 16, "batch_size": 8},
+            pip_requirements=["mlflow"],  # not served here; skips requirement inference
+        )
+    clean = _noisy(48, 64)
+    noisy = clean + np.random.default_rng(1).normal(0, 0.1, clean.shape).astype(np.float32)
+    keras_model = mlflow.pyfunc.load_model(info.model_uri).unwrap_python_model().model
+    denoised = denoise_batch(keras_model, noisy, tile_size=64, overlap=16, ensemble=True)
+    plain = denoise_batch(keras_model, noisy, tile_size=64, overlap=16, ensemble=False)
+    expected = psnr(clean[0], np.clip(denoised[0], 0.0, 1.0))
+    assert expected != pytest.approx(psnr(clean[0], np.clip(plain[0], 0.0, 1.0)), abs=1e-4)
+    score = registry.score_model(info.model_uri, clean, noisy, self_ensemble=True)
+    assert score == pytest.approx(expected, abs=1e-4)
 
 
 def test_served_champion_answers_invocations(

@@ -82,7 +82,11 @@ def score_model(
     """
     import mlflow
 
-    model = mlflow.pyfunc.load_model(model_uri, model_config={"self_ensemble": self_ensemble})
+    model = mlflow.pyfunc.load_model(model_uri)
+    # Set on the loaded DenoiserModel, not through load_model's model_config: MLflow drops an
+    # override whose key the model was not logged with, as versions from before
+    # self_ensemble existed were.
+    model.unwrap_python_model().ensemble = self_ensemble
     denoised = np.clip(model.predict(noisy), 0.0, 1.0)
     return float(
         np.mean([psnr(image, output) for image, output in zip(clean, denoised, strict=True)])
