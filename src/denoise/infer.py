@@ -87,8 +87,8 @@ def self_ensemble(predict: Predictor) -> Predictor:
     """The x8 geometric self-ensemble of a predictor: the mean of its outputs on the 8 flips
     and quarter turns of the input, each turned back (as DRUNet's and EDSR's papers do).
 
-    Eight model calls per batch (6.2 times the time of one on a CPU: docs/benchmarks.md,
-    session 7); worth it where quality matters more than speed. A turned non-square batch is
+    Eight model calls per batch (about 8 times the time of one on a CPU: docs/benchmarks.md,
+    session 9); worth it where quality matters more than speed. A turned non-square batch is
     (N, W, H, 3): fully convolutional models take it, and the padding of denoise_batch makes
     both sides a multiple the model accepts.
     """
