@@ -2,7 +2,8 @@
 
 Usage:  .venv/bin/python bench/quality.py [--params params.yaml] [--models-dir DIR ...]
             [--sigmas 15 25 50] [--methods noisy blur ... MODEL ...] [--bm3d-max-images N]
-            [--batch-size N] [--self-ensemble MODEL ...] [--out reports/quality]
+            [--batch-size N] [--self-ensemble MODEL ...] [--bfloat16 MODEL ...]
+            [--out reports/quality]
 
 Images: the clean images of the evaluation sets the noise stage wrote (paths.evalsets): "test"
 (held-out video frames) and "photographs" (scikit-image photographs, 256x256 by default).
@@ -15,7 +16,8 @@ image at a time; BM3D on the first --bm3d-max-images images only, if given) and 
 model in the --models-dir folders (default paths.models), in batches of --batch-size after one
 warm-up call per set. ms/frame is wall-clock time over the whole set. --self-ensemble also
 scores each named model's x8 self-ensemble (denoise.infer.self_ensemble: the mean over the 8
-flips and quarter turns, 8 model calls), as the method <model>+x8.
+flips and quarter turns, 8 model calls), as the method <model>+x8; --bfloat16 each named
+model computing in mixed bfloat16 (apply.precision: bfloat16), as <model>+bf16.
 
 Writes DIR/quality.json and DIR/quality.md (tables per set and variant, a comparison on the
 images BM3D ran on, the models, and findings computed from the numbers) and prints the markdown.
@@ -56,6 +58,7 @@ BLIND_TARGET_DB = 0.3  # a blind model may trail its sigma-25 twin by at most th
 SPEEDUPS = (20, 50)  # "fast": at most BM3D's time / 20; stretch goal / 50
 MODEL_FIELDS = ("parameters", "train_seconds", "epochs", "architecture", "profile", "noise")
 ENSEMBLE = "+x8"  # suffix of a model's self-ensemble method
+BF16 = "+bf16"  # suffix of a model computing in bfloat16 (apply.precision: bfloat16)
 CONVENTIONS = {
     "images": "RGB float in [0, 1]; sigma on the 0-255 scale",
     "noise": "AWGN added in float, one draw per set and sigma (seed, 'quality', set, sigma); "
@@ -143,7 +146,12 @@ def build_denoisers(
         if name in BASELINE_METHODS
     }
     denoisers |= {
-        name: model_denoiser(models[name][0], batch, ensemble=name.endswith(ENSEMBLE))
+        name: model_denoiser(
+            models[name][0],
+            batch,
+            ensemble=name.endswith(ENSEMBLE),
+            precision="bfloat16" if name.endswith(BF16) else "float32",
+        )
         for name in methods
         if name in models
     }
@@ -478,6 +486,7 @@ def blind_pairs(models: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
         and models[blind].get("architecture") is not None
         and models[blind]["architecture"] == models[fixed].get("architecture")
         and blind.endswith(ENSEMBLE) == fixed.endswith(ENSEMBLE)
+        and blind.endswith(BF16) == fixed.endswith(BF16)
     ]
 
 
@@ -555,13 +564,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--methods", nargs="+", default=None, help="default: all, models too")
     parser.add_argument("--bm3d-max-images", type=int, default=None, help="default: all images")
     parser.add_argument("--batch-size", type=int, default=None, help="default: train batch size")
-    parser.add_argument(
-        "--self-ensemble",
-        nargs="+",
-        default=[],
-        metavar="MODEL",
-        help=f"also score these models' x8 self-ensemble, as MODEL{ENSEMBLE}",
-    )
+    for option, served_as in (
+        ("--self-ensemble", f"' x8 self-ensemble, as MODEL{ENSEMBLE}"),
+        ("--bfloat16", f" computing in bfloat16, as MODEL{BF16}"),
+    ):
+        parser.add_argument(
+            option,
+            nargs="+",
+            default=[],
+            metavar="MODEL",
+            help=f"also score these models{served_as}",
+        )
     parser.add_argument("--out", type=Path, default=Path("reports/quality"))
     args = parser.parse_args(argv)
     if any(sigma <= 0 for sigma in args.sigmas):
@@ -584,23 +597,28 @@ def select_methods(requested: list[str] | None, models: dict[str, Path]) -> list
     return methods
 
 
-def add_ensembles(
-    methods: list[str], models: dict[str, tuple[Any, dict[str, Any]]], ensembled: list[str]
+def add_variants(
+    methods: list[str],
+    models: dict[str, tuple[Any, dict[str, Any]]],
+    ensembled: list[str],
+    suffix: str = ENSEMBLE,
+    option: str = "--self-ensemble",
 ) -> list[str]:
-    """methods with MODEL+x8 after each model in ensembled; models gains the same entries
-    (the model and its summary). Raises on a name that is not a model being scored."""
+    """methods with MODEL+suffix (+x8, or +bf16) after each model in ensembled; models gains
+    the same entries (the model and its summary). Raises on a name that is not a model being
+    scored."""
     unknown = [name for name in ensembled if name not in models]
     if unknown:
         raise ValueError(
-            f"--self-ensemble: {', '.join(unknown)} not among the models scored "
+            f"{option}: {', '.join(unknown)} not among the models scored "
             f"({', '.join(models) or 'none'})"
         )
     ordered = []
     for name in methods:
         ordered.append(name)
         if name in ensembled:
-            models[name + ENSEMBLE] = models[name]
-            ordered.append(name + ENSEMBLE)
+            models[name + suffix] = models[name]
+            ordered.append(name + suffix)
     return ordered
 
 
@@ -613,7 +631,8 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     model_paths = find_models(model_dirs)
     methods = select_methods(args.methods, model_paths)
     models = load_models({name: path for name, path in model_paths.items() if name in methods})
-    methods = add_ensembles(methods, models, args.self_ensemble)
+    methods = add_variants(methods, models, args.bfloat16, BF16, "--bfloat16")
+    methods = add_variants(methods, models, args.self_ensemble)
     batch = args.batch_size or params.train.batch_size
     denoisers = build_denoisers(methods, params, models, batch)
     sets: dict[str, Any] = {}

@@ -63,7 +63,10 @@ def test_stage_scores_every_method_on_every_set(params: Params) -> None:
     assert (evaluation / "metrics.md").read_text() == summary.table
     assert len((evaluation / "per_image.csv").read_text().splitlines()) > 1
     assert (evaluation / "triptychs" / "test" / "gaussian-25" / "bm3d-0.png").is_file()
-    assert metrics["conventions"]["models"] == "one pass per image"
+    assert (
+        metrics["conventions"]["models"]
+        == "one pass per image, float32, as params.apply serves them"
+    )
 
     # With apply.self_ensemble, models are scored as they are served: their x8 self-ensemble.
     served = dataclasses.replace(

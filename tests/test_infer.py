@@ -182,6 +182,32 @@ def test_apply_self_ensembles_on_request(tmp_path: Path, model_file: Path) -> No
     assert np.abs(written.astype(np.float32) - expected).max() <= 1.0  # 8-bit rounding
 
 
+def test_apply_computes_in_bfloat16_on_request(tmp_path: Path, model_file: Path) -> None:
+    _, noisy = _test_image(48, 64)
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), np.round(noisy * 255).astype(np.uint8))
+    outputs = {}
+    for precision in ("float32", "bfloat16"):
+        output = tmp_path / precision
+        code, _, stderr = _invoke(
+            str(photo), "-o", str(output), "-m", str(model_file), "--precision", precision
+        )
+        assert code == 0, stderr
+        outputs[precision] = cv2.imread(str(output / "photo.png")).astype(np.float32)
+    gap = np.abs(outputs["bfloat16"] - outputs["float32"])
+    assert 0 < gap.max() <= 6  # 8-bit levels: bf16 arithmetic, about its resolution
+    code, _, stderr = _invoke(
+        str(photo), "-o", str(tmp_path / "x"), "-m", str(model_file), "--precision", "float16"
+    )
+    assert code == 1
+    assert stderr.strip() == (
+        "error: --precision float16: apply.precision: must be one of float32, bfloat16, "
+        "got 'float16'"
+    )
+    code, _, stderr = _invoke(str(photo), "-o", str(tmp_path / "x"), "--tile", "30")
+    assert code == 1 and stderr.startswith("error: --tile 30: apply.tile_size: must be")
+
+
 def _read_back(path: Path) -> tuple[int, float, int, int]:
     """(decoded frames, fps, width, height) of a video, as OpenCV reads it."""
     capture = cv2.VideoCapture(str(path))

@@ -17,9 +17,11 @@ from denoise.models import (
     AveragePatches,
     ExtractPatches,
     NoiseLevelMap,
+    at_precision,
     build_model,
     count_parameters,
 )
+from denoise.train import dtype_policy
 
 
 def test_model_summary_reports_the_papers_parameter_count() -> None:
@@ -236,3 +238,29 @@ def test_drunet_settings_that_fit_are_accepted() -> None:
         }
     )
     assert params.train.drunet.multiple == 2
+
+
+@pytest.mark.parametrize("name", ["paper_cae", "dense_ae", "dncnn", "ffdnet", "drunet"])
+def test_at_precision_computes_as_a_mixed_precision_build_with_the_same_weights(
+    name: str,
+) -> None:
+    model = build_model(name, TINY)
+    for layer in model.layers:  # the zero-initialised last convs: make the output depend on them
+        if layer.name in ("noise", "correction"):
+            layer.set_weights([np.full_like(w, 0.01) for w in layer.get_weights()])
+    assert at_precision(model, "float32") is model
+    half = at_precision(model, "bfloat16")
+    with dtype_policy("mixed_bfloat16"):
+        mixed = build_model(name, TINY)
+    policies = [[layer.dtype_policy.name for layer in m.layers[1:]] for m in (half, mixed)]
+    assert policies[0] == policies[1]  # the input layer aside, which computes nothing
+    assert "mixed_bfloat16" in policies[0] and half.layers[-1].dtype_policy.name == "float32"
+    for original, copied in zip(model.get_weights(), half.get_weights(), strict=True):
+        np.testing.assert_array_equal(original, copied)
+    noisy = np.random.default_rng(2).random((2, 32, 32, 3), dtype=np.float32)
+    full = model.predict_on_batch(noisy)
+    halved = half.predict_on_batch(noisy)
+    assert halved.dtype == np.float32
+    np.testing.assert_allclose(halved, full, atol=0.02)  # bf16 keeps 8 bits of mantissa
+    assert at_precision(half, "bfloat16") is half
+    np.testing.assert_array_equal(at_precision(half, "float32").predict_on_batch(noisy), full)

@@ -108,12 +108,17 @@ def test_bench_scores_every_method_on_identical_inputs(
     assert "bm3d was not run" in markdown and "## Findings" in markdown
 
 
-def test_self_ensemble_is_scored_as_a_method_of_its_own(params: Params, tmp_path: Path) -> None:
+def _noisy_and_paper_cae(params: Params, tmp_path: Path) -> tuple[list[str], list[str]]:
+    """quality.py's options for noisy and an untrained paper_cae at sigma 25, and its --out."""
     _write_evalsets(params)
     _save_untrained_model(Path(params.paths.models))
     params_file = write_params(params, tmp_path / "params.yaml")
     options = ["--methods", "noisy", "paper_cae", "--sigmas", "25", "--params", str(params_file)]
-    out = ["--out", str(tmp_path / "quality")]
+    return options, ["--out", str(tmp_path / "quality")]
+
+
+def test_self_ensemble_is_scored_as_a_method_of_its_own(params: Params, tmp_path: Path) -> None:
+    options, out = _noisy_and_paper_cae(params, tmp_path)
     report = quality.main([*options, "--self-ensemble", "paper_cae", *out])
     assert report["methods"] == ["noisy", "paper_cae", "paper_cae+x8"]
     assert report["models"]["paper_cae+x8"] == report["models"]["paper_cae"]
@@ -123,6 +128,20 @@ def test_self_ensemble_is_scored_as_a_method_of_its_own(params: Params, tmp_path
     assert level["paper_cae+x8"]["psnr"] != pytest.approx(level["paper_cae"]["psnr"], abs=1e-6)
     with pytest.raises(SystemExit, match="--self-ensemble: blur not among the models scored"):
         quality.main([*options, "--self-ensemble", "blur", *out])
+
+
+def test_bfloat16_is_scored_as_a_method_of_its_own(params: Params, tmp_path: Path) -> None:
+    options, out = _noisy_and_paper_cae(params, tmp_path)
+    report = quality.main(
+        [*options, "--bfloat16", "paper_cae", "--self-ensemble", "paper_cae", *out]
+    )
+    assert report["methods"] == ["noisy", "paper_cae", "paper_cae+x8", "paper_cae+bf16"]
+    level = report["results"]["test"]["unclipped"]["25"]
+    # bfloat16 arithmetic changes the output, by about its resolution (8 bits of mantissa).
+    gap = abs(level["paper_cae+bf16"]["psnr"] - level["paper_cae"]["psnr"])
+    assert 0 < gap < 0.5
+    with pytest.raises(SystemExit, match="--bfloat16: blur not among the models scored"):
+        quality.main([*options, "--bfloat16", "blur", *out])
 
 
 def _result(psnr_value: float, ms: float, images: int = 2) -> dict:

@@ -24,7 +24,7 @@ from denoise.cli import app
 from denoise.config import Train, load_params
 from denoise.infer import denoise_batch, log_denoiser
 from denoise.metrics import psnr
-from denoise.models import build_model
+from denoise.models import at_precision, build_model
 from denoise.pyfunc import KERAS_ARTIFACT, DenoiserModel
 
 pytestmark = pytest.mark.slow
@@ -92,6 +92,13 @@ def test_register_scores_a_model_with_or_without_its_self_ensemble(champion: str
         expected = psnr(clean[0], np.clip(denoised[0], 0.0, 1.0))
         score = registry.score_model(champion, clean, noisy, self_ensemble=ensemble)
         assert score == pytest.approx(expected, abs=1e-4)
+    half = at_precision(keras_model, "bfloat16")
+    denoised = denoise_batch(half, noisy, tile_size=64, overlap=16)
+    expected = psnr(clean[0], np.clip(denoised[0], 0.0, 1.0))
+    score = registry.score_model(champion, clean, noisy, precision="bfloat16")
+    assert score == pytest.approx(expected, abs=1e-9)  # the same computation
+    # An untrained paper_cae's output is nearly constant: bf16 moves its score by about 1e-5 dB.
+    assert score != registry.score_model(champion, clean, noisy)
 
 
 def test_register_scores_with_the_ensemble_a_model_logged_before_the_option(
@@ -119,6 +126,11 @@ def test_register_scores_with_the_ensemble_a_model_logged_before_the_option(
     assert expected != pytest.approx(psnr(clean[0], np.clip(plain[0], 0.0, 1.0)), abs=1e-4)
     score = registry.score_model(info.model_uri, clean, noisy, self_ensemble=True)
     assert score == pytest.approx(expected, abs=1e-4)
+    loaded = mlflow.pyfunc.load_model(info.model_uri)  # no precision logged: float32
+    assert loaded.unwrap_python_model().model is not None
+    assert {layer.dtype_policy.name for layer in loaded.unwrap_python_model().model.layers} == {
+        "float32"
+    }
 
 
 def test_served_champion_answers_invocations(

@@ -268,6 +268,7 @@ class DRUNet:
 SAMPLINGS = ("frames", "sources")
 SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
+APPLY_PRECISIONS = ("float32", "bfloat16")  # what apply computes in
 
 
 @dataclasses.dataclass(frozen=True)
@@ -522,8 +523,14 @@ class Apply:
     overlap: int = 32
     batch_size: int = 8
     self_ensemble: bool = False
+    precision: str = "float32"  # or bfloat16: models.at_precision
 
     def __post_init__(self) -> None:
+        _check(
+            self.precision in APPLY_PRECISIONS,
+            "precision",
+            f"must be one of {', '.join(APPLY_PRECISIONS)}, got {self.precision!r}",
+        )
         _check(
             self.tile_size % 4 == 0 and self.tile_size >= 16,
             "tile_size",

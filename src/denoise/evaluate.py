@@ -59,9 +59,15 @@ def per_image(function: Callable[[np.ndarray, float], np.ndarray]) -> BatchDenoi
     return lambda noisy, sigma: np.stack([function(image, sigma) for image in noisy])
 
 
-def model_denoiser(model: Any, batch_size: int, ensemble: bool = False) -> BatchDenoiser:
-    """A model on whole images in batches; ensemble: its x8 self-ensemble (infer.self_ensemble)."""
+def model_denoiser(
+    model: Any, batch_size: int, ensemble: bool = False, precision: str = "float32"
+) -> BatchDenoiser:
+    """A model on whole images in batches; ensemble: its x8 self-ensemble (infer.self_ensemble);
+    precision: what it computes in (models.at_precision)."""
     from denoise import infer
+    from denoise.models import at_precision
+
+    model = at_precision(model, precision)
 
     try:
         multiple = infer.required_multiple(model)
@@ -214,7 +220,9 @@ def _evaluate(params: Params) -> EvaluateSummary:
     }
     methods.update(
         {
-            name: model_denoiser(model, params.train.batch_size, params.apply.self_ensemble)
+            name: model_denoiser(
+                model, params.train.batch_size, params.apply.self_ensemble, params.apply.precision
+            )
             for name, (model, _) in models.items()
         }
     )
@@ -224,9 +232,8 @@ def _evaluate(params: Params) -> EvaluateSummary:
             "range": "RGB float in [0, 1], PSNR data range 1.0, per image then averaged",
             "ssim": "Gaussian 11x11 window, sigma 1.5, population covariance, channel mean",
             "noise": "added in float, unclipped; denoised outputs clipped to [0, 1]",
-            "models": "x8 self-ensemble, as apply.self_ensemble serves them"
-            if params.apply.self_ensemble
-            else "one pass per image",
+            "models": ("x8 self-ensemble" if params.apply.self_ensemble else "one pass per image")
+            + f", {params.apply.precision}, as params.apply serves them",
             "seed": params.seed,
         },
     }

@@ -337,6 +337,7 @@ def log_denoiser(
         "overlap": overlap if overlap is not None else config.overlap,
         "batch_size": batch_size if batch_size is not None else config.batch_size,
         "self_ensemble": config.self_ensemble,
+        "precision": config.precision,
     }
     images = Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1, 3))])
     example = np.random.default_rng(0).random((2, 16, 16, 3), dtype=np.float32)
@@ -594,6 +595,10 @@ def run(
             raise InputError(f"{source}: not an image OpenCV can read")
     uri = model_uri or default_model_uri(params)
     model = load_denoiser(uri, None if _is_local(uri) else tracking.tracking_uri(params))
+    if hasattr(model, "layers"):
+        from denoise.models import at_precision
+
+        model = at_precision(model, params.apply.precision)
     images = [pair for pair in pairs if pair[0].suffix.lower() in IMAGE_SUFFIXES]
     videos = [pair for pair in pairs if pair[0].suffix.lower() in VIDEO_SUFFIXES]
     outputs = []

@@ -328,6 +328,45 @@ def build_model(name: str, config: Train, input_size: int | None = None) -> kera
     raise ValueError(f"unknown model {name!r}")
 
 
+# The layers the builders name and keep float32 under any global dtype policy: the output and
+# what feeds it directly, and the noise-level estimate (plus dense_ae's last Dense, decode_2).
+FLOAT32_LAYERS = frozenset({"denoised", "noise", "correction", "pack", "unpack", "noise_level"})
+
+
+def _keeps_float32(layer: keras.layers.Layer) -> bool:
+    """Whether the builders make this layer float32 whatever the policy. paper_cae's decode_2
+    is a Conv2DTranspose that follows the policy; dense_ae's is its float32 output Dense."""
+    if isinstance(layer, layers.Dense):
+        return layer.name == "decode_2"
+    return layer.name in FLOAT32_LAYERS
+
+
+def at_precision(model: keras.Model, precision: str) -> keras.Model:
+    """The model with its weights, computing in `precision` (config.APPLY_PRECISIONS).
+
+    bfloat16 is Keras's mixed_bfloat16 policy, as mixed-precision training builds the model:
+    float32 weights, bfloat16 arithmetic, the FLOAT32_LAYERS and so the output in float32. On a
+    CPU with native bfloat16 (AVX512_BF16, AMX) or a GPU it is faster, and the output differs
+    by about bfloat16's resolution (docs/benchmarks.md, session 9). Returns `model` itself when
+    every layer already computes as asked; otherwise a clone with the same weights.
+    """
+    policy = "float32" if precision == "float32" else f"mixed_{precision}"
+
+    def wanted(layer: keras.layers.Layer) -> str:
+        return "float32" if _keeps_float32(layer) else policy
+
+    computing = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    if all(layer.dtype_policy.name == wanted(layer) for layer in computing):
+        return model
+
+    def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
+        return layer.__class__.from_config({**layer.get_config(), "dtype": wanted(layer)})
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 @keras.saving.register_keras_serializable(package="denoise", name="psnr")
 def psnr(clean: Any, denoised: Any) -> Any:
     """Mean PSNR in dB over the batch, data range 1.0; a Keras metric function."""

@@ -15,15 +15,22 @@ from mlflow.pyfunc import PythonModel
 from denoise.infer import denoise_batch, denoise_image
 
 KERAS_ARTIFACT = "keras_model"  # key in context.artifacts: the .keras file
-TILING_DEFAULTS = {"tile_size": 256, "overlap": 32, "batch_size": 8, "self_ensemble": False}
+TILING_DEFAULTS = {
+    "tile_size": 256,
+    "overlap": 32,
+    "batch_size": 8,
+    "self_ensemble": False,
+    "precision": "float32",
+}
 
 
 class DenoiserModel(PythonModel):
     """Denoise images of any size with a Keras model: padding and blended overlapping tiles.
 
-    Needs the artifact KERAS_ARTIFACT; model_config may set tile_size, overlap, batch_size
-    and self_ensemble (log_denoiser writes them from params.apply;
-    `mlflow.pyfunc.load_model(uri, model_config=...)` overrides).
+    Needs the artifact KERAS_ARTIFACT; model_config may set tile_size, overlap, batch_size,
+    self_ensemble and precision (log_denoiser writes them from params.apply;
+    `mlflow.pyfunc.load_model(uri, model_config=...)` overrides the keys the model was logged
+    with, serve_as the last two whatever it was logged with).
     """
 
     model: Any = None
@@ -41,7 +48,16 @@ class DenoiserModel(PythonModel):
         self.tile_size = int(config["tile_size"])
         self.overlap = int(config["overlap"])
         self.batch_size = int(config["batch_size"])
-        self.ensemble = bool(config["self_ensemble"])
+        self.serve_as(bool(config["self_ensemble"]), str(config["precision"]))
+
+    def serve_as(self, self_ensemble: bool, precision: str) -> None:
+        """Serve with or without the x8 self-ensemble, computing in precision
+        (config.APPLY_PRECISIONS). MLflow drops a load-time override whose key the model was not
+        logged with (versions from before an option existed); this sets them all the same."""
+        from denoise.models import at_precision
+
+        self.ensemble = self_ensemble
+        self.model = at_precision(self.model, precision)
 
     def predict(
         self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None

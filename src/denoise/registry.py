@@ -73,20 +73,21 @@ class RegisterSummary:
 
 
 def score_model(
-    model_uri: str, clean: np.ndarray, noisy: np.ndarray, self_ensemble: bool = False
+    model_uri: str,
+    clean: np.ndarray,
+    noisy: np.ndarray,
+    self_ensemble: bool = False,
+    precision: str = "float32",
 ) -> float:
     """Mean PSNR (dB) of a logged or registered denoiser on one evaluation set, served with or
-    without its x8 self-ensemble (whatever its logged model_config says).
+    without its x8 self-ensemble, in precision (whatever its logged model_config says).
 
     clean, noisy: float32 (N, H, W, 3) in [0, 1] (noisy unclipped).
     """
     import mlflow
 
     model = mlflow.pyfunc.load_model(model_uri)
-    # Set on the loaded DenoiserModel, not through load_model's model_config: MLflow drops an
-    # override whose key the model was not logged with, as versions from before
-    # self_ensemble existed were.
-    model.unwrap_python_model().ensemble = self_ensemble
+    model.unwrap_python_model().serve_as(self_ensemble, precision)
     denoised = np.clip(model.predict(noisy), 0.0, 1.0)
     return float(
         np.mean([psnr(image, output) for image, output in zip(clean, denoised, strict=True)])
@@ -142,13 +143,13 @@ def run(params: Params) -> RegisterSummary:
     if level not in noisy_levels:
         raise DataError(f"evaluation set {config.score_set!r} has no level {level}")
     noisy = noisy_levels[level]
-    ensemble = params.apply.self_ensemble  # scored as `denoise apply` will serve them
+    serving = (params.apply.self_ensemble, params.apply.precision)  # as `denoise apply` serves
     decisions: list[Decision] = []
     with tracking.stage(params, "register") as tracker:
         client = MlflowClient()
         name = config.model_name
         scores = {
-            model: score_model(tracking.logged_model_uri(run_id), clean, noisy, ensemble)
+            model: score_model(tracking.logged_model_uri(run_id), clean, noisy, *serving)
             for model, run_id in runs.items()
         }
         # Best candidate first, so a weaker one from the same run is compared with it.
@@ -158,7 +159,8 @@ def run(params: Params) -> RegisterSummary:
             champion_version = None if champion is None else str(champion.version)
             champion_score = None
             if champion_version not in (None, str(version.version)):
-                champion_score = score_model(f"models:/{name}@{CHAMPION}", clean, noisy, ensemble)
+                champion_uri = f"models:/{name}@{CHAMPION}"
+                champion_score = score_model(champion_uri, clean, noisy, *serving)
             score = scores[model]
             alias, reason = decide(
                 score,

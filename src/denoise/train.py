@@ -32,7 +32,7 @@ from denoise.errors import DataError, TrainingError
 from denoise.evaluate import triptych
 from denoise.extract import MANIFEST_NAME, file_sha256, load_manifest
 from denoise.metrics import ssim
-from denoise.models import build_model, count_parameters, psnr
+from denoise.models import at_precision, build_model, count_parameters, psnr
 from denoise.noise import level_name, load_set
 from denoise.training_noise import denoiser, with_training_noise
 
@@ -348,17 +348,6 @@ def make_optimizer(profile: Profile) -> keras.optimizers.Optimizer:
     return keras.optimizers.Adam(learning_rate(profile), global_clipnorm=profile.clip_norm)
 
 
-def float32_copy(model: keras.Model, name: str, params: Params) -> keras.Model:
-    """The model rebuilt in float32 with the same weights (variables are float32 under mixed
-    precision), so saved models infer at full precision on any hardware."""
-    if all(layer.dtype_policy.name == "float32" for layer in model.layers):
-        return model
-    with dtype_policy("float32"):
-        copy = build_model(name, params.train)
-    copy.set_weights(model.get_weights())
-    return copy
-
-
 def _load_state(directory: Path, expected: str) -> TrainingState | None:
     path = directory / "state.json"
     if not path.is_file() or not (directory / "last.keras").is_file():
@@ -453,7 +442,9 @@ def train_model(
             f"at epoch {state.epochs_done} with the best epoch's weights ({state.best_epoch + 1})"
         )
     model.load_weights(checkpoint_dir / "best.weights.h5")
-    return float32_copy(denoiser(model), name, params), state
+    # In float32 with the same weights (float32 variables under mixed precision), so saved
+    # models infer at full precision on any hardware.
+    return at_precision(denoiser(model), "float32"), state
 
 
 def _write_history(path: Path, history: list[dict[str, float]]) -> None:
