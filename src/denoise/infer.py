@@ -72,7 +72,7 @@ def keras_predictor(model: Any) -> Predictor:
     """Call a Keras model on a batch through its compiled predict step, on any backend.
 
     predict_on_batch runs the backend's compiled function (tf.function with relaxed shapes
-    on TensorFlow, jit on JAX), not the layer-by-layer eager call: on a CPU it is 1.2 to 2.4
+    on TensorFlow, jit on JAX), not the layer-by-layer eager call: on a CPU it is 1.3 to 1.7
     times as fast for the same output (docs/benchmarks.md, session 9). On TensorFlow a batch of
     a new shape costs one trace (about 0.3 s), after which any shape reuses it.
     """
