@@ -45,12 +45,12 @@ import numpy as np
 import pandas as pd
 
 from denoise.baselines import baseline
-from denoise.config import BASELINE_METHODS, MODEL_NAMES, Params, load_params
+from denoise.config import BASELINE_METHODS, MODEL_NAMES, PRECISIONS, Params, load_params
 from denoise.errors import DataError
 from denoise.extract import load_manifest
 from denoise.infer import keras_predictor, required_multiple
 from denoise.models import build_model, count_parameters, psnr
-from denoise.train import PatchStream, make_optimizer
+from denoise.train import PatchStream, dtype_policy, make_optimizer, resolve_precision
 from denoise.training_noise import TrainingNoise, with_training_noise
 
 SIZES = (200, 512)
@@ -123,9 +123,10 @@ def _fit_rate(
     TrainingNoise layer first (the inputs are then clean).
     """
     keras.utils.set_random_seed(params.seed)
-    model = build_model(name, params.train)
-    if in_step_noise:
-        model = with_training_noise(model, params.noise.train, params.seed)
+    with dtype_policy(resolve_precision(params.train.active.precision)):  # as train.py builds
+        model = build_model(name, params.train)
+        if in_step_noise:
+            model = with_training_noise(model, params.noise.train, params.seed)
     model.compile(optimizer=make_optimizer(params.train.active), loss="mse", metrics=[psnr])
     timer = _StepTimes()
     if isinstance(data, PatchStream):
@@ -366,12 +367,22 @@ def main() -> None:
         "--train-models", default="paper_cae", help="comma-separated models for part (a)"
     )
     parser.add_argument("--no-inference", action="store_true", help="part (a) only")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=None,
+        help="part (a): train in this precision [default: the active profile's]",
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
     args = parser.parse_args()
     if args.steps < 1 or args.warmup < 1 or args.repeats < 1 or args.frames < 1:
         parser.error("--steps, --warmup, --repeats and --frames must be >= 1")
     train_models = [name.strip() for name in args.train_models.split(",") if name.strip()]
     params = load_params(args.params)
+    if args.precision is not None:
+        params = dataclasses.replace(
+            params, train=params.train.with_active(precision=args.precision)
+        )
     known = [*MODEL_NAMES, *params.train.variants]
     for name in train_models:
         if name not in known:
@@ -393,7 +404,10 @@ def main() -> None:
     )
     load_end = load_average()
     seconds = time.perf_counter() - started
-    print(f"\nTraining input: {source}; AWGN from noise.train ({params.noise.train.kind}).\n")
+    print(
+        f"\nTraining input: {source}; AWGN from noise.train ({params.noise.train.kind}); "
+        f"precision {resolve_precision(params.train.active.precision)}.\n"
+    )
     print(training_table(training))
     if inference:
         print(

@@ -3,6 +3,7 @@ up when extract has not run."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 from conftest import PROJECT_ROOT
@@ -25,3 +26,9 @@ def test_stream_and_memory_rates_of_the_same_patches(params: Params) -> None:
     assert result["stream_over_memory"] == stream / result["memory_images_per_s"]
     assert result["stream_over_memory_noise"] == stream / result["memory_noise_images_per_s"]
     assert "in-step noise" in throughput.training_table(results)
+
+
+def test_training_rates_in_the_profiles_precision(params: Params) -> None:
+    mixed = dataclasses.replace(params, train=params.train.with_active(precision="mixed_bfloat16"))
+    (result,), _ = throughput.measure_training(mixed, ["paper_cae"], 2, 1, 1)
+    assert all(result[f"{kind}_images_per_s"] > 0 for kind in ("stream", "memory", "memory_noise"))
