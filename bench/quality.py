@@ -600,14 +600,14 @@ def select_methods(requested: list[str] | None, models: dict[str, Path]) -> list
 def add_variants(
     methods: list[str],
     models: dict[str, tuple[Any, dict[str, Any]]],
-    ensembled: list[str],
-    suffix: str = ENSEMBLE,
-    option: str = "--self-ensemble",
+    named: list[str],
+    suffix: str,
+    option: str,
 ) -> list[str]:
-    """methods with MODEL+suffix (+x8, or +bf16) after each model in ensembled; models gains
-    the same entries (the model and its summary). Raises on a name that is not a model being
-    scored."""
-    unknown = [name for name in ensembled if name not in models]
+    """methods with MODEL+suffix (+x8, or +bf16) after each model in named; models gains the
+    same entries (the model and its summary). Raises on a name that is not a model being
+    scored (option names the command-line option that gave it)."""
+    unknown = [name for name in named if name not in models]
     if unknown:
         raise ValueError(
             f"{option}: {', '.join(unknown)} not among the models scored "
@@ -616,7 +616,7 @@ def add_variants(
     ordered = []
     for name in methods:
         ordered.append(name)
-        if name in ensembled:
+        if name in named:
             models[name + suffix] = models[name]
             ordered.append(name + suffix)
     return ordered
@@ -632,7 +632,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     methods = select_methods(args.methods, model_paths)
     models = load_models({name: path for name, path in model_paths.items() if name in methods})
     methods = add_variants(methods, models, args.bfloat16, BF16, "--bfloat16")
-    methods = add_variants(methods, models, args.self_ensemble)
+    methods = add_variants(methods, models, args.self_ensemble, ENSEMBLE, "--self-ensemble")
     batch = args.batch_size or params.train.batch_size
     denoisers = build_denoisers(methods, params, models, batch)
     sets: dict[str, Any] = {}

@@ -171,12 +171,13 @@ def measure_training(
             "memory": ((noisy, clean), False),
             "memory_noise": ((clean, clean), True),
         }
+        kinds = list(arms)
         for name in names:
             rates: dict[str, list[float]] = {kind: [] for kind in arms}
             for repeat in range(repeats):
                 # Rotate which goes first, so a drift in machine load hits all alike.
-                kinds = list(arms)
-                for kind in kinds[repeat % 3 :] + kinds[: repeat % 3]:
+                first = repeat % len(kinds)
+                for kind in kinds[first:] + kinds[:first]:
                     data, in_step_noise = arms[kind]
                     stream.first_batch = 0
                     rates[kind].append(
