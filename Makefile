@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup remote samples run serve ui push pull test test-fast lint clean
+.PHONY: setup remote samples run serve ui push pull test test-fast lint lineage clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,15 @@ lint: setup
 	ruff check src tests flows bench
 	ruff format --check src tests flows bench
 	mypy
+	lint-imports
+
+# docs/lineage.md: its text, then DVC's own drawings of the stages and of the files they write
+# (tests/test_docs.py fails when they are stale).
+lineage: setup
+	{ sed '/^## Stages/,$$d' docs/lineage.md; \
+	  printf '## Stages (`dvc dag --md`)\n\n'; dvc dag --md; \
+	  printf '\n## Files (`dvc dag --outs --md`)\n\n'; dvc dag --outs --md; } > docs/lineage.md.tmp
+	mv docs/lineage.md.tmp docs/lineage.md
 
 clean:
 	rm -rf data/frames data/evalsets reports/validation models checkpoints reports/evaluation

@@ -30,12 +30,14 @@ from typing import Any
 
 import keras
 
-from denoise.atomic import write_json
-from denoise.config import Params, load_params
-from denoise.errors import DenoiseError
-from denoise.extract import MANIFEST_NAME, extract_frames, load_manifest
-from denoise.noise import INDEX_NAME, level_name, load_set, write_evaluation_sets
-from denoise.train import PatchStream, summarise, train_model
+from denoise.core.atomic import write_json
+from denoise.core.config import Params, load_params
+from denoise.core.errors import DenoiseError
+from denoise.core.noise import level_name
+from denoise.data.evalsets import INDEX_NAME, load_set, write_evaluation_sets
+from denoise.data.extract import MANIFEST_NAME, extract_frames, load_manifest
+from denoise.training.loop import summarise, train_model
+from denoise.training.stream import PatchStream
 
 
 class TrainingClock(keras.callbacks.Callback):

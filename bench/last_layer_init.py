@@ -15,7 +15,7 @@ noise-level map), the same stack on 2x2-packed pixels.
 
 from __future__ import annotations
 
-from denoise import runtime
+from denoise.core import runtime
 
 runtime.configure()  # before keras loads: TensorFlow's CPU options, as `denoise` sets them
 
@@ -25,10 +25,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from denoise.config import load_params
-from denoise.extract import load_frames, load_manifest
-from denoise.models import dncnn, ffdnet
-from denoise.noise import add_gaussian_noise
+from denoise.core.config import load_params
+from denoise.core.noise import add_gaussian_noise
+from denoise.data.extract import load_frames, load_manifest
+from denoise.models.dncnn import dncnn
+from denoise.models.ffdnet import ffdnet
 
 
 def losses(

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from denoise.config import load_params
-from denoise.models import ExtractPatches, NoiseLevelMap
-from denoise.noise import list_sets, load_set
+from denoise.core.config import load_params
+from denoise.data.evalsets import list_sets, load_set
+from denoise.models.dense_ae import ExtractPatches
+from denoise.models.ffdnet import NoiseLevelMap
 
 
 def main() -> None:

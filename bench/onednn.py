@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from denoise.atomic import write_json
+from denoise.core.atomic import write_json
 
 SETTINGS = ("0", "1")
 
@@ -37,8 +37,8 @@ def child(args: argparse.Namespace) -> None:
     """Measure every model under this process's TF_ENABLE_ONEDNN_OPTS; print JSON."""
     import keras
 
-    from denoise.config import load_params
-    from denoise.models import build_model
+    from denoise.core.config import load_params
+    from denoise.models.registry import build_model
 
     params = load_params(args.params)
     rng = np.random.default_rng(0)

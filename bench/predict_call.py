@@ -7,10 +7,9 @@ Usage:  .venv/bin/python bench/predict_call.py [--models-dir DIR] [--models NAME
 For each model (the *.keras files of --models-dir, else every params.yaml architecture and
 variant of its own size, untrained: the time does not depend on the weights), in one run,
 milliseconds per frame of:
-- `eager`: model(batch, training=False), the layer-by-layer call `denoise apply` made before
-  session 9;
-- `predict_on_batch`: infer.keras_predictor, the compiled call it makes now;
-- `apply` and `apply x8`: infer.denoise_batch on whole frames (one tile each), without and with
+- `eager`: model(batch, training=False), the layer-by-layer eager call;
+- `predict_on_batch`: tiling.keras_predictor, the compiled call `denoise apply` makes;
+- `apply` and `apply x8`: tiling.denoise_batch on whole frames (one tile each), without and with
   the x8 self-ensemble, through keras_predictor.
 Each on batches of --frames frames of --size x --size (AWGN sigma 25 on scikit-image's
 astronaut), after two untimed calls; the median of --repeats calls. The two calls' outputs are
@@ -19,7 +18,7 @@ compared too. Prints the machine, a markdown table and the load average.
 
 from __future__ import annotations
 
-from denoise import runtime
+from denoise.core import runtime
 
 runtime.configure()  # before keras loads: TensorFlow's CPU options, as `denoise` sets them
 
@@ -35,9 +34,9 @@ import numpy as np
 from report import cpu_model  # bench/report.py, beside this script
 from throughput import load_average, model_names, noisy_frames  # bench/throughput.py
 
-from denoise.config import load_params
-from denoise.infer import denoise_batch, keras_predictor, required_multiple
-from denoise.models import build_model
+from denoise.core.config import load_params
+from denoise.models.registry import build_model, load_model, required_multiple
+from denoise.serving.tiling import denoise_batch, keras_predictor
 
 
 def median_ms(call: Any, batch: np.ndarray, repeats: int) -> float:
@@ -88,7 +87,7 @@ def main() -> None:
         paths = sorted(args.models_dir.glob("*.keras"))
         if not paths:
             parser.error(f"{args.models_dir}: no *.keras files")
-        models = {path.stem: keras.models.load_model(path, compile=False) for path in paths}
+        models = {path.stem: load_model(path) for path in paths}
     else:
         models = {name: build_model(name, params.train) for name in model_names(params)}
     if args.models:

@@ -15,8 +15,8 @@ Methods: the classical baselines (noisy, blur, median, nlm, bm3d; told the nomin
 image at a time; BM3D on the first --bm3d-max-images images only, if given) and every *.keras
 model in the --models-dir folders (default paths.models), in batches of --batch-size after one
 warm-up call per set. ms/frame is wall-clock time over the whole set. --self-ensemble also
-scores each named model's x8 self-ensemble (denoise.infer.self_ensemble: the mean over the 8
-flips and quarter turns, 8 model calls), as the method <model>+x8; --bfloat16 each named
+scores each named model's x8 self-ensemble (denoise.serving.tiling.self_ensemble: the mean
+over the 8 flips and quarter turns, 8 model calls), as the method <model>+x8; --bfloat16 each named
 model computing in mixed bfloat16 (apply.precision: bfloat16), as <model>+bf16.
 
 Writes DIR/quality.json and DIR/quality.md (tables per set and variant, a comparison on the
@@ -25,7 +25,7 @@ images BM3D ran on, the models, and findings computed from the numbers) and prin
 
 from __future__ import annotations
 
-from denoise import runtime
+from denoise.core import runtime
 
 runtime.configure()  # before keras loads: TensorFlow's CPU options, as `denoise` sets them
 
@@ -42,12 +42,13 @@ from typing import Any
 
 import numpy as np
 
-from denoise.atomic import write_json, write_text
-from denoise.baselines import baseline
-from denoise.config import BASELINE_METHODS, Params, load_params
-from denoise.errors import DataError, DenoiseError
-from denoise.evaluate import BatchDenoiser, model_denoiser, per_image, score
-from denoise.noise import add_gaussian_noise, as_saved, list_sets, load_set, set_rng
+from denoise.core.atomic import write_json, write_text
+from denoise.core.baselines import baseline
+from denoise.core.config import BASELINE_METHODS, Params, load_params
+from denoise.core.errors import DataError, DenoiseError
+from denoise.core.noise import add_gaussian_noise, as_saved, set_rng
+from denoise.data.evalsets import list_sets, load_set
+from denoise.stages.evaluate import BatchDenoiser, model_denoiser, per_image, score
 
 SETS = ("test", "photographs")
 VARIANTS = ("unclipped", "as saved")
@@ -89,7 +90,7 @@ def find_models(directories: list[Path]) -> dict[str, Path]:
 
 def model_summary(path: Path, model: Any) -> dict[str, Any]:
     """The training summary beside a model (<name>.json): MODEL_FIELDS, None where absent."""
-    from denoise.models import count_parameters
+    from denoise.models.registry import count_parameters
 
     summary_path = path.with_suffix(".json")
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
@@ -101,13 +102,11 @@ def model_summary(path: Path, model: Any) -> dict[str, Any]:
 
 def load_models(paths: dict[str, Path]) -> dict[str, tuple[Any, dict[str, Any]]]:
     """Load each model (compile=False: inference only) with its training summary."""
-    import keras
-
-    import denoise.models  # noqa: F401  (registers the custom layers for loading)
+    from denoise.models.registry import load_model  # lazy: Keras loads after runtime.configure
 
     models = {}
     for name, path in paths.items():
-        model = keras.models.load_model(path, compile=False)
+        model = load_model(path)
         models[name] = (model, model_summary(path, model))
     return models
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from denoise.config import load_params
+from denoise.core.config import load_params
 
 
 def cpu_model() -> str:
@@ -36,7 +36,7 @@ def machine() -> str:
     import keras
     import tensorflow as tf
 
-    from denoise.train import has_gpu
+    from denoise.models.precision import has_gpu
 
     return (
         f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, "

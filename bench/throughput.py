@@ -5,8 +5,8 @@ Usage:  .venv/bin/python bench/throughput.py [--steps 40] [--warmup 5] [--repeat
                                              [--out out.json]
 
 (a) Training: images/s of model.fit on the pipeline's PatchStream, with the noise drawn in the
-    training step (as train.py fits it), against model.fit on in-memory numpy arrays of noisy
-    and clean patches (the same patches, noise drawn beforehand, the paper's way): same model,
+    training step (as the training loop fits it), against model.fit on in-memory numpy arrays of
+    noisy and clean patches (the same patches, noise drawn beforehand, the paper's way): same model,
     batch size and number of steps, the first --warmup steps excluded from the timing. A third
     arm fits the in-memory clean patches with the noise drawn in the step, as the stream does:
     stream / that isolates the stream's own cost from the noise draw's. The three take turns
@@ -24,7 +24,7 @@ Prints the machine and the load average (the machine may be shared), then markdo
 
 from __future__ import annotations
 
-from denoise import runtime
+from denoise.core import runtime
 
 runtime.configure()  # before keras loads: TensorFlow's CPU options, as `denoise` sets them
 
@@ -44,14 +44,17 @@ import keras
 import numpy as np
 import pandas as pd
 
-from denoise.baselines import baseline
-from denoise.config import BASELINE_METHODS, MODEL_NAMES, PRECISIONS, Params, load_params
-from denoise.errors import DataError
-from denoise.extract import load_manifest
-from denoise.infer import keras_predictor, required_multiple
-from denoise.models import build_model, count_parameters, psnr
-from denoise.train import PatchStream, dtype_policy, make_optimizer, resolve_precision
-from denoise.training_noise import TrainingNoise, with_training_noise
+from denoise.core.baselines import baseline
+from denoise.core.config import BASELINE_METHODS, MODEL_NAMES, PRECISIONS, Params, load_params
+from denoise.core.errors import DataError
+from denoise.data.extract import load_manifest
+from denoise.models.precision import dtype_policy, resolve_precision
+from denoise.models.registry import build_model, count_parameters, required_multiple
+from denoise.models.registry import psnr as psnr_metric  # the Keras metric (val_psnr
+from denoise.serving.tiling import keras_predictor
+from denoise.training.loop import make_optimizer
+from denoise.training.noise import TrainingNoise, with_training_noise
+from denoise.training.stream import PatchStream
 
 SIZES = (200, 512)
 SIGMA = 25.0
@@ -127,7 +130,7 @@ def _fit_rate(
         model = build_model(name, params.train)
         if in_step_noise:
             model = with_training_noise(model, params.noise.train, params.seed)
-    model.compile(optimizer=make_optimizer(params.train.active), loss="mse", metrics=[psnr])
+    model.compile(optimizer=make_optimizer(params.train.active), loss="mse", metrics=[psnr_metric])
     timer = _StepTimes()
     if isinstance(data, PatchStream):
         model.fit(

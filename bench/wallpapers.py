@@ -1,7 +1,7 @@
 """Build a train-only photo folder from the photographs in Debian's wallpaper packages.
 
 Usage:  .venv/bin/python bench/wallpapers.py data/raw/wallpapers [--size 200]
-then train with `-S 'extract.train_only=[wallpapers]'` (see docs/benchmarks.md, session 6).
+then train with `-S 'extract.train_only=[wallpapers]'` (docs/benchmarks.md, Recipes).
 
 The three sample videos show objects before plain backgrounds; on the scikit-image photographs
 a network trained on them alone trails NLM. This adds variety: 32 colour photographs (leaves,

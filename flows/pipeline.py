@@ -26,8 +26,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
 from denoise import results_branch as branches
-from denoise import tracking
-from denoise.config import load_params
+from denoise.core.config import load_params
+from denoise.tracking.runs import PARENT_RUN_ENV, close_pipeline_run, configure, open_pipeline_run
 
 # The stages of dvc.yaml, in order (tests/test_consistency.py keeps the two in step).
 STAGES = ("extract", "noise", "validate", "train", "evaluate", "register")
@@ -71,7 +71,7 @@ def run_stage(stage: str, root: Path, tracking_run_id: str) -> dict[str, Any]:
 
     A stage that runs logs its MLflow child runs under tracking_run_id.
     """
-    env = {tracking.PARENT_RUN_ENV: tracking_run_id}
+    env = {PARENT_RUN_ENV: tracking_run_id}
     status, output = _dvc(["repro", "--single-item", stage], root, env)
     if status != 0:
         raise StageFailed(f"stage {stage} failed (dvc repro exit status {status})")
@@ -137,7 +137,7 @@ def open_tracking_run(root: Path) -> str:
     with contextlib.chdir(root):
         params = load_params("params.yaml")
         flow_run = runtime.flow_run.id or ""
-        return tracking.open_pipeline_run(params, tags={"prefect.flow_run_id": str(flow_run)})
+        return open_pipeline_run(params, tags={"prefect.flow_run_id": str(flow_run)})
 
 
 @task(
@@ -151,11 +151,11 @@ def close_tracking_run(
 ) -> str:
     """Record which stages ran, were skipped or failed, end the run; return its UI link."""
     with contextlib.chdir(root):
-        tracking.configure(load_params("params.yaml"))
+        configure(load_params("params.yaml"))
         statuses = {result["stage"]: "ran" if result["ran"] else "skipped" for result in results}
         if failed is not None:
             statuses[failed] = "failed"
-        return tracking.close_pipeline_run(run_id, statuses, "FAILED" if failed else "FINISHED")
+        return close_pipeline_run(run_id, statuses, "FAILED" if failed else "FINISHED")
 
 
 @task(name="publish-report", cache_policy=NO_CACHE)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import yaml
 
-from denoise import runtime
-from denoise.config import Params, load_params, params_to_dict
+from denoise.core import runtime
+from denoise.core.config import Params, load_params, params_to_dict
 
 runtime.configure()  # before any test imports keras: TensorFlow as `denoise` runs it
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

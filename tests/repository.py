@@ -16,7 +16,7 @@ from pathlib import Path
 
 from conftest import PROJECT_ROOT, tiny_params, write_params, write_tiny_video
 
-from denoise.config import Params
+from denoise.core.config import Params
 
 BIN = Path(sys.executable).parent
 COPIED_FILES = ("dvc.yaml", ".gitignore", ".dvcignore", ".dvc/config", "prefect.yaml")

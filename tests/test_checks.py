@@ -24,10 +24,16 @@ from conftest import write_dark_camera_video, write_params
 from test_extract import _write_stills
 from typer.testing import CliRunner
 
-from denoise import checks, extract, noise
 from denoise.cli import app
-from denoise.config import Params, params_from_dict
-from denoise.errors import ConfigError, ValidationError
+from denoise.core.config import Params, params_from_dict
+from denoise.core.errors import ConfigError, ValidationError
+from denoise.data.extract import MANIFEST_NAME
+from denoise.stages.extract import run as run_extract
+from denoise.stages.noise import run as run_noise
+from denoise.stages.register import check_results
+from denoise.stages.validate import run as run_validate
+from denoise.validation.outcomes import RESULTS_JSON
+from denoise.validation.tables import evaluation_set_table
 
 
 def _write_video(path: Path, frames: list[np.ndarray], fps: float = 4.0) -> Path:
@@ -52,25 +58,25 @@ def _structured_frame(size: int = 32) -> np.ndarray:
 
 
 def _prepare(params: Params) -> None:
-    extract.run(params)
-    noise.run(params)
+    run_extract(params)
+    run_noise(params)
 
 
 def _error(params: Params) -> str:
     with pytest.raises(ValidationError) as caught:
-        checks.run(params)
+        run_validate(params)
     message = str(caught.value)
     assert "\n" not in message
     return message
 
 
 def _results(params: Params) -> dict:
-    return json.loads((Path(params.paths.validation) / checks.RESULTS_JSON).read_text())
+    return json.loads((Path(params.paths.validation) / RESULTS_JSON).read_text())
 
 
 def test_good_tiny_data_passes_and_writes_the_report(params: Params) -> None:
     _prepare(params)
-    summary = checks.run(params)
+    summary = run_validate(params)
     assert [suite.name for suite in summary.suites] == ["frames", "evaluation_sets"]
     assert all(suite.success for suite in summary.suites)
     assert summary.suites[0].rows == 12
@@ -168,7 +174,7 @@ def test_a_frozen_frame_repeated_fails_on_duplicates(params: Params) -> None:
 
 def test_overlapping_splits_fail(params: Params) -> None:
     _prepare(params)
-    path = Path(params.paths.frames) / extract.MANIFEST_NAME
+    path = Path(params.paths.frames) / MANIFEST_NAME
     manifest = pd.read_parquet(path)
     manifest.loc[manifest["frame_index"] == 2, "split"] = "test"  # inside the train block
     manifest.to_parquet(path, index=False)
@@ -190,7 +196,7 @@ def test_an_evaluation_set_whose_noise_does_not_match_its_sigma_fails(params: Pa
         "3 of 32 rows, e.g. test/gaussian-25/tiny.avi#" in message
     )
     assert "frames:" not in message
-    table = checks.evaluation_set_table(Path(params.paths.evalsets))
+    table = evaluation_set_table(Path(params.paths.evalsets))
     bad = table[table["row"].str.startswith("test/gaussian-25/")]
     assert np.allclose(bad["empirical_sigma"], 15.0, atol=1.0)
 
@@ -265,7 +271,7 @@ def _with_margin(params: Params, margin: float) -> Params:
 def test_results_gate_promotes_only_models_that_beat_the_noisy_input(params: Params) -> None:
     strict = _with_margin(params, 1.0)
     metrics = _metrics({"paper_cae": 23.5, "dense_ae": 20.4})
-    check = checks.check_results(metrics, strict)
+    check = check_results(metrics, strict)
     assert check.reference == "test/gaussian-25"
     assert check.noisy_psnr == 20.0
     assert check.gain_db == pytest.approx({"paper_cae": 3.5, "dense_ae": 0.4})
@@ -274,7 +280,7 @@ def test_results_gate_promotes_only_models_that_beat_the_noisy_input(params: Par
     # Without a noisy score, the expected PSNR of unclipped noise stands in: 20 log10(255/25).
     for level in metrics["sets"]["test"]["levels"].values():
         del level["noisy"]
-    assert checks.check_results(metrics, strict).noisy_psnr == pytest.approx(20.17, abs=0.01)
+    assert check_results(metrics, strict).noisy_psnr == pytest.approx(20.17, abs=0.01)
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf])
@@ -283,7 +289,7 @@ def test_results_gate_fails_on_a_non_finite_metric(params: Params, bad: float) -
     metrics["sets"]["test"]["levels"]["gaussian-50"]["dense_ae"]["psnr"] = bad
     report_dir = Path(params.paths.validation).with_name("results-check")
     with pytest.raises(ValidationError) as caught:
-        checks.check_results(metrics, params, report_dir=report_dir)
+        check_results(metrics, params, report_dir=report_dir)
     message = str(caught.value)
     assert (
         "results: expect_column_values_to_be_in_set('finite') in {True}: 1 of 12 rows, "
@@ -296,13 +302,13 @@ def test_results_gate_fails_on_a_non_finite_metric(params: Params, bad: float) -
 def test_results_gate_fails_on_an_implausible_psnr(params: Params) -> None:
     metrics = _metrics({"paper_cae": 95.0, "dense_ae": 22.0})
     with pytest.raises(ValidationError, match=r"between\('psnr'\) in \[5, 60\]: 3 of 12 rows"):
-        checks.check_results(metrics, params)
+        check_results(metrics, params)
 
 
 def test_results_gate_names_a_missing_score(params: Params) -> None:
     metrics = _metrics({"paper_cae": 23.5})
     with pytest.raises(ValidationError, match="no score for dense_ae at test/gaussian-25"):
-        checks.check_results(metrics, params)
+        check_results(metrics, params)
 
 
 # ----------------------------------------------------------------------------- Data Docs
@@ -328,7 +334,7 @@ def test_data_docs_open_in_a_browser_and_show_suites_and_results(params: Params)
     _write_video(Path(params.paths.raw) / "frozen.avi", [_structured_frame()] * 12)
     _prepare(params)
     with pytest.raises(ValidationError):
-        checks.run(params)
+        run_validate(params)
     report = Path(params.paths.validation)
     summary = _page_text(report / "index.html")
     assert "denoise data validation" in summary and "Overall: failed" in summary
@@ -359,4 +365,4 @@ def test_a_short_train_only_folder_passes_the_length_check(params: Params) -> No
     train_only = dataclasses.replace(params.extract, train_only=["photos"])
     params = dataclasses.replace(params, extract=train_only)
     _prepare(params)
-    assert all(suite.success for suite in checks.run(params).suites)
+    assert all(suite.success for suite in run_validate(params).suites)

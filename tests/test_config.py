@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from denoise.config import load_params, params_from_dict
-from denoise.errors import ConfigError
+from denoise.core.config import load_params, params_from_dict
+from denoise.core.errors import ConfigError
 
 PROJECT_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 

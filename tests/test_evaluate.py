@@ -9,16 +9,21 @@ import keras
 import numpy as np
 import pytest
 
-from denoise import evaluate, extract, noise, train
-from denoise.baselines import bm3d, gaussian_blur, median, non_local_means
-from denoise.config import Params
-from denoise.evaluate import triptych
-from denoise.noise import load_set
+from denoise.core.baselines import bm3d, gaussian_blur, median, non_local_means
+from denoise.core.config import Params
+from denoise.core.images import triptych
+from denoise.data.evalsets import load_set
+from denoise.stages.evaluate import model_denoiser, score
+from denoise.stages.evaluate import run as run_evaluate
+from denoise.stages.extract import run as run_extract
+from denoise.stages.noise import run as run_noise
+from denoise.stages.train import run as run_train
 
 
 @pytest.mark.parametrize("method", [gaussian_blur, median, non_local_means, bm3d])
 def test_classical_methods_beat_the_noisy_input(method) -> None:
-    from denoise.noise import add_gaussian_noise, load_photograph
+    from denoise.core.noise import add_gaussian_noise
+    from denoise.data.evalsets import load_photograph
 
     clean = load_photograph("astronaut", 64)
     noisy = add_gaussian_noise(clean[None], 25.0, np.random.default_rng(0))[0]
@@ -36,10 +41,10 @@ def test_triptych_layout() -> None:
 
 
 def test_stage_scores_every_method_on_every_set(params: Params) -> None:
-    extract.run(params)
-    noise.run(params)
-    train.run(params)
-    summary = evaluate.run(params)
+    run_extract(params)
+    run_noise(params)
+    run_train(params)
+    summary = run_evaluate(params)
     metrics = json.loads(Path(params.paths.metrics).read_text())
     assert set(metrics["sets"]) == {"test", "photographs"}
     methods = {"noisy", "blur", "median", "nlm", "bm3d", "paper_cae", "dense_ae"}
@@ -72,16 +77,16 @@ def test_stage_scores_every_method_on_every_set(params: Params) -> None:
     served = dataclasses.replace(
         params, apply=dataclasses.replace(params.apply, self_ensemble=True)
     )
-    evaluate.run(served)
+    run_evaluate(served)
     ensembled = json.loads(Path(params.paths.metrics).read_text())
     assert ensembled["conventions"]["models"].startswith("x8 self-ensemble")
     clean, noisy_levels, _ = load_set(Path(params.paths.evalsets), "test")
     model = keras.models.load_model(Path(params.paths.models) / "paper_cae.keras")
-    by_hand = evaluate.score(
+    by_hand = score(
         clean,
         noisy_levels["gaussian-25"],
         25.0,
-        evaluate.model_denoiser(model, params.train.batch_size, ensemble=True),
+        model_denoiser(model, params.train.batch_size, ensemble=True),
         keep=0,
     )
     level = ensembled["sets"]["test"]["levels"]["gaussian-25"]

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 from conftest import write_params, write_tiny_video
 
-from denoise import extract
-from denoise.config import Params, Split
-from denoise.errors import DataError
-from denoise.extract import assign_splits, load_frames, load_manifest
+from denoise.core.config import Params, Split
+from denoise.core.errors import DataError
+from denoise.data.extract import assign_splits, load_frames, load_manifest
+from denoise.stages.extract import run as run_extract
 
 
 def test_frames_counts_shapes_and_rgb_order(params: Params) -> None:
-    summary = extract.run(params)
+    summary = run_extract(params)
     manifest = load_manifest(Path(params.paths.frames))
     assert summary.num_sources == 1
     assert len(manifest) == 12
@@ -47,14 +47,14 @@ def test_stride_target_fps_and_shards(params: Params) -> None:
     strided = dataclasses.replace(
         params, extract=dataclasses.replace(params.extract, frame_stride=3, frames_per_shard=2)
     )
-    extract.run(strided)
+    run_extract(strided)
     manifest = load_manifest(Path(params.paths.frames))
     assert list(manifest["frame_index"]) == [0, 3, 6, 9]
     assert manifest["shard"].nunique() == 2
     resampled = dataclasses.replace(
         params, extract=dataclasses.replace(params.extract, target_fps=2.0)
     )  # the video is 4 fps
-    extract.run(resampled)
+    run_extract(resampled)
     assert list(load_manifest(Path(params.paths.frames))["frame_index"]) == [0, 2, 4, 6, 8, 10]
 
 
@@ -74,7 +74,7 @@ def test_splits_are_time_blocks_without_leakage() -> None:
 
 
 def test_split_of_a_real_run_is_disjoint_by_time(params: Params) -> None:
-    extract.run(params)
+    run_extract(params)
     manifest = load_manifest(Path(params.paths.frames))
     times = {
         split: manifest.loc[manifest["split"] == split, "timestamp_s"]
@@ -87,7 +87,7 @@ def test_split_of_a_real_run_is_disjoint_by_time(params: Params) -> None:
 
 def test_new_video_is_picked_up(params: Params) -> None:
     write_tiny_video(Path(params.paths.raw) / "second.avi", num_frames=8, seed=1)
-    extract.run(params)
+    run_extract(params)
     manifest = load_manifest(Path(params.paths.frames))
     assert manifest.groupby("video").size().to_dict() == {"second.avi": 8, "tiny.avi": 12}
 
@@ -177,7 +177,7 @@ BAD_VIDEOS = {
 def test_bad_video_fails_with_one_line_and_keeps_last_frames(
     params: Params, tmp_path: Path, name: str
 ) -> None:
-    extract.run(params)
+    run_extract(params)
     manifest = Path(params.paths.frames) / "manifest.parquet"
     before = manifest.read_bytes()
     make, needle = BAD_VIDEOS[name]
@@ -193,7 +193,7 @@ def test_greyscale_allowed_when_configured(params: Params) -> None:
     allowed = dataclasses.replace(
         params, extract=dataclasses.replace(params.extract, allow_greyscale=True)
     )
-    extract.run(allowed)
+    run_extract(allowed)
     manifest = load_manifest(Path(params.paths.frames))
     assert (manifest["video"] == "grey.avi").sum() == 12
 
@@ -217,7 +217,7 @@ def test_empty_raw_directory(params: Params, tmp_path: Path) -> None:
 def test_still_image_folder_beside_a_video(params: Params) -> None:
     raw, frames_dir = Path(params.paths.raw), Path(params.paths.frames)
     images = _write_stills(raw / "photos", 8)
-    summary = extract.run(params)
+    summary = run_extract(params)
     manifest = load_manifest(frames_dir)
     assert summary.num_sources == 2
     assert list(manifest["video"].unique()) == ["photos", "tiny.avi"], "sources in name order"
@@ -237,13 +237,13 @@ def test_still_image_folder_beside_a_video(params: Params) -> None:
 
     digest = stills["video_sha256"].iat[0]
     video_digest = manifest.loc[manifest["video"] == "tiny.avi", "video_sha256"].iat[0]
-    extract.run(params)
+    run_extract(params)
     again = load_manifest(frames_dir)
     assert set(again.loc[again["video"] == "photos", "video_sha256"]) == {digest}
     changed = images[5].copy()
     changed[0, 0] ^= 1
     _write_image(raw / "photos" / "img05.png", changed)
-    extract.run(params)
+    run_extract(params)
     after = load_manifest(frames_dir)
     assert set(after.loc[after["video"] == "photos", "video_sha256"]) != {digest}
     assert set(after.loc[after["video"] == "tiny.avi", "video_sha256"]) == {video_digest}
@@ -256,7 +256,7 @@ def test_sixteen_bit_image_with_alpha_is_scaled(params: Params) -> None:
     path = Path(params.paths.raw) / "deep" / "rgba16.png"
     _write_image(path, image)
     assert cv2.imread(str(path), cv2.IMREAD_UNCHANGED).dtype == np.uint16
-    extract.run(params)
+    run_extract(params)
     manifest = load_manifest(Path(params.paths.frames))
     rows = manifest[manifest["video"] == "deep"]
     frame = load_frames(Path(params.paths.frames), rows)[0]
@@ -268,12 +268,12 @@ def test_greyscale_image_needs_allow_greyscale(params: Params) -> None:
     grey = np.tile(np.arange(32, dtype=np.uint8) * 8, (32, 1))
     _write_image(Path(params.paths.raw) / "photos" / "grey.png", grey)
     with pytest.raises(DataError, match=r"grey\.png: greyscale image") as raised:
-        extract.run(params)
+        run_extract(params)
     assert "\n" not in str(raised.value) and "allow_greyscale" in str(raised.value)
     allowed = dataclasses.replace(
         params, extract=dataclasses.replace(params.extract, allow_greyscale=True)
     )
-    extract.run(allowed)
+    run_extract(allowed)
     manifest = load_manifest(Path(params.paths.frames))
     frame = load_frames(Path(params.paths.frames), manifest[manifest["video"] == "photos"])[0]
     assert np.array_equal(frame[..., 0], frame[..., 2]) and frame.std() > 0.1
@@ -284,20 +284,20 @@ def test_corrupt_image_names_the_file(params: Params) -> None:
     broken = Path(params.paths.raw) / "photos" / "img01.png"
     broken.write_bytes(np.random.default_rng(0).bytes(500))
     with pytest.raises(DataError, match=r"img01\.png: not an image") as raised:
-        extract.run(params)
+        run_extract(params)
     assert str(broken) in str(raised.value) and "\n" not in str(raised.value)
 
 
 def test_images_directly_in_raw_are_refused(params: Params) -> None:
     _write_image(Path(params.paths.raw) / "loose.png", np.zeros((32, 32, 3), np.uint8))
     with pytest.raises(DataError, match=r"loose\.png: still images must be in a folder"):
-        extract.run(params)
+        run_extract(params)
 
 
 def test_a_train_only_folder_goes_to_train_whole(params: Params) -> None:
     _write_stills(Path(params.paths.raw) / "photos", 8)
     train_only = dataclasses.replace(params.extract, train_only=["photos"])
-    summary = extract.run(dataclasses.replace(params, extract=train_only))
+    summary = run_extract(dataclasses.replace(params, extract=train_only))
     manifest = load_manifest(Path(params.paths.frames))
     stills = manifest[manifest["video"] == "photos"]
     assert list(stills["split"]) == ["train"] * 8 and stills["train_only"].all()
@@ -309,4 +309,4 @@ def test_a_train_only_folder_goes_to_train_whole(params: Params) -> None:
 def test_train_only_must_name_a_source(params: Params) -> None:
     train_only = dataclasses.replace(params.extract, train_only=["holiday"])
     with pytest.raises(DataError, match=r"extract\.train_only names 'holiday', which is not a"):
-        extract.run(dataclasses.replace(params, extract=train_only))
+        run_extract(dataclasses.replace(params, extract=train_only))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from conftest import PROJECT_ROOT, write_params
 
-from denoise.config import Params
+from denoise.core.config import Params
 
 # What a GPU host may lack: importing any of these makes the script fail here.
 BLOCKED = ("mlflow", "dvc", "prefect", "great_expectations", "typer")

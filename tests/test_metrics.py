@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from denoise.metrics import psnr, ssim
+from denoise.core.metrics import psnr, ssim
 
 
 def test_identical_images() -> None:

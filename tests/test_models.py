@@ -9,19 +9,14 @@ import keras
 import numpy as np
 import pytest
 
-from denoise.config import DnCNN, DRUNet, FFDNet, Train, params_from_dict
-from denoise.errors import ConfigError
-from denoise.evaluate import model_denoiser
-from denoise.infer import denoise_batch, required_multiple
-from denoise.models import (
-    AveragePatches,
-    ExtractPatches,
-    NoiseLevelMap,
-    at_precision,
-    build_model,
-    count_parameters,
-)
-from denoise.train import dtype_policy
+from denoise.core.config import DnCNN, DRUNet, FFDNet, Train, params_from_dict
+from denoise.core.errors import ConfigError
+from denoise.models.dense_ae import AveragePatches, ExtractPatches
+from denoise.models.ffdnet import NoiseLevelMap
+from denoise.models.precision import at_precision, dtype_policy
+from denoise.models.registry import build_model, count_parameters, required_multiple
+from denoise.serving.tiling import denoise_batch
+from denoise.stages.evaluate import model_denoiser
 
 
 def test_model_summary_reports_the_papers_parameter_count() -> None:

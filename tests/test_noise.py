@@ -7,16 +7,18 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from denoise import extract, noise
-from denoise.config import Params
-from denoise.errors import ConfigError
-from denoise.noise import (
+from denoise.core.config import Params
+from denoise.core.errors import ConfigError
+from denoise.core.noise import (
     add_gaussian_noise,
     add_poisson_noise,
     add_salt_pepper_noise,
     add_speckle_noise,
     as_saved,
 )
+from denoise.data.evalsets import load_set
+from denoise.stages.extract import run as run_extract
+from denoise.stages.noise import run as run_noise
 
 MILLION = (10, 100, 1000)
 
@@ -81,12 +83,12 @@ def test_poisson_speckle_salt_pepper() -> None:
 
 
 def test_stage_writes_fixed_float_evaluation_sets(params: Params) -> None:
-    extract.run(params)
-    summary = noise.run(params)
+    run_extract(params)
+    summary = run_noise(params)
     evalsets = Path(params.paths.evalsets)
     assert summary.levels == ["gaussian-15", "gaussian-25", "gaussian-25-saved", "gaussian-50"]
     assert set(summary.images_per_set) == {"validation", "test", "photographs"}
-    _, noisy, _ = noise.load_set(evalsets, "test")
+    _, noisy, _ = load_set(evalsets, "test")
     assert noisy["gaussian-25"].dtype == np.float32
     assert noisy["gaussian-50"].min() < 0.0, "evaluation noise is stored unclipped"
     first = {name: np.load(evalsets / "test" / f"{name}.npy") for name in noisy}
@@ -95,8 +97,8 @@ def test_stage_writes_fixed_float_evaluation_sets(params: Params) -> None:
     # The as-saved twin is the same draw, clipped and rounded to 8 bits.
     np.testing.assert_array_equal(noisy["gaussian-25-saved"], as_saved(noisy["gaussian-25"]))
     assert index["sets"]["test"]["levels"]["gaussian-25-saved"]["as_saved"] is True
-    noise.run(params)  # same seed: byte-identical sets
+    run_noise(params)  # same seed: byte-identical sets
     for name, array in first.items():
         assert np.array_equal(array, np.load(evalsets / "test" / f"{name}.npy"))
-    photographs, _, _ = noise.load_set(evalsets, "photographs")
+    photographs, _, _ = load_set(evalsets, "photographs")
     assert photographs.shape == (2, 32, 32, 3)

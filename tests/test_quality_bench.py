@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from conftest import PROJECT_ROOT, write_params
 
-from denoise.config import Params
-from denoise.metrics import psnr
-from denoise.noise import add_gaussian_noise, load_photograph, set_rng
+from denoise.core.config import Params
+from denoise.core.metrics import psnr
+from denoise.core.noise import add_gaussian_noise, set_rng
+from denoise.data.evalsets import load_photograph
 
 sys.path.insert(0, str(PROJECT_ROOT / "bench"))
 import quality  # bench/quality.py
@@ -38,7 +39,8 @@ def _write_evalsets(params: Params) -> dict[str, np.ndarray]:
 
 
 def _save_untrained_model(directory: Path) -> None:
-    from denoise.models import count_parameters, paper_cae
+    from denoise.models.paper_cae import paper_cae
+    from denoise.models.registry import count_parameters
 
     directory.mkdir(parents=True)
     model = paper_cae()

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from denoise import runtime
+from denoise.core import runtime
 
 
 def test_configure_fills_only_what_the_user_left_unset(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,13 +19,15 @@ from mlflow import MlflowClient
 from servers import start_mlflow_server, start_model_server, stop
 from typer.testing import CliRunner
 
-from denoise import registry
 from denoise.cli import app
-from denoise.config import Train, load_params
-from denoise.infer import denoise_batch, log_denoiser
-from denoise.metrics import psnr
-from denoise.models import at_precision, build_model
-from denoise.pyfunc import KERAS_ARTIFACT, DenoiserModel
+from denoise.core.config import Train, load_params
+from denoise.core.metrics import psnr
+from denoise.models.precision import at_precision
+from denoise.models.registry import build_model
+from denoise.serving.pyfunc import KERAS_ARTIFACT, DenoiserModel
+from denoise.serving.tiling import denoise_batch
+from denoise.stages.register import score_model
+from denoise.tracking.models import log_denoiser
 
 pytestmark = pytest.mark.slow
 
@@ -90,22 +92,23 @@ def test_register_scores_a_model_with_or_without_its_self_ensemble(champion: str
     for ensemble in (False, True):
         denoised = denoise_batch(keras_model, noisy, tile_size=64, overlap=16, ensemble=ensemble)
         expected = psnr(clean[0], np.clip(denoised[0], 0.0, 1.0))
-        score = registry.score_model(champion, clean, noisy, self_ensemble=ensemble)
+        score = score_model(champion, clean, noisy, self_ensemble=ensemble)
         assert score == pytest.approx(expected, abs=1e-4)
     half = at_precision(keras_model, "bfloat16")
     denoised = denoise_batch(half, noisy, tile_size=64, overlap=16)
     expected = psnr(clean[0], np.clip(denoised[0], 0.0, 1.0))
-    score = registry.score_model(champion, clean, noisy, precision="bfloat16")
+    score = score_model(champion, clean, noisy, precision="bfloat16")
     assert score == pytest.approx(expected, abs=1e-9)  # the same computation
     # An untrained paper_cae's output is nearly constant: bf16 moves its score by about 1e-5 dB.
-    assert score != registry.score_model(champion, clean, noisy)
+    assert score != score_model(champion, clean, noisy)
 
 
 def test_register_scores_with_the_ensemble_a_model_logged_before_the_option(
     champion: str, tmp_path: Path
 ) -> None:
-    """A version logged without self_ensemble in its model_config (before session 7) is scored
-    with the ensemble all the same: MLflow would drop the override key."""
+    """A version logged without self_ensemble in its model_config (as versions logged before
+    the option existed are) is scored with the ensemble all the same: MLflow would drop the
+    override key."""
     path = tmp_path / "paper_cae.keras"
     build_model("paper_cae", Train()).save(path)
     mlflow.set_experiment("serve-test-old-config")
@@ -124,7 +127,7 @@ def test_register_scores_with_the_ensemble_a_model_logged_before_the_option(
     plain = denoise_batch(keras_model, noisy, tile_size=64, overlap=16, ensemble=False)
     expected = psnr(clean[0], np.clip(denoised[0], 0.0, 1.0))
     assert expected != pytest.approx(psnr(clean[0], np.clip(plain[0], 0.0, 1.0)), abs=1e-4)
-    score = registry.score_model(info.model_uri, clean, noisy, self_ensemble=True)
+    score = score_model(info.model_uri, clean, noisy, self_ensemble=True)
     assert score == pytest.approx(expected, abs=1e-4)
     loaded = mlflow.pyfunc.load_model(info.model_uri)  # no precision logged: float32
     assert loaded.unwrap_python_model().model is not None

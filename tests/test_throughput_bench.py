@@ -8,7 +8,7 @@ import sys
 
 from conftest import PROJECT_ROOT
 
-from denoise.config import Params
+from denoise.core.config import Params
 
 sys.path.insert(0, str(PROJECT_ROOT / "bench"))
 import throughput  # bench/throughput.py

@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 from conftest import PROJECT_ROOT
 
-from denoise.config import load_params
-from denoise.registry import CHALLENGER, CHAMPION, decide, should_promote
-from denoise.tracking import flatten, repository_root, tracking_uri
+from denoise.core.config import load_params
+from denoise.core.locations import repository_root, tracking_uri
+from denoise.serving.load import CHALLENGER, CHAMPION
+from denoise.stages.register import decide, should_promote
+from denoise.tracking.runs import flatten
 
 
 def _git(*arguments: str, cwd: Path) -> None:

@@ -15,10 +15,21 @@ import pytest
 from conftest import write_params
 from test_extract import _write_stills
 
-from denoise import extract, noise, train
-from denoise.config import DnCNN, Params, TrainNoise, Variant
-from denoise.errors import ConfigError, TrainingError
-from denoise.noise import load_set
+from denoise.core.config import DnCNN, Params, TrainNoise, Variant
+from denoise.core.errors import ConfigError, TrainingError
+from denoise.data.evalsets import load_set
+from denoise.data.extract import load_manifest
+from denoise.stages.extract import run as run_extract
+from denoise.stages.noise import run as run_noise
+from denoise.stages.train import run as run_train
+from denoise.training.loop import (
+    Checkpointer,
+    TrainingState,
+    learning_rate,
+    make_optimizer,
+    train_model,
+)
+from denoise.training.stream import PatchStream
 
 
 class CrashAfterEpoch(keras.callbacks.Callback):
@@ -59,17 +70,17 @@ class Poison(keras.callbacks.Callback):
 
 @pytest.fixture
 def prepared(params: Params) -> Params:
-    extract.run(params)
-    noise.run(params)
+    run_extract(params)
+    run_noise(params)
     return params
 
 
 def _fit(params: Params, name: str, checkpoints: Path, callbacks=()):
     frames = Path(params.paths.frames)
-    manifest = extract.load_manifest(frames)
+    manifest = load_manifest(frames)
     clean, noisy, _ = load_set(Path(params.paths.evalsets), "validation")
-    stream = train.PatchStream(frames, manifest[manifest["split"] == "train"], params)
-    return train.train_model(
+    stream = PatchStream(frames, manifest[manifest["split"] == "train"], params)
+    return train_model(
         name,
         params,
         stream,
@@ -82,8 +93,8 @@ def _fit(params: Params, name: str, checkpoints: Path, callbacks=()):
 
 def test_stream_is_a_pure_function_of_seed_and_batch(prepared: Params) -> None:
     frames = Path(prepared.paths.frames)
-    rows = extract.load_manifest(frames).query("split == 'train'")
-    first, second = (train.PatchStream(frames, rows, prepared) for _ in range(2))
+    rows = load_manifest(frames).query("split == 'train'")
+    first, second = (PatchStream(frames, rows, prepared) for _ in range(2))
     inputs_a, clean_a = first[3]
     second[1]  # a different access order changes nothing
     _, clean_b = second[3]
@@ -91,7 +102,7 @@ def test_stream_is_a_pure_function_of_seed_and_batch(prepared: Params) -> None:
     assert np.array_equal(inputs_a, clean_a), "clean in: the model's first layer adds the noise"
     assert clean_a.shape == (4, 16, 16, 3) and clean_a.min() >= 0.0 and clean_a.max() <= 1.0
     assert not np.array_equal(first[4][1], clean_a), "every batch draws new patches"
-    resumed = train.PatchStream(frames, rows, prepared, first_batch=2)
+    resumed = PatchStream(frames, rows, prepared, first_batch=2)
     assert np.array_equal(resumed[1][1], clean_a), "a resumed stream continues the sequence"
 
 
@@ -138,19 +149,19 @@ def test_cosine_schedule_warms_up_then_decays_to_the_minimum(params: Params) -> 
         min_learning_rate=0.001,
         warmup_steps=4,
     ).active
-    schedule = train.learning_rate(profile)
+    schedule = learning_rate(profile)
     assert isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule)
     rates = [float(schedule(step)) for step in (0, 2, 4, 12, 20)]
     assert rates[0] == 0.0 and rates[1] == pytest.approx(0.005)
     assert rates[2] == pytest.approx(0.01) and 0.001 < rates[3] < 0.01
     assert rates[4] == pytest.approx(0.001)
-    halved = train.learning_rate(profile, scale=0.5)  # after a rollback: the same curve, halved
+    halved = learning_rate(profile, scale=0.5)  # after a rollback: the same curve, halved
     assert [float(halved(step)) for step in (0, 2, 4, 12, 20)] == pytest.approx(
         [rate / 2 for rate in rates]
     )
     constant = params.train.with_active(learning_rate=0.002).active
-    assert train.learning_rate(constant) == 0.002
-    assert float(train.make_optimizer(constant).learning_rate) == pytest.approx(0.002)
+    assert learning_rate(constant) == 0.002
+    assert float(make_optimizer(constant).learning_rate) == pytest.approx(0.002)
 
 
 def test_a_variant_trains_on_its_own_noise_in_mixed_precision_and_saves_float32(
@@ -166,7 +177,7 @@ def test_a_variant_trains_on_its_own_noise_in_mixed_precision_and_saves_float32(
     training = training.with_active(
         models=["tiny_s25"], precision="mixed_bfloat16", schedule="cosine"
     )
-    summary = train.run(dataclasses.replace(prepared, train=training)).models["tiny_s25"]
+    summary = run_train(dataclasses.replace(prepared, train=training)).models["tiny_s25"]
     assert summary["architecture"] == "dncnn" and summary["precision"] == "mixed_bfloat16"
     assert summary["noise"]["kind"] == "gaussian" and summary["noise"]["as_saved"] is True
     saved = json.loads((Path(prepared.paths.models) / "tiny_s25.json").read_text())
@@ -230,8 +241,8 @@ def test_training_that_keeps_diverging_ends_with_its_best_epoch(
 
 def test_divergence_is_a_non_finite_loss_or_a_jump_over_the_lowest(params: Params) -> None:
     profile = params.train.with_active(divergence_factor=10.0).active
-    state = train.TrainingState(fingerprint="")
-    checkpointer = train.Checkpointer(Path("unused"), state, profile)
+    state = TrainingState(fingerprint="")
+    checkpointer = Checkpointer(Path("unused"), state, profile)
     assert checkpointer.diverged(float("nan")) and checkpointer.diverged(float("inf"))
     assert not checkpointer.diverged(1e6), "the first epoch has nothing to compare with"
     state.history = [{"loss": 0.02}, {"loss": 0.004}, {"loss": 0.005}]
@@ -239,9 +250,9 @@ def test_divergence_is_a_non_finite_loss_or_a_jump_over_the_lowest(params: Param
 
 
 def test_clip_norm_clips_the_global_gradient_norm(params: Params) -> None:
-    optimizer = train.make_optimizer(params.train.with_active(clip_norm=0.5).active)
+    optimizer = make_optimizer(params.train.with_active(clip_norm=0.5).active)
     assert optimizer.global_clipnorm == 0.5
-    assert train.make_optimizer(params.train.active).global_clipnorm is None
+    assert make_optimizer(params.train.active).global_clipnorm is None
     with pytest.raises(ConfigError, match="clip_norm: must be > 0 or null"):
         params.train.with_active(clip_norm=0.0)
 
@@ -258,7 +269,7 @@ def test_checkpoint_of_other_inputs_is_not_resumed(prepared: Params, tmp_path: P
 
 
 def test_stage_writes_models_and_histories(prepared: Params) -> None:
-    summary = train.run(prepared)
+    summary = run_train(prepared)
     assert set(summary.models) == {"paper_cae", "dense_ae"}
     for name in ("paper_cae", "dense_ae"):
         assert (Path(prepared.paths.models) / f"{name}.keras").is_file()
@@ -333,12 +344,12 @@ def test_sampling_weighs_frames_or_sources(params: Params, sampling: str) -> Non
         extract=dataclasses.replace(params.extract, train_only=["photos"]),
         train=params.train.with_active(sampling=sampling),
     )
-    extract.run(params)
+    run_extract(params)
     frames = Path(params.paths.frames)
-    rows = extract.load_manifest(frames).query("split == 'train'").reset_index(drop=True)
+    rows = load_manifest(frames).query("split == 'train'").reset_index(drop=True)
     photos = (rows["video"] == "photos").to_numpy()
     assert photos.sum() == 3 and (~photos).sum() > 3
-    stream = train.PatchStream(frames, rows, params)
+    stream = PatchStream(frames, rows, params)
     picks = np.concatenate([stream.frames(index) for index in range(400)])
     share = photos[picks].mean()
     expected = 0.5 if sampling == "sources" else photos.mean()

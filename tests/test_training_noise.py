@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from test_noise import MILLION, _looks_gaussian
 
-from denoise.config import TrainNoise
-from denoise.noise import as_saved
-from denoise.training_noise import TrainingNoise, denoiser, with_training_noise
+from denoise.core.config import TrainNoise
+from denoise.core.noise import as_saved
+from denoise.training.noise import TrainingNoise, denoiser, with_training_noise
 
 
 def _draw(noise: TrainNoise, clean: np.ndarray, seed: int = 0) -> np.ndarray:

@@ -16,9 +16,11 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from denoise import runtime
-from denoise.config import Params, load_params
-from denoise.errors import DenoiseError
+from denoise.core import runtime
+from denoise.core.architectures import ARCHITECTURES
+from denoise.core.config import Params, load_params
+from denoise.core.errors import DenoiseError
+from denoise.core.locations import tracking_uri
 
 app = typer.Typer(
     help="Turn raw video into trained, versioned denoising models.",
@@ -67,7 +69,7 @@ def _load(params_path: Path) -> Params:
 @_user_errors
 def samples(params: ParamsOption = Path("params.yaml")) -> None:
     """Put the sample videos (Debian opencv-doc, or a synthetic fallback) in paths.raw."""
-    from denoise import samples as stage
+    from denoise.stages import samples as stage
 
     config = _load(params)
     summary = stage.run(config)
@@ -93,7 +95,7 @@ def samples(params: ParamsOption = Path("params.yaml")) -> None:
 @_user_errors
 def extract(params: ParamsOption = Path("params.yaml")) -> None:
     """Decode the videos and image folders in paths.raw into frame shards, a manifest, splits."""
-    from denoise import extract as stage
+    from denoise.stages import extract as stage
 
     summary = stage.run(_load(params))
     counts = ", ".join(f"{split} {count}" for split, count in summary.frames_per_split.items())
@@ -104,7 +106,7 @@ def extract(params: ParamsOption = Path("params.yaml")) -> None:
 @_user_errors
 def noise(params: ParamsOption = Path("params.yaml")) -> None:
     """Write the fixed noisy evaluation sets (float32, unclipped, fixed seed)."""
-    from denoise import noise as stage
+    from denoise.stages import noise as stage
 
     summary = stage.run(_load(params))
     sets = ", ".join(f"{name} {count}" for name, count in summary.images_per_set.items())
@@ -115,7 +117,7 @@ def noise(params: ParamsOption = Path("params.yaml")) -> None:
 @_user_errors
 def validate(params: ParamsOption = Path("params.yaml")) -> None:
     """Check frames and evaluation sets with Great Expectations; write the report (Data Docs)."""
-    from denoise import checks as stage
+    from denoise.stages import validate as stage
 
     summary = stage.run(_load(params))
     for suite in summary.suites:
@@ -127,7 +129,7 @@ def validate(params: ParamsOption = Path("params.yaml")) -> None:
 @_user_errors
 def train(params: ParamsOption = Path("params.yaml")) -> None:
     """Train every model in params.train.models on streamed noisy patches."""
-    from denoise import train as stage
+    from denoise.stages import train as stage
 
     summary = stage.run(_load(params))
     for name, info in summary.models.items():
@@ -141,7 +143,7 @@ def train(params: ParamsOption = Path("params.yaml")) -> None:
 @_user_errors
 def evaluate(params: ParamsOption = Path("params.yaml")) -> None:
     """Score the noisy input, classical baselines and trained models; print the table."""
-    from denoise import evaluate as stage
+    from denoise.stages import evaluate as stage
 
     summary = stage.run(_load(params))
     typer.echo(summary.table)
@@ -151,7 +153,7 @@ def evaluate(params: ParamsOption = Path("params.yaml")) -> None:
 @_user_errors
 def register(params: ParamsOption = Path("params.yaml")) -> None:
     """Register every trained model in MLflow; move `champion` only to a better model."""
-    from denoise import registry as stage
+    from denoise.stages import register as stage
 
     summary = stage.run(_load(params))
     for decision in summary.decisions:
@@ -168,14 +170,14 @@ def ui(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
 ) -> None:
     """Open the MLflow UI on the tracking store the pipeline logs to (local SQLite default)."""
-    from denoise import tracking
+    from denoise.tracking.runs import configure
 
     config = _load(params)
-    uri = tracking.tracking_uri(config)
+    uri = tracking_uri(config)
     if uri.startswith("http"):
         typer.echo(f"MLFLOW_TRACKING_URI is a server: open {uri}")
         return
-    tracking.configure(config)  # creates the store and experiment on first use
+    configure(config)  # creates the store and experiment on first use
     typer.echo(f"MLflow UI on http://127.0.0.1:{port} ({uri}); Ctrl-C stops it")
     mlflow = Path(sys.executable).with_name("mlflow")
     os.execv(
@@ -233,12 +235,16 @@ def apply(
     """
     import dataclasses
 
-    from denoise import infer as stage
+    from denoise.serving import apply as stage
 
     # Outside the project (no ./params.yaml), the defaults serve: apply needs no data paths.
     default = params == Path("params.yaml") and not params.exists()
     config = Params() if default else _load(params)
-    options = {"tile_size": tile, "self_ensemble": self_ensemble, "precision": precision}
+    options: dict[str, Any] = {
+        "tile_size": tile,
+        "self_ensemble": self_ensemble,
+        "precision": precision,
+    }
     overrides = {key: value for key, value in options.items() if value is not None}
     try:
         config = dataclasses.replace(config, apply=dataclasses.replace(config.apply, **overrides))
@@ -258,18 +264,15 @@ def apply(
 @app.command("model-summary")
 @_user_errors
 def model_summary(
-    name: Annotated[
-        str, typer.Argument(help="Architecture: paper_cae, dense_ae, dncnn, ffdnet or drunet.")
-    ],
+    name: Annotated[str, typer.Argument(help=f"Architecture: {', '.join(ARCHITECTURES)}.")],
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Print the Keras summary of an architecture at the configured frame size."""
-    from denoise.config import MODEL_NAMES
-    from denoise.models import build_model
+    from denoise.models.registry import build_model
 
     config = _load(params)
-    if name not in MODEL_NAMES:
-        raise DenoiseError(f"unknown model {name!r} (known: {', '.join(MODEL_NAMES)})")
+    if name not in ARCHITECTURES:
+        raise DenoiseError(f"unknown model {name!r} (known: {', '.join(ARCHITECTURES)})")
     size = config.extract.size
     model = build_model(name, config.train, input_size=size)
     model.summary(print_fn=lambda line, **_: typer.echo(line))

@@ -1,8 +1,9 @@
 """The MLflow pyfunc flavour of a denoiser: a saved .keras model behind tiled inference.
 
 `mlflow.pyfunc.load_model(uri).predict(images)` and `mlflow models serve` both denoise images
-of any size: float32 (N, H, W, 3) RGB in [0, 1] in, the same shape out. log_denoiser in
-denoise.infer logs it; this module holds only the class, so MLflow can unpickle it by name.
+of any size: float32 (N, H, W, 3) RGB in [0, 1] in, the same shape out.
+denoise.tracking.models logs it; this module holds only the class, so MLflow can unpickle it
+by name.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 from mlflow.pyfunc import PythonModel
 
-from denoise.infer import denoise_batch, denoise_image
+from denoise.serving.tiling import denoise_batch, denoise_image
 
 KERAS_ARTIFACT = "keras_model"  # key in context.artifacts: the .keras file
 TILING_DEFAULTS = {
@@ -36,14 +37,13 @@ class DenoiserModel(PythonModel):
     model: Any = None
 
     def load_context(self, context: Any) -> None:
-        from denoise import runtime
+        # lazy: TensorFlow's options must be set before Keras loads it in a serving process
+        from denoise.core import runtime
 
-        runtime.configure()  # a serving process may not have loaded TensorFlow yet
-        import keras
+        runtime.configure()
+        from denoise.models.registry import load_model
 
-        import denoise.models  # noqa: F401  (registers the custom layers for loading)
-
-        self.model = keras.models.load_model(context.artifacts[KERAS_ARTIFACT], compile=False)
+        self.model = load_model(context.artifacts[KERAS_ARTIFACT])
         config = {**TILING_DEFAULTS, **(context.model_config or {})}
         self.tile_size = int(config["tile_size"])
         self.overlap = int(config["overlap"])
@@ -54,7 +54,7 @@ class DenoiserModel(PythonModel):
         """Serve with or without the x8 self-ensemble, computing in precision
         (config.APPLY_PRECISIONS). MLflow drops a load-time override whose key the model was not
         logged with (versions from before an option existed); this sets them all the same."""
-        from denoise.models import at_precision
+        from denoise.models.precision import at_precision  # lazy: Keras, as in load_context
 
         self.ensemble = self_ensemble
         self.model = at_precision(self.model, precision)

@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from denoise.errors import DataError, VideoError
+from denoise.core.errors import DataError, VideoError
 
 # Largest per-pixel channel difference (0-255) still counted as grey: codecs round chroma.
 _GREY_TOLERANCE = 2

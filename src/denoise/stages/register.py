@@ -12,19 +12,26 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from denoise import tracking
-from denoise.atomic import write_json
-from denoise.config import Params
-from denoise.errors import DataError
-from denoise.metrics import psnr
-from denoise.noise import level_name, load_set
-
-CHAMPION, CHALLENGER = "champion", "challenger"
+from denoise.core.atomic import atomic_directory, write_json
+from denoise.core.config import Params
+from denoise.core.errors import DataError, ValidationError
+from denoise.core.metrics import psnr
+from denoise.core.noise import level_name
+from denoise.data.evalsets import load_set
+from denoise.serving.load import CHALLENGER, CHAMPION
+from denoise.tracking.models import logged_model_uri
+from denoise.tracking.runs import stage
+from denoise.validation.outcomes import RESULTS, SUMMARY_HTML, SuiteResult, failures
+from denoise.validation.report import failure_message
+from denoise.validation.runner import validate_tables
+from denoise.validation.suites import results_expectations
+from denoise.validation.tables import results_table
 
 
 def should_promote(candidate: float, champion: float | None, margin: float) -> bool:
@@ -100,7 +107,7 @@ def _registered_version(client: Any, name: str, run_id: str) -> Any:
 
     for version in client.search_model_versions(f"name='{name}' and run_id='{run_id}'"):
         return version
-    return mlflow.register_model(tracking.logged_model_uri(run_id), name)
+    return mlflow.register_model(logged_model_uri(run_id), name)
 
 
 def _champion(client: Any, name: str) -> Any | None:
@@ -129,8 +136,6 @@ def run(params: Params) -> RegisterSummary:
     """Register every trained model; move `champion` or `challenger` as should_promote says."""
     from mlflow.tracking import MlflowClient
 
-    from denoise.checks import check_results
-
     metrics_path = Path(params.paths.metrics)
     if not metrics_path.is_file():
         raise DataError(f"{metrics_path}: missing; run `denoise evaluate` first")
@@ -145,11 +150,11 @@ def run(params: Params) -> RegisterSummary:
     noisy = noisy_levels[level]
     serving = (params.apply.self_ensemble, params.apply.precision)  # as `denoise apply` serves
     decisions: list[Decision] = []
-    with tracking.stage(params, "register") as tracker:
+    with stage(params, "register") as tracker:
         client = MlflowClient()
         name = config.model_name
         scores = {
-            model: score_model(tracking.logged_model_uri(run_id), clean, noisy, *serving)
+            model: score_model(logged_model_uri(run_id), clean, noisy, *serving)
             for model, run_id in runs.items()
         }
         # Best candidate first, so a weaker one from the same run is compared with it.
@@ -197,3 +202,86 @@ def run(params: Params) -> RegisterSummary:
         tracker.log_to_parent(summary=dataclasses.asdict(summary))
     write_json(params.paths.registry, dataclasses.asdict(summary))
     return summary
+
+
+@dataclasses.dataclass(frozen=True)
+class ResultsCheck:
+    """The results suite passed; which models may be promoted."""
+
+    reference: str  # where gains are measured: "<set>/gaussian-<validation_sigma>"
+    noisy_psnr: float  # dB, the noisy input's PSNR there
+    psnr: dict[str, float]  # dB per trained model
+    gain_db: dict[str, float]  # psnr - noisy_psnr per trained model
+    eligible: dict[str, bool]  # gain_db >= validate.results.min_gain_over_noisy_db
+    report: Path | None  # index.html of the report, when one was written
+    suites: list[SuiteResult]  # for log_report(), with the report folder
+
+
+def promotion_gains(
+    metrics: Mapping[str, Any], models: list[str], score_set: str, sigma: float
+) -> tuple[str, float, dict[str, float]]:
+    """PSNR of each model and of the noisy input on score_set at Gaussian sigma (0-255 scale).
+
+    Returns (reference, noisy PSNR, {model: PSNR}). Where the noisy method was not evaluated,
+    its PSNR is the expectation for unclipped noise, 20 log10(255 / sigma).
+    """
+    reference = f"{score_set}/{level_name('gaussian', sigma)}"
+    level = metrics.get("sets", {}).get(score_set, {}).get("levels", {})
+    results = level.get(level_name("gaussian", sigma))
+    if results is None:
+        raise ValidationError(
+            f"results: no scores at {reference} in the metrics (evaluate scores "
+            f"{', '.join(metrics.get('sets', {})) or 'no sets'}); rerun `denoise evaluate`"
+        )
+    missing = [model for model in models if model not in results]
+    if missing:
+        raise ValidationError(
+            f"results: no score for {', '.join(missing)} at {reference}; rerun `denoise evaluate`"
+        )
+    noisy = (
+        float(results["noisy"]["psnr"])
+        if "noisy" in results
+        else 20.0 * math.log10(255.0 / sigma)
+        if sigma > 0
+        else math.inf
+    )
+    return reference, noisy, {model: float(results[model]["psnr"]) for model in models}
+
+
+def check_results(
+    metrics: Mapping[str, Any],
+    params: Params,
+    score_set: str = "test",
+    report_dir: str | Path | None = None,
+) -> ResultsCheck:
+    """Run the results suite on evaluate's metrics, then decide which models may be promoted.
+
+    metrics: the mapping in paths.metrics. Raises ValidationError (after writing the report,
+    when report_dir is given) if a metric is not finite or a PSNR is implausible. A model is
+    eligible when it beats the noisy input by validate.results.min_gain_over_noisy_db on
+    score_set at noise.validation_sigma; an ineligible model may be recorded, never promoted.
+    """
+    config = params.validate.results
+    tables = {RESULTS: (results_table(metrics), results_expectations(config))}
+    report = None
+    if report_dir is None:
+        results = validate_tables(tables, None)
+    else:
+        with atomic_directory(report_dir) as staging:
+            results = validate_tables(tables, staging)
+        report = Path(report_dir) / SUMMARY_HTML
+    if failures(results):
+        raise ValidationError(failure_message(results, report))
+    reference, noisy, psnr = promotion_gains(
+        metrics, list(params.train.models), score_set, params.noise.validation_sigma
+    )
+    gain = {model: value - noisy for model, value in psnr.items()}
+    return ResultsCheck(
+        reference=reference,
+        noisy_psnr=noisy,
+        psnr=psnr,
+        gain_db=gain,
+        eligible={model: value >= config.min_gain_over_noisy_db for model, value in gain.items()},
+        report=report,
+        suites=results,
+    )

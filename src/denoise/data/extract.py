@@ -1,5 +1,5 @@
-"""extract stage: videos and still-image folders in paths.raw -> frame shards + a manifest with
-statistics and splits."""
+"""Frame extraction: videos and still-image folders -> uint8 frame shards and a manifest with
+statistics and time-block splits."""
 
 from __future__ import annotations
 
@@ -12,12 +12,11 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from denoise import tracking
-from denoise.atomic import atomic_directory
-from denoise.config import Params, Split
-from denoise.errors import DataError
-from denoise.progress import progress
-from denoise.video import Frame, probe, read_frames, read_still
+from denoise.core.atomic import atomic_directory
+from denoise.core.config import Params, Split
+from denoise.core.errors import DataError
+from denoise.core.progress import progress
+from denoise.data.video import Frame, probe, read_frames, read_still
 
 MANIFEST_NAME = "manifest.parquet"
 SPLITS = ("train", "validation", "test")
@@ -192,15 +191,6 @@ def _extract_source(source: Source, raw_dir: Path, out_dir: Path, params: Params
     else:
         table["split"] = assign_splits(table["timestamp_s"].to_numpy(), config.split)
     return table
-
-
-def run(params: Params) -> ExtractSummary:
-    """Decode every video and still-image folder in paths.raw into shards under paths.frames,
-    with the manifest."""
-    with tracking.stage(params, "extract") as tracker:
-        summary = extract_frames(params)
-        tracker.log_to_parent(summary=dataclasses.asdict(summary))
-    return summary
 
 
 def extract_frames(params: Params) -> ExtractSummary:

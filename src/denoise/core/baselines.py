@@ -12,7 +12,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from denoise.config import Evaluate
+from denoise.core.config import Evaluate
 
 Denoiser = Callable[[np.ndarray, float], np.ndarray]
 

@@ -13,15 +13,20 @@ from typing import Any
 
 import numpy as np
 
-from denoise import tracking
-from denoise.atomic import atomic_directory, atomic_path, write_json, write_text
-from denoise.baselines import baseline
-from denoise.config import Params
-from denoise.errors import DataError
-from denoise.metrics import psnr, ssim
-from denoise.noise import level_name, list_sets, load_set
-from denoise.progress import progress
-from denoise.video import write_image
+from denoise.core.atomic import atomic_directory, atomic_path, write_json, write_text
+from denoise.core.baselines import baseline
+from denoise.core.config import Params
+from denoise.core.errors import DataError
+from denoise.core.images import triptych
+from denoise.core.metrics import psnr, ssim
+from denoise.core.noise import level_name
+from denoise.core.progress import progress
+from denoise.data.evalsets import list_sets, load_set
+from denoise.data.video import write_image
+from denoise.models.precision import at_precision
+from denoise.models.registry import load_model, required_multiple
+from denoise.serving import tiling
+from denoise.tracking.runs import StageTracker, stage
 
 # Sets scored here; "validation" is used by training for model selection, so it is not.
 VALIDATION = "validation"
@@ -62,15 +67,12 @@ def per_image(function: Callable[[np.ndarray, float], np.ndarray]) -> BatchDenoi
 def model_denoiser(
     model: Any, batch_size: int, ensemble: bool = False, precision: str = "float32"
 ) -> BatchDenoiser:
-    """A model on whole images in batches; ensemble: its x8 self-ensemble (infer.self_ensemble);
-    precision: what it computes in (models.at_precision)."""
-    from denoise import infer
-    from denoise.models import at_precision
-
+    """A model on whole images in batches; ensemble: its x8 self-ensemble
+    (tiling.self_ensemble); precision: what it computes in (precision.at_precision)."""
     model = at_precision(model, precision)
 
     try:
-        multiple = infer.required_multiple(model)
+        multiple = required_multiple(model)
     except ValueError:  # a dense_ae whose patch is no multiple of its stride: whole frames only
         multiple = 1
 
@@ -79,30 +81,19 @@ def model_denoiser(
         # through the compiled call `denoise apply` makes (faster than model.predict's per-call
         # setup on small sets).
         tile = max(*noisy.shape[1:3], 16) + multiple
-        return infer.denoise_batch(model, noisy, tile, 0, batch_size, multiple, ensemble)
+        return tiling.denoise_batch(model, noisy, tile, 0, batch_size, multiple, ensemble)
 
     return denoise_batch
 
 
-def triptych(noisy: np.ndarray, denoised: np.ndarray, clean: np.ndarray) -> np.ndarray:
-    """noisy | denoised | clean side by side with white gutters: uint8 (H, 3W + 8, 3) RGB."""
-    gutter = np.ones((clean.shape[0], 4, 3), np.float32)
-    row = np.concatenate([np.clip(noisy, 0, 1), gutter, denoised, gutter, clean], axis=1)
-    return np.round(row * 255.0).astype(np.uint8)
-
-
 def _load_models(params: Params) -> dict[str, tuple[Any, dict[str, Any]]]:
-    import keras
-
-    import denoise.models  # noqa: F401  (registers the custom layers for loading)
-
     models = {}
     for name in params.train.models:
         path = Path(params.paths.models) / f"{name}.keras"
         if not path.is_file():
             raise DataError(f"{path}: missing; run `denoise train` first")
         info = json.loads(path.with_suffix(".json").read_text())
-        models[name] = (keras.models.load_model(path), info)
+        models[name] = (load_model(path), info)
     return models
 
 
@@ -162,7 +153,7 @@ def run(params: Params) -> EvaluateSummary:
     Logs the classical baselines as one MLflow child run, each model's scores into its own
     training run, and the tables to the pipeline's parent run.
     """
-    with tracking.stage(params, "evaluate") as tracker:
+    with stage(params, "evaluate") as tracker:
         summary = _evaluate(params)
         _log_evaluation(tracker, params, summary.metrics)
     return summary
@@ -179,9 +170,7 @@ def method_metrics(metrics: dict[str, Any], method: str) -> dict[str, float]:
     return flat
 
 
-def _log_evaluation(
-    tracker: tracking.StageTracker, params: Params, metrics: dict[str, Any]
-) -> None:
+def _log_evaluation(tracker: StageTracker, params: Params, metrics: dict[str, Any]) -> None:
     import mlflow
     from mlflow.exceptions import MlflowException
 

@@ -1,15 +1,14 @@
-"""train stage: stream random patches from the frame shards and fit each configured model.
+"""The training loop: fit one model on the patch stream, with checkpoints and a divergence guard.
 
-Frames are read through memory maps and noise is drawn fresh for every patch of every step,
-inside the compiled step (denoise.training_noise), so neither a noisy copy nor the whole data
-set is ever held (the paper's two reported limits).
-Every epoch writes a checkpoint under paths.checkpoints (outside DVC's outs); an interrupted run
-resumes from it and ends with the same weights as an uninterrupted one.
+Noise is drawn fresh for every patch of every step inside the compiled step
+(denoise.training.noise), so neither a noisy copy nor the whole data set is ever held (the
+paper's two reported limits). Every epoch writes a checkpoint under paths.checkpoints (outside
+DVC's outs); an interrupted run resumes from it and ends with the same weights as an
+uninterrupted one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -17,103 +16,29 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
-import pandas as pd
 
-from denoise import tracking
-from denoise.atomic import atomic_directory, atomic_path, write_json
-from denoise.config import Params, Profile
-from denoise.errors import DataError, TrainingError
-from denoise.evaluate import triptych
-from denoise.extract import MANIFEST_NAME, file_sha256, load_manifest
-from denoise.metrics import ssim
-from denoise.models import at_precision, build_model, count_parameters, psnr
-from denoise.noise import level_name, load_set
-from denoise.training_noise import denoiser, with_training_noise
+from denoise.core.atomic import atomic_path, write_json
+from denoise.core.config import Params, Profile
+from denoise.core.errors import TrainingError
+from denoise.core.images import triptych
+from denoise.core.metrics import ssim
+from denoise.data.extract import MANIFEST_NAME, file_sha256
+from denoise.models.precision import at_precision, dtype_policy, resolve_precision
+from denoise.models.registry import build_model, count_parameters
+from denoise.models.registry import psnr as psnr_metric  # the Keras metric (val_psnr
+from denoise.training.noise import denoiser, with_training_noise
+from denoise.training.stream import PatchStream
 
 HISTORY_FIELDS = ("epoch", "loss", "val_loss", "val_psnr", "val_ssim", "seconds")
 EPOCH_METRICS = ("loss", "val_loss", "val_psnr", "val_ssim")
 # Called after every epoch with (epoch, metrics, triptychs of the first validation frames).
 EpochLogger = Callable[[int, dict[str, float], list[np.ndarray]], None]
-
-
-class PatchStream(keras.utils.PyDataset):
-    """An endless stream of (clean, clean) batches of random patches, float32 (B, P, P, 3) in
-    [0, 1], randomly flipped. The model fitted on it starts with a TrainingNoise layer, which
-    turns the input half noisy in the training step. Batch `index` is a pure function of
-    (seed, first_batch + index): Keras reads the stream in order across epochs (fit with
-    steps_per_epoch), and a resumed run starts at first_batch = epochs_done * steps_per_epoch,
-    so it sees exactly the batches the uninterrupted run would have seen, whatever prefetching
-    Keras does.
-    """
-
-    def __init__(
-        self,
-        frames_dir: Path,
-        rows: pd.DataFrame,
-        params: Params,
-        first_batch: int = 0,
-    ) -> None:
-        super().__init__(workers=1, use_multiprocessing=False)
-        if rows.empty:
-            raise DataError(f"{frames_dir}: no train frames; check extract.split")
-        self.frames_dir = frames_dir
-        shards = {
-            name: np.load(frames_dir / name, mmap_mode="r") for name in rows["shard"].unique()
-        }
-        self._frames = [
-            (shards[shard], int(offset))
-            for shard, offset in zip(rows["shard"], rows["offset"], strict=True)
-        ]
-        # Positions of each source's frames, when sources rather than frames are drawn evenly.
-        self._sources: list[np.ndarray] | None = None
-        if params.train.active.sampling == "sources":
-            codes, _ = pd.factorize(rows["video"])
-            self._sources = [np.flatnonzero(codes == code) for code in range(codes.max() + 1)]
-        height, width = self._frames[0][0].shape[1:3]
-        self.patch = min(params.train.patch_size, height, width)
-        self.patch -= self.patch % 4
-        self.batch_size = params.train.batch_size
-        self.seed = params.seed
-        self.first_batch = first_batch
-
-    @property
-    def num_batches(self) -> None:
-        return None  # endless: fit's steps_per_epoch cuts it into epochs
-
-    def _draw(self, index: int) -> tuple[np.random.Generator, np.ndarray]:
-        """Batch `index`'s generator, after it drew the batch's frames (positions in rows)."""
-        rng = np.random.default_rng([self.seed, self.first_batch + index])
-        if self._sources is None:
-            return rng, rng.integers(len(self._frames), size=self.batch_size)
-        sources = rng.integers(len(self._sources), size=self.batch_size)
-        return rng, np.array([rng.choice(self._sources[source]) for source in sources])
-
-    def frames(self, index: int) -> np.ndarray:
-        """The positions in `rows` of the frames batch `index` crops its patches from."""
-        return self._draw(index)[1]
-
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        rng, picks = self._draw(index)
-        clean = np.empty((self.batch_size, self.patch, self.patch, 3), np.float32)
-        for slot, pick in enumerate(picks):
-            shard, offset = self._frames[pick]
-            height, width = shard.shape[1:3]
-            top = rng.integers(height - self.patch + 1)
-            left = rng.integers(width - self.patch + 1)
-            patch = shard[offset, top : top + self.patch, left : left + self.patch]
-            if rng.random() < 0.5:
-                patch = patch[:, ::-1]
-            if rng.random() < 0.5:
-                patch = patch[::-1]
-            clean[slot] = patch
-        clean /= 255.0
-        return clean, clean
 
 
 @dataclasses.dataclass
@@ -277,43 +202,6 @@ def _make_deterministic(seed: int) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def has_gpu() -> bool:
-    """Whether the Keras backend sees a GPU."""
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        return any(device.platform == "gpu" for device in jax.devices())
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return bool(tf.config.list_physical_devices("GPU"))
-    if backend == "torch":
-        import torch
-
-        return bool(torch.cuda.is_available())
-    return False
-
-
-def resolve_precision(precision: str) -> str:
-    """The Keras dtype policy for a profile's precision: "auto" is mixed_bfloat16 on a GPU
-    (tensor cores) and float32 on a CPU, where bfloat16 arithmetic is emulated and slower."""
-    if precision == "auto":
-        return "mixed_bfloat16" if has_gpu() else "float32"
-    return precision
-
-
-@contextlib.contextmanager
-def dtype_policy(policy: str) -> Iterator[None]:
-    """Build layers under `policy`, then restore the global policy."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(policy)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-
 def learning_rate(
     profile: Profile, scale: float = 1.0
 ) -> float | keras.optimizers.schedules.LearningRateSchedule:
@@ -386,7 +274,7 @@ def train_model(
         with dtype_policy(resolve_precision(config.active.precision)):
             noise = params.training_noise(name)
             model = with_training_noise(build_model(name, config), noise, params.seed)
-        model.compile(optimizer=make_optimizer(config.active), loss="mse", metrics=[psnr])
+        model.compile(optimizer=make_optimizer(config.active), loss="mse", metrics=[psnr_metric])
         # Epoch 0's model: what a divergence in the first epoch rolls back to (state.json,
         # which a resume needs as well, comes with the first epoch or rollback).
         checkpoint_dir.mkdir(parents=True)
@@ -486,65 +374,3 @@ def summarise(
         "rollbacks": state.rollbacks,
         "diverged": state.diverged,
     }
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainSummary:
-    models: dict[str, dict[str, Any]]
-
-
-def run(params: Params) -> TrainSummary:
-    """Train every model in params.train.models; write models and training histories.
-
-    Each model is one MLflow child run (per-epoch metrics and sample images, then the model
-    itself); its id is kept in models/<name>.json for the evaluate and register stages.
-    """
-    frames_dir = Path(params.paths.frames)
-    manifest = load_manifest(frames_dir)
-    clean, noisy, _ = load_set(Path(params.paths.evalsets), "validation")
-    validation_level = level_name("gaussian", params.noise.validation_sigma)
-    validation = (noisy[validation_level], clean)
-    train_rows = manifest[manifest["split"] == "train"]
-    summaries: dict[str, dict[str, Any]] = {}
-    histories: dict[str, list[dict[str, float]]] = {}
-    trained: dict[str, keras.Model] = {}
-    with tracking.stage(params, "train") as tracker:
-        for name in params.train.models:
-            stream = PatchStream(frames_dir, train_rows, params)
-            checkpoint_dir = Path(params.paths.checkpoints) / name
-            with tracker.child(name, tags={"denoise.model": name}) as run_id:
-                tracking.log_frames_inputs(params, manifest)
-                model, state = train_model(
-                    name,
-                    params,
-                    stream,
-                    validation,
-                    checkpoint_dir,
-                    epoch_logger=tracking.log_epoch,
-                    num_samples=params.tracking.num_samples,
-                )
-            trained[name] = model
-            summaries[name] = {
-                **summarise(name, params, model, state, stream),
-                "mlflow_run_id": run_id,
-            }
-            histories[name] = state.history
-        with atomic_directory(params.paths.models) as staging:
-            for name, model in trained.items():
-                model.save(staging / f"{name}.keras")
-                write_json(staging / f"{name}.json", summaries[name])
-        with atomic_directory(params.paths.train_reports) as staging:
-            for name in trained:
-                _write_history(staging / f"{name}.csv", histories[name])
-        for name, model in trained.items():
-            with tracker.resume(summaries[name]["mlflow_run_id"]):
-                tracking.log_trained_model(
-                    params,
-                    model,
-                    Path(params.paths.models) / f"{name}.keras",
-                    summaries[name],
-                    Path(params.paths.train_reports) / f"{name}.csv",
-                )
-    for name in trained:
-        shutil.rmtree(Path(params.paths.checkpoints) / name, ignore_errors=True)
-    return TrainSummary(models=summaries)

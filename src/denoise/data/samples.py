@@ -15,9 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from denoise.atomic import atomic_path
-from denoise.config import Params
-from denoise.video import write_video
+from denoise.core.atomic import atomic_path
 
 OPENCV_DOC = Path("/usr/share/doc/opencv-doc")
 # Where Debian's opencv-doc keeps each sample video (some gzipped).
@@ -122,30 +120,3 @@ def render_canvas_video(
         view = cv2.warpAffine(scene * light, shift, (width, height), flags=cv2.INTER_LINEAR)
         frames[index] = np.clip(view * 255.0 + 0.5, 0, 255).astype(np.uint8)
     return frames
-
-
-def run(params: Params, search_paths: tuple[Path, ...] = SEARCH_PATHS) -> SamplesSummary:
-    """Copy each sample video into paths.raw (skipping those present); render one if none exist."""
-    raw_dir = Path(params.paths.raw)
-    raw_dir.mkdir(parents=True, exist_ok=True)
-    copied, present, missing = [], [], []
-    for name in params.samples.videos:
-        target = raw_dir / name
-        if target.is_file():
-            present.append(name)
-            continue
-        source = find_sample(name, search_paths)
-        if source is None:
-            missing.append(name)
-            continue
-        _copy_sample(source, target)
-        copied.append(name)
-    synthetic = None
-    if missing and not copied and not present:
-        target = raw_dir / SYNTHETIC_NAME
-        if not target.is_file():
-            frames = render_canvas_video(params.samples.synthetic_frames, seed=params.seed)
-            with atomic_path(target) as staging:
-                write_video(staging, frames, fps=25.0)
-        synthetic = SYNTHETIC_NAME
-    return SamplesSummary(copied=copied, present=present, missing=missing, synthetic=synthetic)

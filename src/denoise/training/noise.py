@@ -5,7 +5,7 @@ the model being fitted, adds the model's training noise (params.noise.train or i
 with Keras's counter-based random ops. Drawing on the CPU in NumPy cost more than building the
 batch itself (bench/throughput.py), and on a GPU host it would leave the accelerator waiting.
 
-The noise models are those of `denoise.noise` (which makes the fixed evaluation sets in NumPy),
+The noise models are those of `denoise.core.noise` (which makes the fixed evaluation sets in NumPy),
 with the same parameters: every function takes clean float32 RGB in [0, 1] and returns it
 noisy and unclipped, or clipped and rounded to 8 bits when `as_saved`.
 The layer is the identity outside training, so validation and prediction see their inputs
@@ -21,8 +21,8 @@ from typing import Any
 import keras
 from keras import ops
 
-from denoise.config import TrainNoise
-from denoise.errors import ConfigError
+from denoise.core.config import TrainNoise
+from denoise.core.errors import ConfigError
 
 
 def _poisson(lam: Any, seed: Any) -> Any:

@@ -1,4 +1,8 @@
-"""Parameters: frozen dataclasses mirroring params.yaml, and load_params(), their only reader."""
+"""Parameters: frozen dataclasses mirroring params.yaml, and load_params(), their only reader.
+
+Over 400 lines: one dataclass per params.yaml section with the checks of its values, in the
+file's order, so the schema reads top to bottom beside params.yaml; split, it would scatter.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,11 @@ from typing import Any, Union
 
 import yaml
 
-from denoise.errors import ConfigError
+from denoise.core.architectures import ARCHITECTURES
+from denoise.core.errors import ConfigError
 
 NOISE_KINDS = ("gaussian", "gaussian_blind", "poisson", "speckle", "salt_pepper")
-MODEL_NAMES = ("paper_cae", "dense_ae", "dncnn", "ffdnet", "drunet")
+MODEL_NAMES = tuple(ARCHITECTURES)
 BASELINE_METHODS = ("noisy", "blur", "median", "nlm", "bm3d")
 
 
@@ -388,12 +393,9 @@ class Train:
             value = getattr(self, key)
             _check(value >= 1, key, f"must be >= 1, got {value}")
         _check(self.dense_stride <= self.dense_patch, "dense_stride", "must be <= dense_patch")
-        _check(
-            (self.patch_size - self.dense_patch) % self.dense_stride == 0
-            or "dense_ae" not in self.architectures,
-            "dense_stride",
-            "patch_size - dense_patch must be a multiple of dense_stride",
-        )
+        for architecture in sorted(self.architectures):
+            problem = ARCHITECTURES[architecture].size_rule(self, self.patch_size)
+            _check(problem is None, f"profiles.{self.profile}.patch_size", str(problem))
         multiple = self.size_multiple
         _check(
             self.patch_size % multiple == 0,
@@ -458,16 +460,8 @@ class Train:
     @property
     def size_multiple(self) -> int:
         """Patches and validation frames must be multiples of this for every active model."""
-        multiple = 1
-        for name in self.models:
-            spec = self.spec(name)
-            if spec.architecture == "paper_cae":
-                multiple = max(multiple, 4)
-            elif spec.architecture == "ffdnet":
-                multiple = max(multiple, 2)
-            elif spec.architecture == "drunet":
-                multiple = max(multiple, spec.drunet.multiple)  # type: ignore[union-attr]
-        return multiple
+        specs = [self.spec(name) for name in self.models]
+        return max(ARCHITECTURES[spec.architecture].side_multiple(spec) for spec in specs)
 
 
 @dataclasses.dataclass(frozen=True)

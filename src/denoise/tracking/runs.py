@@ -25,51 +25,13 @@ from typing import Any
 
 import yaml
 
-from denoise.config import Params, params_to_dict
+from denoise.core.config import Params, params_to_dict
+from denoise.core.locations import tracking_uri
 
 PARENT_RUN_ENV = "DENOISE_MLFLOW_PARENT_RUN_ID"
 PIPELINE_KEY_TAG = "denoise.pipeline_key"
 STAGE_TAG = "denoise.stage"
 STAGE_STATUS_TAG = "denoise.stage.{stage}"
-_DVC_EXPERIMENT_COPIES = (".dvc", "tmp", "exps")
-
-
-def repository_root(start: Path | None = None) -> Path:
-    """The main working tree of the project that start (default: the working directory) is in.
-
-    Git worktrees share their main tree's git common directory; DVC runs queued experiments in
-    temporary clones under <root>/.dvc/tmp/exps/, which map back to <root>.
-    """
-    start = (start or Path.cwd()).resolve()
-    try:
-        common = subprocess.run(
-            ["git", "rev-parse", "--path-format=absolute", "--git-common-dir"],
-            cwd=start,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        root = Path(common).parent if Path(common).name == ".git" else start
-    except (OSError, subprocess.CalledProcessError):
-        root = start
-    parts = root.parts
-    for index in range(len(parts) - len(_DVC_EXPERIMENT_COPIES)):
-        if parts[index : index + len(_DVC_EXPERIMENT_COPIES)] == _DVC_EXPERIMENT_COPIES:
-            return Path(*parts[:index])
-    return root
-
-
-def local_store(params: Params, root: Path | None = None) -> Path:
-    """The folder of the local default store: mlflow.db and artifacts/."""
-    return (root or repository_root()) / params.tracking.local_store
-
-
-def tracking_uri(params: Params, root: Path | None = None) -> str:
-    """MLFLOW_TRACKING_URI when set, else SQLite in the local store."""
-    configured = os.environ.get("MLFLOW_TRACKING_URI")
-    if configured:
-        return configured
-    return f"sqlite:///{local_store(params, root) / 'mlflow.db'}"
 
 
 def configure(params: Params, root: Path | None = None) -> str:
@@ -351,41 +313,3 @@ def log_frames_inputs(params: Params, manifest: Any) -> None:
         frames = from_pandas(manifest, source=params.paths.frames, name="frames", digest=frames_md5)
         mlflow.log_input(raw, context="raw")
         mlflow.log_input(frames, context="training")
-
-
-MODEL_ARTIFACT = "model"
-MODEL_URI_TAG = "denoise.model_uri"  # on a training run: the logged model (models:/m-...)
-
-
-def log_trained_model(
-    params: Params, model: Any, keras_path: Path, summary: dict[str, Any], history_csv: Path
-) -> None:
-    """Into the active run: the model (pyfunc, any image size), its summary and curves."""
-    import mlflow
-
-    from denoise.infer import log_denoiser
-
-    lines: list[str] = []
-    model.summary(print_fn=lambda line, **_: lines.append(line))
-    mlflow.log_text("\n".join(lines), "model_summary.txt")
-    mlflow.log_dict(summary, "summary.json")
-    mlflow.log_artifact(str(history_csv), artifact_path="curves")
-    mlflow.log_metrics(
-        {
-            "best_epoch": summary["best_epoch"],
-            "parameters": summary["parameters"],
-            "train_seconds": summary["train_seconds"],
-            "train_patches_per_second": summary["train_patches_per_second"],
-            "rollbacks": len(summary["rollbacks"]),
-        }
-    )
-    info = log_denoiser(keras_path, name=MODEL_ARTIFACT, params=params)
-    mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
-
-
-def logged_model_uri(run_id: str) -> str:
-    """The model a training run logged, as the register stage and scoring load it."""
-    from mlflow.tracking import MlflowClient
-
-    tags = MlflowClient().get_run(run_id).data.tags
-    return tags.get(MODEL_URI_TAG) or f"runs:/{run_id}/{MODEL_ARTIFACT}"

@@ -1,0 +1,84 @@
+"""Noise models: pure functions of float32 (N, H, W, C) RGB in [0, 1]; sigma on the 0-255 scale."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+from denoise.core.errors import ConfigError
+
+SAVED_SUFFIX = "-saved"
+
+
+def add_gaussian_noise(clean: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Return clean + N(0, sigma/255), unclipped. sigma: std-dev on the 0-255 scale."""
+    if sigma < 0:
+        raise ConfigError(f"gaussian sigma must be >= 0, got {sigma}")
+    if sigma == 0:
+        return clean.astype(np.float32, copy=True)
+    noise = rng.standard_normal(clean.shape, dtype=np.float32) * np.float32(sigma / 255.0)
+    return (clean + noise).astype(np.float32)
+
+
+def as_saved(noisy: np.ndarray) -> np.ndarray:
+    """What a noisy image looks like once written to disk: clipped to [0, 1] and rounded to the
+    256 levels of 8 bits. float32, same shape."""
+    return (np.round(np.clip(noisy, 0.0, 1.0) * 255.0) / 255.0).astype(np.float32)
+
+
+def add_poisson_noise(clean: np.ndarray, peak: float, rng: np.random.Generator) -> np.ndarray:
+    """Shot noise: photon counts ~ Poisson(clean * peak), scaled back by 1 / peak."""
+    if peak <= 0:
+        raise ConfigError(f"poisson peak must be > 0, got {peak}")
+    return (rng.poisson(np.clip(clean, 0.0, None) * peak) / peak).astype(np.float32)
+
+
+def add_speckle_noise(clean: np.ndarray, variance: float, rng: np.random.Generator) -> np.ndarray:
+    """Multiplicative noise: clean * (1 + n), n ~ N(0, variance)."""
+    if variance < 0:
+        raise ConfigError(f"speckle variance must be >= 0, got {variance}")
+    noise = rng.standard_normal(clean.shape, dtype=np.float32) * np.float32(np.sqrt(variance))
+    return (clean * (1.0 + noise)).astype(np.float32)
+
+
+def add_salt_pepper_noise(clean: np.ndarray, amount: float, rng: np.random.Generator) -> np.ndarray:
+    """Set a share `amount` of pixel locations (all channels) to 0 or 1 with equal odds."""
+    if not 0.0 <= amount <= 1.0:
+        raise ConfigError(f"salt_pepper amount must be in [0, 1], got {amount}")
+    noisy = clean.astype(np.float32, copy=True)
+    hit = rng.random(clean.shape[:-1]) < amount
+    salt = rng.random(clean.shape[:-1]) < 0.5
+    noisy[hit & salt] = 1.0
+    noisy[hit & ~salt] = 0.0
+    return noisy
+
+
+def apply_noise(clean: np.ndarray, kind: str, level: float, rng: np.random.Generator) -> np.ndarray:
+    """Add one evaluation noise model: `level` is sigma, peak, variance or amount by `kind`."""
+    functions = {
+        "gaussian": add_gaussian_noise,
+        "poisson": add_poisson_noise,
+        "speckle": add_speckle_noise,
+        "salt_pepper": add_salt_pepper_noise,
+    }
+    if kind not in functions:
+        raise ConfigError(f"unknown noise kind {kind!r} (known: {', '.join(functions)})")
+    return functions[kind](clean, level, rng)
+
+
+def level_name(kind: str, level: float, saved: bool = False) -> str:
+    """File-name form of a noise level: gaussian-25, poisson-30, speckle-0.04; the as-saved
+    (clipped, 8-bit) twin of a level gets a -saved suffix: gaussian-25-saved."""
+    return f"{kind}-{level:g}{SAVED_SUFFIX if saved else ''}"
+
+
+def set_rng(seed: int, *names: str) -> np.random.Generator:
+    """An rng fixed by the seed and names, so each evaluation set's noise is reproducible."""
+    keys = [zlib.crc32(name.encode()) for name in names]
+    return np.random.default_rng([seed, *keys])
+
+
+def empirical_sigma(noisy: np.ndarray, clean: np.ndarray) -> float:
+    """Standard deviation of (noisy - clean) on the 0-255 scale."""
+    return float(np.std(noisy.astype(np.float64) - clean) * 255.0)

@@ -1,0 +1,1 @@
+"""Video decoding, frame extraction and manifests, the evaluation sets, the sample data."""

@@ -1,0 +1,85 @@
+"""Precision: dtype policies for training and inference, and what the backend runs on."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import keras
+from keras import layers
+
+
+def has_gpu() -> bool:
+    """Whether the Keras backend sees a GPU."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return any(device.platform == "gpu" for device in jax.devices())
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    if backend == "torch":
+        import torch
+
+        return bool(torch.cuda.is_available())
+    return False
+
+
+def resolve_precision(precision: str) -> str:
+    """The Keras dtype policy for a profile's precision: "auto" is mixed_bfloat16 on a GPU
+    (tensor cores) and float32 on a CPU, where bfloat16 arithmetic is emulated and slower."""
+    if precision == "auto":
+        return "mixed_bfloat16" if has_gpu() else "float32"
+    return precision
+
+
+@contextlib.contextmanager
+def dtype_policy(policy: str) -> Iterator[None]:
+    """Build layers under `policy`, then restore the global policy."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+# The layers the builders name and keep float32 under any global dtype policy: the output and
+# what feeds it directly, and the noise-level estimate (plus dense_ae's last Dense, decode_2).
+FLOAT32_LAYERS = frozenset({"denoised", "noise", "correction", "pack", "unpack", "noise_level"})
+
+
+def _keeps_float32(layer: keras.layers.Layer) -> bool:
+    """Whether the builders make this layer float32 whatever the policy. paper_cae's decode_2
+    is a Conv2DTranspose that follows the policy; dense_ae's is its float32 output Dense."""
+    if isinstance(layer, layers.Dense):
+        return layer.name == "decode_2"
+    return layer.name in FLOAT32_LAYERS
+
+
+def at_precision(model: keras.Model, precision: str) -> keras.Model:
+    """The model with its weights, computing in `precision` (config.APPLY_PRECISIONS).
+
+    bfloat16 is Keras's mixed_bfloat16 policy, as mixed-precision training builds the model:
+    float32 weights, bfloat16 arithmetic, the FLOAT32_LAYERS and so the output in float32. On a
+    CPU with native bfloat16 (AVX512_BF16, AMX) or a GPU it is faster, and the output differs
+    by about bfloat16's resolution (docs/benchmarks.md, session 9). Returns `model` itself when
+    every layer already computes as asked; otherwise a clone with the same weights.
+    """
+    policy = "float32" if precision == "float32" else f"mixed_{precision}"
+
+    def wanted(layer: keras.layers.Layer) -> str:
+        return "float32" if _keeps_float32(layer) else policy
+
+    computing = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    if all(layer.dtype_policy.name == wanted(layer) for layer in computing):
+        return model
+
+    def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
+        return layer.__class__.from_config({**layer.get_config(), "dtype": wanted(layer)})
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy

@@ -1,0 +1,74 @@
+"""Model builders, one function per architecture (Keras 3 Functional API, keras.ops only).
+
+Every model maps noisy float32 (N, H, W, 3) RGB to denoised (N, H, W, 3) and is fully
+convolutional, so it trains on patches and denoises frames of other sizes. Output layers are
+float32 whatever the global dtype policy, so mixed-precision training keeps a float32 output.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from denoise.core.architectures import ARCHITECTURES
+from denoise.core.config import Train
+
+# Every architecture module, so that their custom layers are registered for load_model.
+from denoise.models import dense_ae, dncnn, drunet, ffdnet, paper_cae  # noqa: F401
+
+
+def build_model(name: str, config: Train, input_size: int | None = None) -> keras.Model:
+    """Build the named model (an architecture or a params.train.variants entry)."""
+    spec = config.spec(name)
+    module = importlib.import_module(f"denoise.models.{ARCHITECTURES[spec.architecture].module}")
+    model: keras.Model = module.build(config, spec, input_size)
+    return model
+
+
+def load_model(path: str | Path) -> keras.Model:
+    """A saved .keras model, uncompiled; the custom layers are registered by the imports above."""
+    return keras.models.load_model(path, compile=False)
+
+
+@keras.saving.register_keras_serializable(package="denoise", name="psnr")
+def psnr(clean: Any, denoised: Any) -> Any:
+    """Mean PSNR in dB over the batch, data range 1.0; a Keras metric function."""
+    squared = ops.square(ops.cast(clean, "float32") - ops.cast(denoised, "float32"))
+    mse = ops.mean(squared, axis=(1, 2, 3))
+    return ops.mean(-10.0 * ops.log(ops.maximum(mse, 1e-12)) / ops.log(10.0))
+
+
+def count_parameters(model: keras.Model) -> int:
+    """Number of trainable parameters."""
+    return int(sum(np.prod(weight.shape) for weight in model.trainable_weights))
+
+
+def required_multiple(model: Any) -> int:
+    """Side multiple a model accepts: product of pooling and conv strides, lcm with patch strides.
+
+    4 for paper_cae (two 2x poolings); dense_stride (4) for dense_ae, whose patch must be a
+    multiple of its stride so that any padded size that is a multiple of the stride works;
+    1 for dncnn; 2 ** (levels - 1) for drunet (one stride-2 conv per level down).
+    """
+    from keras import layers
+
+    from denoise.models.dense_ae import ExtractPatches
+
+    multiple = 1
+    for layer in getattr(model, "layers", []):
+        if isinstance(layer, layers.MaxPooling2D | layers.AveragePooling2D | layers.Conv2D):
+            multiple *= int(layer.strides[0])
+        elif isinstance(layer, ExtractPatches):
+            if layer.patch % layer.stride:
+                raise ValueError(
+                    f"dense patch {layer.patch} is not a multiple of its stride {layer.stride}: "
+                    "tiled inference cannot pad such a model's input"
+                )
+            multiple = math.lcm(multiple, layer.stride)
+    return multiple

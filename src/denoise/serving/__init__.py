@@ -1,0 +1,1 @@
+"""Tiled inference, the MLflow pyfunc model, loading models, and `denoise apply`."""

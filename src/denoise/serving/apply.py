@@ -1,0 +1,197 @@
+"""denoise apply: images, folders and videos at full resolution, written atomically."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from denoise.core.atomic import atomic_path
+from denoise.core.config import Apply, Params
+from denoise.core.errors import InputError
+from denoise.core.locations import tracking_uri
+from denoise.core.progress import progress
+from denoise.data.video import (
+    can_read_image,
+    probe,
+    read_image_float,
+    read_video_rgb,
+    rgb_video_writer,
+    video_codec,
+    write_image_float,
+)
+from denoise.serving.load import _is_local, default_model_uri, load_denoiser
+from denoise.serving.tiling import denoise_batch, denoise_image
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pnm")
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv")
+
+
+def collect_inputs(inputs: Iterable[Path]) -> list[Path]:
+    """Files to denoise: each file given, and each folder's images and videos (not recursive).
+
+    Raises InputError for a missing path, an unsupported file type or a folder with no media.
+    """
+    files: list[Path] = []
+    for path in inputs:
+        path = Path(path)
+        if path.is_dir():
+            found = sorted(
+                entry
+                for entry in path.iterdir()
+                if entry.is_file()
+                and not entry.name.startswith(".")
+                and entry.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES
+            )
+            if not found:
+                raise InputError(f"{path}: no images or videos in this folder (not recursive)")
+            files += found
+        elif path.is_file():
+            if path.suffix.lower() not in IMAGE_SUFFIXES + VIDEO_SUFFIXES:
+                raise InputError(
+                    f"{path}: unsupported file type {path.suffix or '(none)'} (images: "
+                    f"{' '.join(IMAGE_SUFFIXES)}; videos: {' '.join(VIDEO_SUFFIXES)})"
+                )
+            files.append(path)
+        else:
+            raise InputError(f"{path}: no such file or folder")
+    return files
+
+
+def plan_outputs(files: list[Path], output: Path) -> list[tuple[Path, Path]]:
+    """Pair each input with its output path.
+
+    One input and an output with a media extension: that file. Otherwise output is a folder
+    and each input keeps its name in it. Raises InputError for two inputs with one name, an
+    output that would overwrite its input, or an image paired with a video.
+    """
+    single_file = (
+        len(files) == 1
+        and not output.is_dir()
+        and output.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES
+    )
+    if single_file:
+        source = files[0]
+        if (source.suffix.lower() in VIDEO_SUFFIXES) != (output.suffix.lower() in VIDEO_SUFFIXES):
+            raise InputError(f"{output}: an image and a video cannot be each other's output")
+        pairs = [(source, output)]
+    elif output.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES and not output.is_dir():
+        raise InputError(f"{output}: several inputs need an output folder, not a file name")
+    else:
+        pairs = [(source, output / source.name) for source in files]
+    targets: dict[Path, Path] = {}
+    for source, target in pairs:
+        if target.resolve() == source.resolve():
+            raise InputError(f"{target}: the output would overwrite its input; choose another -o")
+        if target.resolve() in targets:
+            raise InputError(
+                f"{source} and {targets[target.resolve()]} would both be written to {target}"
+            )
+        targets[target.resolve()] = source
+    return pairs
+
+
+@dataclasses.dataclass(frozen=True)
+class Applied:
+    """One denoised file."""
+
+    source: Path
+    output: Path
+    width: int
+    height: int
+    frames: int  # 1 for an image
+    fps: float | None  # None for an image
+
+
+@dataclasses.dataclass(frozen=True)
+class ApplySummary:
+    """What `denoise apply` did: the model it used and every output."""
+
+    model_uri: str
+    outputs: list[Applied]
+
+
+def _chunks(frames: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
+    chunk: list[np.ndarray] = []
+    for frame in frames:
+        chunk.append(frame)
+        if len(chunk) == size:
+            yield np.stack(chunk)
+            chunk = []
+    if chunk:
+        yield np.stack(chunk)
+
+
+def _inference_options(config: Apply) -> dict[str, Any]:
+    """denoise_batch's keyword arguments from params.apply."""
+    return {
+        "tile_size": config.tile_size,
+        "overlap": config.overlap,
+        "batch_size": config.batch_size,
+        "ensemble": config.self_ensemble,
+    }
+
+
+def apply_to_image(model: Any, source: Path, target: Path, config: Apply) -> Applied:
+    """Denoise one image file at full resolution; write it atomically at its bit depth."""
+    noisy, dtype = read_image_float(source)
+    denoised = denoise_image(model, noisy, **_inference_options(config))
+    with atomic_path(target) as staging:
+        write_image_float(staging, denoised, dtype)
+    return Applied(source, target, noisy.shape[1], noisy.shape[0], 1, None)
+
+
+def apply_to_video(model: Any, source: Path, target: Path, config: Apply) -> Applied:
+    """Denoise every frame of a video; write a video of the same size, rate and frame count."""
+    info = probe(source)
+    frames = progress(
+        read_video_rgb(source), description=f"denoise {source.name}", total=info.frame_count or None
+    )
+    written = 0
+    # The writer closes before atomic_path renames the finished file into place.
+    with (
+        atomic_path(target) as staging,
+        rgb_video_writer(staging, info.fps, info.width, info.height) as write,
+    ):
+        for noisy in _chunks(frames, config.batch_size):
+            denoised = denoise_batch(model, noisy, **_inference_options(config))
+            for frame in denoised:
+                write(frame)
+            written += len(denoised)
+    return Applied(source, target, info.width, info.height, written, info.fps)
+
+
+def run(
+    params: Params, inputs: list[Path], output: Path, model_uri: str | None = None
+) -> ApplySummary:
+    """Denoise images and videos with a model (default: the registered champion).
+
+    Inputs are checked before the model loads; each output is written atomically, so a failure
+    part-way leaves complete outputs only.
+    """
+    pairs = plan_outputs(collect_inputs(inputs), Path(output))
+    for source, target in pairs:
+        if source.suffix.lower() in VIDEO_SUFFIXES:
+            info = probe(source)
+            video_codec(target, info.width, info.height)
+        elif not can_read_image(source):
+            raise InputError(f"{source}: not an image OpenCV can read")
+    uri = model_uri or default_model_uri(params)
+    model = load_denoiser(uri, None if _is_local(uri) else tracking_uri(params))
+    if hasattr(model, "layers"):
+        # lazy: Keras loads only once the inputs are known to be good
+        from denoise.models.precision import at_precision
+
+        model = at_precision(model, params.apply.precision)
+    images = [pair for pair in pairs if pair[0].suffix.lower() in IMAGE_SUFFIXES]
+    videos = [pair for pair in pairs if pair[0].suffix.lower() in VIDEO_SUFFIXES]
+    outputs = []
+    if images:
+        for source, target in progress(images, description="denoise images"):
+            outputs.append(apply_to_image(model, source, target, params.apply))
+    for source, target in videos:
+        outputs.append(apply_to_video(model, source, target, params.apply))
+    return ApplySummary(uri, outputs)

@@ -1,0 +1,44 @@
+"""samples command: copy the sample videos into paths.raw, or render a synthetic one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from denoise.core.atomic import atomic_path
+from denoise.core.config import Params
+from denoise.data.samples import (
+    SEARCH_PATHS,
+    SYNTHETIC_NAME,
+    SamplesSummary,
+    _copy_sample,
+    find_sample,
+    render_canvas_video,
+)
+from denoise.data.video import write_video
+
+
+def run(params: Params, search_paths: tuple[Path, ...] = SEARCH_PATHS) -> SamplesSummary:
+    """Copy each sample video into paths.raw (skipping those present); render one if none exist."""
+    raw_dir = Path(params.paths.raw)
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    copied, present, missing = [], [], []
+    for name in params.samples.videos:
+        target = raw_dir / name
+        if target.is_file():
+            present.append(name)
+            continue
+        source = find_sample(name, search_paths)
+        if source is None:
+            missing.append(name)
+            continue
+        _copy_sample(source, target)
+        copied.append(name)
+    synthetic = None
+    if missing and not copied and not present:
+        target = raw_dir / SYNTHETIC_NAME
+        if not target.is_file():
+            frames = render_canvas_video(params.samples.synthetic_frames, seed=params.seed)
+            with atomic_path(target) as staging:
+                write_video(staging, frames, fps=25.0)
+        synthetic = SYNTHETIC_NAME
+    return SamplesSummary(copied=copied, present=present, missing=missing, synthetic=synthetic)

@@ -1,0 +1,1 @@
+"""MLflow only: runs, stages' child runs, and logging models and reports."""

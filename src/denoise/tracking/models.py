@@ -1,0 +1,121 @@
+"""Logging trained models to MLflow as pyfunc denoisers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from denoise.core.config import Apply, Params
+from denoise.core.errors import ModelError
+from denoise.serving.pyfunc import KERAS_ARTIFACT, DenoiserModel
+
+
+def _requirements() -> list[str]:
+    """Pinned pip requirements of the pyfunc model: what the denoise package imports to run."""
+    from importlib import metadata
+
+    import keras
+
+    backends = {
+        "tensorflow": ("tensorflow-cpu", "tensorflow"),
+        "jax": ("jax",),
+        "torch": ("torch",),
+    }
+    names = ["mlflow", "cloudpickle", "keras", "numpy", "opencv-python-headless", "pyyaml", "rich"]
+    names += backends.get(keras.backend.backend(), ())
+    pinned = []
+    for name in names:
+        try:
+            pinned.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return pinned
+
+
+def log_denoiser(
+    keras_path: Path,
+    name: str = "model",
+    tile_size: int | None = None,
+    overlap: int | None = None,
+    batch_size: int | None = None,
+    params: Params | None = None,
+    registered_model_name: str | None = None,
+) -> Any:
+    """Log a saved .keras denoiser as an MLflow pyfunc model that denoises images of any size.
+
+    Call it inside an active run (mlflow.start_run): the model is logged to that run under
+    `name`, so runs:/<run id>/<name> and the returned ModelInfo.model_uri (models:/m-...) both
+    load it; registered_model_name also registers it as a new version. Tiling comes from the
+    arguments, else params.apply, else the Apply defaults; it is stored as model_config,
+    with apply.self_ensemble.
+    The signature is float32 (-1, -1, -1, 3) in and out (any batch, height and width), with a
+    2x16x16x3 input example; the denoise package travels with the model (code_paths) and the
+    pip requirements are pinned to this environment, so `mlflow models serve --env-manager
+    local` works here and a fresh virtualenv can rebuild it elsewhere. Returns mlflow's ModelInfo.
+    """
+    import mlflow
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    keras_path = Path(keras_path)
+    if not keras_path.is_file():
+        raise ModelError(f"{keras_path}: no such model file; run `denoise train` first")
+    config = params.apply if params is not None else Apply()
+    model_config = {
+        "tile_size": tile_size if tile_size is not None else config.tile_size,
+        "overlap": overlap if overlap is not None else config.overlap,
+        "batch_size": batch_size if batch_size is not None else config.batch_size,
+        "self_ensemble": config.self_ensemble,
+        "precision": config.precision,
+    }
+    images = Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1, 3))])
+    example = np.random.default_rng(0).random((2, 16, 16, 3), dtype=np.float32)
+    return mlflow.pyfunc.log_model(
+        name=name,
+        python_model=DenoiserModel(),
+        artifacts={KERAS_ARTIFACT: str(keras_path)},
+        model_config=model_config,
+        signature=ModelSignature(inputs=images, outputs=images),
+        input_example=example,
+        code_paths=[str(Path(__file__).parents[1])],  # the denoise package
+        pip_requirements=_requirements(),
+        registered_model_name=registered_model_name,
+    )
+
+
+MODEL_ARTIFACT = "model"
+MODEL_URI_TAG = "denoise.model_uri"  # on a training run: the logged model (models:/m-...)
+
+
+def log_trained_model(
+    params: Params, model: Any, keras_path: Path, summary: dict[str, Any], history_csv: Path
+) -> None:
+    """Into the active run: the model (pyfunc, any image size), its summary and curves."""
+    import mlflow
+
+    lines: list[str] = []
+    model.summary(print_fn=lambda line, **_: lines.append(line))
+    mlflow.log_text("\n".join(lines), "model_summary.txt")
+    mlflow.log_dict(summary, "summary.json")
+    mlflow.log_artifact(str(history_csv), artifact_path="curves")
+    mlflow.log_metrics(
+        {
+            "best_epoch": summary["best_epoch"],
+            "parameters": summary["parameters"],
+            "train_seconds": summary["train_seconds"],
+            "train_patches_per_second": summary["train_patches_per_second"],
+            "rollbacks": len(summary["rollbacks"]),
+        }
+    )
+    info = log_denoiser(keras_path, name=MODEL_ARTIFACT, params=params)
+    mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
+
+
+def logged_model_uri(run_id: str) -> str:
+    """The model a training run logged, as the register stage and scoring load it."""
+    from mlflow.tracking import MlflowClient
+
+    tags = MlflowClient().get_run(run_id).data.tags
+    return tags.get(MODEL_URI_TAG) or f"runs:/{run_id}/{MODEL_ARTIFACT}"

@@ -1,0 +1,1 @@
+"""The patch stream, noise drawn in the training step, and the training loop."""

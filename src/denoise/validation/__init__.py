@@ -1,0 +1,1 @@
+"""Statistics tables, expectation suites, running them with Great Expectations, the report."""

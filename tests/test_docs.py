@@ -1,0 +1,60 @@
+"""The repository speaks of the project: no chapters of its making, no machine-local paths, and
+generated documents that are current."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import PROJECT_ROOT
+
+# A numbered chapter of how the project was built, or a goal told as history.
+HISTORY = re.compile(r"\b(sessions? \d|chapters? \d|the goal was)", re.IGNORECASE)
+# Absolute paths of the machine a text was written on: home and work folders.
+MACHINE_PATH = re.compile(r"(?<![\w.~-])/(work|home|root|Users)/[\w.-]")
+BENCHMARKS_MAX_LINES = 300
+TEXT_SUFFIXES = {".md", ".py", ".yaml", ".yml", ".toml", ".txt", ".sh", ".cfg", ".json", ""}
+
+
+def _tracked_text_files() -> list[Path]:
+    listed = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+    ).stdout.split("\0")
+    paths = [PROJECT_ROOT / name for name in listed if name]
+    return [path for path in paths if path.is_file() and path.suffix in TEXT_SUFFIXES]
+
+
+def test_tracked_text_tells_no_history_and_names_no_machine_path() -> None:
+    above_checkout = f"{PROJECT_ROOT.parent}/"
+    offences = []
+    for path in _tracked_text_files():
+        if path == Path(__file__):
+            continue
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if HISTORY.search(line) or MACHINE_PATH.search(line) or above_checkout in line:
+                offences.append(f"{path.relative_to(PROJECT_ROOT)}:{number}: {line.strip()}")
+    assert offences == []
+
+
+def test_the_benchmarks_are_a_short_leaderboard() -> None:
+    lines = (PROJECT_ROOT / "docs" / "benchmarks.md").read_text().count("\n")
+    assert lines <= BENCHMARKS_MAX_LINES
+
+
+def test_the_lineage_document_holds_dvcs_current_graphs() -> None:
+    """docs/lineage.md holds `dvc dag --md` and `dvc dag --outs --md` as they are now
+    (`make lineage` redraws them)."""
+    dvc = str(Path(sys.executable).with_name("dvc"))
+    document = (PROJECT_ROOT / "docs" / "lineage.md").read_text()
+    for extra in ([], ["--outs"]):
+        graph = subprocess.run(
+            [dvc, "dag", "--md", *extra],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        ).stdout
+        assert graph.strip() in document, f"docs/lineage.md is stale: run `make lineage` ({extra})"
