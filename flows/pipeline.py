@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -30,7 +31,7 @@ from denoise.core.config import load_params
 from denoise.tracking.runs import PARENT_RUN_ENV, close_pipeline_run, configure, open_pipeline_run
 
 # The stages of dvc.yaml, in order (tests/test_consistency.py keeps the two in step).
-STAGES = ("extract", "noise", "validate", "train", "evaluate", "register")
+STAGES = ("extract", "noise", "validate", "init", "train", "evaluate", "register")
 ARTIFACT_KEY = "denoise-metrics"
 
 
@@ -38,8 +39,11 @@ class StageFailed(RuntimeError):
     """A DVC stage exited non-zero: bad input or a bug, so retrying would not help."""
 
 
-def _dvc(arguments: list[str], root: Path, env: dict[str, str] | None = None) -> tuple[int, str]:
-    """Run DVC in root, echoing its output live; return the exit status and the output."""
+def _dvc(
+    arguments: list[str], root: Path, env: dict[str, str] | None = None, echo: bool = True
+) -> tuple[int, str]:
+    """Run DVC in root, echoing its output (stdout and stderr) live unless echo is off;
+    return the exit status and the output."""
     # Stages call `denoise`, which lives beside this interpreter (the project's environment).
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     process = subprocess.Popen(
@@ -47,14 +51,25 @@ def _dvc(arguments: list[str], root: Path, env: dict[str, str] | None = None) ->
         cwd=root,
         env={**os.environ, "PATH": path, "DVC_NO_ANALYTICS": "1", **(env or {})},
         stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
     )
     assert process.stdout is not None
     lines = []
     for line in process.stdout:
-        sys.stdout.write(line)
+        if echo:
+            sys.stdout.write(line)
         lines.append(line)
     return process.wait(), "".join(lines)
+
+
+def _changed(stage: str, root: Path) -> bool:
+    """Whether DVC will run the stage: `dvc status --json` reports it (changed deps, params,
+    outs or command, or always_changed)."""
+    status, output = _dvc(["status", "--json", stage], root, echo=False)
+    if status != 0:
+        raise StageFailed(f"dvc status {stage} failed: {output.strip()[-500:]}")
+    return stage in json.loads(output.strip().splitlines()[-1] or "{}")
 
 
 @task(name="track-raw-data", cache_policy=NO_CACHE)
@@ -71,12 +86,19 @@ def run_stage(stage: str, root: Path, tracking_run_id: str) -> dict[str, Any]:
 
     A stage that runs logs its MLflow child runs under tracking_run_id.
     """
+    logger = get_run_logger()
+    ran = _changed(stage, root)
     env = {PARENT_RUN_ENV: tracking_run_id}
     status, output = _dvc(["repro", "--single-item", stage], root, env)
+    if output.strip():
+        logger.info("dvc repro %s:\n%s", stage, output.rstrip())
     if status != 0:
-        raise StageFailed(f"stage {stage} failed (dvc repro exit status {status})")
-    ran = f"Running stage '{stage}'" in output
-    get_run_logger().info("stage %s %s", stage, "ran" if ran else "skipped: inputs unchanged")
+        errors = [line for line in output.splitlines() if line.startswith("error: ")]
+        last = output.strip().splitlines()[-1:] or ["no output"]
+        message = f"stage {stage} failed (dvc repro exit status {status}): {(errors or last)[-1]}"
+        logger.error(message)
+        raise StageFailed(message)
+    logger.info("stage %s %s", stage, "ran" if ran else "skipped: inputs unchanged")
     return {"stage": stage, "ran": ran}
 
 

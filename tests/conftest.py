@@ -87,7 +87,15 @@ def tiny_params(root: Path) -> Params:
     noise = dataclasses.replace(
         params.noise, max_frames=3, photographs=["astronaut", "coffee"], photograph_size=32
     )
-    train = params.train.with_active(patch_size=16, batch_size=4, epochs=2, steps_per_epoch=4)
+    # The paper's two models, from scratch: tests/test_init.py covers starting weights.
+    train = params.train.with_active(
+        models=["paper_cae", "dense_ae"],
+        per_model={},
+        patch_size=16,
+        batch_size=4,
+        epochs=2,
+        steps_per_epoch=4,
+    )
     evaluate = dataclasses.replace(params.evaluate, bm3d_max_images=1, num_triptychs=1)
     # Tiny clips are short, and tiny models cannot beat the noisy input: tests/test_checks.py
     # checks the promotion gate itself with its own margin.

@@ -1,9 +1,11 @@
 """The pipeline against a real `mlflow server` (SQLite backend) on loopback, through `dvc repro`.
 
-Checks through MlflowClient what a user compares in the UI: the parent run and its children,
-every parameter, per-epoch metrics and sample images, lineage tags and datasets, a registered
-version with the `champion` alias; then a weaker model becomes `challenger` and the champion
-stays where it was.
+Checks through MlflowClient what a user compares in the UI: a bare `dvc repro` logs one flat
+run per stage, tagged with the stage and the commit, with the trained models and the baselines
+as child runs; every parameter, per-epoch metrics and sample images, lineage tags and
+datasets, a registered version with the `champion` alias; then a weaker model becomes
+`challenger` and the champion stays where it was. Each test records what it needs itself, so
+they pass alone and in any order.
 """
 
 from __future__ import annotations
@@ -56,24 +58,53 @@ def _repro(root: Path, url: str) -> None:
 
 def _lock_md5(root: Path, stage: str, path: str) -> str:
     lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"][stage]
-    return next(out["md5"] for out in lock["outs"] if out["path"] == path)
+    return str(next(out["md5"] for out in lock["outs"] if out["path"] == path))
 
 
-def test_a_pipeline_run_is_tracked_and_registered(server: str, repository: Path) -> None:
+@dataclasses.dataclass(frozen=True)
+class FirstRun:
+    runs: list  # type: ignore[type-arg]
+    commit: str
+    raw_md5: str
+    frames_md5: str
+
+
+@pytest.fixture(scope="module")
+def first_run(server: str, repository: Path) -> FirstRun:
+    """The runs of the repository's first `dvc repro`, its commit and data hashes."""
     _repro(repository, server)
+    experiment = _client(server).get_experiment_by_name(EXPERIMENT)
+    return FirstRun(
+        list(_client(server).search_runs([experiment.experiment_id])),
+        sh("git", "rev-parse", "HEAD", cwd=repository).stdout.strip(),
+        yaml.safe_load((repository / "data/raw.dvc").read_text())["outs"][0]["md5"],
+        _lock_md5(repository, "extract", "data/frames"),
+    )
+
+
+def test_a_pipeline_run_is_tracked_and_registered(
+    server: str,
+    repository: Path,
+    first_run: FirstRun,
+) -> None:
     client = _client(server)
-    experiment = client.get_experiment_by_name(EXPERIMENT)
-    runs = client.search_runs([experiment.experiment_id])
-    parents = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
-    assert len(parents) == 1
-    parent = parents[0]
+    runs, head = first_run.runs, first_run.commit
+    flat = {
+        run.data.tags["denoise.stage"]: run
+        for run in runs
+        if "mlflow.parentRunId" not in run.data.tags
+    }
     stages = list(yaml.safe_load((repository / "dvc.yaml").read_text())["stages"])
-    for stage in stages:
-        assert parent.data.tags[f"denoise.stage.{stage}"] == "ran"
+    assert set(flat) == set(stages), "one flat run per stage"
+    for stage, run in flat.items():
+        assert run.data.tags[f"denoise.stage.{stage}"] == "ran"
+        assert run.data.tags["git.commit"] == head
+        assert run.info.status == "FINISHED"
     children = {
         run.info.run_name: run
         for run in runs
-        if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+        if run.data.tags.get("mlflow.parentRunId")
+        in (flat["train"].info.run_id, flat["evaluate"].info.run_id)
     }
     assert {"paper_cae", "baselines"} <= set(children)
 
@@ -91,9 +122,7 @@ def test_a_pipeline_run_is_tracked_and_registered(server: str, repository: Path)
             path.startswith(f"images/validation-frame-0+step+{step}+") and path.endswith(".png")
             for path in images
         ), images
-    head = sh("git", "rev-parse", "HEAD", cwd=repository).stdout.strip()
-    raw_md5 = yaml.safe_load((repository / "data/raw.dvc").read_text())["outs"][0]["md5"]
-    frames_md5 = _lock_md5(repository, "extract", "data/frames")
+    raw_md5, frames_md5 = first_run.raw_md5, first_run.frames_md5
     assert trained.data.tags["git.commit"] == head
     assert trained.data.tags["dvc.raw.md5"] == raw_md5
     assert trained.data.tags["dvc.frames.md5"] == frames_md5
@@ -108,7 +137,11 @@ def test_a_pipeline_run_is_tracked_and_registered(server: str, repository: Path)
     assert float(champion.tags["denoise.score_psnr"]) > 0
 
 
-def test_a_weaker_model_becomes_challenger(server: str, repository: Path) -> None:
+def test_a_weaker_model_becomes_challenger(
+    server: str,
+    repository: Path,
+    first_run: FirstRun,
+) -> None:
     client = _client(server)
     champion_before = client.get_model_version_by_alias(MODEL_NAME, "champion")
     params = yaml.safe_load((repository / "params.yaml").read_text())
@@ -124,4 +157,5 @@ def test_a_weaker_model_becomes_challenger(server: str, repository: Path) -> Non
         challenger.tags["denoise.champion_psnr"]
     )
     assert challenger.tags["denoise.decision"] == "challenger"
-    assert len(client.search_model_versions(f"name='{MODEL_NAME}'")) == 2
+    versions = client.search_model_versions(f"name='{MODEL_NAME}'")
+    assert {version.version for version in versions} == {champion.version, challenger.version}

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+import yaml
 
 from denoise.core import runtime
 from denoise.core.architectures import ARCHITECTURES
-from denoise.core.config import Params, load_params
+from denoise.core.config import Params, load_params, params_from_dict, with_recipe
 from denoise.core.errors import DenoiseError
 from denoise.core.locations import tracking_uri
 
@@ -83,6 +84,8 @@ def samples(params: ParamsOption = Path("params.yaml")) -> None:
             "apt-get install opencv-doc)",
             err=True,
         )
+    for folder, content in summary.stills.items():
+        typer.echo(f"{config.paths.raw}/{folder}: {content}")
     if summary.synthetic:
         typer.echo(
             f"SYNTHETIC sample video {config.paths.raw}/{summary.synthetic}: rendered "
@@ -123,6 +126,19 @@ def validate(params: ParamsOption = Path("params.yaml")) -> None:
     for suite in summary.suites:
         typer.echo(f"{suite.name}: {len(suite.outcomes)} expectations met on {suite.rows} rows")
     typer.echo(f"report: {summary.report}")
+
+
+@app.command()
+@_user_errors
+def init(params: ParamsOption = Path("params.yaml")) -> None:
+    """Resolve each model's starting weights (init_from) into paths.init, for train."""
+    from denoise.stages import init as stage
+
+    summary = stage.run(_load(params))
+    for name, source in summary.sources.items():
+        typer.echo(f"{name}: starts from {source['resolved']}")
+    if not summary.sources:
+        typer.echo("every model starts from scratch (no init_from)")
 
 
 @app.command()
@@ -203,8 +219,9 @@ def apply(
         typer.Option(
             "--model",
             "-m",
-            help="models:/NAME@ALIAS, runs:/ID/model, or a .keras file "
-            "[default: models:/<register.model_name>@champion].",
+            help="models:/NAME@ALIAS, runs:/ID/model, a .keras file, or `pretrained` (the model "
+            "shipped with denoise) [default: models:/<register.model_name>@champion, or the "
+            "shipped model while none is registered].",
         ),
     ] = None,
     tile: Annotated[
@@ -328,3 +345,42 @@ def run(
     table = Path(config.paths.evaluation) / "metrics.md"
     if table.is_file():
         typer.echo(table.read_text())
+
+
+@app.command()
+@_user_errors
+def recipe(
+    name: Annotated[str, typer.Argument(help="A recipe of params.yaml `recipes`.")],
+    queue: Annotated[
+        bool, typer.Option("--queue", help="Queue the experiment (dvc queue start runs it).")
+    ] = False,
+) -> None:
+    """Run a named recipe: build its still folders, then `dvc exp run -n NAME -S ...`.
+
+    A recipe is a named set of params (a profile and what a profile cannot hold, such as
+    extract.train_only), so every reported model comes from one command.
+    """
+    from denoise.stages import samples
+
+    values = yaml.safe_load(Path("params.yaml").read_text()) or {}
+    config = params_from_dict(with_recipe(values, name))
+    for folder, content in samples.build_stills(config).items():
+        typer.echo(f"{config.paths.raw}/{folder}: {content}")
+    dvc = str(Path(sys.executable).with_name("dvc"))
+    # DVC reads each -S value as YAML: write it in YAML's one-line (flow) form.
+    flow = {
+        key: yaml.safe_dump(value, default_flow_style=True)
+        for key, value in values["recipes"][name].items()
+    }
+    settings = [f"{key}={text.removesuffix('...' + chr(10)).strip()}" for key, text in flow.items()]
+    added = subprocess.run([dvc, "add", "--quiet", config.paths.raw], check=False)
+    if added.returncode != 0:
+        raise DenoiseError(f"recipe {name}: dvc add {config.paths.raw} failed")
+    command = [dvc, "exp", "run", "-n", name, *(["--queue"] * queue)]
+    command += [part for setting in settings for part in ("-S", setting)]
+    typer.echo(" ".join(["dvc", *command[1:]]))
+    completed = subprocess.run(command, check=False)
+    if completed.returncode != 0:
+        raise DenoiseError(
+            f"recipe {name}: dvc exp run failed (exit status {completed.returncode})"
+        )

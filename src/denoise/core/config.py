@@ -6,6 +6,7 @@ file's order, so the schema reads top to bottom beside params.yaml; split, it wo
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -20,6 +21,7 @@ from denoise.core.errors import ConfigError
 NOISE_KINDS = ("gaussian", "gaussian_blind", "poisson", "speckle", "salt_pepper")
 MODEL_NAMES = tuple(ARCHITECTURES)
 BASELINE_METHODS = ("noisy", "blur", "median", "nlm", "bm3d")
+STILL_FOLDERS = ("photos", "wallpapers")  # train-only still folders samples can build
 
 
 def _check(condition: bool, key: str, message: str) -> None:
@@ -33,6 +35,7 @@ class Paths:
     frames: str = "data/frames"
     evalsets: str = "data/evalsets"
     validation: str = "reports/validation"
+    init: str = "data/init"
     models: str = "models"
     train_reports: str = "reports/train"
     checkpoints: str = "checkpoints"
@@ -48,9 +51,17 @@ class Samples:
         default_factory=lambda: ["box.mp4", "cup.mp4", "vtest.avi"]
     )
     synthetic_frames: int = 240
+    # Train-only still folders to build under paths.raw (denoise.data.stills): photos, wallpapers.
+    stills: list[str] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
         _check(self.synthetic_frames >= 1, "synthetic_frames", "must be at least 1")
+        for index, name in enumerate(self.stills):
+            _check(
+                name in STILL_FOLDERS,
+                f"stills[{index}]",
+                f"unknown still folder {name!r} (known: {', '.join(STILL_FOLDERS)})",
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -276,6 +287,58 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
 APPLY_PRECISIONS = ("float32", "bfloat16")  # what apply computes in
 
 
+# Where a model's starting weights come from (ModelBudget.init_from), besides a .keras path
+# and an MLflow model URI (models:/<name>@<alias>, runs:/<id>/model): the model shipped with
+# the package, or the registry's champion when it is of the same architecture, else the
+# shipped model (what scheduled retraining wants: the first run fine-tunes the shipped model,
+# later ones the champion).
+INIT_PRETRAINED, INIT_CHAMPION = "pretrained", "champion"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelBudget:
+    """One model's own settings within a profile; each one left null takes the profile's."""
+
+    init_from: str | None = None  # starting weights (INIT_*, a .keras path, an MLflow URI)
+    learning_rate: float | None = None
+    warmup_steps: int | None = None
+    epochs: int | None = None
+    steps_per_epoch: int | None = None
+    early_stopping_patience: int | None = None
+    clip_norm: float | None = None
+    # Measured training rate on the profile's hardware, images/s: the profile's time budget.
+    images_per_second: float | None = None
+
+    def __post_init__(self) -> None:
+        source = self.init_from
+        _check(
+            source is None
+            or source in (INIT_PRETRAINED, INIT_CHAMPION)
+            or source.endswith(".keras")
+            or source.startswith(("models:/", "runs:/")),
+            "init_from",
+            f"{source!r} is none of: null, {INIT_PRETRAINED}, {INIT_CHAMPION}, a .keras file, "
+            "models:/<name>@<alias>, runs:/<run id>/model",
+        )
+        _check(
+            self.images_per_second is None or self.images_per_second > 0,
+            "images_per_second",
+            "must be > 0",
+        )
+
+    def overrides(self) -> dict[str, Any]:
+        """The profile settings this model sets for itself."""
+        budget = (
+            "learning_rate",
+            "warmup_steps",
+            "epochs",
+            "steps_per_epoch",
+            "early_stopping_patience",
+            "clip_norm",
+        )
+        return {key: getattr(self, key) for key in budget if getattr(self, key) is not None}
+
+
 @dataclasses.dataclass(frozen=True)
 class Profile:
     """A training budget: which models, on what patches, for how long, at what learning rate."""
@@ -297,9 +360,13 @@ class Profile:
     # is undone: back to the previous epoch's checkpoint, at half the learning rate.
     divergence_factor: float = 10.0
     max_rollbacks: int = 3  # epochs undone at most; one more divergence ends training
+    # Per model: starting weights and its own budget (ModelBudget), by model name.
+    per_model: dict[str, ModelBudget] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check(bool(self.models), "models", "must name at least one model")
+        for name in self.per_model:
+            _check(name in self.models, f"per_model.{name}", "is not one of the profile's models")
         _check(self.sampling in SAMPLINGS, "sampling", f"must be one of {', '.join(SAMPLINGS)}")
         _check(
             self.patch_size % 4 == 0 and self.patch_size >= 8,
@@ -389,6 +456,12 @@ class Train:
                     f"profiles.{profile_name}.models[{index}]",
                     f"unknown model {name!r} (known: {', '.join(known)})",
                 )
+        for profile_name, profile in self.profiles.items():
+            for name, own in profile.per_model.items():
+                try:
+                    dataclasses.replace(profile, **own.overrides())
+                except ConfigError as error:
+                    raise ConfigError(f"profiles.{profile_name}.per_model.{name}.{error}") from None
         for key in ("dense_patch", "dense_stride", "dense_hidden", "dense_code"):
             value = getattr(self, key)
             _check(value >= 1, key, f"must be >= 1, got {value}")
@@ -436,6 +509,16 @@ class Train:
     def early_stopping_patience(self) -> int:
         return self.active.early_stopping_patience
 
+    def budget(self, name: str) -> Profile:
+        """The active profile as model `name` trains on it: with its per_model settings."""
+        own = self.active.per_model.get(name)
+        return dataclasses.replace(self.active, **own.overrides()) if own else self.active
+
+    def init_from(self, name: str) -> str | None:
+        """Where model `name` of the active profile starts from (None: from scratch)."""
+        own = self.active.per_model.get(name)
+        return own.init_from if own else None
+
     def with_active(self, **changes: Any) -> Train:
         """A copy whose active profile has `changes` applied (validated again)."""
         profile = dataclasses.replace(self.active, **changes)
@@ -470,7 +553,10 @@ class Evaluate:
     blur_sigma: float = 1.0
     median_size: int = 3
     nlm_h_factor: float = 0.8
-    bm3d_max_images: int = 2
+    # BM3D (seconds per frame) runs at these evaluation levels only, on the first
+    # bm3d_max_images images of each set (None: every image); [] runs it at every level.
+    bm3d_levels: list[str] = dataclasses.field(default_factory=lambda: ["gaussian-25"])
+    bm3d_max_images: int | None = None
     num_triptychs: int = 2
 
     def __post_init__(self) -> None:
@@ -479,7 +565,11 @@ class Evaluate:
         _check(self.blur_sigma > 0, "blur_sigma", "must be > 0")
         _check(self.median_size in (3, 5), "median_size", "must be 3 or 5 (float images)")
         _check(self.nlm_h_factor > 0, "nlm_h_factor", "must be > 0")
-        _check(self.bm3d_max_images >= 0, "bm3d_max_images", "must be >= 0")
+        _check(
+            self.bm3d_max_images is None or self.bm3d_max_images >= 0,
+            "bm3d_max_images",
+            "must be >= 0 or null (every image)",
+        )
         _check(self.num_triptychs >= 0, "num_triptychs", "must be >= 0")
 
 
@@ -551,6 +641,8 @@ class Params:
     tracking: Tracking = dataclasses.field(default_factory=Tracking)
     register: Register = dataclasses.field(default_factory=Register)
     apply: Apply = dataclasses.field(default_factory=Apply)
+    # Named sets of params a profile cannot hold, {dotted key: value} each: `denoise recipe`.
+    recipes: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
@@ -579,6 +671,8 @@ class Params:
 
 def _convert(value: Any, annotation: Any, key: str) -> Any:
     """Convert a parsed YAML value to the annotated type, or raise ConfigError naming the key."""
+    if annotation is Any:
+        return value
     origin = typing.get_origin(annotation)
     if origin in (Union, types.UnionType):
         options = typing.get_args(annotation)
@@ -636,11 +730,36 @@ def _build(cls: Any, values: dict[str, Any], prefix: str) -> Any:
         raise ConfigError(f"{prefix}.{error}" if prefix else str(error)) from None
 
 
+def with_recipe(values: dict[str, Any], name: str) -> dict[str, Any]:
+    """A params.yaml mapping with recipe `name`'s {dotted key: value} settings applied."""
+    recipes = values.get("recipes") or {}
+    if name not in recipes:
+        raise ConfigError(f"recipes: no recipe {name!r} (known: {', '.join(recipes) or 'none'})")
+    changed = copy.deepcopy(values)
+    for dotted, value in recipes[name].items():
+        *parents, leaf = str(dotted).split(".")
+        node = changed
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"recipes.{name}.{dotted}: {part} is not a section")
+        node[leaf] = value
+    return changed
+
+
 def params_from_dict(values: dict[str, Any]) -> Params:
-    """Build Params from a parsed params.yaml mapping; missing keys take their defaults."""
+    """Build Params from a parsed params.yaml mapping; missing keys take their defaults.
+    Every recipe must give valid params too."""
     if not isinstance(values, dict):
         raise ConfigError("params: expected a mapping at the top level")
     params: Params = _build(Params, values, "")
+    for name, settings in params.recipes.items():
+        if not isinstance(settings, dict):
+            raise ConfigError(f"recipes.{name}: expected a mapping of dotted keys to values")
+        try:
+            _build(Params, {**with_recipe(values, name), "recipes": {}}, "")
+        except ConfigError as error:
+            raise ConfigError(f"recipes.{name}: {error}") from None
     return params
 
 

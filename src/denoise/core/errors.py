@@ -29,5 +29,9 @@ class ModelError(DenoiseError):
     """A model that cannot be loaded: no such file, registered model or alias, or no server."""
 
 
+class NotRegisteredError(ModelError):
+    """No model under a registry name and alias: no tracking store yet, or no such alias."""
+
+
 class TrainingError(DenoiseError):
     """Training that cannot give a model: it diverged before any epoch completed."""

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from denoise.core.config import Params
 
+# In paths.init: what each model's init_from resolved to (the init stage writes it).
+SOURCES_JSON = "sources.json"
 _DVC_EXPERIMENT_COPIES = (".dvc", "tmp", "exps")
 
 

@@ -29,6 +29,7 @@ class SamplesSummary:
     present: list[str]
     missing: list[str]
     synthetic: str | None
+    stills: dict[str, str] = dataclasses.field(default_factory=dict)  # folder -> what it holds
 
 
 def find_sample(name: str, search_paths: tuple[Path, ...] = SEARCH_PATHS) -> Path | None:

@@ -18,6 +18,7 @@ from keras import ops
 
 from denoise.core.architectures import ARCHITECTURES
 from denoise.core.config import Train
+from denoise.core.errors import ModelError
 
 # Every architecture module, so that their custom layers are registered for load_model.
 from denoise.models import dense_ae, dncnn, drunet, ffdnet, paper_cae  # noqa: F401
@@ -72,3 +73,24 @@ def required_multiple(model: Any) -> int:
                 )
             multiple = math.lcm(multiple, layer.stride)
     return multiple
+
+
+def _weight_layout(model: keras.Model) -> list[tuple[str, list[tuple[int, ...]]]]:
+    """Each layer that holds weights: its name and its weights' shapes, in order."""
+    return [
+        (layer.name, [tuple(weight.shape) for weight in layer.weights])
+        for layer in model.layers
+        if layer.weights
+    ]
+
+
+def start_from(model: keras.Model, source: keras.Model, name: str, source_label: str) -> None:
+    """Set `model`'s weights to `source`'s (a warm start), which must match: the same layer
+    names and weight shapes. Otherwise ModelError names both architectures."""
+    if _weight_layout(model) != _weight_layout(source):
+        raise ModelError(
+            f"{name}: init_from {source_label} is a {source.name} of "
+            f"{count_parameters(source):,} parameters, {name} a {model.name} of "
+            f"{count_parameters(model):,}: their layer names or weight shapes differ"
+        )
+    model.set_weights(source.get_weights())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -10,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from denoise.core.atomic import atomic_path
-from denoise.core.config import Apply, Params
-from denoise.core.errors import InputError
+from denoise.core.config import INIT_PRETRAINED, Apply, Params
+from denoise.core.errors import InputError, NotRegisteredError
 from denoise.core.locations import tracking_uri
 from denoise.core.progress import progress
 from denoise.data.video import (
@@ -23,6 +24,7 @@ from denoise.data.video import (
     video_codec,
     write_image_float,
 )
+from denoise.models.pretrained import pretrained_model_path
 from denoise.serving.load import _is_local, default_model_uri, load_denoiser
 from denoise.serving.tiling import denoise_batch, denoise_image
 
@@ -179,8 +181,17 @@ def run(
             video_codec(target, info.width, info.height)
         elif not can_read_image(source):
             raise InputError(f"{source}: not an image OpenCV can read")
+    if model_uri == INIT_PRETRAINED:
+        model_uri = str(pretrained_model_path())
     uri = model_uri or default_model_uri(params)
-    model = load_denoiser(uri, None if _is_local(uri) else tracking_uri(params))
+    try:
+        model = load_denoiser(uri, None if _is_local(uri) else tracking_uri(params))
+    except NotRegisteredError as error:
+        if model_uri is not None:
+            raise
+        uri = str(pretrained_model_path())
+        print(f"no champion yet ({error}); using the shipped pretrained model", file=sys.stderr)
+        model = load_denoiser(uri)
     if hasattr(model, "layers"):
         # lazy: Keras loads only once the inputs are known to be good
         from denoise.models.precision import at_precision

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from denoise.core.config import Params
-from denoise.core.errors import ModelError
+from denoise.core.errors import ModelError, NotRegisteredError
 
 KERAS_SUFFIXES = (".keras",)
 # The registry aliases the register stage sets: the served model, and a runner-up.
@@ -31,7 +32,7 @@ def _check_tracking_store(tracking_uri: str) -> None:
     if tracking_uri.startswith("sqlite:///"):
         database = Path(tracking_uri.removeprefix("sqlite:///"))
         if not database.is_file():
-            raise ModelError(
+            raise NotRegisteredError(
                 f"no MLflow tracking store at {tracking_uri}: run the pipeline first, set "
                 "MLFLOW_TRACKING_URI, or pass --model path/to/model.keras"
             )
@@ -81,7 +82,7 @@ def load_denoiser(uri: str, tracking_uri: str | None = None) -> Any:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         if uri.startswith("models:/") and "@" in uri:
             name, alias = uri.removeprefix("models:/").split("@", 1)
-            raise ModelError(
+            raise NotRegisteredError(
                 f"no model registered as {name}@{alias} at {tracking_uri}: run the pipeline "
                 f"first (denoise register) or pass --model ({reason})"
             ) from None
@@ -98,3 +99,38 @@ def load_denoiser(uri: str, tracking_uri: str | None = None) -> Any:
         return np.asarray(loaded.predict(tiles), dtype=np.float32)
 
     return predict
+
+
+@dataclasses.dataclass(frozen=True)
+class RegisteredKeras:
+    """A logged model's .keras file, downloaded: its path, the URI asked for, and the registry
+    version it resolved to (None for a runs:/ URI)."""
+
+    path: Path
+    uri: str
+    version: str | None
+
+
+def download_keras(uri: str, tracking_uri: str, directory: Path) -> RegisteredKeras:
+    """Download the .keras file a logged denoiser (tracking.models.log_denoiser) holds, byte for
+    byte, into directory. Raises ModelError when the store, the model or the file is missing."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    _check_tracking_store(tracking_uri)
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    version = None
+    try:
+        if uri.startswith("models:/") and "@" in uri:
+            name, alias = uri.removeprefix("models:/").split("@", 1)
+            version = str(client.get_model_version_by_alias(name, alias).version)
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=uri, dst_path=str(directory), tracking_uri=tracking_uri
+        )
+    except (MlflowException, OSError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelError(f"cannot load model {uri} from {tracking_uri}: {reason}") from None
+    files = sorted(Path(local).rglob(f"*{KERAS_SUFFIXES[0]}"))
+    if len(files) != 1:
+        raise ModelError(f"{uri}: holds {len(files)} .keras files, not one")
+    return RegisteredKeras(files[0], uri, version)

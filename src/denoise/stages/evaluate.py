@@ -119,12 +119,17 @@ def markdown_table(metrics: dict[str, Any], model_info: dict[str, dict[str, Any]
         ]
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "---|" * len(header))
-        methods = list(set_metrics["levels"][levels[0]])
+        methods = list(
+            dict.fromkeys(method for level in levels for method in set_metrics["levels"][level])
+        )
         for method in methods:
             cells = [method]
             times = []
             for level in levels:
-                result = set_metrics["levels"][level][method]
+                result = set_metrics["levels"][level].get(method)
+                if result is None:  # not run at this level (BM3D: evaluate.bm3d_levels)
+                    cells.append("-")
+                    continue
                 subset = (
                     f" (n={result['images']})" if result["images"] != set_metrics["images"] else ""
                 )
@@ -245,7 +250,13 @@ def _evaluate(params: Params) -> EvaluateSummary:
         )
         level_metrics = set_metrics["levels"].setdefault(level, {})
         for method, denoise_batch in methods.items():
-            count = min(len(clean), config.bm3d_max_images) if method == "bm3d" else len(clean)
+            count = len(clean)
+            if method == "bm3d":
+                if config.bm3d_levels and level not in config.bm3d_levels:
+                    continue
+                count = min(
+                    count, config.bm3d_max_images if config.bm3d_max_images is not None else count
+                )
             if count == 0:
                 continue
             result = score(

@@ -25,7 +25,7 @@ from denoise.core.metrics import psnr
 from denoise.core.noise import level_name
 from denoise.data.evalsets import load_set
 from denoise.serving.load import CHALLENGER, CHAMPION
-from denoise.tracking.models import logged_model_uri
+from denoise.tracking.models import INIT_TAG, logged_model_uri
 from denoise.tracking.runs import stage
 from denoise.validation.outcomes import RESULTS, SUMMARY_HTML, SuiteResult, failures
 from denoise.validation.report import failure_message
@@ -184,6 +184,7 @@ def run(params: Params) -> RegisterSummary:
                 "denoise.champion_psnr": "" if champion_score is None else f"{champion_score:.4f}",
                 "denoise.decision": alias or "rejected",
                 "denoise.reason": reason,
+                INIT_TAG: client.get_run(runs[model]).data.tags.get(INIT_TAG, ""),
             }
             for key, value in tags.items():
                 client.set_model_version_tag(name, version.version, key, value)

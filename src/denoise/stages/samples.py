@@ -1,4 +1,5 @@
-"""samples command: copy the sample videos into paths.raw, or render a synthetic one."""
+"""samples command: copy the sample videos into paths.raw, or render a synthetic one; build
+the train-only still folders samples.stills names."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from denoise.data.samples import (
     find_sample,
     render_canvas_video,
 )
+from denoise.data.stills import PHOTOS_FOLDER, build_wallpapers, copy_photos
 from denoise.data.video import write_video
 
 
@@ -41,4 +43,21 @@ def run(params: Params, search_paths: tuple[Path, ...] = SEARCH_PATHS) -> Sample
             with atomic_path(target) as staging:
                 write_video(staging, frames, fps=25.0)
         synthetic = SYNTHETIC_NAME
-    return SamplesSummary(copied=copied, present=present, missing=missing, synthetic=synthetic)
+    return SamplesSummary(copied, present, missing, synthetic, build_stills(params))
+
+
+def build_stills(params: Params) -> dict[str, str]:
+    """Build each train-only still folder samples.stills names under paths.raw (those present
+    are kept): folder -> what it holds."""
+    raw_dir = Path(params.paths.raw)
+    stills = {}
+    for folder in params.samples.stills:
+        target = raw_dir / folder
+        if target.is_dir():
+            stills[folder] = "present"
+        elif folder == PHOTOS_FOLDER:
+            stills[folder] = f"{copy_photos(target)} photographs from opencv-doc"
+        else:
+            kept, flat = build_wallpapers(target, params.extract.size)
+            stills[folder] = f"{kept} tiles of Debian wallpapers ({flat} flat ones dropped)"
+    return stills

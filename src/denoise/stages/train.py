@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -11,13 +12,25 @@ import keras
 
 from denoise.core.atomic import atomic_directory, write_json
 from denoise.core.config import Params
+from denoise.core.errors import DataError
+from denoise.core.locations import SOURCES_JSON
 from denoise.core.noise import level_name
 from denoise.data.evalsets import load_set
 from denoise.data.extract import load_manifest
-from denoise.tracking.models import log_trained_model
+from denoise.tracking.models import INIT_TAG, log_trained_model
 from denoise.tracking.runs import log_epoch, log_frames_inputs, stage
 from denoise.training.loop import _write_history, summarise, train_model
 from denoise.training.stream import PatchStream
+
+
+def _init_file(params: Params, name: str, sources: dict[str, Any]) -> Path | None:
+    """The starting weights the init stage resolved for `name`, if its init_from names any."""
+    if params.train.init_from(name) is None:
+        return None
+    path = Path(params.paths.init) / f"{name}.keras"
+    if name not in sources or not path.is_file():
+        raise DataError(f"{path}: missing; run `denoise init` first (init_from of {name})")
+    return path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +50,8 @@ def run(params: Params) -> TrainSummary:
     validation_level = level_name("gaussian", params.noise.validation_sigma)
     validation = (noisy[validation_level], clean)
     train_rows = manifest[manifest["split"] == "train"]
+    init_dir = Path(params.paths.init)
+    sources = json.loads((init_dir / SOURCES_JSON).read_text()) if init_dir.is_dir() else {}
     summaries: dict[str, dict[str, Any]] = {}
     histories: dict[str, list[dict[str, float]]] = {}
     trained: dict[str, keras.Model] = {}
@@ -44,7 +59,9 @@ def run(params: Params) -> TrainSummary:
         for name in params.train.models:
             stream = PatchStream(frames_dir, train_rows, params)
             checkpoint_dir = Path(params.paths.checkpoints) / name
-            with tracker.child(name, tags={"denoise.model": name}) as run_id:
+            init = _init_file(params, name, sources)
+            tags = {"denoise.model": name, INIT_TAG: sources.get(name, {}).get("resolved", "")}
+            with tracker.child(name, tags=tags) as run_id:
                 log_frames_inputs(params, manifest)
                 model, state = train_model(
                     name,
@@ -54,6 +71,7 @@ def run(params: Params) -> TrainSummary:
                     checkpoint_dir,
                     epoch_logger=log_epoch,
                     num_samples=params.tracking.num_samples,
+                    init=init,
                 )
             trained[name] = model
             summaries[name] = {

@@ -86,6 +86,7 @@ def log_denoiser(
 
 
 MODEL_ARTIFACT = "model"
+INIT_TAG = "denoise.init_from"  # on a training run and its model version: what it started from
 MODEL_URI_TAG = "denoise.model_uri"  # on a training run: the logged model (models:/m-...)
 
 

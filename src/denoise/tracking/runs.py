@@ -1,10 +1,10 @@
-"""MLflow at the stages' edges: where runs go, the pipeline's parent run, lineage tags.
+"""MLflow at the stages' edges: the pipeline's parent run, stage runs, lineage tags.
 
-One pipeline run (the Prefect flow, or `dvc repro` alone) is one MLflow parent run; each stage
-that DVC does not skip logs child runs under it. The flow opens the parent and hands its id to
-the stage processes in DENOISE_MLFLOW_PARENT_RUN_ID. Without it (`dvc repro` alone), the first
-stage that runs opens a parent keyed by the `dvc` process that started it, and later stages of
-the same `dvc repro` find it by that key.
+The Prefect flow (`denoise run`) owns one MLflow parent run per pipeline run and hands its id
+to the stage processes in DENOISE_MLFLOW_PARENT_RUN_ID; each stage that DVC does not skip logs
+its child runs under it, and the flow records which stages ran, were skipped or failed. A bare
+`dvc repro` has no such owner: each stage that runs logs a flat run of its own, tagged with the
+stage and the git commit.
 
 The local default store is SQLite plus an artifact folder under the repository root, found
 through the git common directory so that git worktrees and DVC's temporary experiment copies
@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import socket
 import subprocess
 import warnings
 from collections.abc import Iterator
@@ -29,7 +28,6 @@ from denoise.core.config import Params, params_to_dict
 from denoise.core.locations import tracking_uri
 
 PARENT_RUN_ENV = "DENOISE_MLFLOW_PARENT_RUN_ID"
-PIPELINE_KEY_TAG = "denoise.pipeline_key"
 STAGE_TAG = "denoise.stage"
 STAGE_STATUS_TAG = "denoise.stage.{stage}"
 
@@ -116,27 +114,12 @@ def lineage_tags(params: Params) -> dict[str, str]:
     return tags
 
 
-def _pipeline_key() -> str:
-    """Names the `dvc repro` (or queued experiment) this stage process belongs to."""
-    import psutil
-
-    host = socket.gethostname()
-    experiment = os.environ.get("DVC_EXP_NAME", "")
-    process = psutil.Process()
-    for ancestor in process.parents():
-        try:
-            command = ancestor.cmdline()
-        except psutil.Error:
-            continue
-        if "dvc" in (Path(part).name for part in command[:3]):
-            return f"{host}:dvc:{ancestor.pid}:{ancestor.create_time():.3f}:{experiment}"
-    return f"{host}:process:{process.pid}:{process.create_time():.3f}"
-
-
-def open_pipeline_run(params: Params, tags: dict[str, str] | None = None) -> str:
+def open_pipeline_run(
+    params: Params, tags: dict[str, str] | None = None, name: str = "pipeline"
+) -> str:
     """Start the parent run of one pipeline run, log every parameter; return its id.
 
-    The run stays RUNNING: whoever opened it (the flow, or the last stage of a `dvc repro`)
+    The run stays RUNNING: whoever opened it (the flow, or a stage of a bare `dvc repro`)
     sets its final status.
     """
     from mlflow.entities import Param
@@ -147,7 +130,7 @@ def open_pipeline_run(params: Params, tags: dict[str, str] | None = None) -> str
     commit = _git("rev-parse", "--short", "HEAD")
     run = client.create_run(
         experiment_id,
-        run_name=f"pipeline {commit}".strip(),
+        run_name=f"{name} {commit}".strip(),
         tags={**lineage_tags(params), **(tags or {})},
     )
     flat = run_params(params)
@@ -155,20 +138,17 @@ def open_pipeline_run(params: Params, tags: dict[str, str] | None = None) -> str
     return str(run.info.run_id)
 
 
-def _pipeline_parent(params: Params, experiment_id: str) -> tuple[str, bool]:
-    """The parent run id, and whether this process must set its status (no flow owns it)."""
-    from mlflow.tracking import MlflowClient
+def _pipeline_parent(params: Params, stage: str) -> tuple[str, bool]:
+    """The run a stage logs under, and whether this process owns it (sets its status).
 
+    Under the flow, the flow's parent run (PARENT_RUN_ENV). A bare `dvc repro` has no such
+    run: each stage that runs opens a flat run of its own, named and tagged with the stage and
+    tagged with the commit, under which its child runs nest.
+    """
     given = os.environ.get(PARENT_RUN_ENV)
     if given:
         return given, False
-    key = _pipeline_key()
-    found = MlflowClient().search_runs(
-        [experiment_id], filter_string=f"tags.`{PIPELINE_KEY_TAG}` = '{key}'", max_results=1
-    )
-    if found:
-        return found[0].info.run_id, True
-    return open_pipeline_run(params, tags={PIPELINE_KEY_TAG: key}), True
+    return open_pipeline_run(params, tags={STAGE_TAG: stage}, name=stage), True
 
 
 def record_stages(run_id: str, statuses: dict[str, str]) -> None:
@@ -187,13 +167,6 @@ def close_pipeline_run(run_id: str, statuses: dict[str, str], status: str) -> st
     record_stages(run_id, statuses)
     MlflowClient().set_terminated(run_id, status=status)
     return run_link(run_id)
-
-
-def _stage_names() -> list[str]:
-    path = Path("dvc.yaml")
-    if not path.is_file():
-        return []
-    return list((yaml.safe_load(path.read_text()) or {}).get("stages", {}))
 
 
 class StageTracker:
@@ -250,8 +223,8 @@ def stage(params: Params, name: str) -> Iterator[StageTracker]:
     """Track one stage: find or open the parent run, record on it whether the stage ran."""
     from mlflow.tracking import MlflowClient
 
-    experiment_id = configure(params)
-    parent_run_id, owned = _pipeline_parent(params, experiment_id)
+    configure(params)
+    parent_run_id, owned = _pipeline_parent(params, name)
     client = MlflowClient()
     record_stages(parent_run_id, {name: "running"})
     try:
@@ -261,13 +234,7 @@ def stage(params: Params, name: str) -> Iterator[StageTracker]:
         if owned:
             client.set_terminated(parent_run_id, status="FAILED")
         raise
-    tags = client.get_run(parent_run_id).data.tags
-    statuses = {name: "ran"}
-    # Stages DVC skipped never get here; a later stage that runs overwrites its own "skipped".
-    for other in _stage_names():
-        if other != name and STAGE_STATUS_TAG.format(stage=other) not in tags:
-            statuses[other] = "skipped"
-    record_stages(parent_run_id, statuses)
+    record_stages(parent_run_id, {name: "ran"})
     if owned:
         client.set_terminated(parent_run_id, status="FINISHED")
 

@@ -30,8 +30,8 @@ from denoise.core.images import triptych
 from denoise.core.metrics import ssim
 from denoise.data.extract import MANIFEST_NAME, file_sha256
 from denoise.models.precision import at_precision, dtype_policy, resolve_precision
-from denoise.models.registry import build_model, count_parameters
-from denoise.models.registry import psnr as psnr_metric  # the Keras metric (val_psnr
+from denoise.models.registry import build_model, count_parameters, load_model, start_from
+from denoise.models.registry import psnr as psnr_metric  # the Keras metric (val_psnr)
 from denoise.training.noise import denoiser, with_training_noise
 from denoise.training.stream import PatchStream
 
@@ -170,7 +170,13 @@ class Checkpointer(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def fingerprint(name: str, params: Params, stream: PatchStream, validation: np.ndarray) -> str:
+def fingerprint(
+    name: str,
+    params: Params,
+    stream: PatchStream,
+    validation: np.ndarray,
+    init: Path | None = None,
+) -> str:
     """Hash of everything a checkpoint depends on; a changed input starts training afresh."""
     spec = params.train.spec(name)
     content = {
@@ -184,7 +190,8 @@ def fingerprint(name: str, params: Params, stream: PatchStream, validation: np.n
             params.train.dense_hidden,
             params.train.dense_code,
         ],
-        "profile": dataclasses.asdict(params.train.active),
+        "profile": dataclasses.asdict(params.train.budget(name)),
+        "init": file_sha256(init) if init is not None else None,
         "noise": dataclasses.asdict(params.training_noise(name)),
         "manifest": file_sha256(stream.frames_dir / MANIFEST_NAME),
         "validation": hashlib.sha256(validation.tobytes()).hexdigest(),
@@ -254,6 +261,7 @@ def train_model(
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
     epoch_logger: EpochLogger | None = None,
     num_samples: int = 0,
+    init: Path | None = None,
 ) -> tuple[keras.Model, TrainingState]:
     """Fit one model, resuming from checkpoint_dir if it holds a run of the same fingerprint.
 
@@ -261,9 +269,12 @@ def train_model(
     in the training step.
     validation: (noisy, clean) float32 (N, H, W, 3). Returns the model with its best weights.
     epoch_logger gets every epoch's metrics, including those a resumed run did before.
+    init: a .keras model of the same layers to start from (a warm start), else from scratch.
+    The model trains on its budget: the active profile with its per_model settings.
     """
     config = params.train
-    expected = fingerprint(name, params, stream, validation[0])
+    budget = config.budget(name)
+    expected = fingerprint(name, params, stream, validation[0], init)
     _make_deterministic(params.seed)
     state = _load_state(checkpoint_dir, expected)
     if state is None:
@@ -271,10 +282,12 @@ def train_model(
             print_fn(f"{name}: discarding a checkpoint of other inputs in {checkpoint_dir}")
             shutil.rmtree(checkpoint_dir)
         state = TrainingState(fingerprint=expected)
-        with dtype_policy(resolve_precision(config.active.precision)):
-            noise = params.training_noise(name)
-            model = with_training_noise(build_model(name, config), noise, params.seed)
-        model.compile(optimizer=make_optimizer(config.active), loss="mse", metrics=[psnr_metric])
+        with dtype_policy(resolve_precision(budget.precision)):
+            network = build_model(name, config)
+            if init is not None:
+                start_from(network, load_model(init), name, str(init))
+            model = with_training_noise(network, params.training_noise(name), params.seed)
+        model.compile(optimizer=make_optimizer(budget), loss="mse", metrics=[psnr_metric])
         # Epoch 0's model: what a divergence in the first epoch rolls back to (state.json,
         # which a resume needs as well, comes with the first epoch or rollback).
         checkpoint_dir.mkdir(parents=True)
@@ -282,21 +295,21 @@ def train_model(
             model.save(staging)
     else:
         print_fn(f"{name}: resuming after epoch {state.epochs_done} from {checkpoint_dir}")
-        model = _load_checkpoint(checkpoint_dir, config.active, state)
+        model = _load_checkpoint(checkpoint_dir, budget, state)
         if epoch_logger is not None:
             for record in state.history:
                 epoch_logger(int(record["epoch"]), {key: record[key] for key in EPOCH_METRICS}, [])
     while not (
         state.diverged
-        or state.wait >= config.early_stopping_patience
-        or state.epochs_done >= config.epochs
+        or state.wait >= budget.early_stopping_patience
+        or state.epochs_done >= budget.epochs
     ):
-        stream.first_batch = state.epochs_done * config.steps_per_epoch
-        checkpointer = Checkpointer(checkpoint_dir, state, config.active)
+        stream.first_batch = state.epochs_done * budget.steps_per_epoch
+        checkpointer = Checkpointer(checkpoint_dir, state, budget)
         model.fit(
             stream,
-            epochs=config.epochs,
-            steps_per_epoch=config.steps_per_epoch,
+            epochs=budget.epochs,
+            steps_per_epoch=budget.steps_per_epoch,
             shuffle=False,
             initial_epoch=state.epochs_done,
             validation_data=validation,
@@ -317,13 +330,14 @@ def train_model(
             f"training it again from epoch {state.epochs_done}'s checkpoint at "
             f"{state.lr_scale:g} times the learning rate"
         )
-        model = _load_checkpoint(checkpoint_dir, config.active, state)
+        model = _load_checkpoint(checkpoint_dir, budget, state)
     if state.diverged:
         if state.best_epoch < 0:
             raise TrainingError(
                 f"{name}: training diverged in epoch {state.epochs_done + 1} before any epoch "
                 f"completed, {len(state.rollbacks)} rollbacks allowed; lower "
-                f"train.profiles.{config.profile}.learning_rate or set clip_norm"
+                f"train.profiles.{config.profile}.learning_rate (or per_model.{name}) or set "
+                "clip_norm"
             )
         print_fn(
             f"{name}: training diverged again after {len(state.rollbacks)} rollbacks; it ends "
@@ -356,7 +370,8 @@ def summarise(
         "architecture": params.train.spec(name).architecture,
         "profile": params.train.profile,
         "precision": resolve_precision(params.train.active.precision),
-        "schedule": params.train.active.schedule,
+        "schedule": params.train.budget(name).schedule,
+        "learning_rate": params.train.budget(name).learning_rate,
         "noise": dataclasses.asdict(params.training_noise(name)),
         "patch_size": stream.patch,
         "batch_size": stream.batch_size,
@@ -368,7 +383,7 @@ def summarise(
         "train_seconds": state.seconds,
         # every epoch trained counts, the undone ones too: they took time as well
         "train_patches_per_second": (state.epochs_done + len(state.rollbacks) + state.diverged)
-        * params.train.steps_per_epoch
+        * params.train.budget(name).steps_per_epoch
         * stream.batch_size
         / max(state.seconds, 1e-9),
         "rollbacks": state.rollbacks,

@@ -1,24 +1,21 @@
-"""Build a train-only photo folder from the photographs in Debian's wallpaper packages.
-
-Usage:  .venv/bin/python bench/wallpapers.py data/raw/wallpapers [--size 200]
-then train with `-S 'extract.train_only=[wallpapers]'` (docs/benchmarks.md, Recipes).
+"""Train-only still folders for variety: photographs from Debian packages, by name.
 
 The three sample videos show objects before plain backgrounds; on the scikit-image photographs
-a network trained on them alone trails NLM. This adds variety: 32 colour photographs (leaves,
-grass, rock, water, fur, wood, landscapes) from Debian bookworm's lomiri-wallpapers-16.04,
-lomiri-wallpapers-20.04, mate-backgrounds and plasma-workspace-wallpapers. None is one of the
-photographs the quality benchmark scores. Illustrations and renders in those packages are left
-out by name below.
-
-Each photograph is resized (area) so that its short side is 2 x size, then cut into size x size
-tiles on a grid. A tile flatter than --min-std (bokeh, sky) teaches a denoiser nothing and would
-fail the frames suite's min_std check, so it is dropped. Tiles are PNG, named
-<photo>_<row>_<col>.png. Downloads the packages with `apt-get download` (needs Debian's archive).
+a network trained on them alone trails NLM. Two folders add variety, both listed exactly here:
+- `photos`: 22 colour photographs from opencv-doc's examples/data, copied as they are (extract
+  centre-crops and resizes them like every frame);
+- `wallpapers`: 32 colour photographs (leaves, grass, rock, water, fur, wood, landscapes) from
+  Debian bookworm's lomiri-wallpapers-16.04, lomiri-wallpapers-20.04, mate-backgrounds and
+  plasma-workspace-wallpapers (illustrations and renders left out by name), each resized (area)
+  so its short side is 2 x extract.size and cut into extract.size tiles on a centred grid. A
+  tile flatter than MIN_TILE_STD (bokeh, sky) teaches a denoiser nothing and would fail the
+  frames suite's min_std check, so it is dropped. Tiles are PNG, <photo>_<row>_<col>.png.
+None is one of the photographs the evaluation scores (noise.photographs).
 """
 
 from __future__ import annotations
 
-import argparse
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -26,8 +23,40 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from denoise.core.atomic import atomic_directory
+from denoise.core.config import STILL_FOLDERS
+from denoise.core.errors import DataError
+
+PHOTOS_FOLDER, WALLPAPERS_FOLDER = STILL_FOLDERS
+MIN_TILE_STD = 0.04  # 0-1 scale
+OPENCV_DOC_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
+OPENCV_DOC_PHOTOS = (
+    "aero1.jpg",
+    "aero3.jpg",
+    "aloeL.jpg",
+    "apple.jpg",
+    "baboon.jpg",
+    "board.jpg",
+    "building.jpg",
+    "butterfly.jpg",
+    "chicky_512.png",
+    "ela_original.jpg",
+    "fruits.jpg",
+    "graf1.png",
+    "home.jpg",
+    "leuvenA.jpg",
+    "licenseplate_motion.jpg",
+    "messi5.jpg",
+    "orange.jpg",
+    "rubberwhale1.png",
+    "smarties.png",
+    "squirrel_cls.jpg",
+    "starry_night.jpg",
+    "stuff.jpg",
+)
+
 # package -> photographs in it, by the path under its data tree
-PHOTOS = {
+WALLPAPERS = {
     "lomiri-wallpapers-16.04": [
         f"usr/share/backgrounds/{name}.jpg"
         for name in (
@@ -114,30 +143,42 @@ def write_tiles(
     return written, dropped
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("out", type=Path, help="folder to write (under paths.raw)")
-    parser.add_argument("--size", type=int, default=200, help="tile side (extract.size)")
-    parser.add_argument("--min-std", type=float, default=0.04, help="drop flatter tiles (0-1)")
-    args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
+def copy_photos(target: Path, source_dir: Path = OPENCV_DOC_DATA) -> int:
+    """Copy OPENCV_DOC_PHOTOS into target (written whole, atomically); the count copied."""
+    missing = [name for name in OPENCV_DOC_PHOTOS if not (source_dir / name).is_file()]
+    if missing:
+        raise DataError(
+            f"{source_dir}: missing {', '.join(missing)}; install Debian's opencv-doc package"
+        )
+    with atomic_directory(target) as staging:
+        for name in OPENCV_DOC_PHOTOS:
+            shutil.copyfile(source_dir / name, staging / name)
+    return len(OPENCV_DOC_PHOTOS)
+
+
+def build_wallpapers(target: Path, size: int) -> tuple[int, int]:
+    """Download the WALLPAPERS packages (`apt-get download`) and write their photographs' tiles
+    into target (whole, atomically); returns (tiles written, flat tiles dropped)."""
     kept = dropped = 0
-    with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(["apt-get", "download", *PHOTOS], cwd=tmp, check=True)
-        for package, members in PHOTOS.items():
-            (deb,) = Path(tmp).glob(f"{package}_*.deb")
-            tree = Path(tmp) / package
+    with tempfile.TemporaryDirectory() as downloads, atomic_directory(target) as staging:
+        try:
+            subprocess.run(
+                ["apt-get", "download", *WALLPAPERS], cwd=downloads, check=True, capture_output=True
+            )
+        except (OSError, subprocess.CalledProcessError) as error:
+            raise DataError(
+                f"cannot download {', '.join(WALLPAPERS)} with apt-get (Debian's archive): {error}"
+            ) from None
+        for package, members in WALLPAPERS.items():
+            (deb,) = Path(downloads).glob(f"{package}_*.deb")
+            tree = Path(downloads) / package
             subprocess.run(["dpkg-deb", "-x", str(deb), str(tree)], check=True)
             for member in members:
                 image = cv2.imread(str(tree / member), cv2.IMREAD_COLOR)
                 if image is None:
-                    raise SystemExit(f"error: cannot read {member} from {deb.name}")
+                    raise DataError(f"cannot read {member} from {deb.name}")
                 # a plasma wallpaper is named by its folder: <name>/contents/images/<size>.jpg
                 stem = Path(member).parents[2].name if "/contents/" in member else Path(member).stem
-                written, flat = write_tiles(image, stem, args.out, args.size, args.min_std)
+                written, flat = write_tiles(image, stem, staging, size, MIN_TILE_STD)
                 kept, dropped = kept + written, dropped + flat
-    print(f"{kept} tiles written to {args.out}, {dropped} flatter than {args.min_std} dropped")
-
-
-if __name__ == "__main__":
-    main()
+    return kept, dropped

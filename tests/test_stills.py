@@ -1,22 +1,19 @@
-"""bench/wallpapers.py: photographs become size x size tiles, flat ones dropped."""
+"""Train-only still folders: photographs become size x size tiles, flat ones dropped."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
-from conftest import PROJECT_ROOT
 
-sys.path.insert(0, str(PROJECT_ROOT / "bench"))
-import wallpapers  # bench/wallpapers.py
+from denoise.data import stills
 
 
 def test_a_wide_photo_becomes_a_centred_grid_of_tiles() -> None:
     rng = np.random.default_rng(0)
     photo = rng.integers(0, 256, size=(90, 160, 3), dtype=np.uint8)
-    grid = wallpapers.tiles(photo, 30)  # resized to 60 x 107: 2 rows, 3 columns, 17 px trimmed
+    grid = stills.tiles(photo, 30)  # resized to 60 x 107: 2 rows, 3 columns, 17 px trimmed
     assert [(row, col) for row, col, _ in grid] == [(r, c) for r in range(2) for c in range(3)]
     resized = cv2.resize(photo, (107, 60), interpolation=cv2.INTER_AREA)
     for row, col, tile in grid:
@@ -28,7 +25,7 @@ def test_a_wide_photo_becomes_a_centred_grid_of_tiles() -> None:
 def test_flat_tiles_are_dropped_and_the_rest_written_as_png(tmp_path: Path) -> None:
     photo = np.full((20, 40, 3), 128, np.uint8)  # short side 2 x 10: no resize, 2 x 4 tiles
     photo[:, 20:] = np.random.default_rng(1).integers(0, 256, size=(20, 20, 3))  # textured right
-    written, dropped = wallpapers.write_tiles(photo, "half", tmp_path, 10, min_std=0.04)
+    written, dropped = stills.write_tiles(photo, "half", tmp_path, 10, min_std=0.04)
     assert (written, dropped) == (4, 4)
     names = sorted(path.name for path in tmp_path.iterdir())
     assert names == ["half_0_2.png", "half_0_3.png", "half_1_2.png", "half_1_3.png"]

@@ -1,0 +1,111 @@
+"""init stage: resolve each model's starting weights (init_from) into files DVC tracks.
+
+For every model of the active profile that names init_from, the source's .keras file is
+copied byte for byte to paths.init/<model>.keras, and paths.init/sources.json records what it
+resolved to (the shipped model, a file, or a registry version) with its SHA-256. DVC runs this
+stage every time (always_changed): the train stage depends on its outputs, so a new champion
+reruns training, an unchanged one does not, and dvc.lock shows which version training started
+from. A source whose layers do not match the model stops here, before DVC deletes anything
+downstream.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from denoise.core.atomic import atomic_directory, write_json
+from denoise.core.config import INIT_CHAMPION, INIT_PRETRAINED, Params
+from denoise.core.errors import ConfigError, ModelError
+from denoise.core.locations import SOURCES_JSON, tracking_uri
+from denoise.data.extract import file_sha256
+from denoise.models.pretrained import pretrained_model_path
+from denoise.models.registry import build_model, load_model, start_from
+from denoise.serving.load import default_model_uri, download_keras
+from denoise.tracking.runs import stage
+
+
+@dataclasses.dataclass(frozen=True)
+class Resolved:
+    """Where a model starts: the file to copy, and what it is in words (for lineage tags)."""
+
+    path: Path
+    description: str
+
+
+@dataclasses.dataclass(frozen=True)
+class InitSummary:
+    sources: dict[str, dict[str, Any]]
+
+
+def _pretrained() -> Resolved:
+    return Resolved(pretrained_model_path(), f"{INIT_PRETRAINED} ({pretrained_model_path().name})")
+
+
+def _registered(uri: str, params: Params, directory: Path) -> Resolved:
+    found = download_keras(uri, tracking_uri(params), directory)
+    version = f" (version {found.version})" if found.version else ""
+    return Resolved(found.path, f"{uri}{version}")
+
+
+def _matches(name: str, params: Params, resolved: Resolved) -> None:
+    """ModelError naming both architectures unless the file's layers match model `name`."""
+    start_from(
+        build_model(name, params.train), load_model(resolved.path), name, resolved.description
+    )
+
+
+def resolve(name: str, params: Params, directory: Path) -> Resolved:
+    """Model `name`'s init_from as a checked .keras file (downloads go under directory).
+
+    `champion` is the registry's champion when it matches the model, else the shipped model:
+    the first run of a fresh clone fine-tunes the shipped model, later runs the champion.
+    """
+    source = params.train.init_from(name)
+    key = f"train.profiles.{params.train.profile}.per_model.{name}.init_from"
+    if source == INIT_PRETRAINED:
+        resolved = _pretrained()
+    elif source == INIT_CHAMPION:
+        try:
+            resolved = _registered(default_model_uri(params), params, directory)
+            _matches(name, params, resolved)
+            return resolved
+        except ModelError as error:
+            print(f"{name}: starting from the shipped model, not the champion: {error}")
+            resolved = _pretrained()
+    elif source is not None and source.endswith(".keras"):
+        if not Path(source).is_file():
+            raise ConfigError(f"{key}: {source}: no such file")
+        resolved = Resolved(Path(source), source)
+    elif source is not None:
+        resolved = _registered(source, params, directory)
+    else:
+        raise ValueError(f"{name} has no init_from")
+    _matches(name, params, resolved)
+    return resolved
+
+
+def run(params: Params) -> InitSummary:
+    """Write paths.init: <model>.keras for each model with init_from, and sources.json."""
+    sources: dict[str, dict[str, Any]] = {}
+    with stage(params, "init") as tracker:
+        with (
+            tempfile.TemporaryDirectory(prefix="denoise-init-") as downloads,
+            atomic_directory(params.paths.init) as staging,
+        ):
+            for name in params.train.models:
+                if params.train.init_from(name) is None:
+                    continue
+                resolved = resolve(name, params, Path(downloads) / name)
+                shutil.copyfile(resolved.path, staging / f"{name}.keras")
+                sources[name] = {
+                    "init_from": params.train.init_from(name),
+                    "resolved": resolved.description,
+                    "sha256": file_sha256(staging / f"{name}.keras"),
+                }
+            write_json(staging / SOURCES_JSON, sources)
+        tracker.log_to_parent(summary={"sources": sources})
+    return InitSummary(sources)

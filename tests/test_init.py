@@ -1,0 +1,116 @@
+"""Starting weights: init_from resolved by the init stage, a warm start that loads them exactly,
+and one clear line when they do not fit the model."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from conftest import write_params
+
+from denoise.core.config import DRUNet, ModelBudget, Params, Variant
+from denoise.core.errors import ModelError
+from denoise.core.locations import SOURCES_JSON
+from denoise.data.extract import file_sha256
+from denoise.models.registry import build_model, load_model, start_from
+from denoise.stages.init import run as run_init
+
+TINY_DRUNET = Variant(architecture="drunet", drunet=DRUNet(widths=[4, 8], blocks_per_level=1))
+
+
+def _with_model(params: Params, init_from: str | None) -> Params:
+    """params training one tiny DRUNet (`small`) that starts from init_from."""
+    train = dataclasses.replace(
+        params.train, variants={**params.train.variants, "small": TINY_DRUNET}
+    )
+    train = train.with_active(models=["small"], per_model={"small": ModelBudget(init_from)})
+    return dataclasses.replace(params, train=train)
+
+
+def _saved(model: keras.Model, path: Path) -> Path:
+    model.save(path)
+    return path
+
+
+def test_a_warm_start_loads_the_source_weights_exactly(params: Params, tmp_path: Path) -> None:
+    keras.utils.set_random_seed(1)
+    source = build_model("small", _with_model(params, None).train)
+    path = _saved(source, tmp_path / "source.keras")
+    keras.utils.set_random_seed(2)
+    target = build_model("small", _with_model(params, None).train)
+    assert not all(
+        np.array_equal(a, b)
+        for a, b in zip(target.get_weights(), source.get_weights(), strict=True)
+    )
+    start_from(target, load_model(path), "small", str(path))
+    for mine, theirs in zip(target.get_weights(), source.get_weights(), strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+    batch = np.random.default_rng(0).random((2, 16, 16, 3), dtype=np.float32)
+    np.testing.assert_array_equal(
+        np.asarray(target.predict_on_batch(batch)), np.asarray(source.predict_on_batch(batch))
+    )
+
+
+def test_the_init_stage_copies_the_source_byte_for_byte(params: Params, tmp_path: Path) -> None:
+    path = _saved(build_model("small", _with_model(params, None).train), tmp_path / "start.keras")
+    configured = _with_model(params, str(path))
+    summary = run_init(configured)
+    copied = Path(configured.paths.init) / "small.keras"
+    assert copied.read_bytes() == path.read_bytes()
+    recorded = json.loads((Path(configured.paths.init) / SOURCES_JSON).read_text())
+    assert recorded == summary.sources
+    assert recorded["small"] == {
+        "init_from": str(path),
+        "resolved": str(path),
+        "sha256": file_sha256(path),
+    }
+
+
+def test_models_without_init_from_start_from_scratch(params: Params) -> None:
+    summary = run_init(params)
+    assert summary.sources == {}
+    assert json.loads((Path(params.paths.init) / SOURCES_JSON).read_text()) == {}
+
+
+def test_a_source_of_another_architecture_is_one_line_naming_both(
+    params: Params, tmp_path: Path
+) -> None:
+    path = _saved(build_model("paper_cae", params.train), tmp_path / "cae.keras")
+    with pytest.raises(ModelError, match="is a paper_cae of 29,507 parameters, small a drunet"):
+        start_from(
+            build_model("small", _with_model(params, None).train),
+            load_model(path),
+            "small",
+            str(path),
+        )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "denoise",
+            "init",
+            "--params",
+            str(write_params(_with_model(params, str(path)), tmp_path / "params.yaml")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr
+    assert "paper_cae" in errors[0] and "drunet" in errors[0]
+    assert not (Path(params.paths.init)).exists(), "nothing written on a mismatch"
+
+
+def test_init_from_a_missing_file_is_a_config_error(params: Params, tmp_path: Path) -> None:
+    from denoise.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no such file"):
+        run_init(_with_model(params, str(tmp_path / "absent.keras")))

@@ -1,0 +1,117 @@
+"""The model shipped with the package: small, loadable, scored as its card says, trained on no
+validation or test frame, and what `denoise apply` uses before any champion exists."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import PROJECT_ROOT
+
+from denoise.core.config import Params, load_params
+from denoise.core.noise import apply_noise, set_rng
+from denoise.data.evalsets import PHOTOGRAPHS, load_photograph
+from denoise.data.extract import load_manifest
+from denoise.data.samples import find_sample
+from denoise.models.pretrained import PRETRAINED_MODEL, pretrained_card
+from denoise.models.registry import build_model, load_model, start_from
+from denoise.stages.evaluate import model_denoiser, score
+from denoise.stages.extract import run as run_extract
+from denoise.stages.samples import run as run_samples
+
+MAX_BYTES = 10 * 1024 * 1024
+CARD_TOLERANCE_DB = 0.05
+
+
+def test_the_shipped_model_is_small_and_fits_its_architecture() -> None:
+    card = pretrained_card()
+    assert PRETRAINED_MODEL.stat().st_size <= MAX_BYTES
+    params = load_params(PROJECT_ROOT / "params.yaml")
+    model = build_model(card["name"], params.train)
+    start_from(model, load_model(PRETRAINED_MODEL), card["name"], "pretrained")
+    assert card["training_noise"]["kind"] == "gaussian_blind"
+
+
+def test_its_photograph_score_is_the_one_on_its_card() -> None:
+    """Sigma 25 on the evaluation photographs, drawn and scored as the noise and evaluate
+    stages do."""
+    params = load_params(PROJECT_ROOT / "params.yaml")
+    clean = np.stack(
+        [load_photograph(name, params.noise.photograph_size) for name in params.noise.photographs]
+    )
+    noisy = apply_noise(
+        clean, "gaussian", 25.0, set_rng(params.seed, PHOTOGRAPHS, "gaussian", "25")
+    )
+    denoiser = model_denoiser(load_model(PRETRAINED_MODEL), batch_size=4)
+    measured = float(np.mean(score(clean, noisy, 25.0, denoiser, keep=0).psnr))
+    expected = pretrained_card()["scores"][PHOTOGRAPHS]["gaussian-25"]["model"]["psnr"]
+    assert abs(measured - expected) <= CARD_TOLERANCE_DB, (measured, expected)
+
+
+def _pixel_hashes(params: Params, splits: tuple[str, ...]) -> set[str]:
+    frames_dir = Path(params.paths.frames)
+    manifest = load_manifest(frames_dir)
+    rows = manifest[manifest["split"].isin(splits)]
+    hashes = set()
+    for shard, offset in zip(rows["shard"], rows["offset"], strict=True):
+        pixels = np.ascontiguousarray(np.load(frames_dir / shard, mmap_mode="r")[offset])
+        hashes.add(hashlib.sha256(pixels.tobytes()).hexdigest())
+    return hashes
+
+
+@pytest.mark.slow
+def test_none_of_its_training_frames_is_a_validation_or_test_frame(tmp_path: Path) -> None:
+    """The sample videos extracted with the default settings: every frame the card lists from a
+    video is a train frame of it, and no validation or test frame is among them."""
+    params = load_params(PROJECT_ROOT / "params.yaml")
+    if any(find_sample(name) is None for name in params.samples.videos):
+        pytest.skip("Debian's opencv-doc sample videos are not installed (make test installs them)")
+    paths = {
+        field.name: str(tmp_path / getattr(params.paths, field.name))
+        for field in dataclasses.fields(params.paths)
+    }
+    params = dataclasses.replace(params, paths=type(params.paths)(**paths))
+    run_samples(params)
+    run_extract(params)
+    card = pretrained_card()["training_frames"]
+    from_videos = {digest for name in params.samples.videos for digest in card[name]}
+    assert from_videos, "the card lists the videos' frames"
+    assert from_videos <= _pixel_hashes(params, ("train",))
+    assert not from_videos & _pixel_hashes(params, ("validation", "test"))
+    assert not {digest for digests in card.values() for digest in digests} & _pixel_hashes(
+        params, ("validation", "test")
+    )
+
+
+def _apply(tmp_path: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
+    image = np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "noisy.png"), image)
+    return subprocess.run(
+        [sys.executable, "-m", "denoise", "apply", "noisy.png", "-o", "out", *arguments],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={
+            **os.environ,
+            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'absent' / 'mlflow.db'}",
+        },
+    )
+
+
+def test_apply_uses_the_shipped_model_until_a_champion_exists(tmp_path: Path) -> None:
+    result = _apply(tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "using the shipped pretrained model" in result.stderr
+    assert (tmp_path / "out" / "noisy.png").is_file()
+    asked = _apply(tmp_path, "--model", "pretrained")
+    assert asked.returncode == 0, asked.stderr
+    assert "using the shipped" not in asked.stderr
+    assert str(PRETRAINED_MODEL) in asked.stdout
