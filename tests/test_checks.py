@@ -102,10 +102,11 @@ def test_good_tiny_data_passes_and_writes_the_report(params: Params) -> None:
 
 
 def _validation_run(params: Params) -> Any:
-    """The MLflow run the validate stage logged for these params (the store is shared)."""
+    """The MLflow child run the validate stage logged for these params (the store is shared;
+    outside a flow, the stage's own flat run holds it)."""
     import mlflow
 
-    (run,) = mlflow.search_runs(
+    runs = mlflow.search_runs(
         search_all_experiments=True,
         filter_string=(
             "tags.`denoise.stage` = 'validate' and "
@@ -113,6 +114,7 @@ def _validation_run(params: Params) -> Any:
         ),
         output_format="list",
     )
+    (run,) = [run for run in runs if "mlflow.parentRunId" in run.data.tags]
     return run
 
 

@@ -65,7 +65,7 @@ def at_precision(model: keras.Model, precision: str) -> keras.Model:
     bfloat16 is Keras's mixed_bfloat16 policy, as mixed-precision training builds the model:
     float32 weights, bfloat16 arithmetic, the FLOAT32_LAYERS and so the output in float32. On a
     CPU with native bfloat16 (AVX512_BF16, AMX) or a GPU it is faster, and the output differs
-    by about bfloat16's resolution (docs/benchmarks.md, session 9). Returns `model` itself when
+    by about bfloat16's resolution (docs/benchmarks.md). Returns `model` itself when
     every layer already computes as asked; otherwise a clone with the same weights.
     """
     policy = "float32" if precision == "float32" else f"mixed_{precision}"
