@@ -12,7 +12,8 @@ from conftest import write_params, write_tiny_video
 
 from denoise.core.config import Params, Split
 from denoise.core.errors import DataError
-from denoise.data.extract import assign_splits, load_frames, load_manifest
+from denoise.data.extract import assign_splits, list_sources, load_frames, load_manifest
+from denoise.data.video import IMAGE_SUFFIXES
 from denoise.stages.extract import run as run_extract
 
 
@@ -310,3 +311,13 @@ def test_train_only_must_name_a_source(params: Params) -> None:
     train_only = dataclasses.replace(params.extract, train_only=["holiday"])
     with pytest.raises(DataError, match=r"extract\.train_only names 'holiday', which is not a"):
         run_extract(dataclasses.replace(params, extract=train_only))
+
+
+def test_every_image_type_apply_reads_is_a_still_to_extract(tmp_path: Path) -> None:
+    """One list of image suffixes: a .ppm in a photo folder is a still, not a video."""
+    folder = tmp_path / "raw" / "photos"
+    folder.mkdir(parents=True)
+    for index, suffix in enumerate(IMAGE_SUFFIXES):
+        (folder / f"still{index}{suffix}").write_bytes(b"")
+    (source,) = list_sources(tmp_path / "raw")
+    assert source.path == folder and len(source.images) == len(IMAGE_SUFFIXES)

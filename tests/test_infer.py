@@ -66,16 +66,16 @@ def model_file(trained: dict[str, keras.Model], tmp_path_factory: pytest.TempPat
 def test_tiles_agree_with_the_whole_image(name: str, trained: dict[str, keras.Model]) -> None:
     model = trained[name]
     _, noisy = _test_image(HEIGHT, WIDTH)
-    whole = denoise_image(model, noisy, tile_size=4096)
-    tiled = denoise_image(model, noisy, tile_size=256, overlap=32)
+    whole = denoise_image(model, noisy, tile_size=4096, overlap=32, batch_size=8)
+    tiled = denoise_image(model, noisy, tile_size=256, overlap=32, batch_size=8)
     assert whole.shape == tiled.shape == (HEIGHT, WIDTH, 3)
     assert tiled.dtype == np.float32 and tiled.min() >= 0.0 and tiled.max() <= 1.0
     assert psnr(whole, tiled) >= 50.0
     # The check has teeth: tiles simply butted together show their seams (checked on a crop
     # that still holds several tiles, to save time).
     crop = noisy[:300, :400]
-    butted = denoise_image(model, crop, tile_size=128, overlap=0)
-    assert psnr(denoise_image(model, crop, tile_size=4096), butted) < 50.0
+    butted = denoise_image(model, crop, tile_size=128, overlap=0, batch_size=8)
+    assert psnr(denoise_image(model, crop, 4096, 32, 8), butted) < 50.0
 
 
 def test_tiles_reassemble_exactly() -> None:
@@ -91,7 +91,7 @@ def test_an_image_smaller_than_a_tile_is_padded_and_denoised_whole(
 ) -> None:
     model = trained["paper_cae"]
     _, noisy = _test_image(9, 13)
-    denoised = denoise_image(model, noisy, tile_size=256)
+    denoised = denoise_image(model, noisy, tile_size=256, overlap=32, batch_size=8)
     padded = np.pad(noisy, ((0, 7), (0, 3), (0, 0)), mode="reflect")  # to 16x16, the minimum
     expected = keras.ops.convert_to_numpy(model(padded[None]))[0, :9, :13]
     assert denoised.shape == (9, 13, 3)
@@ -126,7 +126,7 @@ def test_a_self_ensembled_model_is_the_mean_over_flips_and_turns(
 ) -> None:
     model = trained["paper_cae"]
     _, noisy = _test_image(40, 56)
-    ensembled = denoise_image(model, noisy, tile_size=256, ensemble=True)
+    ensembled = denoise_image(model, noisy, tile_size=256, ensemble=True, overlap=32, batch_size=8)
 
     def run(image: np.ndarray) -> np.ndarray:
         return keras.ops.convert_to_numpy(model(np.ascontiguousarray(image)[None]))[0]
@@ -138,7 +138,7 @@ def test_a_self_ensembled_model_is_the_mean_over_flips_and_turns(
         views.append(np.rot90(run(turned[:, ::-1])[:, ::-1], -turns))
     expected = np.clip(np.mean(views, axis=0), 0.0, 1.0)
     np.testing.assert_allclose(ensembled, expected, atol=1e-5)
-    plain = denoise_image(model, noisy, tile_size=256)
+    plain = denoise_image(model, noisy, tile_size=256, overlap=32, batch_size=8)
     assert np.abs(ensembled - plain).max() > 1e-3  # paper_cae is not orientation-invariant
 
 
@@ -178,7 +178,7 @@ def test_apply_self_ensembles_on_request(tmp_path: Path, model_file: Path) -> No
     written = cv2.cvtColor(cv2.imread(str(output / "photo.png")), cv2.COLOR_BGR2RGB)
     model = keras.models.load_model(model_file)
     read = cv2.cvtColor(cv2.imread(str(photo)), cv2.COLOR_BGR2RGB).astype(np.float32) / 255
-    expected = np.round(denoise_image(model, read, ensemble=True) * 255)
+    expected = np.round(denoise_image(model, read, 256, 32, 8, ensemble=True) * 255)
     assert np.abs(written.astype(np.float32) - expected).max() <= 1.0  # 8-bit rounding
 
 

@@ -114,3 +114,50 @@ def test_init_from_a_missing_file_is_a_config_error(params: Params, tmp_path: Pa
 
     with pytest.raises(ConfigError, match="no such file"):
         run_init(_with_model(params, str(tmp_path / "absent.keras")))
+
+
+def test_champion_resolves_to_the_registered_file_or_else_the_shipped_model(
+    params: Params, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """init_from: champion is the champion's own .keras bytes and version when it is of the
+    model's architecture; with no champion, or one of another architecture, the shipped model."""
+    import mlflow
+
+    from denoise.models.pretrained import PRETRAINED_MODEL
+    from denoise.serving.load import CHAMPION
+    from denoise.tracking.models import log_denoiser
+
+    uri = f"sqlite:///{tmp_path / 'registry.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        name = params.register.model_name
+        shipped = _with_model(params, "champion")
+        shipped = dataclasses.replace(
+            shipped,
+            train=shipped.train.with_active(
+                models=["drunet_light"], per_model={"drunet_light": ModelBudget("champion")}
+            ),
+        )
+        assert run_init(shipped).sources["drunet_light"]["resolved"].startswith("pretrained")
+        copied = Path(shipped.paths.init) / "drunet_light.keras"
+        assert copied.read_bytes() == PRETRAINED_MODEL.read_bytes()
+
+        keras.utils.set_random_seed(3)
+        champion_file = _saved(build_model("drunet_light", params.train), tmp_path / "c.keras")
+        with mlflow.start_run():
+            log_denoiser(champion_file, name="model", params=params, registered_model_name=name)
+        client = mlflow.MlflowClient()
+        client.set_registered_model_alias(name, CHAMPION, "1")
+        resolved = run_init(shipped).sources["drunet_light"]["resolved"]
+        assert resolved == f"models:/{name}@{CHAMPION} (version 1)"
+        assert copied.read_bytes() == champion_file.read_bytes()
+
+        paper = _saved(build_model("paper_cae", params.train), tmp_path / "p.keras")
+        with mlflow.start_run():
+            log_denoiser(paper, name="model", params=params, registered_model_name=name)
+        client.set_registered_model_alias(name, CHAMPION, "2")
+        assert run_init(shipped).sources["drunet_light"]["resolved"].startswith("pretrained")
+    finally:
+        mlflow.set_tracking_uri(previous)

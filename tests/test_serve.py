@@ -79,7 +79,9 @@ def test_champion_self_ensembles_when_its_config_says_so(champion: str) -> None:
     loaded = mlflow.pyfunc.load_model(champion, model_config={"self_ensemble": True})
     keras_model = loaded.unwrap_python_model().model
     noisy = _noisy(70, 90)
-    expected = denoise_batch(keras_model, noisy, tile_size=64, overlap=16, ensemble=True)
+    expected = denoise_batch(
+        keras_model, noisy, tile_size=64, overlap=16, ensemble=True, batch_size=8
+    )
     np.testing.assert_allclose(loaded.predict(noisy), expected, atol=1e-6)
 
 
@@ -90,12 +92,14 @@ def test_register_scores_a_model_with_or_without_its_self_ensemble(champion: str
     loaded = mlflow.pyfunc.load_model(champion)
     keras_model = loaded.unwrap_python_model().model
     for ensemble in (False, True):
-        denoised = denoise_batch(keras_model, noisy, tile_size=64, overlap=16, ensemble=ensemble)
+        denoised = denoise_batch(
+            keras_model, noisy, tile_size=64, overlap=16, ensemble=ensemble, batch_size=8
+        )
         expected = psnr(clean[0], np.clip(denoised[0], 0.0, 1.0))
         score = score_model(champion, clean, noisy, self_ensemble=ensemble)
         assert score == pytest.approx(expected, abs=1e-4)
     half = at_precision(keras_model, "bfloat16")
-    denoised = denoise_batch(half, noisy, tile_size=64, overlap=16)
+    denoised = denoise_batch(half, noisy, tile_size=64, overlap=16, batch_size=8)
     expected = psnr(clean[0], np.clip(denoised[0], 0.0, 1.0))
     score = score_model(champion, clean, noisy, precision="bfloat16")
     assert score == pytest.approx(expected, abs=1e-9)  # the same computation
@@ -123,8 +127,12 @@ def test_register_scores_with_the_ensemble_a_model_logged_before_the_option(
     clean = _noisy(48, 64)
     noisy = clean + np.random.default_rng(1).normal(0, 0.1, clean.shape).astype(np.float32)
     keras_model = mlflow.pyfunc.load_model(info.model_uri).unwrap_python_model().model
-    denoised = denoise_batch(keras_model, noisy, tile_size=64, overlap=16, ensemble=True)
-    plain = denoise_batch(keras_model, noisy, tile_size=64, overlap=16, ensemble=False)
+    denoised = denoise_batch(
+        keras_model, noisy, tile_size=64, overlap=16, ensemble=True, batch_size=8
+    )
+    plain = denoise_batch(
+        keras_model, noisy, tile_size=64, overlap=16, ensemble=False, batch_size=8
+    )
     expected = psnr(clean[0], np.clip(denoised[0], 0.0, 1.0))
     assert expected != pytest.approx(psnr(clean[0], np.clip(plain[0], 0.0, 1.0)), abs=1e-4)
     score = score_model(info.model_uri, clean, noisy, self_ensemble=True)

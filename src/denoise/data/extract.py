@@ -16,12 +16,11 @@ from denoise.core.atomic import atomic_directory
 from denoise.core.config import Params, Split
 from denoise.core.errors import DataError
 from denoise.core.progress import progress
-from denoise.data.video import Frame, probe, read_frames, read_still
+from denoise.data.video import IMAGE_SUFFIXES, Frame, probe, read_frames, read_still
 
 MANIFEST_NAME = "manifest.parquet"
 SPLITS = ("train", "validation", "test")
 GAP = "gap"  # frames dropped at a split boundary: near-duplicates of both sides
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"})
 
 
 @dataclasses.dataclass(frozen=True)

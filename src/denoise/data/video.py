@@ -14,6 +14,10 @@ import numpy as np
 from denoise.core.errors import DataError, VideoError
 
 # Largest per-pixel channel difference (0-255) still counted as grey: codecs round chroma.
+# The one list of each: what extract reads as still images (every other file is a video) and
+# what `denoise apply` takes and writes.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pnm")
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv")
 _GREY_TOLERANCE = 2
 
 

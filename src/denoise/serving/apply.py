@@ -16,6 +16,8 @@ from denoise.core.errors import InputError, NotRegisteredError
 from denoise.core.locations import tracking_uri
 from denoise.core.progress import progress
 from denoise.data.video import (
+    IMAGE_SUFFIXES,
+    VIDEO_SUFFIXES,
     can_read_image,
     probe,
     read_image_float,
@@ -27,9 +29,6 @@ from denoise.data.video import (
 from denoise.models.pretrained import pretrained_model_path
 from denoise.serving.load import _is_local, default_model_uri, load_denoiser
 from denoise.serving.tiling import denoise_batch, denoise_image
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pnm")
-VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv")
 
 
 def collect_inputs(inputs: Iterable[Path]) -> list[Path]:

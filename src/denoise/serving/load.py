@@ -130,7 +130,7 @@ def download_keras(uri: str, tracking_uri: str, directory: Path) -> RegisteredKe
     except (MlflowException, OSError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelError(f"cannot load model {uri} from {tracking_uri}: {reason}") from None
-    files = sorted(Path(local).rglob(f"*{KERAS_SUFFIXES[0]}"))
+    files = sorted((Path(local) / "artifacts").glob(f"*{KERAS_SUFFIXES[0]}"))
     if len(files) != 1:
         raise ModelError(f"{uri}: holds {len(files)} .keras files, not one")
     return RegisteredKeras(files[0], uri, version)

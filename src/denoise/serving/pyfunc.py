@@ -8,21 +8,18 @@ by name.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 from mlflow.pyfunc import PythonModel
 
+from denoise.core.config import Apply
 from denoise.serving.tiling import denoise_batch, denoise_image
 
 KERAS_ARTIFACT = "keras_model"  # key in context.artifacts: the .keras file
-TILING_DEFAULTS = {
-    "tile_size": 256,
-    "overlap": 32,
-    "batch_size": 8,
-    "self_ensemble": False,
-    "precision": "float32",
-}
+# What a model logged without some apply key (an older version) serves with: params' defaults.
+TILING_DEFAULTS = dataclasses.asdict(Apply())
 
 
 class DenoiserModel(PythonModel):

@@ -159,9 +159,9 @@ def _pad(image: np.ndarray, height: int, width: int) -> np.ndarray:
 def denoise_batch(
     model: Any,
     noisy: np.ndarray,
-    tile_size: int = 256,
-    overlap: int = 32,
-    batch_size: int = 8,
+    tile_size: int,
+    overlap: int,
+    batch_size: int,
     multiple: int | None = None,
     ensemble: bool = False,
 ) -> np.ndarray:
@@ -222,9 +222,9 @@ def denoise_batch(
 def denoise_image(
     model: Any,
     noisy: np.ndarray,
-    tile_size: int = 256,
-    overlap: int = 32,
-    batch_size: int = 8,
+    tile_size: int,
+    overlap: int,
+    batch_size: int,
     multiple: int | None = None,
     ensemble: bool = False,
 ) -> np.ndarray:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +11,7 @@ import numpy as np
 
 from denoise.core.config import Apply, Params
 from denoise.core.errors import ModelError
+from denoise.models.pretrained import PRETRAINED_DIR
 from denoise.serving.pyfunc import KERAS_ARTIFACT, DenoiserModel
 
 
@@ -72,17 +75,25 @@ def log_denoiser(
     }
     images = Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1, 3))])
     example = np.random.default_rng(0).random((2, 16, 16, 3), dtype=np.float32)
-    return mlflow.pyfunc.log_model(
-        name=name,
-        python_model=DenoiserModel(),
-        artifacts={KERAS_ARTIFACT: str(keras_path)},
-        model_config=model_config,
-        signature=ModelSignature(inputs=images, outputs=images),
-        input_example=example,
-        code_paths=[str(Path(__file__).parents[1])],  # the denoise package
-        pip_requirements=_requirements(),
-        registered_model_name=registered_model_name,
-    )
+    with tempfile.TemporaryDirectory(prefix="denoise-code-") as code:
+        # The denoise package travels with the model; the shipped pretrained model does not.
+        package = Path(code) / "denoise"
+        shutil.copytree(
+            Path(__file__).parents[1],
+            package,
+            ignore=shutil.ignore_patterns("__pycache__", PRETRAINED_DIR.name),
+        )
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=DenoiserModel(),
+            artifacts={KERAS_ARTIFACT: str(keras_path)},
+            model_config=model_config,
+            signature=ModelSignature(inputs=images, outputs=images),
+            input_example=example,
+            code_paths=[str(package)],
+            pip_requirements=_requirements(),
+            registered_model_name=registered_model_name,
+        )
 
 
 MODEL_ARTIFACT = "model"
