@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +41,13 @@ class StageFailed(RuntimeError):
 
 
 def _dvc(
-    arguments: list[str], root: Path, env: dict[str, str] | None = None, echo: bool = True
+    arguments: list[str],
+    root: Path,
+    env: dict[str, str] | None = None,
+    echo: Callable[[str], Any] | None = sys.stdout.write,
 ) -> tuple[int, str]:
-    """Run DVC in root, echoing its output (stdout and stderr) live unless echo is off;
-    return the exit status and the output."""
+    """Run DVC in root, handing each line of its output (stdout and stderr) to echo as it
+    comes (None: keep it quiet); return the exit status and the output."""
     # Stages call `denoise`, which lives beside this interpreter (the project's environment).
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     process = subprocess.Popen(
@@ -57,8 +61,8 @@ def _dvc(
     assert process.stdout is not None
     lines = []
     for line in process.stdout:
-        if echo:
-            sys.stdout.write(line)
+        if echo is not None:
+            echo(line)
         lines.append(line)
     return process.wait(), "".join(lines)
 
@@ -66,7 +70,7 @@ def _dvc(
 def _changed(stage: str, root: Path) -> bool:
     """Whether DVC will run the stage: `dvc status --json` reports it (changed deps, params,
     outs or command, or always_changed)."""
-    status, output = _dvc(["status", "--json", stage], root, echo=False)
+    status, output = _dvc(["status", "--json", stage], root, echo=None)
     if status != 0:
         raise StageFailed(f"dvc status {stage} failed: {output.strip()[-500:]}")
     return stage in json.loads(output.strip().splitlines()[-1] or "{}")
@@ -89,9 +93,11 @@ def run_stage(stage: str, root: Path, tracking_run_id: str) -> dict[str, Any]:
     logger = get_run_logger()
     ran = _changed(stage, root)
     env = {PARENT_RUN_ENV: tracking_run_id}
-    status, output = _dvc(["repro", "--single-item", stage], root, env)
-    if output.strip():
-        logger.info("dvc repro %s:\n%s", stage, output.rstrip())
+    # The stage's output goes to the task's log line by line: on the console as it comes, and
+    # to the Prefect API, where the UI shows it beside the task.
+    status, output = _dvc(
+        ["repro", "--single-item", stage], root, env, lambda line: logger.info(line.rstrip())
+    )
     if status != 0:
         errors = [line for line in output.splitlines() if line.startswith("error: ")]
         last = output.strip().splitlines()[-1:] or ["no output"]
