@@ -9,8 +9,9 @@ Three trainings of the same model, with the `cpu` profile of params.yaml (patch 
 schedule, learning rate), through the train stage's own code (PatchStream, train_model):
 1. `first`: from scratch on the --first videos, epochs x steps;
 2. `scratch`: from scratch on the --first and --added videos, epochs x steps;
-3. `warm`: from `first` on the --first and --added videos, a quarter of the epochs (the
-   retrain after new data arrives, as `init_from` makes it).
+3. `warm`: from `first` on the --first and --added videos, a quarter of the epochs at a
+   fine-tune's learning rate (--warm-learning-rate): the retrain after new data arrives, as
+   `init_from` makes it.
 Each is scored on the test frames of all the videos (extract and noise with params.yaml's
 split and evaluation settings), at every Gaussian evaluation level, beside NLM. Prints a
 markdown table and writes OUT/warm_start.json.
@@ -61,9 +62,19 @@ def workspace(params: Params, root: Path, raw: Path, videos: list[str]) -> Param
     return configured
 
 
-def fit(params: Params, model: str, epochs: int, out: Path, init: Path | None) -> dict[str, Any]:
-    """Train `model` on params' frames for `epochs`; save it as out/<tag>.keras."""
-    budget = {"epochs": epochs, "early_stopping_patience": epochs}
+def fit(
+    params: Params,
+    model: str,
+    epochs: int,
+    out: Path,
+    init: Path | None,
+    learning_rate: float | None = None,
+) -> dict[str, Any]:
+    """Train `model` on params' frames for `epochs` (at learning_rate, else the profile's);
+    save it as out/model.keras."""
+    budget: dict[str, Any] = {"epochs": epochs, "early_stopping_patience": epochs}
+    if learning_rate is not None:
+        budget["learning_rate"] = learning_rate
     train = params.train.with_active(models=[model], per_model={}, **budget)
     params = dataclasses.replace(params, train=train)
     frames = Path(params.paths.frames)
@@ -89,6 +100,7 @@ def fit(params: Params, model: str, epochs: int, out: Path, init: Path | None) -
         "seconds": time.perf_counter() - start,
         "steps": state.epochs_done * train.budget(model).steps_per_epoch,
         "train_frames": int((manifest["split"] == "train").sum()),
+        "learning_rate": train.budget(model).learning_rate,
     }
 
 
@@ -101,6 +113,12 @@ def main() -> None:
     parser.add_argument("--model", default="drunet_light")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--steps-per-epoch", type=int, default=110)
+    parser.add_argument(
+        "--warm-learning-rate",
+        type=float,
+        default=1e-4,
+        help="the warm retrain's peak learning rate (a fine-tune's; the others use the profile's)",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-out/warm-start"))
     args = parser.parse_args()
     if args.epochs % 4:
@@ -118,7 +136,14 @@ def main() -> None:
         "scratch": fit(every, args.model, args.epochs, out / "scratch-model", None),
     }
     first_model = Path(runs["first"]["path"])
-    runs["warm"] = fit(every, args.model, args.epochs // 4, out / "warm-model", first_model)
+    runs["warm"] = fit(
+        every,
+        args.model,
+        args.epochs // 4,
+        out / "warm-model",
+        first_model,
+        args.warm_learning_rate,
+    )
     clean, noisy_levels, info = load_set(Path(every.paths.evalsets), "test")
     methods = {name: model_denoiser(run["model"], 4) for name, run in runs.items()}
     methods["nlm"] = per_image(baseline("nlm", params.evaluate))

@@ -33,7 +33,8 @@ import json, sys
 from dvc.repo import Repo
 
 force = "--force" in sys.argv
-print(json.dumps([stage.addressing for stage in Repo(".").reproduce(force=force)]))
+ran = Repo(".").reproduce(force=force)
+print(json.dumps([stage.addressing for stage in ran if not stage.is_data_source]))
 """
 
 _READ_PREFECT = """

@@ -50,6 +50,7 @@ def test_compares_a_warm_retrain_with_training_from_scratch(params: Params, tmp_
     runs = report["runs"]
     assert runs["first"]["steps"] == runs["scratch"]["steps"] == 8
     assert runs["warm"]["steps"] == 2, "a quarter of the steps"
+    assert runs["warm"]["learning_rate"] == 1e-4 < runs["scratch"]["learning_rate"]
     assert runs["scratch"]["train_frames"] > runs["first"]["train_frames"]
     assert set(report["psnr"]) == {"first", "scratch", "warm", "nlm"}
     assert "| warm |" in result.stdout
