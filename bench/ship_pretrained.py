@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import shutil
 import subprocess
@@ -31,7 +30,7 @@ runtime.configure()
 from denoise.core.baselines import baseline
 from denoise.core.config import load_params
 from denoise.data.evalsets import load_set
-from denoise.data.extract import load_manifest
+from denoise.data.extract import frame_digests, load_manifest
 from denoise.data.stills import OPENCV_DOC_PHOTOS, WALLPAPERS
 from denoise.models.pretrained import PRETRAINED_CARD, PRETRAINED_DIR, PRETRAINED_MODEL
 from denoise.models.registry import load_model
@@ -42,18 +41,12 @@ LICENCES_NOTE = PRETRAINED_DIR / "LICENCES.md"
 
 
 def frame_hashes(frames_dir: Path) -> dict[str, list[str]]:
-    """SHA-256 of every train frame's uint8 pixels (H, W, 3 RGB), by source."""
+    """SHA-256 of every train frame's pixels, by source."""
     manifest = load_manifest(frames_dir)
     rows = manifest[manifest["split"] == "train"]
-    shards: dict[str, np.ndarray] = {}
     hashes: dict[str, list[str]] = {}
-    for video, shard, offset in zip(rows["video"], rows["shard"], rows["offset"], strict=True):
-        if shard not in shards:
-            shards[shard] = np.load(frames_dir / shard, mmap_mode="r")
-        pixels = np.ascontiguousarray(shards[shard][offset])
-        hashes.setdefault(str(video).split("/")[0], []).append(
-            hashlib.sha256(pixels.tobytes()).hexdigest()
-        )
+    for source, digest in zip(rows["video"], frame_digests(frames_dir, rows), strict=True):
+        hashes.setdefault(str(source), []).append(digest)
     return hashes
 
 

@@ -4,7 +4,6 @@ validation or test frame, and what `denoise apply` uses before any champion exis
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from conftest import PROJECT_ROOT
 from denoise.core.config import Params, load_params
 from denoise.core.noise import apply_noise, set_rng
 from denoise.data.evalsets import PHOTOGRAPHS, load_photograph
-from denoise.data.extract import load_manifest
+from denoise.data.extract import frame_digests, load_manifest
 from denoise.data.samples import find_sample
 from denoise.models.pretrained import PRETRAINED_MODEL, pretrained_card
 from denoise.models.registry import build_model, load_model, start_from
@@ -58,12 +57,7 @@ def test_its_photograph_score_is_the_one_on_its_card() -> None:
 def _pixel_hashes(params: Params, splits: tuple[str, ...]) -> set[str]:
     frames_dir = Path(params.paths.frames)
     manifest = load_manifest(frames_dir)
-    rows = manifest[manifest["split"].isin(splits)]
-    hashes = set()
-    for shard, offset in zip(rows["shard"], rows["offset"], strict=True):
-        pixels = np.ascontiguousarray(np.load(frames_dir / shard, mmap_mode="r")[offset])
-        hashes.add(hashlib.sha256(pixels.tobytes()).hexdigest())
-    return hashes
+    return set(frame_digests(frames_dir, manifest[manifest["split"].isin(splits)]))
 
 
 @pytest.mark.slow

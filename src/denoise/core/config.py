@@ -327,16 +327,13 @@ class ModelBudget:
         )
 
     def overrides(self) -> dict[str, Any]:
-        """The profile settings this model sets for itself."""
-        budget = (
-            "learning_rate",
-            "warmup_steps",
-            "epochs",
-            "steps_per_epoch",
-            "early_stopping_patience",
-            "clip_norm",
-        )
-        return {key: getattr(self, key) for key in budget if getattr(self, key) is not None}
+        """The profile settings this model sets for itself: its fields that are Profile's too."""
+        budget = {field.name for field in dataclasses.fields(Profile)}
+        return {
+            field.name: getattr(self, field.name)
+            for field in dataclasses.fields(self)
+            if field.name in budget and getattr(self, field.name) is not None
+        }
 
 
 @dataclasses.dataclass(frozen=True)

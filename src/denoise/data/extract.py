@@ -222,6 +222,18 @@ def load_manifest(frames_dir: Path) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
+def frame_digests(frames_dir: Path, rows: pd.DataFrame) -> list[str]:
+    """SHA-256 of each manifest row's frame: its uint8 (H, W, 3) RGB pixels as stored."""
+    shards: dict[str, np.ndarray] = {}
+    digests = []
+    for shard, offset in zip(rows["shard"], rows["offset"], strict=True):
+        if shard not in shards:
+            shards[shard] = np.load(frames_dir / shard, mmap_mode="r")
+        pixels = np.ascontiguousarray(shards[shard][offset])
+        digests.append(hashlib.sha256(pixels.tobytes()).hexdigest())
+    return digests
+
+
 def load_frames(frames_dir: Path, rows: pd.DataFrame) -> np.ndarray:
     """Load the frames of the given manifest rows as float32 (N, H, W, 3) RGB in [0, 1]."""
     shards: dict[str, np.ndarray] = {}
