@@ -31,8 +31,9 @@ from denoise import results_branch as branches
 from denoise.core.config import load_params
 from denoise.tracking.runs import PARENT_RUN_ENV, close_pipeline_run, configure, open_pipeline_run
 
-# The stages of dvc.yaml, in order (tests/test_consistency.py keeps the two in step).
-STAGES = ("extract", "noise", "validate", "init", "train", "evaluate", "register")
+# The stages of dvc.yaml, in order (tests/test_consistency.py keeps the two in step). The first
+# checks params, inputs and the tracking server before any stage deletes an output.
+STAGES = ("preflight", "extract", "noise", "validate", "init", "train", "evaluate", "register")
 ARTIFACT_KEY = "denoise-metrics"
 
 
@@ -85,14 +86,15 @@ def track_raw_data(root: Path, raw: str) -> None:
 
 
 @task(name="dvc-stage", task_run_name="{stage}", cache_policy=NO_CACHE)
-def run_stage(stage: str, root: Path, tracking_run_id: str) -> dict[str, Any]:
+def run_stage(stage: str, root: Path, tracking_run_id: str | None) -> dict[str, Any]:
     """Run one DVC stage; DVC skips it when its inputs did not change.
 
-    A stage that runs logs its MLflow child runs under tracking_run_id.
+    A stage that runs logs its MLflow child runs under tracking_run_id (None: the preflight
+    stage, which runs before the tracking run opens and logs no run).
     """
     logger = get_run_logger()
     ran = _changed(stage, root)
-    env = {PARENT_RUN_ENV: tracking_run_id}
+    env = {PARENT_RUN_ENV: tracking_run_id} if tracking_run_id else {}
     # The stage's output goes to the task's log line by line: on the console as it comes, and
     # to the Prefect API, where the UI shows it beside the task.
     status, output = _dvc(
@@ -154,26 +156,18 @@ def commit_results(branch: str, root: Path) -> str | None:
     return commit
 
 
-@task(
-    name="open-tracking-run",
-    retries=3,
-    retry_delay_seconds=exponential_backoff(backoff_factor=5),
-    cache_policy=NO_CACHE,
-)
+# The tracking tasks are not retried by Prefect: MLflow's client retries transient errors
+# within params.yaml's services.retry_seconds, and the preflight stage has checked the server.
+@task(name="open-tracking-run", cache_policy=NO_CACHE)
 def open_tracking_run(root: Path) -> str:
-    """The MLflow parent run of this pipeline run (a server may be remote, so retried)."""
+    """The MLflow parent run of this pipeline run."""
     with contextlib.chdir(root):
         params = load_params("params.yaml")
         flow_run = runtime.flow_run.id or ""
         return open_pipeline_run(params, tags={"prefect.flow_run_id": str(flow_run)})
 
 
-@task(
-    name="close-tracking-run",
-    retries=3,
-    retry_delay_seconds=exponential_backoff(backoff_factor=5),
-    cache_policy=NO_CACHE,
-)
+@task(name="close-tracking-run", cache_policy=NO_CACHE)
 def close_tracking_run(
     root: Path, run_id: str, results: list[dict[str, Any]], failed: str | None
 ) -> str:
@@ -232,9 +226,10 @@ def denoise_pipeline(
     if pull:
         dvc_transfer("pull", project)
     track_raw_data(project, params.paths.raw)
+    first, *rest = STAGES
+    results: list[dict[str, Any]] = [run_stage(first, project, None)]
     tracking_run_id = open_tracking_run(project)
-    results: list[dict[str, Any]] = []
-    for stage in STAGES:
+    for stage in rest:
         try:
             results.append(run_stage(stage, project, tracking_run_id))
         except Exception:

@@ -143,7 +143,7 @@ def test_editing_a_module_a_stage_imports_marks_only_that_stage_changed(tmp_path
     """In a real git + DVC repository: after extract ran, editing code that extract runs makes
     `dvc status` report it; editing training code, which extract does not run, does not."""
     root = build_repository(tmp_path / "project")
-    sh("dvc", "repro", "--single-item", "extract", cwd=root)
+    sh("dvc", "repro", "extract", cwd=root)  # with preflight, which every stage depends on
 
     def changed() -> set[str]:
         result = sh("dvc", "status", "--json", "extract", cwd=root)

@@ -370,8 +370,9 @@ def _a_run_without_changes_skips(served: Served) -> None:
     assert run.state.type.value == "COMPLETED", (run.state, served.log.read_text()[-3000:])
     assert served.stage_runs(run_id) == [(stage, "COMPLETED") for stage in STAGES]
     markdown = served.artifact(run_id)
-    assert "| init | ran |" in markdown, "always run: it resolves the starting weights anew"
-    unchanged = [stage for stage in STAGES if stage != "init"]
+    for stage in ("preflight", "init"):  # always run: checks, starting weights, anew
+        assert f"| {stage} | ran |" in markdown, markdown
+    unchanged = [stage for stage in STAGES if stage not in ("preflight", "init")]
     assert all(f"| {stage} | skipped (unchanged) |" in markdown for stage in unchanged), markdown
     assert served.git("rev-parse", "main") == main
     assert served.git("rev-parse", RESULTS_BRANCH) == results, "nothing new to commit"

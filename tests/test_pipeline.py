@@ -26,7 +26,7 @@ from repository import commit as _commit
 
 pytestmark = pytest.mark.slow
 STAGES = list(yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"])
-ALWAYS_RUN = ["init"]  # always_changed: it resolves each model's starting weights anew
+ALWAYS_RUN = ["preflight", "init"]  # always_changed: checks anew; resolves starting weights anew
 
 _REPRODUCE = """
 import json, sys

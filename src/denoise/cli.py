@@ -2,11 +2,16 @@
 
 Each stage command loads params.yaml and calls the stage module's run(params); heavy modules
 (TensorFlow) are imported inside the commands that need them, so light stages start fast.
+
+Over 400 lines: fourteen commands, each a thin wrapper that parses options, calls one module
+and prints its summary; the file is the reference of what the command line offers, and its
+logic lives in the modules the commands call.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -17,11 +22,13 @@ from typing import Annotated, Any, TypeVar
 import typer
 import yaml
 
-from denoise.core import runtime
+from denoise.core import lifeline, runtime
 from denoise.core.architectures import ARCHITECTURES
+from denoise.core.atomic import is_disk_full
 from denoise.core.config import Params, load_params, params_from_dict, with_recipe
 from denoise.core.errors import DenoiseError
 from denoise.core.locations import tracking_uri
+from denoise.tracking.runs import service_error
 
 app = typer.Typer(
     help="Turn raw video into trained, versioned denoising models.",
@@ -37,15 +44,26 @@ Command = TypeVar("Command", bound=Callable[..., Any])
 
 
 def _user_errors(command: Command) -> Command:
-    """Turn a DenoiseError into one line on standard error and exit status 1."""
+    """Turn a DenoiseError, a tracking server that stopped answering or a full disk into one
+    line on standard error and exit status 1."""
 
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
         except DenoiseError as error:
-            typer.echo(f"error: {error}", err=True)
-            raise typer.Exit(1) from None
+            message = str(error)
+        except Exception as error:
+            server = service_error(error)
+            if server is not None:
+                message = str(server)
+            elif is_disk_full(error):
+                reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+                message = f"no space left on the device ({reason}); free space and run again"
+            else:
+                raise
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -57,6 +75,9 @@ def main() -> None:
     Decoding problems still reach the user, as one `error:` line from the extract stage.
     """
     runtime.configure()
+    # Past the file-size limit (ulimit -f) a write fails with EFBIG, handled as a full disk,
+    # instead of the signal killing the process mid-write.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -64,6 +85,27 @@ def main() -> None:
 
 def _load(params_path: Path) -> Params:
     return load_params(params_path)
+
+
+def _stage(params_path: Path) -> Params:
+    """A pipeline stage's params; from here on the stage stops when the `dvc` (or flow) that
+    started it ends, and ends its MLflow runs FAILED on SIGTERM."""
+    lifeline.watch()
+    return _load(params_path)
+
+
+@app.command()
+@_user_errors
+def preflight(params: ParamsOption = Path("params.yaml")) -> None:
+    """Check params, raw inputs and the tracking server before any stage deletes an output."""
+    from denoise.stages import preflight as stage
+
+    summary = stage.run(_stage(params))
+    for path in summary.removed:
+        typer.echo(f"removed {path} (left by a killed stage)")
+    for run_id in summary.abandoned_runs:
+        typer.echo(f"MLflow run {run_id}: its process is gone; ended FAILED")
+    typer.echo(f"preflight: {', '.join(stage.CHECKS)} ({summary.sources} source(s))")
 
 
 @app.command()
@@ -100,7 +142,7 @@ def extract(params: ParamsOption = Path("params.yaml")) -> None:
     """Decode the videos and image folders in paths.raw into frame shards, a manifest, splits."""
     from denoise.stages import extract as stage
 
-    summary = stage.run(_load(params))
+    summary = stage.run(_stage(params))
     counts = ", ".join(f"{split} {count}" for split, count in summary.frames_per_split.items())
     typer.echo(f"extracted {summary.num_sources} source(s): {counts} frames")
 
@@ -111,7 +153,7 @@ def noise(params: ParamsOption = Path("params.yaml")) -> None:
     """Write the fixed noisy evaluation sets (float32, unclipped, fixed seed)."""
     from denoise.stages import noise as stage
 
-    summary = stage.run(_load(params))
+    summary = stage.run(_stage(params))
     sets = ", ".join(f"{name} {count}" for name, count in summary.images_per_set.items())
     typer.echo(f"evaluation sets: {sets} images at {', '.join(summary.levels)}")
 
@@ -122,7 +164,7 @@ def validate(params: ParamsOption = Path("params.yaml")) -> None:
     """Check frames and evaluation sets with Great Expectations; write the report (Data Docs)."""
     from denoise.stages import validate as stage
 
-    summary = stage.run(_load(params))
+    summary = stage.run(_stage(params))
     for suite in summary.suites:
         typer.echo(f"{suite.name}: {len(suite.outcomes)} expectations met on {suite.rows} rows")
     typer.echo(f"report: {summary.report}")
@@ -134,7 +176,7 @@ def init(params: ParamsOption = Path("params.yaml")) -> None:
     """Resolve each model's starting weights (init_from) into paths.init, for train."""
     from denoise.stages import init as stage
 
-    summary = stage.run(_load(params))
+    summary = stage.run(_stage(params))
     for name, source in summary.sources.items():
         typer.echo(f"{name}: starts from {source['resolved']}")
     if not summary.sources:
@@ -147,7 +189,7 @@ def train(params: ParamsOption = Path("params.yaml")) -> None:
     """Train every model in params.train.models on streamed noisy patches."""
     from denoise.stages import train as stage
 
-    summary = stage.run(_load(params))
+    summary = stage.run(_stage(params))
     for name, info in summary.models.items():
         typer.echo(
             f"{name}: {info['parameters']:,} parameters, {info['epochs']} epochs, "
@@ -161,7 +203,7 @@ def evaluate(params: ParamsOption = Path("params.yaml")) -> None:
     """Score the noisy input, classical baselines and trained models; print the table."""
     from denoise.stages import evaluate as stage
 
-    summary = stage.run(_load(params))
+    summary = stage.run(_stage(params))
     typer.echo(summary.table)
 
 
@@ -171,7 +213,7 @@ def register(params: ParamsOption = Path("params.yaml")) -> None:
     """Register every trained model in MLflow; move `champion` only to a better model."""
     from denoise.stages import register as stage
 
-    summary = stage.run(_load(params))
+    summary = stage.run(_stage(params))
     for decision in summary.decisions:
         typer.echo(
             f"{summary.registered_model} v{decision.version} ({decision.model}): "
@@ -323,6 +365,16 @@ def run(
     for required in (".dvc", "flows"):
         if not Path(required).is_dir():
             raise DenoiseError(f"{Path.cwd()}: no {required}/ here; run from the project root")
+    # Before the flow starts: every service it needs answers, and (unless a pull or another
+    # branch brings them) the raw inputs open. The flow's preflight stage checks again.
+    from denoise import workspace
+    from denoise.stages import preflight as checks
+
+    workspace.check_prefect(config.services)
+    for command, wanted in (("pull", pull), ("push", push)):
+        if wanted:
+            workspace.check_dvc_remote(Path.cwd(), command, config.services)
+    checks.check(config, sources=not (pull or branch))
     env = {
         # The temporary server migrates its database on first start: slow on a small machine.
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
@@ -338,13 +390,33 @@ def run(
     if completed.returncode != 0:
         raise DenoiseError(
             f"the pipeline failed (exit status {completed.returncode}): remove the bad input, "
-            f"or restore the last good state with `git checkout dvc.lock && "
-            f"git checkout {config.paths.raw}.dvc && dvc checkout --force` (stages that "
-            "passed recorded the bad input in dvc.lock; --force drops a failed report)"
+            "or return to the last commit's outputs with `denoise restore` (stages that passed "
+            "recorded the bad input in dvc.lock)"
         )
     table = Path(config.paths.evaluation) / "metrics.md"
     if table.is_file():
         typer.echo(table.read_text())
+
+
+@app.command()
+@_user_errors
+def restore(params: ParamsOption = Path("params.yaml")) -> None:
+    """Return the tree to the last commit's pipeline state after a failed or killed run.
+
+    Puts back dvc.lock, the .dvc files, the reports git keeps and the outputs DVC caches
+    (fetched from the remote when the cache lacks one); leaves params.yaml and code as they are.
+    """
+    from denoise import workspace
+
+    summary = workspace.restore(Path.cwd(), _load(params))
+    typer.echo(f"restored {', '.join(summary.restored)} and the cached outputs from HEAD")
+    if summary.refetched:
+        typer.echo("fetched missing or corrupt cache entries from the DVC remote")
+    if summary.edited:
+        typer.echo(
+            f"still edited (left as they are; `dvc status` shows their stages): "
+            f"{', '.join(summary.edited)}"
+        )
 
 
 @app.command()

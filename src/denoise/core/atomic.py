@@ -1,14 +1,18 @@
 """Atomic outputs: write under a temporary name beside the target, then rename over it.
 
 A crash or an error mid-write leaves either the previous complete output or nothing, never a
-half-written file that looks complete.
+half-written file that looks complete. A write that fails for lack of space (or the file-size
+limit, `ulimit -f`) raises DiskFullError, one line naming the output and the space it needs;
+a killed process's temporary names are removed by remove_stale at the next start.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import resource
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -16,6 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from denoise.core.errors import DiskFullError
+
+_NO_SPACE = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+_NO_SPACE_TEXT = ("No space left on device", "File too large", "Disk quota exceeded")
 
 
 def _default_mode(directory: bool) -> int:
@@ -33,8 +42,11 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         yield staging
-    except BaseException:
+    except BaseException as error:
+        written = _size(staging)
         shutil.rmtree(staging, ignore_errors=True)
+        if is_disk_full(error):
+            raise _disk_full(target, written) from None
         raise
     os.chmod(staging, _default_mode(directory=True))
     previous = target.with_name(f".{target.name}.old-{os.getpid()}")
@@ -56,8 +68,11 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     staging = Path(name)
     try:
         yield staging
-    except BaseException:
+    except BaseException as error:
+        written = _size(staging)
         staging.unlink(missing_ok=True)
+        if is_disk_full(error):
+            raise _disk_full(target, written) from None
         raise
     os.chmod(staging, _default_mode(directory=False))
     os.replace(staging, target)
@@ -75,3 +90,58 @@ def write_json(target: str | Path, value: Any) -> None:
 def save_array(target: str | Path, array: np.ndarray) -> None:
     with atomic_path(target) as staging:
         np.save(staging, array, allow_pickle=False)
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether an error is a full device, a full quota or the file-size limit (ulimit -f).
+
+    Libraries re-raise the OSError in their own types (SQLite, Arrow, HDF5), so the message
+    counts as well as the errno.
+    """
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in _NO_SPACE:
+            return True
+        if any(text in str(error) for text in (*_NO_SPACE_TEXT, "database or disk is full")):
+            return True
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+    return False
+
+
+def _size(path: Path) -> int:
+    """Bytes under path (a file or a folder); 0 if it is gone."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(entry.stat().st_size for entry in path.rglob("*") if entry.is_file())
+
+
+def _disk_full(target: Path, written: int) -> DiskFullError:
+    """One line: the output, what it needs (at least the last complete one's size, and more
+    than was written before the write failed), and what is free."""
+    needed = max(_size(target) if target.exists() else 0, written)
+    free = shutil.disk_usage(target.parent).free
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    limit = "" if soft == resource.RLIM_INFINITY else f", file-size limit {soft / 1e6:.1f} MB"
+    return DiskFullError(
+        f"{target}: no space to write it: needs more than {needed / 1e6:.1f} MB "
+        f"({written / 1e6:.1f} MB were written before the write failed), "
+        f"{free / 1e6:.1f} MB free{limit}; free space and run again (the previous output is "
+        "intact)"
+    )
+
+
+def remove_stale(*targets: str | Path) -> list[Path]:
+    """Remove the temporary names that atomic writes of each target left when their process
+    was killed (.<name>.tmp-*, .<name>.old-*); return what was removed. Call it only when no
+    writer of the targets runs (as a stage, holding DVC's repository lock)."""
+    removed: list[Path] = []
+    for target in map(Path, targets):
+        if not target.parent.is_dir():
+            continue
+        patterns = {f".{target.name}.tmp-*", f".{target.stem}.tmp-*", f".{target.name}.old-*"}
+        removed += sorted({path for pattern in patterns for path in target.parent.glob(pattern)})
+    for path in removed:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return removed

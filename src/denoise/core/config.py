@@ -31,6 +31,8 @@ def _check(condition: bool, key: str, message: str) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Paths:
+    # Written by the preflight stage, which every stage depends on: constant, so it reruns nothing.
+    preflight: str = "reports/preflight.json"
     raw: str = "data/raw"
     frames: str = "data/frames"
     evalsets: str = "data/evalsets"
@@ -43,6 +45,10 @@ class Paths:
     metrics: str = "reports/metrics.json"
     psnr_per_sigma: str = "reports/psnr_per_sigma"
     registry: str = "reports/registry.json"
+
+    def every(self) -> list[str]:
+        """Every path, in params.yaml's order."""
+        return [getattr(self, field.name) for field in dataclasses.fields(self)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -587,6 +593,20 @@ class Tracking:
 
 
 @dataclasses.dataclass(frozen=True)
+class Services:
+    """How long to wait for the tracking server, the Prefect API and the DVC remote."""
+
+    timeout_seconds: float = 10.0  # one request: connect, or wait for an answer
+    # Transient errors (5xx, reset, timeout) are retried, waiting at most this long in all;
+    # connection refused, unknown hosts and refused credentials fail at once.
+    retry_seconds: float = 30.0
+
+    def __post_init__(self) -> None:
+        _check(self.timeout_seconds > 0, "timeout_seconds", "must be > 0")
+        _check(self.retry_seconds >= 0, "retry_seconds", "must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
 class Register:
     model_name: str = "denoise"
     score_set: str = "test"
@@ -636,6 +656,7 @@ class Params:
     train: Train = dataclasses.field(default_factory=Train)
     evaluate: Evaluate = dataclasses.field(default_factory=Evaluate)
     tracking: Tracking = dataclasses.field(default_factory=Tracking)
+    services: Services = dataclasses.field(default_factory=Services)
     register: Register = dataclasses.field(default_factory=Register)
     apply: Apply = dataclasses.field(default_factory=Apply)
     # Named sets of params a profile cannot hold, {dotted key: value} each: `denoise recipe`.

@@ -35,3 +35,19 @@ class NotRegisteredError(ModelError):
 
 class TrainingError(DenoiseError):
     """Training that cannot give a model: it diverged before any epoch completed."""
+
+
+class ServiceError(DenoiseError):
+    """A server the pipeline needs (tracking, Prefect API, DVC remote) is down or refuses us."""
+
+
+class BusyError(DenoiseError):
+    """Another process holds what this one needs (a trainer's checkpoint folder)."""
+
+
+class DiskFullError(DenoiseError):
+    """A write failed for lack of space (or the file-size limit); the previous output stays."""
+
+
+class StoppedError(DenoiseError):
+    """The process was asked to stop (SIGTERM), or the process that started it ended."""

@@ -16,7 +16,14 @@ from denoise.core.atomic import atomic_directory
 from denoise.core.config import Params, Split
 from denoise.core.errors import DataError
 from denoise.core.progress import progress
-from denoise.data.video import IMAGE_SUFFIXES, Frame, probe, read_frames, read_still
+from denoise.data.video import (
+    IMAGE_SUFFIXES,
+    Frame,
+    can_read_image,
+    probe,
+    read_frames,
+    read_still,
+)
 
 MANIFEST_NAME = "manifest.parquet"
 SPLITS = ("train", "validation", "test")
@@ -192,9 +199,13 @@ def _extract_source(source: Source, raw_dir: Path, out_dir: Path, params: Params
     return table
 
 
-def extract_frames(params: Params) -> ExtractSummary:
-    """The stage's work without MLflow (bench/gpu_train.py runs it on hosts without it)."""
-    raw_dir, frames_dir = Path(params.paths.raw), Path(params.paths.frames)
+def check_sources(params: Params, open_files: bool = False) -> list[Source]:
+    """The sources under paths.raw, after checking that extract.train_only names only them.
+
+    open_files: also check that each video opens and each image has a decoder (headers only),
+    so a bad file is named before any stage deletes an output.
+    """
+    raw_dir = Path(params.paths.raw)
     sources = list_sources(raw_dir)
     names = {source.path.relative_to(raw_dir).as_posix() for source in sources}
     for name in params.extract.train_only:
@@ -203,6 +214,21 @@ def extract_frames(params: Params) -> ExtractSummary:
                 f"extract.train_only names {name!r}, which is not a video or image folder "
                 f"under {raw_dir} (sources: {', '.join(sorted(names)) or 'none'})"
             )
+    for source in sources if open_files else []:
+        for image in source.images:
+            if not can_read_image(image):
+                raise DataError(
+                    f"{image}: not an image OpenCV can read (unknown format or corrupt)"
+                )
+        if not source.images:
+            probe(source.path)
+    return sources
+
+
+def extract_frames(params: Params) -> ExtractSummary:
+    """The stage's work without MLflow (bench/gpu_train.py runs it on hosts without it)."""
+    raw_dir, frames_dir = Path(params.paths.raw), Path(params.paths.frames)
+    sources = check_sources(params)
     with atomic_directory(frames_dir) as staging:
         tables = [_extract_source(source, raw_dir, staging, params) for source in sources]
         manifest = pd.concat(tables, ignore_index=True)

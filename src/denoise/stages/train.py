@@ -14,6 +14,7 @@ from denoise.core.atomic import atomic_directory, write_json
 from denoise.core.config import Params
 from denoise.core.errors import DataError
 from denoise.core.locations import SOURCES_JSON
+from denoise.core.locks import exclusive
 from denoise.core.noise import level_name
 from denoise.data.evalsets import load_set
 from denoise.data.extract import load_manifest
@@ -43,7 +44,13 @@ def run(params: Params) -> TrainSummary:
 
     Each model is one MLflow child run (per-epoch metrics and sample images, then the model
     itself); its id is kept in models/<name>.json for the evaluate and register stages.
+    One trainer per tree: a second one stops at once, naming the first's pid.
     """
+    with exclusive(params.paths.checkpoints, "denoise train"):
+        return _train(params)
+
+
+def _train(params: Params) -> TrainSummary:
     frames_dir = Path(params.paths.frames)
     manifest = load_manifest(frames_dir)
     clean, noisy, _ = load_set(Path(params.paths.evalsets), "validation")

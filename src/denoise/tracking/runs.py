@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import socket
 import subprocess
 import warnings
 from collections.abc import Iterator
@@ -24,12 +25,88 @@ from typing import Any
 
 import yaml
 
+from denoise.core import lifeline, services
 from denoise.core.config import Params, params_to_dict
+from denoise.core.errors import ServiceError
 from denoise.core.locations import tracking_uri
 
 PARENT_RUN_ENV = "DENOISE_MLFLOW_PARENT_RUN_ID"
 STAGE_TAG = "denoise.stage"
 STAGE_STATUS_TAG = "denoise.stage.{stage}"
+# The process that opened a run: the next pipeline start ends its runs FAILED if it is gone.
+HOST_TAG, PID_TAG, PID_START_TAG = "denoise.host", "denoise.pid", "denoise.pid_start"
+FAILURE_TAG = "denoise.failure"
+_SERVER_FIX = "start it, or unset MLFLOW_TRACKING_URI to log to the local store"
+_CREDENTIALS_FIX = "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+
+
+def check_server(params: Params) -> None:
+    """Raise ServiceError, one line naming the URI and the fix, unless the tracking server
+    answers (with the credentials given) within params.services' bounds; a local store passes.
+    """
+    uri = tracking_uri(params)
+    if not uri.startswith(("http://", "https://")):
+        return
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    service = services.Service(
+        name="MLflow tracking server",
+        url=uri,
+        health_path="/api/2.0/mlflow/experiments/search?max_results=1",
+        fix=_SERVER_FIX,
+        auth=(user, password or "") if user else None,
+        credentials_fix=_CREDENTIALS_FIX if not user else "check MLFLOW_TRACKING_PASSWORD",
+    )
+    services.check(service, params.services)
+
+
+def service_error(error: BaseException) -> ServiceError | None:
+    """The one line for an MLflow request that failed after its retries (a server that went
+    down mid-run), or None for any other error."""
+    text = str(error)
+    if type(error).__module__.split(".")[0] not in ("mlflow", "requests", "urllib3"):
+        return None
+    if "Max retries exceeded" not in text and "API request to" not in text:
+        return None
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "the tracking server")
+    reason = "connection refused" if "Connection refused" in text else text.splitlines()[0][:160]
+    return ServiceError(f"MLflow tracking server {uri} stopped answering ({reason}); {_SERVER_FIX}")
+
+
+def _process_tags() -> dict[str, str]:
+    return {
+        HOST_TAG: socket.gethostname(),
+        PID_TAG: str(os.getpid()),
+        PID_START_TAG: lifeline.start_time(),
+    }
+
+
+def fail_abandoned_runs(params: Params) -> list[str]:
+    """End FAILED every RUNNING run whose process on this host is gone (killed or crashed),
+    tagged with why; return their ids. Runs opened on other hosts are left alone."""
+    from mlflow.tracking import MlflowClient
+
+    experiment_id = configure(params)
+    client = MlflowClient()
+    host = socket.gethostname()
+    abandoned = []
+    for run in client.search_runs(
+        [experiment_id],
+        filter_string=f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'",
+    ):
+        tags = run.data.tags
+        pid = int(tags.get(PID_TAG, "0") or 0)
+        if pid and lifeline.alive(pid, tags.get(PID_START_TAG, "")):
+            continue
+        client.set_tag(
+            run.info.run_id,
+            FAILURE_TAG,
+            f"process {pid} on {host} ended without closing the run (killed or crashed); "
+            "closed by the next pipeline start",
+        )
+        client.set_terminated(run.info.run_id, status="FAILED")
+        abandoned.append(str(run.info.run_id))
+    return abandoned
 
 
 def configure(params: Params, root: Path | None = None) -> str:
@@ -38,6 +115,15 @@ def configure(params: Params, root: Path | None = None) -> str:
     from mlflow.tracking import MlflowClient
 
     uri = tracking_uri(params, root)
+    # MLflow retries a failed request 7 times over about 4 minutes by default: bound it.
+    retries, backoff = services.retry_schedule(params.services)
+    for name, value in (
+        ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", retries),
+        ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", backoff),
+        ("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", 0),
+        ("MLFLOW_HTTP_REQUEST_TIMEOUT", max(1, round(params.services.timeout_seconds))),
+    ):
+        os.environ.setdefault(name, str(int(value)))
     artifact_location = None
     if uri.startswith("sqlite:///"):
         # Without a server, MLflow would put artifacts in ./mlruns of whatever folder runs it.
@@ -131,7 +217,7 @@ def open_pipeline_run(
     run = client.create_run(
         experiment_id,
         run_name=f"{name} {commit}".strip(),
-        tags={**lineage_tags(params), **(tags or {})},
+        tags={**lineage_tags(params), **_process_tags(), **(tags or {})},
     )
     flat = run_params(params)
     client.log_batch(run.info.run_id, params=[Param(key, value) for key, value in flat.items()])
@@ -183,7 +269,12 @@ class StageTracker:
         with mlflow.start_run(
             run_name=run_name,
             parent_run_id=self.parent_run_id,
-            tags={STAGE_TAG: self.stage, **lineage_tags(self.params), **(tags or {})},
+            tags={
+                STAGE_TAG: self.stage,
+                **lineage_tags(self.params),
+                **_process_tags(),
+                **(tags or {}),
+            },
         ) as run:
             mlflow.log_params(run_params(self.params))
             yield str(run.info.run_id)

@@ -1,0 +1,190 @@
+"""The project's git + DVC working tree: the services `denoise run` needs, and `denoise restore`.
+
+`denoise run` checks the Prefect API (when one is configured) and, with --pull or --push, the
+DVC remote, before the flow starts; the preflight stage checks the rest. `denoise restore`
+returns the tree to the last commit's pipeline state after a failed or killed run: dvc.lock,
+the .dvc files, the outputs git keeps (cache: false) and the outputs DVC caches, refetched from
+the remote when a cache entry is missing or corrupt (DVC drops an entry whose hash is wrong).
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from denoise.core import services
+from denoise.core.atomic import remove_stale
+from denoise.core.config import Params, Services
+from denoise.core.errors import DenoiseError, ServiceError
+
+LOCK_FILE = "dvc.lock"
+
+
+def check_prefect(settings: Services) -> None:
+    """Raise ServiceError unless the configured Prefect API answers (none configured: Prefect
+    starts a temporary local server, nothing to check)."""
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        return
+    auth = PREFECT_API_AUTH_STRING.value()
+    headers = {}
+    if auth:
+        headers["Authorization"] = f"Basic {base64.b64encode(auth.encode()).decode()}"
+    services.check(
+        services.Service(
+            name="Prefect API",
+            url=url,
+            health_path="/health",
+            fix="start the Prefect server (make serve), or unset PREFECT_API_URL to run on a "
+            "temporary local server",
+            credentials_fix="set PREFECT_API_AUTH_STRING to the server's auth string",
+            headers=headers,
+        ),
+        settings,
+    )
+
+
+def check_dvc_remote(root: Path, command: str, settings: Services) -> None:
+    """Raise ServiceError unless the default DVC remote can be reached for `command` (push or
+    pull), within settings.timeout_seconds + retry_seconds."""
+    from dvc.repo import Repo
+
+    repo = Repo(str(root))
+    try:
+        remote = repo.cloud.get_remote(None, command)
+    except Exception as error:  # DVC's own NoRemoteError and config errors
+        raise ServiceError(f"DVC remote for dvc {command}: {str(error).splitlines()[0]}") from None
+    url = repo.config["remote"][remote.name].get("url", remote.path)
+    where = f"DVC remote {remote.name!r} ({url})"
+    if remote.fs.protocol == "local":
+        folder = Path(remote.path)
+        if command == "pull" and not folder.is_dir():
+            raise ServiceError(
+                f"{where}: no such folder; push to it first, or point it elsewhere "
+                "(DENOISE_DVC_REMOTE, make remote)"
+            )
+        existing = next(parent for parent in (folder, *folder.parents) if parent.exists())
+        if not os.access(existing, os.W_OK) and command == "push":
+            raise ServiceError(f"{where}: {existing} is not writable")
+        return
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    answer = pool.submit(remote.fs.exists, remote.path)
+    try:
+        answer.result(timeout=settings.timeout_seconds + settings.retry_seconds)
+    except concurrent.futures.TimeoutError:
+        raise ServiceError(f"{where}: no answer within the services bounds") from None
+    except Exception as error:
+        reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+        raise ServiceError(
+            f"{where} is unreachable ({reason}); check its URL and credentials"
+        ) from None
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _git(root: Path, *arguments: str) -> str:
+    result = subprocess.run(
+        ["git", *arguments], cwd=root, capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise DenoiseError(f"restore: git {' '.join(arguments)} failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+def _dvc(root: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
+    dvc = str(Path(sys.executable).with_name("dvc"))
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    return subprocess.run(
+        [dvc, *arguments], cwd=root, capture_output=True, text=True, check=False, env=env
+    )
+
+
+def _uncached_outs(root: Path) -> list[str]:
+    """The stage outputs DVC does not cache (git keeps them), relative to root."""
+    from dvc.repo import Repo
+
+    repo = Repo(str(root))
+    return sorted(
+        str(Path(out.fs_path).relative_to(root))
+        for stage in repo.index.stages
+        for out in stage.outs
+        if not out.use_cache
+    )
+
+
+def _lost_outputs(root: Path) -> list[str]:
+    """The stages and .dvc files whose outputs differ from dvc.lock (`dvc status`'s "changed
+    outs"); edited params or code, which restore leaves alone, do not count."""
+    result = _dvc(root, "status", "--json")
+    if result.returncode != 0:
+        raise DenoiseError(f"restore: dvc status failed: {result.stderr.strip()[-300:]}")
+    lines = result.stdout.strip().splitlines()
+    status = json.loads(lines[-1]) if lines else {}
+    return sorted(
+        name
+        for name, changes in status.items()
+        if any(isinstance(change, dict) and "changed outs" in change for change in changes)
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class RestoreSummary:
+    restored: list[str]  # files git put back
+    refetched: bool  # whether the DVC remote supplied missing or corrupt cache entries
+    edited: list[str]  # params.yaml, dvc.yaml or code that still differ from the commit
+
+
+def restore(root: Path, params: Params) -> RestoreSummary:
+    """Put back the last commit's dvc.lock, .dvc files and uncached outputs, check out the
+    cached outputs (refetching what the cache lacks), and check that `dvc status` is clean.
+
+    Leaves params.yaml, dvc.yaml and code as they are (the user's edits), and reports them.
+    """
+    from dvc.repo import Repo
+
+    repo = Repo(str(root))
+    try:
+        with repo.lock:  # a running `dvc repro` holds it: never restore under it
+            pass
+    except Exception as error:
+        raise DenoiseError(
+            f"restore: a DVC command runs in this tree ({error}); wait for it"
+        ) from None
+    tracked = _git(root, "ls-tree", "-r", "--name-only", "HEAD").splitlines()
+    if LOCK_FILE not in tracked:
+        raise DenoiseError(f"restore: {LOCK_FILE} is not committed; there is no state to return to")
+    uncached = [
+        out
+        for out in _uncached_outs(root)
+        if any(name == out or name.startswith(f"{out}/") for name in tracked)
+    ]
+    paths = [LOCK_FILE, *(name for name in tracked if name.endswith(".dvc")), *uncached]
+    _git(root, "checkout", "HEAD", "--", *paths)
+    for out in uncached:  # files a failed stage wrote beside the committed ones
+        if (root / out).is_dir():
+            _git(root, "clean", "-fdq", "--", out)
+    remove_stale(*(root / path for path in params.paths.every()))
+    refetched = False
+    checkout = _dvc(root, "checkout", "--force")
+    if checkout.returncode != 0 or _lost_outputs(root):
+        # A missing or corrupt cache entry (status drops a corrupt one): fetch it, again.
+        refetched = _dvc(root, "fetch").returncode == 0
+        _dvc(root, "checkout", "--force")
+    lost = _lost_outputs(root)
+    if lost:
+        raise DenoiseError(
+            f"restore: the outputs of {', '.join(lost)} are in neither the DVC cache nor the "
+            "remote; `dvc repro` rebuilds them"
+        )
+    edited = [
+        name for name in _git(root, "diff", "--name-only", "HEAD").splitlines() if name not in paths
+    ]
+    return RestoreSummary(restored=paths, refetched=refetched, edited=edited)
