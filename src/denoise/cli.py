@@ -28,7 +28,7 @@ from denoise.core.atomic import is_disk_full
 from denoise.core.config import Params, load_params, params_from_dict, with_recipe
 from denoise.core.errors import DenoiseError
 from denoise.core.locations import tracking_uri
-from denoise.tracking.runs import service_error
+from denoise.tracking.runs import tracking_error
 
 app = typer.Typer(
     help="Turn raw video into trained, versioned denoising models.",
@@ -43,6 +43,10 @@ ParamsOption = Annotated[
 Command = TypeVar("Command", bound=Callable[..., Any])
 
 
+# Keras re-raises an error from inside a layer's call with this preamble and the arguments.
+_KERAS_WRAPPED = "Exception encountered when calling"
+
+
 def _user_errors(command: Command) -> Command:
     """Turn a DenoiseError, a tracking server that stopped answering or a full disk into one
     line on standard error and exit status 1."""
@@ -53,10 +57,12 @@ def _user_errors(command: Command) -> Command:
             return command(*args, **kwargs)
         except DenoiseError as error:
             message = str(error)
+            if message.startswith(_KERAS_WRAPPED):  # raised inside a layer's call: unwrap
+                message = message.split("\n\n")[1]
         except Exception as error:
-            server = service_error(error)
-            if server is not None:
-                message = str(server)
+            tracking = tracking_error(error)
+            if tracking is not None:
+                message = str(tracking)
             elif is_disk_full(error):
                 reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
                 message = f"no space left on the device ({reason}); free space and run again"

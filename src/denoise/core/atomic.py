@@ -12,6 +12,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import resource
 import shutil
 import tempfile
@@ -25,6 +26,8 @@ from denoise.core.errors import DiskFullError
 
 _NO_SPACE = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 _NO_SPACE_TEXT = ("No space left on device", "File too large", "Disk quota exceeded")
+# numpy's tofile reports a short write as "<n> requested and <m> written", without an errno.
+_SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")
 
 
 def _default_mode(directory: bool) -> int:
@@ -101,7 +104,7 @@ def is_disk_full(error: BaseException) -> bool:
     while error is not None:
         if isinstance(error, OSError) and error.errno in _NO_SPACE:
             return True
-        if any(text in str(error) for text in (*_NO_SPACE_TEXT, "database or disk is full")):
+        if any(text in str(error) for text in _NO_SPACE_TEXT) or _SHORT_WRITE.search(str(error)):
             return True
         error = error.__cause__ or error.__context__  # type: ignore[assignment]
     return False
@@ -114,18 +117,27 @@ def _size(path: Path) -> int:
     return sum(entry.stat().st_size for entry in path.rglob("*") if entry.is_file())
 
 
+def _human(size: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
 def _disk_full(target: Path, written: int) -> DiskFullError:
     """One line: the output, what it needs (at least the last complete one's size, and more
     than was written before the write failed), and what is free."""
     needed = max(_size(target) if target.exists() else 0, written)
     free = shutil.disk_usage(target.parent).free
     soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
-    limit = "" if soft == resource.RLIM_INFINITY else f", file-size limit {soft / 1e6:.1f} MB"
+    limit = (
+        "" if soft == resource.RLIM_INFINITY else f", file-size limit (ulimit -f) {_human(soft)}"
+    )
     return DiskFullError(
-        f"{target}: no space to write it: needs more than {needed / 1e6:.1f} MB "
-        f"({written / 1e6:.1f} MB were written before the write failed), "
-        f"{free / 1e6:.1f} MB free{limit}; free space and run again (the previous output is "
-        "intact)"
+        f"{target}: no space to write it: needs more than {_human(needed)} "
+        f"({_human(written)} written before the write failed), {_human(free)} free{limit}; "
+        "free space and run again (the previous output is intact)"
     )
 
 

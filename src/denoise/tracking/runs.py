@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 import socket
 import subprocess
@@ -27,7 +28,7 @@ import yaml
 
 from denoise.core import lifeline, services
 from denoise.core.config import Params, params_to_dict
-from denoise.core.errors import ServiceError
+from denoise.core.errors import DenoiseError, DiskFullError, ServiceError
 from denoise.core.locations import tracking_uri
 
 PARENT_RUN_ENV = "DENOISE_MLFLOW_PARENT_RUN_ID"
@@ -60,15 +61,22 @@ def check_server(params: Params) -> None:
     services.check(service, params.services)
 
 
-def service_error(error: BaseException) -> ServiceError | None:
-    """The one line for an MLflow request that failed after its retries (a server that went
-    down mid-run), or None for any other error."""
+def tracking_error(error: BaseException) -> DenoiseError | None:
+    """The one line for a tracking request that failed for good: a server that stopped
+    answering after its retries, or a local store that cannot be written (a full disk, the
+    file-size limit); None for any other error."""
     text = str(error)
-    if type(error).__module__.split(".")[0] not in ("mlflow", "requests", "urllib3"):
+    if type(error).__module__.split(".")[0] not in ("mlflow", "requests", "urllib3", "sqlalchemy"):
         return None
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or "the local tracking store"
+    if "sqlite3.OperationalError" in text:
+        reason = text.split("sqlite3.OperationalError) ")[-1].splitlines()[0]
+        return DiskFullError(
+            f"MLflow tracking store {uri}: {reason} while writing (a full disk or the file-size "
+            "limit); free space and run again"
+        )
     if "Max retries exceeded" not in text and "API request to" not in text:
         return None
-    uri = os.environ.get("MLFLOW_TRACKING_URI", "the tracking server")
     reason = "connection refused" if "Connection refused" in text else text.splitlines()[0][:160]
     return ServiceError(f"MLflow tracking server {uri} stopped answering ({reason}); {_SERVER_FIX}")
 
@@ -131,6 +139,9 @@ def configure(params: Params, root: Path | None = None) -> str:
         (store / "artifacts").mkdir(parents=True, exist_ok=True)
         artifact_location = (store / "artifacts").as_uri()
     mlflow.set_tracking_uri(uri)
+    # A failed write to a SQLite store is raised to the caller (one line from the CLI); MLflow
+    # would also log it with its traceback.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     client = MlflowClient()
     experiment = client.get_experiment_by_name(params.tracking.experiment)
     if experiment is None:
