@@ -161,3 +161,19 @@ def test_champion_resolves_to_the_registered_file_or_else_the_shipped_model(
         assert run_init(shipped).sources["drunet_light"]["resolved"].startswith("pretrained")
     finally:
         mlflow.set_tracking_uri(previous)
+
+
+def test_champion_with_a_tracking_server_that_does_not_answer_is_an_error_not_the_shipped_model(
+    params: Params, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from servers import free_port
+
+    from denoise.stages.init import resolve
+
+    url = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    shipped = params.train.with_active(
+        models=["drunet_light"], per_model={"drunet_light": ModelBudget("champion")}
+    )
+    with pytest.raises(ModelError, match=f"no MLflow tracking server answers at {url}"):
+        resolve("drunet_light", dataclasses.replace(params, train=shipped), tmp_path)

@@ -264,3 +264,16 @@ def test_names_a_killed_write_left_are_removed_and_nothing_else(tmp_path: Path) 
     removed = remove_stale(tmp_path / "frames", tmp_path / "m.json", tmp_path / "missing" / "x")
     assert sorted(removed) == sorted(leftovers)
     assert sorted(path.name for path in tmp_path.iterdir()) == [".other.tmp-1", "frames"]
+
+
+def test_pulling_from_a_remote_that_does_not_exist_fails_before_the_flow(tmp_path: Path) -> None:
+    from repository import build_repository, sh
+
+    root = build_repository(tmp_path / "project")
+    result = sh("denoise", "run", "--pull", cwd=root, check=False)
+    assert result.returncode == 1
+    remote = (tmp_path / "denoise-dvc-remote").resolve()
+    assert result.stderr.strip() == (
+        f"error: DVC remote 'local' ({remote}): no such folder; "
+        "push to it first, or point it elsewhere (DENOISE_DVC_REMOTE, make remote)"
+    )

@@ -377,9 +377,9 @@ def run(
     from denoise.stages import preflight as checks
 
     workspace.check_prefect(config.services)
-    for command, wanted in (("pull", pull), ("push", push)):
+    for transfer, wanted in (("pull", pull), ("push", push)):
         if wanted:
-            workspace.check_dvc_remote(Path.cwd(), command, config.services)
+            workspace.check_dvc_remote(Path.cwd(), transfer, config.services)
     checks.check(config, sources=not (pull or branch))
     env = {
         # The temporary server migrates its database on first start: slow on a small machine.

@@ -19,7 +19,7 @@ from typing import Any
 
 from denoise.core.atomic import atomic_directory, write_json
 from denoise.core.config import INIT_CHAMPION, INIT_PRETRAINED, Params
-from denoise.core.errors import ConfigError, ModelError
+from denoise.core.errors import ConfigError, ModelError, NotRegisteredError
 from denoise.core.locations import SOURCES_JSON, tracking_uri
 from denoise.data.extract import file_sha256
 from denoise.models.pretrained import pretrained_model_path
@@ -69,13 +69,21 @@ def resolve(name: str, params: Params, directory: Path) -> Resolved:
     if source == INIT_PRETRAINED:
         resolved = _pretrained()
     elif source == INIT_CHAMPION:
+        # No champion yet, or one of another architecture: the shipped model. A tracking
+        # server that does not answer is an error (ModelError), never a silent fallback.
+        reason: ModelError
         try:
-            resolved = _registered(default_model_uri(params), params, directory)
-            _matches(name, params, resolved)
-            return resolved
-        except ModelError as error:
-            print(f"{name}: starting from the shipped model, not the champion: {error}")
-            resolved = _pretrained()
+            champion = _registered(default_model_uri(params), params, directory)
+        except NotRegisteredError as error:
+            reason = error
+        else:
+            try:
+                _matches(name, params, champion)
+                return champion
+            except ModelError as error:  # the champion's layers differ from the model's
+                reason = error
+        print(f"{name}: starting from the shipped model, not the champion: {reason}")
+        resolved = _pretrained()
     elif source is not None and source.endswith(".keras"):
         if not Path(source).is_file():
             raise ConfigError(f"{key}: {source}: no such file")

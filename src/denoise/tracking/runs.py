@@ -123,7 +123,8 @@ def configure(params: Params, root: Path | None = None) -> str:
     from mlflow.tracking import MlflowClient
 
     uri = tracking_uri(params, root)
-    # MLflow retries a failed request 7 times over about 4 minutes by default: bound it.
+    # MLflow retries a failed request 7 times over about 4 minutes by default: bound it, by
+    # params.yaml alone (a stage's processes inherit the variables, with the same params).
     retries, backoff = services.retry_schedule(params.services)
     for name, value in (
         ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", retries),
@@ -131,7 +132,7 @@ def configure(params: Params, root: Path | None = None) -> str:
         ("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", 0),
         ("MLFLOW_HTTP_REQUEST_TIMEOUT", max(1, round(params.services.timeout_seconds))),
     ):
-        os.environ.setdefault(name, str(int(value)))
+        os.environ[name] = str(int(value))
     artifact_location = None
     if uri.startswith("sqlite:///"):
         # Without a server, MLflow would put artifacts in ./mlruns of whatever folder runs it.
