@@ -238,7 +238,7 @@ def test_a_tracking_server_that_stops_mid_run_fails_the_stage_with_one_line(
     url, server = _mlflow_server(store, tmp_path)
     try:
         _set_services(clone, timeout_seconds=5, retry_seconds=2)
-        _edit_params(clone, steps_per_epoch=400, epochs=3)
+        _edit_params(clone, steps_per_epoch=5000, epochs=3)
         run = _background(clone, {"MLFLOW_TRACKING_URI": url}, "dvc", "repro")
         _wait_for_process(clone, "denoise train")
         time.sleep(15)  # into training: its runs are open, each epoch logs to the server
@@ -261,7 +261,7 @@ def test_kill_9_of_dvc_stops_the_trainer_and_restore_returns_the_last_state(
     clone = _clone(repo, "kill-dvc")
     _, store = repo
     champion = _champion(store)
-    _edit_params(clone, steps_per_epoch=400, epochs=3)
+    _edit_params(clone, steps_per_epoch=5000, epochs=3)
     run = _background(clone, _env(store), "dvc", "repro")
     trainer = _wait_for_process(clone, "denoise train")
     time.sleep(15)  # into training: the MLflow runs are open
@@ -283,7 +283,7 @@ def test_kill_9_of_the_trainer_leaves_runs_that_the_next_start_ends_failed(
     clone = _clone(repo, "kill-trainer")
     _, store = repo
     champion = _champion(store)
-    _edit_params(clone, steps_per_epoch=400, epochs=3)
+    _edit_params(clone, steps_per_epoch=5000, epochs=3)
     run = _background(clone, _env(store), "dvc", "repro")
     trainer = _wait_for_process(clone, "denoise train")
     time.sleep(15)
@@ -336,7 +336,7 @@ def test_a_second_trainer_in_the_same_tree_stops_naming_the_first(
     clone = _clone(repo, "two-trainers")
     _, store = repo
     champion = _champion(store)
-    _edit_params(clone, steps_per_epoch=400, epochs=3)
+    _edit_params(clone, steps_per_epoch=5000, epochs=3)
     first = _background(clone, _env(store), "denoise", "train")
     pid = _wait_for_process(clone, "denoise train")
     time.sleep(12)  # the first holds the lock once its modules load
@@ -346,8 +346,11 @@ def test_a_second_trainer_in_the_same_tree_stops_naming_the_first(
         f"error: checkpoints: in use by denoise train (pid {pid}); wait for it to finish, or "
         "stop it (the lock goes with the process)"
     )
+    # Through DVC as well: the train stage stops on the lock (DVC deleted models/ as it
+    # started the stage; restore brings it back).
     repro = sh("dvc", "repro", cwd=clone, check=False, env=_env(store))
     assert repro.returncode != 0
+    assert f"in use by denoise train (pid {pid})" in _one_error_line(repro.stdout + repro.stderr)
     first.send_signal(signal.SIGTERM)
     output, _ = first.communicate(timeout=120)
     assert _one_error_line(output) == "error: stopped by SIGTERM"

@@ -416,6 +416,8 @@ def restore(params: ParamsOption = Path("params.yaml")) -> None:
 
     summary = workspace.restore(Path.cwd(), _load(params))
     typer.echo(f"restored {', '.join(summary.restored)} and the cached outputs from HEAD")
+    if summary.corrupt:
+        typer.echo(f"corrupt DVC cache entries dropped: {', '.join(summary.corrupt)}")
     if summary.refetched:
         typer.echo("fetched missing or corrupt cache entries from the DVC remote")
     if summary.edited:

@@ -12,11 +12,14 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import dataclasses
+import hashlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import yaml
 
 from denoise.core import services
 from denoise.core.atomic import remove_stale
@@ -135,10 +138,49 @@ def _lost_outputs(root: Path) -> list[str]:
     )
 
 
+def _md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _drop_corrupt_cache_entries(root: Path, files: list[str]) -> list[str]:
+    """Remove the cache entries of the outputs that files (dvc.lock, .dvc files) record whose
+    content does not hash to their name; return their hashes. DVC trusts its cache on checkout,
+    so a corrupt entry would come back as the output; dropped, `dvc fetch` gets it again."""
+    from dvc.repo import Repo
+
+    cache = Repo(str(root)).cache.local
+    outs = []
+    for path in (root / name for name in files):
+        document = yaml.safe_load(path.read_text()) if path.is_file() else None
+        stages = (document or {}).get("stages", {"": document or {}})
+        outs += [out for stage in stages.values() for out in stage.get("outs", [])]
+    expected = [str(out["md5"]) for out in outs if out.get("md5")]
+    corrupt = []
+    for oid in expected:
+        manifest = Path(cache.oid_to_path(oid))
+        entries = []
+        if oid.endswith(".dir") and manifest.is_file():
+            try:
+                entries = [str(entry["md5"]) for entry in json.loads(manifest.read_text())]
+            except (ValueError, KeyError, TypeError):
+                entries = []
+        for entry in [*entries, oid]:
+            path = Path(cache.oid_to_path(entry))
+            if path.is_file() and _md5(path) != entry.removesuffix(".dir"):
+                path.unlink()
+                corrupt.append(entry)
+    return corrupt
+
+
 @dataclasses.dataclass(frozen=True)
 class RestoreSummary:
     restored: list[str]  # files git put back
     refetched: bool  # whether the DVC remote supplied missing or corrupt cache entries
+    corrupt: list[str]  # cache entries whose content did not match their hash (dropped)
     edited: list[str]  # params.yaml, dvc.yaml or code that still differ from the commit
 
 
@@ -172,10 +214,11 @@ def restore(root: Path, params: Params) -> RestoreSummary:
         if (root / out).is_dir():
             _git(root, "clean", "-fdq", "--", out)
     remove_stale(*(root / path for path in params.paths.every()))
+    corrupt = _drop_corrupt_cache_entries(root, [name for name in paths if name not in uncached])
     refetched = False
     checkout = _dvc(root, "checkout", "--force")
-    if checkout.returncode != 0 or _lost_outputs(root):
-        # A missing or corrupt cache entry (status drops a corrupt one): fetch it, again.
+    if corrupt or checkout.returncode != 0 or _lost_outputs(root):
+        # Cache entries missing or dropped as corrupt: fetch them from the remote, again.
         refetched = _dvc(root, "fetch").returncode == 0
         _dvc(root, "checkout", "--force")
     lost = _lost_outputs(root)
@@ -187,4 +230,4 @@ def restore(root: Path, params: Params) -> RestoreSummary:
     edited = [
         name for name in _git(root, "diff", "--name-only", "HEAD").splitlines() if name not in paths
     ]
-    return RestoreSummary(restored=paths, refetched=refetched, edited=edited)
+    return RestoreSummary(restored=paths, refetched=refetched, corrupt=corrupt, edited=edited)
