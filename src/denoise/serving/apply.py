@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -95,6 +97,40 @@ def plan_outputs(files: list[Path], output: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
+def check_outputs(pairs: list[tuple[Path, Path]]) -> None:
+    """Raise InputError, naming the output, for one that cannot be written.
+
+    Each output's folder must exist or be creatable (no file in the way) and take a new file,
+    which a probe file, made and removed at once, proves where permission bits cannot (root, a
+    read-only mount, /proc); no output may be an existing folder.
+    """
+    writable: set[Path] = set()
+    for source, target in pairs:
+        if target.parent not in writable:
+            existing = target.parent
+            while not os.path.lexists(existing) and existing != existing.parent:
+                existing = existing.parent
+            if not existing.is_dir():
+                raise InputError(
+                    f"{target}: cannot be written, {existing} is not a folder; choose another -o "
+                    "(a folder, or a file name with an image or video extension for one input)"
+                )
+            try:
+                with tempfile.NamedTemporaryFile(dir=existing, prefix=".denoise-probe-"):
+                    pass
+            except OSError as error:
+                raise InputError(
+                    f"{target}: cannot be written in {existing} ({error.strerror}); "
+                    "choose another -o"
+                ) from None
+            writable.add(target.parent)
+        if target.is_dir():
+            raise InputError(
+                f"{target}: a folder is in the way of the output for {source}; move it or "
+                "choose another -o"
+            )
+
+
 @dataclasses.dataclass(frozen=True)
 class Applied:
     """One denoised file."""
@@ -170,10 +206,11 @@ def run(
 ) -> ApplySummary:
     """Denoise images and videos with a model (default: the registered champion).
 
-    Inputs are checked before the model loads; each output is written atomically, so a failure
-    part-way leaves complete outputs only.
+    Inputs and outputs are checked before the model loads; each output is written atomically, so
+    a failure part-way leaves complete outputs only.
     """
     pairs = plan_outputs(collect_inputs(inputs), Path(output))
+    check_outputs(pairs)
     for source, target in pairs:
         if source.suffix.lower() in VIDEO_SUFFIXES:
             info = probe(source)
