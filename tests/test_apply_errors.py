@@ -1,11 +1,13 @@
 """`denoise apply` at its edges: every output it cannot write is one `error:` line before the
-model loads."""
+model loads, and greyscale and transparent images keep their channels."""
 
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import cv2
@@ -14,6 +16,10 @@ import pytest
 from typer.testing import CliRunner
 
 from denoise.cli import app
+from denoise.core.config import Apply
+from denoise.core.metrics import psnr
+from denoise.data.video import read_image_float
+from denoise.serving.apply import denoise_channels
 
 SIZE = 32
 # Loading it would fail with its own error: an output error proves the outputs came first.
@@ -126,3 +132,66 @@ def test_a_name_of_dots_is_denoised_like_any_other(tmp_path: Path) -> None:
     written = cv2.imread(str(tmp_path / "out" / "..png"), cv2.IMREAD_UNCHANGED)
     assert written.shape == (SIZE, SIZE, 3)
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["..png"]
+
+
+def test_alpha_is_copied_through_and_colour_denoised(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    originals = {
+        "eight.png": rng.integers(0, 256, (SIZE, SIZE, 4), dtype=np.uint8),
+        "sixteen.png": rng.integers(0, 65536, (SIZE, SIZE, 4), dtype=np.uint16),
+        "sixteen.tif": rng.integers(0, 65536, (SIZE, SIZE, 4), dtype=np.uint16),
+        "lossless.webp": rng.integers(0, 256, (SIZE, SIZE, 4), dtype=np.uint8),
+    }
+    for name, bgra in originals.items():
+        cv2.imwrite(str(tmp_path / name), bgra, [cv2.IMWRITE_WEBP_QUALITY, 101])  # lossless
+    _apply(*(str(tmp_path / name) for name in originals), "-o", str(tmp_path / "out"))
+    for name, bgra in originals.items():
+        written = cv2.imread(str(tmp_path / "out" / name), cv2.IMREAD_UNCHANGED)
+        assert written.shape == bgra.shape and written.dtype == bgra.dtype, name
+        assert np.array_equal(written[..., 3], bgra[..., 3]), name
+        assert not np.array_equal(written[..., :3], bgra[..., :3]), name
+
+
+def _with_exif_orientation(png: bytes, orientation: int) -> bytes:
+    """png with an eXIf chunk holding only the EXIF orientation tag (274)."""
+    exif = b"MM\x00*\x00\x00\x00\x08" + struct.pack(">HHHIHHI", 1, 274, 3, 1, orientation, 0, 0)
+    chunk = b"eXIf" + exif
+    first_data = png.index(b"IDAT") - 4  # before the chunk's length field
+    packed = struct.pack(">I", len(exif)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    return png[:first_data] + packed + png[first_data:]
+
+
+def test_alpha_turns_with_the_colour_of_an_exif_rotated_image(tmp_path: Path) -> None:
+    """OpenCV applies EXIF rotation to colour reads only; alpha is turned to match."""
+    bgra = np.random.default_rng(0).integers(0, 256, (4, 6, 4), dtype=np.uint8)
+    path = tmp_path / "rotated.png"
+    path.write_bytes(_with_exif_orientation(cv2.imencode(".png", bgra)[1].tobytes(), 6))
+    image, dtype = read_image_float(path)
+    upright = np.rot90(bgra, -1)  # orientation 6: turn a quarter clockwise to display
+    assert dtype == np.uint8 and image.shape == (6, 4, 4)
+    assert np.array_equal(np.round(image * 255).astype(np.uint8), upright[..., [2, 1, 0, 3]])
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (2, 7, 1), (9, 4, 1), (5, 6, 4)])
+def test_packing_grey_and_setting_alpha_aside_give_the_input_back(shape: tuple[int, ...]) -> None:
+    """With the identity as the model, grey of any size (three-pixel packings at every offset,
+    along rows and columns, reflect-padded) and RGBA come back exactly."""
+    image = np.random.default_rng(0).random(shape, dtype=np.float32)
+    result = denoise_channels(lambda tiles: tiles, image, Apply())
+    np.testing.assert_allclose(result, image, atol=1e-6)
+
+
+def test_greyscale_comes_back_greyscale_at_its_depth_and_denoised(tmp_path: Path) -> None:
+    rows, columns = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
+    clean = 0.3 + 0.4 * (rows + columns) / (2 * SIZE)
+    noise = np.random.default_rng(0).normal(0.0, 25 / 255, clean.shape)
+    noisy = np.clip(clean + noise, 0.0, 1.0)
+    cv2.imwrite(str(tmp_path / "eight.png"), np.round(noisy * 255).astype(np.uint8))
+    cv2.imwrite(str(tmp_path / "sixteen.png"), np.round(noisy * 65535).astype(np.uint16))
+    _apply(str(tmp_path / "eight.png"), str(tmp_path / "sixteen.png"), "-o", str(tmp_path / "out"))
+    for name, dtype, scale in (("eight.png", np.uint8, 255.0), ("sixteen.png", np.uint16, 65535.0)):
+        written = cv2.imread(str(tmp_path / "out" / name), cv2.IMREAD_UNCHANGED)
+        assert written.shape == (SIZE, SIZE) and written.dtype == dtype, name
+        denoised = written[..., None].astype(np.float32) / scale
+        gain = psnr(clean[..., None], denoised) - psnr(clean[..., None], noisy[..., None])
+        assert gain > 6.0, name  # copied into three equal channels, grey gains about 1 dB
