@@ -64,9 +64,10 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary file path that is renamed to `target` when the block succeeds."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(
-        prefix=f".{target.stem}.tmp-", suffix="".join(target.suffixes), dir=target.parent
-    )
+    # Writers pick a format by the name's ending (".weights.h5", ".png"): the staging name keeps
+    # every suffix. pathlib gives a name with leading dots ("..png") a suffix but no suffixes.
+    ending = "".join(target.suffixes) or target.suffix
+    handle, name = tempfile.mkstemp(prefix=f".{target.stem}.tmp-", suffix=ending, dir=target.parent)
     os.close(handle)
     staging = Path(name)
     try:

@@ -213,6 +213,10 @@ def read_image(path: Path) -> np.ndarray:
 _VIDEO_CODECS = {".avi": "MJPG", ".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v"}
 # Bit depths kept on output, per file type; every other type is written as 8-bit.
 _DEPTHS_KEPT = {".png": ("uint16",), ".tif": ("uint16", "float32"), ".tiff": ("uint16", "float32")}
+# File types that keep an alpha channel, and those that keep one grey channel (PPM needs three;
+# WebP stores grey as three whatever it is given).
+_ALPHA_KEPT = (".png", ".tif", ".tiff", ".webp", ".bmp")
+_GREY_KEPT = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pnm")
 
 
 def read_video_rgb(path: Path) -> Iterator[np.ndarray]:
@@ -291,55 +295,96 @@ def can_read_image(path: Path) -> bool:
     return bool(cv2.haveImageReader(str(path)))
 
 
+def _read_oriented(path: Path) -> np.ndarray | None:
+    """Read an image in its stored dtype as grey (H, W) or BGR (H, W, 3), EXIF rotation applied,
+    alpha dropped; None when OpenCV cannot read it."""
+    try:
+        return cv2.imread(str(path), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    except cv2.error:
+        return None
+
+
 def _read_bgr_any_depth(path: Path) -> np.ndarray | None:
     """Read an image as BGR (H, W, 3) in its stored dtype, or None when OpenCV cannot.
 
     Greyscale is replicated to three channels, an alpha channel dropped, EXIF rotation applied.
     """
-    try:
-        image = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
-    except cv2.error:
-        return None
-    if image is None:
-        return None
-    if image.ndim == 2:
+    image = _read_oriented(path)
+    if image is not None and image.ndim == 2:
         return np.repeat(image[..., None], 3, axis=2)
-    return np.ascontiguousarray(image[..., :3])
+    return image
+
+
+def _with_alpha(path: Path, bgr: np.ndarray) -> np.ndarray:
+    """bgr (H, W, 3) with the file's alpha channel appended as BGRA, when it has one.
+
+    Only an unchanged read keeps alpha, and it skips EXIF rotation: the stored image is turned
+    and flipped until its colour channels match bgr, which OpenCV did rotate. Should no turn
+    match, bgr comes back without alpha, as it was read.
+    """
+    try:
+        stored = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        return bgr
+    if stored is None or stored.ndim != 3 or stored.shape[2] != 4:
+        return bgr
+    for turns in range(4):
+        for view in (np.rot90(stored, turns), np.rot90(stored[:, ::-1], turns)):
+            if view.shape[:2] == bgr.shape[:2] and np.array_equal(view[..., :3], bgr):
+                return np.ascontiguousarray(view)
+    return bgr
 
 
 def read_image_float(path: Path) -> tuple[np.ndarray, np.dtype]:
-    """Read an image of any bit depth as float32 RGB (H, W, 3) in [0, 1], and its stored dtype.
+    """Read an image of any bit depth as float32 (H, W, C) in [0, 1], and its stored dtype.
 
-    8- and 16-bit images are scaled from their integer range and float images clipped;
-    greyscale is replicated to RGB, an alpha channel is dropped and EXIF rotation applied.
+    C is the stored channel count: 1 (grey), 3 (RGB) or 4 (RGBA, alpha last). 8- and 16-bit
+    images are scaled from their integer range and float images clipped; EXIF rotation is
+    applied. Raises VideoError (naming the file) for an image OpenCV cannot read.
     """
-    image = _read_bgr_any_depth(path)
+    image = _read_oriented(path)
     if image is None:
         raise VideoError(f"{path}: not an image OpenCV can read")
     dtype = image.dtype
-    rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if image.ndim == 2:
+        image = image[..., None]
+    else:
+        image = _with_alpha(path, image)
+        to_rgb = cv2.COLOR_BGRA2RGBA if image.shape[2] == 4 else cv2.COLOR_BGR2RGB
+        image = cv2.cvtColor(image, to_rgb)
     if dtype == np.uint8:
-        scaled = rgb.astype(np.float32) / 255.0
-    elif dtype == np.uint16:
-        scaled = rgb.astype(np.float32) / 65535.0
-    else:
-        scaled = np.clip(np.nan_to_num(rgb.astype(np.float32)), 0.0, 1.0)
-    return scaled, dtype
+        return image.astype(np.float32) / 255.0, dtype
+    if dtype == np.uint16:
+        return image.astype(np.float32) / 65535.0, dtype
+    return np.clip(np.nan_to_num(image.astype(np.float32)), 0.0, 1.0), dtype
 
 
-def write_image_float(path: Path, rgb: np.ndarray, dtype: np.dtype | None = None) -> None:
-    """Write float32 RGB (H, W, 3) in [0, 1] as `dtype` where the file type keeps it, else 8-bit.
+def write_image_float(path: Path, image: np.ndarray, dtype: np.dtype | None = None) -> None:
+    """Write float32 (H, W, C) in [0, 1] as `dtype` where the file type keeps it, else 8-bit.
 
-    16-bit survives in PNG and TIFF, float32 in TIFF; the format follows the extension.
+    C is 1 (grey), 3 (RGB) or 4 (RGBA, alpha last). 16-bit survives in PNG and TIFF, float32 in
+    TIFF; alpha in PNG, TIFF, WebP and BMP (other types drop it); one grey channel in every type
+    but PPM and WebP (which get it as RGB). The format follows the extension. An 8- or 16-bit
+    channel read by read_image_float and written at its depth comes back bit for bit.
     """
-    kept = _DEPTHS_KEPT.get(path.suffix.lower(), ())
+    suffix = path.suffix.lower()
+    if image.shape[2] == 4 and suffix not in _ALPHA_KEPT:
+        image = image[..., :3]
+    if image.shape[2] == 1 and suffix not in _GREY_KEPT:
+        image = np.repeat(image, 3, axis=2)
+    kept = _DEPTHS_KEPT.get(suffix, ())
     name = np.dtype(dtype).name if dtype is not None else "uint8"
-    clipped = np.clip(rgb, 0.0, 1.0)
+    clipped = np.clip(image, 0.0, 1.0)
     if name == "uint16" and name in kept:
-        image = np.round(clipped * 65535.0).astype(np.uint16)
+        stored = np.round(clipped * 65535.0).astype(np.uint16)
     elif name == "float32" and name in kept:
-        image = clipped.astype(np.float32)
+        stored = clipped.astype(np.float32)
     else:
-        image = np.round(clipped * 255.0).astype(np.uint8)
-    if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+        stored = np.round(clipped * 255.0).astype(np.uint8)
+    if stored.shape[2] == 1:
+        stored = stored[..., 0]
+    else:
+        to_bgr = cv2.COLOR_RGBA2BGRA if stored.shape[2] == 4 else cv2.COLOR_RGB2BGR
+        stored = cv2.cvtColor(stored, to_bgr)
+    if not cv2.imwrite(str(path), stored):
         raise VideoError(f"{path}: OpenCV could not write this image")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -95,6 +97,40 @@ def plan_outputs(files: list[Path], output: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
+def check_outputs(pairs: list[tuple[Path, Path]]) -> None:
+    """Raise InputError, naming the output, for one that cannot be written.
+
+    Each output's folder must exist or be creatable (no file in the way) and take a new file,
+    which a probe file, made and removed at once, proves where permission bits cannot (root, a
+    read-only mount, /proc); no output may be an existing folder.
+    """
+    writable: set[Path] = set()
+    for source, target in pairs:
+        if target.parent not in writable:
+            existing = target.parent
+            while not os.path.lexists(existing) and existing != existing.parent:
+                existing = existing.parent
+            if not existing.is_dir():
+                raise InputError(
+                    f"{target}: cannot be written, {existing} is not a folder; choose another -o "
+                    "(a folder, or a file name with an image or video extension for one input)"
+                )
+            try:
+                with tempfile.NamedTemporaryFile(dir=existing, prefix=".denoise-probe-"):
+                    pass
+            except OSError as error:
+                raise InputError(
+                    f"{target}: cannot be written in {existing} ({error.strerror}); "
+                    "choose another -o"
+                ) from None
+            writable.add(target.parent)
+        if target.is_dir():
+            raise InputError(
+                f"{target}: a folder is in the way of the output for {source}; move it or "
+                "choose another -o"
+            )
+
+
 @dataclasses.dataclass(frozen=True)
 class Applied:
     """One denoised file."""
@@ -136,10 +172,46 @@ def _inference_options(config: Apply) -> dict[str, Any]:
     }
 
 
+def _denoise_rows_packed(model: Any, grey: np.ndarray, config: Apply) -> np.ndarray:
+    """Denoise a grey image whose every three neighbours along a row make one RGB pixel.
+
+    grey: float32 (H, W) in [0, 1]. Each of the three offsets of the packing gives every pixel
+    one estimate; returns their mean, float32 (H, W) in [0, 1].
+    """
+    height, width = grey.shape
+    total = np.zeros_like(grey)
+    for offset in range(3):
+        padded = np.pad(grey, ((0, 0), (offset, -(width + offset) % 3)), mode="reflect")
+        packed = padded.reshape(height, -1, 3)
+        denoised = denoise_image(model, packed, **_inference_options(config))
+        total += denoised.reshape(height, -1)[:, offset : offset + width]
+    return total / 3.0
+
+
+def denoise_channels(model: Any, noisy: np.ndarray, config: Apply) -> np.ndarray:
+    """Denoise a grey, RGB or RGBA image with an RGB model; the result has the same channels.
+
+    noisy: float32 (H, W, C) in [0, 1], C = 1 (grey), 3 (RGB) or 4 (RGBA, alpha last). The
+    models learnt noise independent across R, G and B; grey copied into all three channels has
+    the same noise in each, which they mostly keep. Three neighbouring grey pixels, packed into
+    one RGB pixel, hold nearly the same content and independent noise, as the models learnt; so
+    grey is denoised packed along rows and along columns at each of three offsets, and the six
+    estimates of each pixel averaged. Alpha is no image content and is copied through.
+    """
+    if noisy.shape[2] == 1:
+        grey = noisy[..., 0]
+        along_rows = _denoise_rows_packed(model, grey, config)
+        along_columns = _denoise_rows_packed(model, np.ascontiguousarray(grey.T), config).T
+        return ((along_rows + along_columns) / 2.0)[..., None]
+    denoised = denoise_image(model, noisy[..., :3], **_inference_options(config))
+    return np.concatenate([denoised, noisy[..., 3:]], axis=2)
+
+
 def apply_to_image(model: Any, source: Path, target: Path, config: Apply) -> Applied:
-    """Denoise one image file at full resolution; write it atomically at its bit depth."""
+    """Denoise one image file at full resolution; write it atomically at its bit depth, with
+    its channels (grey stays grey, alpha is kept where the output type stores it)."""
     noisy, dtype = read_image_float(source)
-    denoised = denoise_image(model, noisy, **_inference_options(config))
+    denoised = denoise_channels(model, noisy, config)
     with atomic_path(target) as staging:
         write_image_float(staging, denoised, dtype)
     return Applied(source, target, noisy.shape[1], noisy.shape[0], 1, None)
@@ -170,10 +242,11 @@ def run(
 ) -> ApplySummary:
     """Denoise images and videos with a model (default: the registered champion).
 
-    Inputs are checked before the model loads; each output is written atomically, so a failure
-    part-way leaves complete outputs only.
+    Inputs and outputs are checked before the model loads; each output is written atomically, so
+    a failure part-way leaves complete outputs only.
     """
     pairs = plan_outputs(collect_inputs(inputs), Path(output))
+    check_outputs(pairs)
     for source, target in pairs:
         if source.suffix.lower() in VIDEO_SUFFIXES:
             info = probe(source)

@@ -14,8 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from denoise.models.registry import required_multiple
-
 # Every side is padded to at least this many pixels: dense_ae needs one whole 8 px patch.
 _MINIMUM_SIDE = 16
 
@@ -178,8 +176,14 @@ def denoise_batch(
     predict: Predictor = model if not hasattr(model, "layers") else keras_predictor(model)
     if ensemble:
         predict = self_ensemble(predict)
-    if multiple is None:
-        multiple = required_multiple(model) if hasattr(model, "layers") else 4
+    if multiple is None and hasattr(model, "layers"):
+        # lazy: the registry imports Keras, which `denoise apply` needs only once its inputs
+        # and outputs are known to be good
+        from denoise.models.registry import required_multiple
+
+        multiple = required_multiple(model)
+    elif multiple is None:
+        multiple = 4
     num_images, height, width = noisy.shape[:3]
     layout = _layout(height, width, tile_size, overlap, multiple)
     positions = [(row, column) for row in layout.rows for column in layout.columns]
