@@ -259,7 +259,7 @@ def test_new_video_reruns_extract_and_joins_the_manifest(
     assert set(manifest["video"]) == {"tiny.avi", "second.avi"}
 
 
-def test_failed_stage_keeps_last_good_outputs_restorable(
+def test_a_corrupt_video_stops_the_run_before_any_stage_and_restore_sets_it_aside(
     first_run: FirstRun, workspace: Path
 ) -> None:
     clone = _clone(first_run.root, workspace / "broken")
@@ -267,12 +267,13 @@ def test_failed_stage_keeps_last_good_outputs_restorable(
     (clone / "data" / "raw" / "broken.mp4").write_bytes(b"\x00" * 1000)
     result = _run(clone, check=False)
     assert result.returncode == 1
-    assert "broken.mp4: not a video OpenCV can read" in result.stderr
-    assert "git checkout data/raw.dvc && dvc checkout" in result.stderr
+    # The check before the flow starts names it; no stage ran.
+    assert "error: data/raw/broken.mp4: not a video OpenCV can read" in result.stderr
     assert _lock(clone) == lock, "a failed run records nothing"
-    sh("git", "checkout", "data/raw.dvc", cwd=clone)
-    sh("dvc", "checkout", cwd=clone)
+    restored = sh("denoise", "restore", cwd=clone)
     assert not (clone / "data" / "raw" / "broken.mp4").exists()
+    assert "set aside data/raw-set-aside/broken.mp4" in restored.stdout, "moved, not deleted"
+    assert (clone / "data" / "raw-set-aside" / "broken.mp4").read_bytes() == b"\x00" * 1000
     # Up to date: every output's content hash matches dvc.lock again.
     assert _changed(clone) == set(ALWAYS_RUN)
     assert (clone / "data" / "frames" / "manifest.parquet").is_file()
@@ -307,8 +308,8 @@ def test_bad_data_stops_the_run_at_validate_and_the_last_good_state_returns(
     first_run: FirstRun, workspace: Path
 ) -> None:
     """A dead camera's video: extract and noise run, validate fails naming the expectation in
-    the flow run's logs, nothing downstream runs, and git + DVC bring back the last good
-    outputs and report."""
+    the flow run's logs, nothing downstream runs, and `denoise restore` brings back the last
+    good outputs and report."""
     from conftest import write_dark_camera_video
 
     clone = _clone(first_run.root, workspace / "dead-camera")
@@ -323,9 +324,7 @@ def test_bad_data_stops_the_run_at_validate_and_the_last_good_state_returns(
     assert "error: validation failed" in result.stderr
     assert expectation in result.stderr
     assert "e.g. dead-camera.avi#0: 0.0" in result.stderr
-    assert "git checkout dvc.lock && git checkout data/raw.dvc && dvc checkout --force" in (
-        result.stderr
-    )
+    assert "`denoise restore`" in result.stderr
     # Read back through the Prefect API: the validate task failed with the one-line message,
     # which the flow run's logs hold; no task after it ran.
     record = _prefect_record(clone)
@@ -343,10 +342,9 @@ def test_bad_data_stops_the_run_at_validate_and_the_last_good_state_returns(
         if stage not in ("extract", "noise"):
             assert failed_lock[stage] == lock[stage], stage
 
-    sh("git", "checkout", "dvc.lock", cwd=clone)
-    sh("git", "checkout", "data/raw.dvc", cwd=clone)
-    sh("dvc", "checkout", "--force", cwd=clone)
+    sh("denoise", "restore", cwd=clone)
     assert not (clone / "data" / "raw" / "dead-camera.avi").exists()
+    assert (clone / "data" / "raw-set-aside" / "dead-camera.avi").is_file()
     assert _changed(clone) == set(ALWAYS_RUN)
     assert json.loads((report / "results.json").read_text())["success"] is True
     assert (clone / "models" / "paper_cae.keras").is_file()

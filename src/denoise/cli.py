@@ -419,6 +419,8 @@ def restore(params: ParamsOption = Path("params.yaml")) -> None:
 
     summary = workspace.restore(Path.cwd(), _load(params))
     typer.echo(f"restored {', '.join(summary.restored)} and the cached outputs from HEAD")
+    for path in summary.set_aside:
+        typer.echo(f"set aside {path}: the last commit does not hold it (move it back to use it)")
     if summary.corrupt:
         typer.echo(f"corrupt DVC cache entries dropped: {', '.join(summary.corrupt)}")
     if summary.refetched:

@@ -27,6 +27,7 @@ from denoise.core.config import Params, Services
 from denoise.core.errors import DenoiseError, ServiceError
 
 LOCK_FILE = "dvc.lock"
+SET_ASIDE = "-set-aside"  # data/raw-set-aside/: inputs the last commit does not hold
 
 
 def check_prefect(settings: Services) -> None:
@@ -176,11 +177,47 @@ def _drop_corrupt_cache_entries(root: Path, files: list[str]) -> list[str]:
     return corrupt
 
 
+def _set_aside_new_inputs(root: Path, dvc_files: list[str]) -> list[Path]:
+    """Move the files in each .dvc-tracked folder that its committed version does not hold
+    (videos added since, not yet committed) to <folder>-set-aside/, at the same relative
+    paths: `dvc checkout --force` would delete them, and they may be in no cache. Returns their
+    new paths. Hidden files are left alone."""
+    from dvc.repo import Repo
+
+    cache = Repo(str(root)).cache.local
+    moved = []
+    for name in dvc_files:
+        for out in (yaml.safe_load((root / name).read_text()) or {}).get("outs", []):
+            oid, folder = str(out.get("md5", "")), (root / name).parent / str(out["path"])
+            manifest = Path(cache.oid_to_path(oid))
+            if not oid.endswith(".dir") or not folder.is_dir():
+                continue
+            if not manifest.is_file():
+                _dvc(root, "fetch", name)
+            if not manifest.is_file():
+                continue  # nothing to compare with: checkout fails, and restore says so
+            known = {str(entry["relpath"]) for entry in json.loads(manifest.read_text())}
+            aside = folder.with_name(f"{folder.name}{SET_ASIDE}")
+            for path in sorted(folder.rglob("*")):
+                relative = path.relative_to(folder)
+                if path.is_file() and not path.name.startswith("."):
+                    if relative.as_posix() in known:
+                        continue
+                    destination = aside / relative
+                    while destination.exists():
+                        destination = destination.with_name(f"{destination.name}.1")
+                    destination.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(path, destination)
+                    moved.append(destination.relative_to(root))
+    return moved
+
+
 @dataclasses.dataclass(frozen=True)
 class RestoreSummary:
     restored: list[str]  # files git put back
     refetched: bool  # whether the DVC remote supplied missing or corrupt cache entries
     corrupt: list[str]  # cache entries whose content did not match their hash (dropped)
+    set_aside: list[Path]  # inputs the commit does not hold, moved to <folder>-set-aside/
     edited: list[str]  # params.yaml, dvc.yaml or code that still differ from the commit
 
 
@@ -188,7 +225,8 @@ def restore(root: Path, params: Params) -> RestoreSummary:
     """Put back the last commit's dvc.lock, .dvc files and uncached outputs, check out the
     cached outputs (refetching what the cache lacks), and check that `dvc status` is clean.
 
-    Leaves params.yaml, dvc.yaml and code as they are (the user's edits), and reports them.
+    Leaves params.yaml, dvc.yaml and code as they are (the user's edits), and reports them;
+    moves inputs added since the commit aside rather than deleting them.
     """
     from dvc.repo import Repo
 
@@ -215,6 +253,7 @@ def restore(root: Path, params: Params) -> RestoreSummary:
             _git(root, "clean", "-fdq", "--", out)
     remove_stale(*(root / path for path in params.paths.every()))
     corrupt = _drop_corrupt_cache_entries(root, [name for name in paths if name not in uncached])
+    set_aside = _set_aside_new_inputs(root, [name for name in paths if name.endswith(".dvc")])
     refetched = False
     checkout = _dvc(root, "checkout", "--force")
     if corrupt or checkout.returncode != 0 or _lost_outputs(root):
@@ -230,4 +269,6 @@ def restore(root: Path, params: Params) -> RestoreSummary:
     edited = [
         name for name in _git(root, "diff", "--name-only", "HEAD").splitlines() if name not in paths
     ]
-    return RestoreSummary(restored=paths, refetched=refetched, corrupt=corrupt, edited=edited)
+    return RestoreSummary(
+        restored=paths, refetched=refetched, corrupt=corrupt, set_aside=set_aside, edited=edited
+    )

@@ -129,7 +129,11 @@ def download_keras(uri: str, tracking_uri: str, directory: Path) -> RegisteredKe
         )
     except (MlflowException, OSError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelError(f"cannot load model {uri} from {tracking_uri}: {reason}") from None
+        # No such registered model or alias (yet): NotRegisteredError; anything else, such as a
+        # server that stopped answering, is a plain ModelError.
+        missing = getattr(error, "error_code", "") == "RESOURCE_DOES_NOT_EXIST"
+        kind = NotRegisteredError if missing else ModelError
+        raise kind(f"cannot load model {uri} from {tracking_uri}: {reason}") from None
     files = sorted((Path(local) / "artifacts").glob(f"*{KERAS_SUFFIXES[0]}"))
     if len(files) != 1:
         raise ModelError(f"{uri}: holds {len(files)} .keras files, not one")
