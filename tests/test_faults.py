@@ -175,12 +175,26 @@ def _runs(store: Path, filter_string: str) -> list:  # type: ignore[type-arg]
     return list(client.search_runs([experiment.experiment_id], filter_string))
 
 
+def _prepared(repo: tuple[Path, Path], name: str) -> tuple[Path, Path, str]:
+    """(a clone of its own, the MLflow store, the champion's version before the fault)."""
+    _, store = repo
+    return _clone(repo, name), store, _champion(store)
+
+
+def _training(clone: Path, store: Path) -> tuple[subprocess.Popen[str], int]:
+    """`dvc repro` with a long training in the background, 15 s into training, when the
+    trainer's MLflow runs are open; (the dvc process, the trainer's pid)."""
+    _edit_params(clone, steps_per_epoch=5000, epochs=3)
+    run = _background(clone, _env(store), "dvc", "repro")
+    trainer = _wait_for_process(clone, "denoise train")
+    time.sleep(15)
+    return run, trainer
+
+
 def test_an_unreachable_tracking_server_fails_within_seconds_and_deletes_nothing(
     repo: tuple[Path, Path],
 ) -> None:
-    clone = _clone(repo, "mlflow-down")
-    _, store = repo
-    champion = _champion(store)
+    clone, store, champion = _prepared(repo, "mlflow-down")
     _edit_params(clone, epochs=1)  # train would run, and DVC would delete models/ first
     down = {"MLFLOW_TRACKING_URI": "http://127.0.0.1:1"}
     for command in (("denoise", "run"), ("dvc", "repro")):
@@ -200,9 +214,7 @@ def test_an_unreachable_tracking_server_fails_within_seconds_and_deletes_nothing
 
 
 def test_a_bad_params_edit_stops_before_any_output_is_deleted(repo: tuple[Path, Path]) -> None:
-    clone = _clone(repo, "bad-params")
-    _, store = repo
-    champion = _champion(store)
+    clone, store, champion = _prepared(repo, "bad-params")
     _edit_params(clone, epochs=-1)
     for command in (("denoise", "run"), ("dvc", "repro")):
         result = sh(*command, cwd=clone, check=False, env=_env(store))
@@ -232,9 +244,7 @@ def test_an_unreachable_prefect_api_fails_before_the_flow_starts(repo: tuple[Pat
 def test_a_tracking_server_that_stops_mid_run_fails_the_stage_with_one_line(
     repo: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    clone = _clone(repo, "mlflow-stops")
-    _, store = repo
-    champion = _champion(store)
+    clone, store, champion = _prepared(repo, "mlflow-stops")
     url, server = _mlflow_server(store, tmp_path)
     try:
         _set_services(clone, timeout_seconds=5, retry_seconds=2)
@@ -258,13 +268,8 @@ def test_a_tracking_server_that_stops_mid_run_fails_the_stage_with_one_line(
 def test_kill_9_of_dvc_stops_the_trainer_and_restore_returns_the_last_state(
     repo: tuple[Path, Path],
 ) -> None:
-    clone = _clone(repo, "kill-dvc")
-    _, store = repo
-    champion = _champion(store)
-    _edit_params(clone, steps_per_epoch=5000, epochs=3)
-    run = _background(clone, _env(store), "dvc", "repro")
-    trainer = _wait_for_process(clone, "denoise train")
-    time.sleep(15)  # into training: the MLflow runs are open
+    clone, store, champion = _prepared(repo, "kill-dvc")
+    run, trainer = _training(clone, store)
     os.kill(run.pid, signal.SIGKILL)
     run.wait()
     started = time.monotonic()
@@ -280,13 +285,8 @@ def test_kill_9_of_dvc_stops_the_trainer_and_restore_returns_the_last_state(
 def test_kill_9_of_the_trainer_leaves_runs_that_the_next_start_ends_failed(
     repo: tuple[Path, Path],
 ) -> None:
-    clone = _clone(repo, "kill-trainer")
-    _, store = repo
-    champion = _champion(store)
-    _edit_params(clone, steps_per_epoch=5000, epochs=3)
-    run = _background(clone, _env(store), "dvc", "repro")
-    trainer = _wait_for_process(clone, "denoise train")
-    time.sleep(15)
+    clone, store, champion = _prepared(repo, "kill-trainer")
+    run, trainer = _training(clone, store)
     os.kill(trainer, signal.SIGKILL)
     output, _ = run.communicate(timeout=120)
     assert run.returncode != 0, output
@@ -309,9 +309,7 @@ def test_kill_9_of_extract_leaves_temporary_frames_that_git_ignores_and_restore_
 ) -> None:
     from conftest import write_tiny_video
 
-    clone = _clone(repo, "kill-extract")
-    _, store = repo
-    champion = _champion(store)
+    clone, store, champion = _prepared(repo, "kill-extract")
     write_tiny_video(clone / "data" / "raw" / "long.avi", num_frames=2000, size=96)
     run = _background(clone, _env(store), "dvc", "repro")
     data = clone / "data"
@@ -333,9 +331,7 @@ def test_kill_9_of_extract_leaves_temporary_frames_that_git_ignores_and_restore_
 def test_a_second_trainer_in_the_same_tree_stops_naming_the_first(
     repo: tuple[Path, Path],
 ) -> None:
-    clone = _clone(repo, "two-trainers")
-    _, store = repo
-    champion = _champion(store)
+    clone, store, champion = _prepared(repo, "two-trainers")
     _edit_params(clone, steps_per_epoch=5000, epochs=3)
     first = _background(clone, _env(store), "denoise", "train")
     pid = _wait_for_process(clone, "denoise train")
@@ -366,9 +362,7 @@ def test_a_full_disk_during_extract_is_one_line_and_keeps_the_frames(
     store is."""
     from conftest import write_tiny_video
 
-    clone = _clone(repo, "full-disk")
-    _, store = repo
-    champion = _champion(store)
+    clone, store, champion = _prepared(repo, "full-disk")
     frames = clone / "data" / "frames"
     before = {path.name: path.read_bytes() for path in frames.iterdir()}
     write_tiny_video(clone / "data" / "raw" / "big.avi", num_frames=60, size=96)
@@ -405,9 +399,7 @@ def test_a_full_disk_during_extract_is_one_line_and_keeps_the_frames(
 
 
 def test_a_corrupt_cache_entry_is_fetched_again_from_the_remote(repo: tuple[Path, Path]) -> None:
-    clone = _clone(repo, "corrupt-cache")
-    _, store = repo
-    champion = _champion(store)
+    clone, store, champion = _prepared(repo, "corrupt-cache")
     model = clone / "models" / "paper_cae.keras"
     good = model.read_bytes()
     lock = yaml.safe_load((clone / "dvc.lock").read_text())

@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -111,11 +112,8 @@ def _dvc(root: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _uncached_outs(root: Path) -> list[str]:
+def _uncached_outs(root: Path, repo: Any) -> list[str]:
     """The stage outputs DVC does not cache (git keeps them), relative to root."""
-    from dvc.repo import Repo
-
-    repo = Repo(str(root))
     return sorted(
         str(Path(out.fs_path).relative_to(root))
         for stage in repo.index.stages
@@ -147,13 +145,11 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _drop_corrupt_cache_entries(root: Path, files: list[str]) -> list[str]:
+def _drop_corrupt_cache_entries(root: Path, repo: Any, files: list[str]) -> list[str]:
     """Remove the cache entries of the outputs that files (dvc.lock, .dvc files) record whose
     content does not hash to their name; return their hashes. DVC trusts its cache on checkout,
     so a corrupt entry would come back as the output; dropped, `dvc fetch` gets it again."""
-    from dvc.repo import Repo
-
-    cache = Repo(str(root)).cache.local
+    cache = repo.cache.local
     outs = []
     for path in (root / name for name in files):
         document = yaml.safe_load(path.read_text()) if path.is_file() else None
@@ -177,14 +173,12 @@ def _drop_corrupt_cache_entries(root: Path, files: list[str]) -> list[str]:
     return corrupt
 
 
-def _set_aside_new_inputs(root: Path, dvc_files: list[str]) -> list[Path]:
+def _set_aside_new_inputs(root: Path, repo: Any, dvc_files: list[str]) -> list[Path]:
     """Move the files in each .dvc-tracked folder that its committed version does not hold
     (videos added since, not yet committed) to <folder>-set-aside/, at the same relative
     paths: `dvc checkout --force` would delete them, and they may be in no cache. Returns their
     new paths. Hidden files are left alone."""
-    from dvc.repo import Repo
-
-    cache = Repo(str(root)).cache.local
+    cache = repo.cache.local
     moved = []
     for name in dvc_files:
         for out in (yaml.safe_load((root / name).read_text()) or {}).get("outs", []):
@@ -243,7 +237,7 @@ def restore(root: Path, params: Params) -> RestoreSummary:
         raise DenoiseError(f"restore: {LOCK_FILE} is not committed; there is no state to return to")
     uncached = [
         out
-        for out in _uncached_outs(root)
+        for out in _uncached_outs(root, repo)
         if any(name == out or name.startswith(f"{out}/") for name in tracked)
     ]
     paths = [LOCK_FILE, *(name for name in tracked if name.endswith(".dvc")), *uncached]
@@ -252,8 +246,10 @@ def restore(root: Path, params: Params) -> RestoreSummary:
         if (root / out).is_dir():
             _git(root, "clean", "-fdq", "--", out)
     remove_stale(*(root / path for path in params.paths.every()))
-    corrupt = _drop_corrupt_cache_entries(root, [name for name in paths if name not in uncached])
-    set_aside = _set_aside_new_inputs(root, [name for name in paths if name.endswith(".dvc")])
+    corrupt = _drop_corrupt_cache_entries(
+        root, repo, [name for name in paths if name not in uncached]
+    )
+    set_aside = _set_aside_new_inputs(root, repo, [name for name in paths if name.endswith(".dvc")])
     refetched = False
     checkout = _dvc(root, "checkout", "--force")
     if corrupt or checkout.returncode != 0 or _lost_outputs(root):
