@@ -181,13 +181,29 @@ def _prepared(repo: tuple[Path, Path], name: str) -> tuple[Path, Path, str]:
     return _clone(repo, name), store, _champion(store)
 
 
+def _training_started(uri: str, trainer: int, seconds: float = 180) -> None:
+    """Wait until the trainer's model run is open in the store at uri: it is fitting."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    deadline = time.monotonic() + seconds
+    query = f"tags.`denoise.pid` = '{trainer}' and tags.`denoise.model` = 'paper_cae'"
+    while True:
+        experiment = client.get_experiment_by_name("denoise")
+        if experiment and client.search_runs([experiment.experiment_id], query):
+            time.sleep(2)  # past the run's first calls, into fit
+            return
+        assert time.monotonic() < deadline, f"trainer {trainer} opened no run in {seconds} s"
+        time.sleep(0.5)
+
+
 def _training(clone: Path, store: Path) -> tuple[subprocess.Popen[str], int]:
-    """`dvc repro` with a long training in the background, 15 s into training, when the
-    trainer's MLflow runs are open; (the dvc process, the trainer's pid)."""
+    """`dvc repro` with a long training in the background, once the trainer's MLflow runs are
+    open; (the dvc process, the trainer's pid)."""
     _edit_params(clone, steps_per_epoch=5000, epochs=3)
     run = _background(clone, _env(store), "dvc", "repro")
     trainer = _wait_for_process(clone, "denoise train")
-    time.sleep(15)
+    _training_started(f"sqlite:///{store}", trainer)
     return run, trainer
 
 
@@ -248,10 +264,10 @@ def test_a_tracking_server_that_stops_mid_run_fails_the_stage_with_one_line(
     url, server = _mlflow_server(store, tmp_path)
     try:
         _set_services(clone, timeout_seconds=5, retry_seconds=2)
-        _edit_params(clone, steps_per_epoch=5000, epochs=3)
+        # Epochs of about 15 s: the first epoch's end logs to the stopped server.
+        _edit_params(clone, steps_per_epoch=1500, epochs=3)
         run = _background(clone, {"MLFLOW_TRACKING_URI": url}, "dvc", "repro")
-        _wait_for_process(clone, "denoise train")
-        time.sleep(15)  # into training: its runs are open, each epoch logs to the server
+        _training_started(url, _wait_for_process(clone, "denoise train"))
     finally:
         stop(server)
     stopped = time.monotonic()
@@ -335,7 +351,11 @@ def test_a_second_trainer_in_the_same_tree_stops_naming_the_first(
     _edit_params(clone, steps_per_epoch=5000, epochs=3)
     first = _background(clone, _env(store), "denoise", "train")
     pid = _wait_for_process(clone, "denoise train")
-    time.sleep(12)  # the first holds the lock once its modules load
+    lock = clone / "checkpoints" / ".lock"
+    deadline = time.monotonic() + 120
+    while not (lock.is_file() and f"(pid {pid})" in lock.read_text()):
+        assert time.monotonic() < deadline, "the first trainer took no lock"
+        time.sleep(0.2)
     second = sh("denoise", "train", cwd=clone, check=False, env=_env(store))
     assert second.returncode == 1
     assert _one_error_line(second.stderr) == (
