@@ -233,16 +233,21 @@ def ui(
     params: ParamsOption = Path("params.yaml"),
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
 ) -> None:
-    """Open the MLflow UI on the tracking store the pipeline logs to (local SQLite default)."""
-    from denoise.tracking.runs import configure
+    """Open the MLflow UI on the tracking store the pipeline logs to (local SQLite default),
+    and print the link to the experiment's runs in the model-training view."""
+    from denoise.tracking.runs import check_server, configure, experiment_link
 
     config = _load(params)
     uri = tracking_uri(config)
     if uri.startswith("http"):
-        typer.echo(f"MLFLOW_TRACKING_URI is a server: open {uri}")
+        check_server(config)
+        typer.echo(
+            f"MLFLOW_TRACKING_URI is a server: open {experiment_link(uri, configure(config))}"
+        )
         return
-    configure(config)  # creates the store and experiment on first use
-    typer.echo(f"MLflow UI on http://127.0.0.1:{port} ({uri}); Ctrl-C stops it")
+    experiment = configure(config)  # creates the store and experiment on first use
+    link = experiment_link(f"http://127.0.0.1:{port}", experiment)
+    typer.echo(f"MLflow UI on {link} ({uri}); Ctrl-C stops it")
     mlflow = Path(sys.executable).with_name("mlflow")
     os.execv(
         mlflow,

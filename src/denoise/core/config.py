@@ -581,9 +581,11 @@ class Tracking:
     experiment: str = "denoise"
     local_store: str = "mlflow"
     num_samples: int = 2
+    system_metrics_seconds: float = 10.0  # training runs sample system use this often; 0: off
 
     def __post_init__(self) -> None:
         _check(bool(self.experiment.strip()), "experiment", "must not be empty")
+        _check(self.system_metrics_seconds >= 0, "system_metrics_seconds", "must be >= 0")
         _check(
             bool(self.local_store) and not Path(self.local_store).is_absolute(),
             "local_store",

@@ -68,7 +68,7 @@ def _train(params: Params) -> TrainSummary:
             checkpoint_dir = Path(params.paths.checkpoints) / name
             init = _init_file(params, name, sources)
             tags = {"denoise.model": name, INIT_TAG: sources.get(name, {}).get("resolved", "")}
-            with tracker.child(name, tags=tags) as run_id:
+            with tracker.child(name, tags=tags, system_metrics=True) as run_id:
                 log_frames_inputs(params, manifest)
                 model, state = train_model(
                     name,

@@ -274,10 +274,25 @@ class StageTracker:
         self.params, self.stage, self.parent_run_id = params, stage, parent_run_id
 
     @contextlib.contextmanager
-    def child(self, run_name: str, tags: dict[str, str] | None = None) -> Iterator[str]:
-        """A new child run with every parameter and the lineage tags; yields its id."""
-        import mlflow
+    def child(
+        self, run_name: str, tags: dict[str, str] | None = None, system_metrics: bool = False
+    ) -> Iterator[str]:
+        """A new child run with every parameter and the lineage tags; yields its id.
 
+        system_metrics: sample CPU, memory, disk, network and GPU use into the run (system/*
+        metrics) every params.tracking.system_metrics_seconds, unless that is 0.
+        """
+        import mlflow
+        from mlflow.system_metrics import (
+            set_system_metrics_samples_before_logging,
+            set_system_metrics_sampling_interval,
+        )
+
+        seconds = self.params.tracking.system_metrics_seconds
+        sample = system_metrics and seconds > 0
+        if sample:
+            set_system_metrics_sampling_interval(seconds)
+            set_system_metrics_samples_before_logging(1)
         with mlflow.start_run(
             run_name=run_name,
             parent_run_id=self.parent_run_id,
@@ -287,6 +302,7 @@ class StageTracker:
                 **_process_tags(),
                 **(tags or {}),
             },
+            log_system_metrics=sample,
         ) as run:
             mlflow.log_params(run_params(self.params))
             yield str(run.info.run_id)
@@ -340,6 +356,15 @@ def stage(params: Params, name: str) -> Iterator[StageTracker]:
     record_stages(parent_run_id, {name: "ran"})
     if owned:
         client.set_terminated(parent_run_id, status="FINISHED")
+
+
+# MLflow 3's UI opens an experiment on its GenAI view, where training runs do not show.
+MODEL_TRAINING_VIEW = "workflowType=machine_learning"
+
+
+def experiment_link(base: str, experiment_id: str) -> str:
+    """The experiment's runs in the UI's model-training view, under base (the UI's URL)."""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?{MODEL_TRAINING_VIEW}"
 
 
 def run_link(run_id: str) -> str:
