@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup remote samples run serve ui push pull test test-fast lint lineage clean
+.PHONY: setup remote samples run serve ui push pull team-up team-down test test-fast lint lineage clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,14 @@ serve: samples remote
 # The MLflow UI on the local tracking store (http://127.0.0.1:5000).
 ui: setup
 	denoise ui
+
+# The team's shared services on loopback: PostgreSQL, an S3 store, MLflow with basic auth,
+# Prefect with an auth string (settings in .env, see infra/team/example.env and docs/team.md).
+team-up: setup
+	infra/team/team.sh up
+
+team-down:
+	infra/team/team.sh down
 
 push: remote
 	dvc push
