@@ -267,6 +267,24 @@ def test_preflight_without_credentials_fails_at_once_naming_them(
     assert "401" in errors[0]
 
 
+@pytest.mark.slow
+def test_a_run_with_the_wrong_prefect_auth_string_stops_before_the_flow(
+    team: Team, tmp_path: Path
+) -> None:
+    root = build_repository(tmp_path / "project")
+    user, _, password = team.client["PREFECT_API_AUTH_STRING"].partition(":")
+    environment = {
+        "PREFECT_API_URL": team.prefect,
+        "PREFECT_API_AUTH_STRING": f"{user}:{password}x",
+    }
+    result = sh("denoise", "run", cwd=root, check=False, env=environment, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"error: Prefect API {team.prefect}: credentials refused (HTTP 401); set "
+        "PREFECT_API_AUTH_STRING to the server's auth string"
+    )
+
+
 def _query(team: Team, sql: str) -> list[tuple]:  # type: ignore[type-arg]
     with contextlib.closing(team.database()) as connection, connection.cursor() as cursor:
         cursor.execute(sql)

@@ -47,7 +47,8 @@ def check_prefect(settings: Services) -> None:
         services.Service(
             name="Prefect API",
             url=url,
-            health_path="/health",
+            # /health answers without the auth string; /admin/version checks it.
+            health_path="/admin/version",
             fix="start the Prefect server (make serve), or unset PREFECT_API_URL to run on a "
             "temporary local server",
             credentials_fix="set PREFECT_API_AUTH_STRING to the server's auth string",
