@@ -96,6 +96,7 @@ def start_time(pid: int | None = None) -> str:
 
 
 _stop_reason: list[str] = []  # why the lifeline stopped this process, for the one line
+_watching: list[bool] = []  # whether watch() ran in this process
 
 
 def _raise_stopped(signum: int, frame: FrameType | None) -> None:
@@ -107,8 +108,12 @@ def _raise_stopped(signum: int, frame: FrameType | None) -> None:
 def watch(interval: float = 1.0, grace: float = 60.0) -> None:
     """Stop this process (SIGTERM to itself, then exit after `grace` s) when an owner ends.
 
-    Installs the SIGTERM handler that raises StoppedError; call it from the main thread.
+    Installs the SIGTERM handler that raises StoppedError; call it from the main thread. A
+    second call in the same process (stages run in-process by tests) changes nothing.
     """
+    if _watching:
+        return
+    _watching.append(True)
     signal.signal(signal.SIGTERM, _raise_stopped)
     watched = owners()
     if not watched:
