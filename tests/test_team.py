@@ -293,10 +293,17 @@ def _query(team: Team, sql: str) -> list[tuple]:  # type: ignore[type-arg]
 
 @pytest.fixture
 def as_admin(team: Team, monkeypatch: pytest.MonkeyPatch) -> Team:
-    """This process's MLflow client pointed at the team server, as its admin."""
+    """This process's MLflow credentials are the team admin's (clients name the server: an
+    earlier test may have called mlflow.set_tracking_uri, which outranks the environment)."""
     for name, value in team.mlflow_env.items():
         monkeypatch.setenv(name, value)
     return team
+
+
+def _client(team: Team):  # type: ignore[no-untyped-def]
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=team.mlflow, registry_uri=team.mlflow)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -357,7 +364,6 @@ def test_dvc_repro_tracks_runs_in_postgresql_and_models_in_the_object_store(
     reproduced: Reproduced, as_admin: Team, tmp_path: Path
 ) -> None:
     from mlflow.artifacts import download_artifacts
-    from mlflow.tracking import MlflowClient
 
     params = dict(_query(as_admin, "SELECT DISTINCT key, value FROM params"))
     assert params, "run params are rows of the mlflow database"
@@ -368,14 +374,19 @@ def test_dvc_repro_tracks_runs_in_postgresql_and_models_in_the_object_store(
     )
     keys = [item["Key"] for item in listed.get("Contents", [])]
     assert any(key.endswith("/MLmodel") for key in keys), keys[:20]
-    champion = MlflowClient().get_model_version_by_alias(MODEL_NAME, "champion")
+    champion = _client(as_admin).get_model_version_by_alias(MODEL_NAME, "champion")
     (aliased,) = _query(
         as_admin,
         f"SELECT version FROM registered_model_aliases WHERE name = '{MODEL_NAME}' "
         "AND alias = 'champion'",
     )
     assert str(aliased[0]) == champion.version
-    local = download_artifacts(f"models:/{MODEL_NAME}@champion", dst_path=str(tmp_path))
+    local = download_artifacts(
+        f"models:/{MODEL_NAME}@champion",
+        dst_path=str(tmp_path),
+        tracking_uri=as_admin.mlflow,
+        registry_uri=as_admin.mlflow,
+    )
     assert (Path(local) / "MLmodel").is_file()
 
 
@@ -409,33 +420,30 @@ def test_a_user_without_permission_cannot_move_the_champion(
 ) -> None:
     from mlflow.exceptions import MlflowException
     from mlflow.server import get_app_client
-    from mlflow.tracking import MlflowClient
 
-    champion = MlflowClient().get_model_version_by_alias(MODEL_NAME, "champion")
-    versions = MlflowClient().search_model_versions(f"name = '{MODEL_NAME}'")
+    champion = _client(as_admin).get_model_version_by_alias(MODEL_NAME, "champion")
+    versions = _client(as_admin).search_model_versions(f"name = '{MODEL_NAME}'")
     other = next(version.version for version in versions if version.version != champion.version)
     user, password = f"viewer-{secrets.token_hex(4)}", secrets.token_urlsafe(16)
     get_app_client("basic-auth", tracking_uri=as_admin.mlflow).create_user(user, password)
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    viewer = MlflowClient()
+    viewer = _client(as_admin)
     assert viewer.get_model_version_by_alias(MODEL_NAME, "champion").version == champion.version
     with pytest.raises(MlflowException) as refused:
         viewer.set_registered_model_alias(MODEL_NAME, "champion", other)
     assert refused.value.get_http_status_code() == 403
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", as_admin.admin[0])
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", as_admin.admin[1])
-    assert MlflowClient().get_model_version_by_alias(MODEL_NAME, "champion").version == (
+    assert _client(as_admin).get_model_version_by_alias(MODEL_NAME, "champion").version == (
         champion.version
     )
 
 
-def _snapshot() -> tuple[list[str], dict[str, str], str]:
+def _snapshot(team: Team) -> tuple[list[str], dict[str, str], str]:
     """(run ids, their status by id, the champion's version) as the team MLflow serves them."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient()
+    client = _client(team)
     experiment = client.get_experiment_by_name("denoise")
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
     champion = client.get_model_version_by_alias(MODEL_NAME, "champion").version
@@ -450,7 +458,7 @@ def _snapshot() -> tuple[list[str], dict[str, str], str]:
 def test_the_mlflow_database_comes_back_from_a_dump(
     reproduced: Reproduced, as_admin: Team, tmp_path: Path
 ) -> None:
-    before = _snapshot()
+    before = _snapshot(as_admin)
     assert before[0], "the repository's runs are there to back up"
     pg_bin = Path(os.environ.get("DENOISE_TEAM_POSTGRES_BIN", "/usr/lib/postgresql/15/bin"))
     connection = [
@@ -478,4 +486,4 @@ def test_the_mlflow_database_comes_back_from_a_dump(
         cursor.execute("CREATE DATABASE mlflow")
     assert _query(as_admin, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == [(0,)]
     sh(str(pg_bin / "pg_restore"), *connection, "-d", "mlflow", str(dump), cwd=tmp_path, env=env)
-    assert _snapshot() == before
+    assert _snapshot(as_admin) == before

@@ -28,7 +28,7 @@ from denoise.core.atomic import is_disk_full
 from denoise.core.config import Params, load_params, params_from_dict, with_recipe
 from denoise.core.errors import DenoiseError
 from denoise.core.locations import tracking_uri
-from denoise.tracking.runs import tracking_error
+from denoise.tracking.server import tracking_error
 
 app = typer.Typer(
     help="Turn raw video into trained, versioned denoising models.",
@@ -235,7 +235,8 @@ def ui(
 ) -> None:
     """Open the MLflow UI on the tracking store the pipeline logs to (local SQLite default),
     and print the link to the experiment's runs in the model-training view."""
-    from denoise.tracking.runs import check_server, configure, experiment_link
+    from denoise.tracking.runs import configure, experiment_link
+    from denoise.tracking.server import check_server
 
     config = _load(params)
     uri = tracking_uri(config)
