@@ -363,8 +363,6 @@ def reproduced(team: Team, tmp_path_factory: pytest.TempPathFactory) -> Reproduc
 def test_dvc_repro_tracks_runs_in_postgresql_and_models_in_the_object_store(
     reproduced: Reproduced, as_admin: Team, tmp_path: Path
 ) -> None:
-    from mlflow.artifacts import download_artifacts
-
     params = dict(_query(as_admin, "SELECT DISTINCT key, value FROM params"))
     assert params, "run params are rows of the mlflow database"
     metrics = {key for (key,) in _query(as_admin, "SELECT DISTINCT key FROM metrics")}
@@ -381,13 +379,17 @@ def test_dvc_repro_tracks_runs_in_postgresql_and_models_in_the_object_store(
         "AND alias = 'champion'",
     )
     assert str(aliased[0]) == champion.version
-    local = download_artifacts(
-        f"models:/{MODEL_NAME}@champion",
-        dst_path=str(tmp_path),
-        tracking_uri=as_admin.mlflow,
-        registry_uri=as_admin.mlflow,
+    # A client process of its own, configured by the environment alone (in this process an
+    # earlier test's mlflow.set_tracking_uri would win over it for models:/ URIs).
+    download = (
+        "import sys\nfrom mlflow.artifacts import download_artifacts\n"
+        f"print(download_artifacts('models:/{MODEL_NAME}@champion', dst_path=sys.argv[1]))"
     )
-    assert (Path(local) / "MLmodel").is_file()
+    result = sh(
+        sys.executable, "-c", download, str(tmp_path), cwd=tmp_path, env=as_admin.mlflow_env
+    )
+    local = Path(result.stdout.strip().splitlines()[-1])
+    assert (local / "MLmodel").is_file()
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ from denoise.data.evalsets import load_set
 from denoise.data.extract import load_manifest
 from denoise.tracking.models import INIT_TAG, log_trained_model
 from denoise.tracking.runs import log_epoch, log_frames_inputs, stage
+from denoise.training.distribution import data_parallel
 from denoise.training.loop import _write_history, summarise, train_model
 from denoise.training.stream import PatchStream
 
@@ -68,7 +69,10 @@ def _train(params: Params) -> TrainSummary:
             checkpoint_dir = Path(params.paths.checkpoints) / name
             init = _init_file(params, name, sources)
             tags = {"denoise.model": name, INIT_TAG: sources.get(name, {}).get("resolved", "")}
-            with tracker.child(name, tags=tags, system_metrics=True) as run_id:
+            with (
+                tracker.child(name, tags=tags, system_metrics=True) as run_id,
+                data_parallel(params.train.budget(name).batch_size),  # every device of the node
+            ):
                 log_frames_inputs(params, manifest)
                 model, state = train_model(
                     name,

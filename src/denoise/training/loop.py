@@ -32,7 +32,6 @@ from denoise.data.extract import MANIFEST_NAME, file_sha256
 from denoise.models.precision import at_precision, dtype_policy, resolve_precision
 from denoise.models.registry import build_model, count_parameters, load_model, start_from
 from denoise.models.registry import psnr as psnr_metric  # the Keras metric (val_psnr)
-from denoise.training.distribution import data_parallel
 from denoise.training.noise import denoiser, with_training_noise
 from denoise.training.stream import PatchStream
 
@@ -271,36 +270,9 @@ def train_model(
     validation: (noisy, clean) float32 (N, H, W, 3). Returns the model with its best weights.
     epoch_logger gets every epoch's metrics, including those a resumed run did before.
     init: a .keras model of the same layers to start from (a warm start), else from scratch.
-    The model trains on its budget: the active profile with its per_model settings, on every
-    device of the node (training.distribution.data_parallel).
+    The model trains on its budget: the active profile with its per_model settings. Call it
+    inside training.distribution.data_parallel to train on every device of the node.
     """
-    with data_parallel(params.train.budget(name).batch_size, print_fn):
-        return _train_model(
-            name,
-            params,
-            stream,
-            validation,
-            checkpoint_dir,
-            print_fn,
-            extra_callbacks,
-            epoch_logger,
-            num_samples,
-            init,
-        )
-
-
-def _train_model(
-    name: str,
-    params: Params,
-    stream: PatchStream,
-    validation: tuple[np.ndarray, np.ndarray],
-    checkpoint_dir: Path,
-    print_fn: Any,
-    extra_callbacks: Sequence[keras.callbacks.Callback],
-    epoch_logger: EpochLogger | None,
-    num_samples: int,
-    init: Path | None,
-) -> tuple[keras.Model, TrainingState]:
     config = params.train
     budget = config.budget(name)
     expected = fingerprint(name, params, stream, validation[0], init)
