@@ -51,15 +51,18 @@ team-up: setup
 team-down:
 	infra/team/team.sh down
 
+# With the run cache: a clone or worker that pulls it skips stages that ran elsewhere
+# (`denoise push` also sends the objects of the reports git keeps, which `dvc push` leaves).
 push: remote
-	dvc push
+	denoise push
 
 pull: remote
-	dvc pull
+	dvc pull --run-cache
 
 test: setup
 	infra/apt-install.sh opencv-doc "a synthetic sample video will be used"
 	infra/apt-install.sh chromium "the Data Docs browser test will skip"
+	infra/apt-install.sh docker-compose "the compose file check in tests/test_team.py will fail"
 	python -m pytest
 
 test-fast: setup

@@ -25,9 +25,11 @@ from typing import Any
 from prefect import flow, get_run_logger, runtime, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
 from prefect.tasks import exponential_backoff
 
 from denoise import results_branch as branches
+from denoise import workspace
 from denoise.core.config import load_params
 from denoise.tracking.runs import PARENT_RUN_ENV, close_pipeline_run, configure, open_pipeline_run
 
@@ -35,6 +37,9 @@ from denoise.tracking.runs import PARENT_RUN_ENV, close_pipeline_run, configure,
 # checks params, inputs and the tracking server before any stage deletes an output.
 STAGES = ("preflight", "extract", "noise", "validate", "init", "train", "evaluate", "register")
 ARTIFACT_KEY = "denoise-metrics"
+FLOW_NAME = "denoise-pipeline"
+# Emitted when the register stage moved the champion alias (flows/alerts.py alerts on it).
+CHAMPION_EVENT = "denoise.champion.moved"
 
 
 class StageFailed(RuntimeError):
@@ -106,8 +111,25 @@ def run_stage(stage: str, root: Path, tracking_run_id: str | None) -> dict[str, 
         message = f"stage {stage} failed (dvc repro exit status {status}): {(errors or last)[-1]}"
         logger.error(message)
         raise StageFailed(message)
-    logger.info("stage %s %s", stage, "ran" if ran else "skipped: inputs unchanged")
-    return {"stage": stage, "ran": ran}
+    # DVC found the same run in its run cache (pulled from a remote): outputs checked out.
+    restored = ran and "is cached - skipping run" in output
+    result = {"stage": stage, "ran": ran and not restored, "restored": restored}
+    logger.info("stage %s %s", stage, DESCRIBED[_status(result)])
+    return result
+
+
+# A stage's status in the tracking run's tags, and in words in the report.
+DESCRIBED = {
+    "ran": "ran",
+    "skipped": "skipped (unchanged)",
+    "restored": "restored (run cache)",
+}
+
+
+def _status(result: dict[str, Any]) -> str:
+    if result.get("restored"):
+        return "restored"
+    return "ran" if result["ran"] else "skipped"
 
 
 @task(
@@ -118,9 +140,13 @@ def run_stage(stage: str, root: Path, tracking_run_id: str | None) -> dict[str, 
     cache_policy=NO_CACHE,
 )
 def dvc_transfer(command: str, root: Path) -> None:
-    """`dvc pull` or `dvc push`: they touch the network, so they retry with backoff."""
-    arguments = ["pull", "--allow-missing"] if command == "pull" else ["push"]
-    status, output = _dvc(arguments, root)
+    """`dvc pull` or `dvc push`, with the run cache (`denoise push`): they touch the network, so
+    they retry with backoff."""
+    if command == "push":
+        pushed = workspace.push(root)
+        get_run_logger().info("%s\nrun cache: %d more objects sent", pushed.output, pushed.sent)
+        return
+    status, output = _dvc(["pull", "--run-cache", "--allow-missing"], root)
     if status != 0:
         raise RuntimeError(f"dvc {command} failed: {output.strip()[-500:]}")
 
@@ -174,7 +200,7 @@ def close_tracking_run(
     """Record which stages ran, were skipped or failed, end the run; return its UI link."""
     with contextlib.chdir(root):
         configure(load_params("params.yaml"))
-        statuses = {result["stage"]: "ran" if result["ran"] else "skipped" for result in results}
+        statuses = {result["stage"]: _status(result) for result in results}
         if failed is not None:
             statuses[failed] = "failed"
         return close_pipeline_run(run_id, statuses, "FAILED" if failed else "FINISHED")
@@ -188,8 +214,7 @@ def publish_report(
     table_path = root / evaluation / "metrics.md"
     table = table_path.read_text() if table_path.is_file() else "(no metrics table)"
     stages = "\n".join(
-        f"| {result['stage']} | {'ran' if result['ran'] else 'skipped (unchanged)'} |"
-        for result in results
+        f"| {result['stage']} | {DESCRIBED[_status(result)]} |" for result in results
     )
     markdown = (
         f"## denoise pipeline\n\nMLflow run: {tracking_link}\n\n"
@@ -202,7 +227,34 @@ def publish_report(
     )
 
 
-@flow(name="denoise-pipeline", log_prints=True)
+@task(name="announce-champion", cache_policy=NO_CACHE)
+def announce_champion(registry: Path) -> dict[str, Any] | None:
+    """Emit CHAMPION_EVENT when the register stage that just ran moved the champion alias (its
+    decisions are in registry, reports/registry.json); return that decision."""
+    summary = json.loads(registry.read_text())
+    moved = [entry for entry in summary.get("decisions", []) if entry.get("alias") == "champion"]
+    if not moved:
+        return None
+    decision, name = moved[-1], str(summary["registered_model"])
+    emit_event(
+        event=CHAMPION_EVENT,
+        resource={
+            "prefect.resource.id": f"denoise.registered-model.{name}",
+            "prefect.resource.name": name,
+        },
+        payload={
+            "version": decision["version"],
+            "model": decision["model"],
+            "score": decision["score"],
+            "previous_version": decision["champion_version"],
+            "reason": decision["reason"],
+        },
+    )
+    get_run_logger().info("champion of %s moved to version %s", name, decision["version"])
+    return dict(decision)
+
+
+@flow(name=FLOW_NAME, log_prints=True)
 def denoise_pipeline(
     root: str = ".",
     pull: bool = False,
@@ -232,6 +284,8 @@ def denoise_pipeline(
     for stage in rest:
         try:
             results.append(run_stage(stage, project, tracking_run_id))
+            if stage == "register" and results[-1]["ran"]:
+                announce_champion(project / params.paths.registry)
         except Exception:
             close_tracking_run(project, tracking_run_id, results, failed=stage)
             raise

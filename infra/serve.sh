@@ -9,6 +9,7 @@
 #   DENOISE_PREFECT_PORT   the server's port [4200]
 #   DENOISE_PROJECT_DIR    the clone the worker runs the flow in [this working tree]
 #   PREFECT_HOME           the server's database and logs [~/.prefect]
+#   DENOISE_ALERT_WEBHOOK_URL  where the alerts POST (flows/alerts.py) [unset: no alerts]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -59,6 +60,8 @@ else
     prefect work-pool create gpu --type process
 fi
 prefect deploy --all
+# The alerts (flows/alerts.py): applied when DENOISE_ALERT_WEBHOOK_URL is set.
+python -m flows.alerts
 echo "schedule: ${DENOISE_RETRAIN_CRON} (UTC); worker runs flows in ${DENOISE_PROJECT_DIR}"
 # --limit 1: this worker runs one flow run at a time, so its working tree sees one at a time.
 prefect worker start --pool gpu --limit 1

@@ -154,3 +154,47 @@ def start_model_server(
         stop(process)
         raise
     return url, process
+
+
+class WebhookReceiver:
+    """An HTTP server on loopback, in a thread, that keeps the JSON body of every POST."""
+
+    def __init__(self) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        received: list[dict] = []  # type: ignore[type-arg]
+        self.received = received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                try:
+                    received.append(json.loads(body))
+                except ValueError:
+                    received.append({"unparsed": body.decode(errors="replace")})
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *arguments: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/alerts"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def wait_for(self, predicate, seconds: float) -> dict:  # type: ignore[no-untyped-def,type-arg]
+        """The first body that predicate accepts, waiting at most seconds."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            for body in list(self.received):
+                if predicate(body):
+                    return body
+            time.sleep(0.5)
+        raise AssertionError(f"no such alert within {seconds:.0f} s; received {self.received}")
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

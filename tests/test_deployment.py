@@ -11,6 +11,7 @@ They run in order and share the server, the worker and the repository.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -28,10 +29,12 @@ import pytest
 import yaml
 from conftest import PROJECT_ROOT, tiny_params
 from repository import BIN, build_repository, sh, without_bm3d
+from servers import WebhookReceiver
 
 DEPLOYMENT = "denoise-pipeline/scheduled-retrain"
 CRON = "17 4 * * 2"  # not the default, so reading it back shows the setting took effect
 RESULTS_BRANCH = "results/main"
+LATE_AFTER_SECONDS = 10.0  # alerts.late_after_seconds in the test repository (its minimum)
 STAGES = list(yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"])
 
 
@@ -55,8 +58,8 @@ def _wait(condition: Callable[[], Any], seconds: float, what: str, interval: flo
 class Served:
     """The repository, the serve.sh process and a client of its Prefect API."""
 
-    def __init__(self, root: Path, api_url: str, log: Path) -> None:
-        self.root, self.api_url, self.log = root, api_url, log
+    def __init__(self, root: Path, api_url: str, log: Path, alerts: WebhookReceiver) -> None:
+        self.root, self.api_url, self.log, self.alerts = root, api_url, log, alerts
         self.main = ""  # main's commit before the runs
         self.queued: UUID | None = None  # the run that waited for the killed one
 
@@ -243,8 +246,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     params = tiny_params(folder / "repo")
     # Training long enough to be killed after the first epoch's checkpoint, before the last.
     train = params.train.with_active(epochs=8, steps_per_epoch=10)
-    params = without_bm3d(dataclasses.replace(params, train=train))
+    alerts = dataclasses.replace(params.alerts, late_after_seconds=LATE_AFTER_SECONDS)
+    params = without_bm3d(dataclasses.replace(params, train=train, alerts=alerts))
     root = build_repository(folder / "repo", params)
+    receiver = WebhookReceiver()
     port = _free_port()
     api_url = f"http://127.0.0.1:{port}/api"
     env = {
@@ -257,6 +262,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         # slot taken is retried after 5 s (defaults 10 s and 30 s).
         "PREFECT_WORKER_QUERY_SECONDS": "2",
         "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "5",
+        # serve.sh applies the alerts (flows/alerts.py) to post here; a run not started 5 s
+        # after its scheduled time is late (default 15 s).
+        "DENOISE_ALERT_WEBHOOK_URL": receiver.url,
+        "PREFECT_SERVER_SERVICES_LATE_RUNS_AFTER_SECONDS": "5",
+        "PREFECT_SERVER_SERVICES_LATE_RUNS_LOOP_SECONDS": "2",
     }
     env.pop("PREFECT_API_URL", None)
     log = folder / "serve.log"
@@ -276,13 +286,15 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             f"serve.sh to start a worker ({log})",
         )
         assert process.poll() is None, log.read_text()
-        yield Served(root, api_url, log)
+        yield Served(root, api_url, log, receiver)
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # serve.sh may have stopped on its own
+            os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(60)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
+        receiver.close()
 
 
 @pytest.mark.slow
@@ -297,6 +309,12 @@ def test_deployment_has_the_configured_schedule_pool_and_limit(served: Served) -
     assert deployment.global_concurrency_limit.limit == 1
     assert deployment.concurrency_options.collision_strategy.value == "ENQUEUE"
     assert deployment.parameters["results_branch"] == RESULTS_BRANCH
+    from flows.alerts import CHAMPION, FAILED, LATE
+
+    with served.client() as client:
+        applied = {automation.name: automation for automation in client.read_automations()}
+    assert set(applied) == {FAILED, LATE, CHAMPION}
+    assert applied[LATE].trigger.within.total_seconds() == LATE_AFTER_SECONDS
 
 
 def _training_checkpointed(root: Path) -> bool:
@@ -315,6 +333,7 @@ def test_a_killed_run_crashes_the_next_waits_resumes_and_a_third_skips(served: S
     _kill_a_run_in_training(served)
     _the_next_run_resumes_and_completes(served)
     _a_run_without_changes_skips(served)
+    _a_late_run_alerts(served)
 
 
 def _kill_a_run_in_training(served: Served) -> None:
@@ -332,6 +351,10 @@ def _kill_a_run_in_training(served: Served) -> None:
     os.killpg(pid, signal.SIGKILL)
     crashed = served.wait_final(first, seconds=180)
     assert crashed.state.type.value in {"CRASHED", "FAILED"}, crashed.state
+    alert = served.alerts.wait_for(lambda body: body.get("alert") == "failed", 120)
+    assert alert["flow_run_id"] == f"prefect.flow-run.{first}", alert
+    assert alert["flow_run"] == crashed.name
+    assert alert["event"] == f"prefect.flow-run.{crashed.state.name}"
 
 
 def _the_next_run_resumes_and_completes(served: Served) -> None:
@@ -352,6 +375,12 @@ def _the_next_run_resumes_and_completes(served: Served) -> None:
     assert list(lock["stages"]) == STAGES
     assert "reports/metrics.json" in served.git("ls-tree", "-r", "--name-only", RESULTS_BRANCH)
     assert served.git("diff", "--cached", "--name-only") == ""
+    # The first champion: the flow's denoise.champion.moved event reached the webhook.
+    registry = json.loads((served.root / "reports" / "registry.json").read_text())
+    (champion,) = [entry for entry in registry["decisions"] if entry["alias"] == "champion"]
+    alert = served.alerts.wait_for(lambda body: body.get("alert") == "champion moved", 120)
+    assert alert["registered_model"] == registry["registered_model"]
+    assert (alert["version"], alert["model"]) == (champion["version"], champion["model"])
 
 
 def _a_run_without_changes_skips(served: Served) -> None:
@@ -379,3 +408,29 @@ def _a_run_without_changes_skips(served: Served) -> None:
     after = {version.version for version in registry.search_model_versions(f"name='{model_name}'")}
     assert after == versions, "no new model version"
     assert registry.get_model_version_by_alias(model_name, "champion").version == champion
+    assert [body["alert"] for body in served.alerts.received] == ["failed", "champion moved"]
+
+
+def _a_late_run_alerts(served: Served) -> None:
+    """With the pool paused no worker takes the run: Prefect marks it late, and
+    alerts.late_after_seconds later the webhook hears of it. Then it is cancelled."""
+    from prefect.client.schemas.actions import WorkPoolUpdate
+    from prefect.states import Cancelled
+
+    with served.client() as client:
+        client.update_work_pool("gpu", WorkPoolUpdate(is_paused=True))
+    try:
+        run_id = served.trigger()
+        alert = served.alerts.wait_for(lambda body: body.get("alert") == "late", 120)
+        assert alert["flow_run_id"] == f"prefect.flow-run.{run_id}", alert
+        assert served.flow_run(run_id).state.name == "Late"
+        with served.client() as client:
+            client.set_flow_run_state(run_id, Cancelled(), force=True)
+    finally:
+        with served.client() as client:
+            client.update_work_pool("gpu", WorkPoolUpdate(is_paused=False))
+    assert [body["alert"] for body in served.alerts.received] == [
+        "failed",
+        "champion moved",
+        "late",
+    ]

@@ -218,6 +218,16 @@ def test_push_then_pull_in_a_fresh_clone_recomputes_nothing(
         stage: "ran" if stage in ALWAYS_RUN else "skipped (unchanged)" for stage in STAGES
     }
     assert _changed(second) == set(ALWAYS_RUN)
+    # Without dvc.lock the flow's pull brings the run cache that `denoise run --push` sent
+    # (denoise push): every stage that ran in the first run is restored, none runs again.
+    third = _clone(first_run.root, workspace / "pulled-run-cache", pull=False)
+    sh("git", "rm", "-q", "dvc.lock", cwd=third)
+    _run(third, "--pull")
+    ((_, markdown),) = _prefect_record(third)["artifacts"]
+    assert _statuses(markdown) == {
+        stage: "ran" if stage in ALWAYS_RUN else "restored (run cache)" for stage in STAGES
+    }
+    assert _lock(third) == _lock(first_run.root)
 
 
 def test_forced_runs_in_two_fresh_clones_agree(first_run: FirstRun, workspace: Path) -> None:

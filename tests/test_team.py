@@ -32,10 +32,9 @@ TEAM = PROJECT_ROOT / "infra" / "team"
 BIN = Path(sys.executable).parent
 START_TIMEOUT_SECONDS = 240
 ALWAYS_RUN = {"preflight", "init"}  # always_changed stages (tests/test_pipeline.py)
-# Stages a clone restores from the team's run cache. train writes an uncached output (its
-# reports, `cache: false`), which a run cache on a remote cannot bring back, so train and the
-# stages after it run again.
-RESTORED = {"extract", "noise", "validate"}
+# Stages a clone restores from the team's run cache: all but the always_changed ones. Their
+# uncached outputs are DVC plots and metrics, which the run cache keeps (dvc.yaml).
+RESTORED = {"extract", "noise", "validate", "train", "evaluate", "register"}
 MODEL_NAME = "denoise"  # params.yaml: register.model_name
 
 
@@ -165,7 +164,32 @@ def test_compose_runs_the_command_lines_of_the_script() -> None:
     assert [shlex.split(line) for line in printed] == [
         services["mlflow"]["command"],
         services["prefect"]["command"],
+        services["worker"]["command"],
     ]
+
+
+def test_the_compose_file_is_valid_and_needs_every_secret() -> None:
+    # Debian's docker-compose (the Makefile's test target installs it) validates without Docker.
+    compose = shutil.which("docker-compose")
+    assert compose, "docker-compose is missing: apt-get install docker-compose (make test does)"
+    example = dict(
+        line.split("=", 1)
+        for line in (TEAM / "example.env").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    command = [compose, "-p", "denoise-team", "-f", str(TEAM / "compose.yaml"), "config"]
+    environment = {"PATH": os.environ["PATH"], **example}
+    checked = subprocess.run(
+        [*command, "-q"], env=environment, capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 0, checked.stderr
+    # Each secret is required (${NAME:?}): leaving one out fails before anything starts.
+    del environment["PREFECT_SERVER_API_AUTH_STRING"]
+    missing = subprocess.run(
+        [*command, "-q"], env=environment, capture_output=True, text=True, check=False
+    )
+    assert missing.returncode != 0
+    assert "PREFECT_SERVER_API_AUTH_STRING" in missing.stderr
 
 
 # A credential in a tracked file: a cloud access key, a password inside a URL, or a secret
@@ -234,6 +258,34 @@ def test_prefect_api_refuses_requests_without_or_with_the_wrong_auth_string(team
     assert requests.post(url, json={}, timeout=30).status_code == 401
     assert requests.post(url, json={}, auth=(user, password + "x"), timeout=30).status_code == 401
     assert requests.post(url, json={}, auth=(user, password), timeout=30).status_code == 200
+
+
+@pytest.mark.slow
+def test_the_worker_polls_the_gpu_pool_with_the_client_settings_alone(team: Team) -> None:
+    auth = tuple(team.client["PREFECT_API_AUTH_STRING"].split(":", 1))
+    pool = requests.get(f"{team.prefect}/work_pools/gpu", auth=auth, timeout=30)
+    assert pool.status_code == 200 and pool.json()["type"] == "process"
+    workers = requests.post(
+        f"{team.prefect}/work_pools/gpu/workers/filter", json={}, auth=auth, timeout=30
+    )
+    assert [worker["status"] for worker in workers.json()] == ["ONLINE"]
+    # The worker runs users' flows: it holds the client settings and none of the servers'.
+    pid = int((Path(team.settings["DENOISE_TEAM_DIR"]) / "worker.pid").read_text())
+    names = {
+        entry.split(b"=", 1)[0].decode()
+        for entry in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        if entry
+    }
+    assert set(team.client) <= names
+    server_only = {
+        "DENOISE_TEAM_DB_PASSWORD",
+        "MLFLOW_AUTH_ADMIN_PASSWORD",
+        "MLFLOW_FLASK_SERVER_SECRET_KEY",
+        "PREFECT_SERVER_API_AUTH_STRING",
+        "PREFECT_API_DATABASE_CONNECTION_URL",
+        "MLFLOW_BACKEND_STORE_URI",
+    }
+    assert not names & server_only
 
 
 @pytest.mark.slow
@@ -312,6 +364,10 @@ class Reproduced:
     env: dict[str, str]  # what its stages ran with
 
 
+def _lock_stages(root: Path) -> dict:  # type: ignore[type-arg]
+    return yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+
+
 def _dvc_env(team: Team, log: Path) -> dict[str, str]:
     """The team's MLflow, and a `denoise` first on PATH that notes each stage it runs in log."""
     wrapper = log.parent / f"{log.stem}-bin"
@@ -347,7 +403,8 @@ def _add_team_remote(team: Team, root: Path) -> None:
 @pytest.fixture(scope="module")
 def reproduced(team: Team, tmp_path_factory: pytest.TempPathFactory) -> Reproduced:
     """A tiny repository whose remote `team` is committed; then `dvc repro` with only the
-    environment pointing at the team MLflow, and `dvc push --run-cache -r team`."""
+    environment pointing at the team MLflow, and `denoise push -r team` (dvc push --run-cache
+    with the objects of the run cache's git-kept reports)."""
     folder = tmp_path_factory.mktemp("team-repo")
     root = build_repository(folder / "repo")
     _add_team_remote(team, root)
@@ -355,7 +412,8 @@ def reproduced(team: Team, tmp_path_factory: pytest.TempPathFactory) -> Reproduc
     sh("git", "commit", "-qm", "the team remote", cwd=root)
     env = _dvc_env(team, folder / "stages.log")
     sh("dvc", "repro", cwd=root, env=env)
-    sh("dvc", "push", "--run-cache", "-r", "team", cwd=root, env=env)
+    pushed = sh("denoise", "push", "-r", "team", cwd=root, env=env).stdout
+    assert "run cache:" in pushed and "more objects sent" in pushed
     return Reproduced(root, env)
 
 
@@ -393,7 +451,7 @@ def test_dvc_repro_tracks_runs_in_postgresql_and_models_in_the_object_store(
 
 
 @pytest.mark.slow
-def test_a_clone_with_the_pulled_run_cache_restores_the_data_stages(
+def test_a_clone_with_the_pulled_run_cache_reruns_no_stage(
     reproduced: Reproduced, team: Team, tmp_path: Path
 ) -> None:
     clone = tmp_path / "clone"
@@ -408,12 +466,18 @@ def test_a_clone_with_the_pulled_run_cache_restores_the_data_stages(
     env = _dvc_env(team, tmp_path / "stages.log")
     # Without a dvc.lock there is nothing to check out but data/raw: --allow-missing.
     sh("dvc", "pull", "--run-cache", "--allow-missing", cwd=clone, env=env)
-    # --pull: a stage found in the run cache gets its outputs from the remote. Up to validate
-    # only: train runs again anyway (RESTORED), for minutes.
-    sh("dvc", "repro", "--pull", "validate", cwd=clone, env=env)
+    # --pull: a stage found in the run cache gets its outputs from the remote.
+    sh("dvc", "repro", "--pull", cwd=clone, env=env)
     ran = set((tmp_path / "stages.log").read_text().split())
     assert ran <= ALWAYS_RUN, f"stages that ran again: {sorted(ran - ALWAYS_RUN)}"
     assert set(yaml.safe_load((clone / "dvc.lock").read_text())["stages"]) >= RESTORED
+    # The same lineage and reports as the run that filled the cache, without running it.
+    assert _lock_stages(clone) == _lock_stages(reproduced.root)
+    for name in ("reports/metrics.json", "reports/registry.json"):
+        assert (clone / name).read_text() == (reproduced.root / name).read_text(), name
+    assert sorted(path.name for path in (clone / "models").iterdir()) == sorted(
+        path.name for path in (reproduced.root / "models").iterdir()
+    )
 
 
 @pytest.mark.slow

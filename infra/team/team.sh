@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # The team's shared services as plain processes on loopback: PostgreSQL 15 (MLflow's tracking
 # and auth databases, Prefect's database), an S3-compatible object store (moto's emulator),
-# an MLflow server with basic auth and proxied artifacts in the store, and a Prefect server
-# with an auth string. compose.yaml beside this file runs the same MLflow and Prefect command
-# lines on a Docker host. See docs/team.md.
+# an MLflow server with basic auth and proxied artifacts in the store, a Prefect server with an
+# auth string, the alerts of flows/alerts.py (with DENOISE_ALERT_WEBHOOK_URL), and a Prefect
+# worker on the `gpu` pool that sees only the client settings.
+# compose.yaml beside this file runs the same MLflow, Prefect and worker command lines on a
+# Docker host. See docs/team.md.
 #
 #   infra/team/team.sh up        start every service (each waits, bounded, until it answers)
 #   infra/team/team.sh down      stop every service; safe to run twice
 #   infra/team/team.sh env       print the client settings as `export` lines (eval them)
-#   infra/team/team.sh commands  print the MLflow and Prefect command lines, one a line
+#   infra/team/team.sh commands  print the MLflow, Prefect and worker command lines, one a line
 #
 # Settings and secrets come from the environment, else from the untracked .env at the
 # repository root (example.env lists them). The state (databases, objects, logs, pid files) is
-# under DENOISE_TEAM_DIR [.team].
+# under DENOISE_TEAM_DIR [.team]. The worker runs flow runs in DENOISE_PROJECT_DIR [this
+# working tree].
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
@@ -45,6 +48,8 @@ start_timeout="${DENOISE_TEAM_START_TIMEOUT:-180}"
 # setting reaches the servers through the environment.
 MLFLOW_COMMAND=(mlflow server --app-name basic-auth --workers 1)
 PREFECT_COMMAND=(prefect server start)
+# --limit 1: one flow run at a time per worker, as DVC holds one lock per working tree.
+WORKER_COMMAND=(prefect worker start --pool gpu --type process --limit 1)
 
 need() {
     local name
@@ -96,13 +101,22 @@ as_postgres() {
 }
 
 wait_http() {
-    # wait_http NAME URL PROCESS: poll URL until it answers 200, at most start_timeout seconds,
-    # while PROCESS (its pid file and log in the state folder) runs.
-    python - "$1" "$2" "$state/$3" "$start_timeout" <<'PY'
-import os, sys, time, urllib.request
+    # wait_http NAME URL PROCESS [AUTH]: poll URL until it answers 200, at most start_timeout
+    # seconds, while PROCESS (its pid file and log in the state folder) runs. With AUTH (a
+    # Prefect auth string), POST {} to URL, a workers filter, until it lists a worker online.
+    python - "$1" "$2" "$state/$3" "$start_timeout" "${4:-}" <<'PY'
+import base64, json, os, sys, time, urllib.request
 
-name, url, stem, timeout = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+name, url, stem, auth = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[5]
+timeout = float(sys.argv[4])
 log, pid = f"{stem}.log", int(open(f"{stem}.pid").read())
+request = urllib.request.Request(url)
+if auth:
+    request = urllib.request.Request(
+        url, data=b"{}", method="POST",
+        headers={"Content-Type": "application/json",
+                 "Authorization": "Basic " + base64.b64encode(auth.encode()).decode()},
+    )
 deadline = time.monotonic() + timeout
 while time.monotonic() < deadline:
     try:
@@ -110,8 +124,9 @@ while time.monotonic() < deadline:
     except ProcessLookupError:
         break
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            if response.status == 200:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            online = not auth or any(item["status"] == "ONLINE" for item in json.load(response))
+            if response.status == 200 and online:
                 sys.exit(0)
     except OSError:
         pass
@@ -238,16 +253,49 @@ prefect_up() {
     echo "prefect on http://127.0.0.1:$prefect_port (auth string)"
 }
 
+worker_up() {
+    # A client like any other: the client settings, none of the servers' secrets (env -i), and
+    # the few runtime settings a GPU host sets for its jobs.
+    local passed=() name
+    for name in HOME LANG TMPDIR KERAS_BACKEND CUDA_VISIBLE_DEVICES XLA_FLAGS; do
+        if [ -n "${!name:-}" ]; then passed+=("$name=${!name}"); fi
+    done
+    client_settings
+    mkdir -p "$state/worker"
+    if start_process worker env -i PATH="$PATH" DVC_NO_ANALYTICS=1 \
+        PREFECT_HOME="$state/worker" PREFECT_SERVER_ANALYTICS_ENABLED=false \
+        DENOISE_PROJECT_DIR="${DENOISE_PROJECT_DIR:-$root}" "${passed[@]}" "${client[@]}" \
+        "${WORKER_COMMAND[@]}"; then :; fi
+    wait_http "worker online in the gpu pool" \
+        "http://127.0.0.1:${prefect_port}/api/work_pools/gpu/workers/filter" worker \
+        "$PREFECT_SERVER_API_AUTH_STRING"
+    echo "worker on the gpu pool (process type, one flow run at a time)," \
+        "in ${DENOISE_PROJECT_DIR:-$root}"
+}
+
+alerts_up() {
+    # The Prefect automations of flows/alerts.py, as a client; without a webhook URL it says
+    # so and applies nothing.
+    client_settings
+    mkdir -p "$state/worker"
+    env -i PATH="$PATH" HOME="${HOME:-/root}" PREFECT_HOME="$state/worker" \
+        DENOISE_ALERT_WEBHOOK_URL="${DENOISE_ALERT_WEBHOOK_URL:-}" "${client[@]}" \
+        python -m flows.alerts --params params.yaml
+}
+
 up() {
     server_env
     postgres_up
     s3_up
     mlflow_up
     prefect_up
+    alerts_up
+    worker_up
     echo "logs in $state; clients: eval \"\$(infra/team/team.sh env)\" (docs/team.md)"
 }
 
 down() {
+    stop_process worker
     stop_process prefect
     stop_process mlflow
     stop_process s3
@@ -258,19 +306,29 @@ down() {
     fi
 }
 
-client_env() {
+client_settings() {
+    # The settings every client (and the worker) needs, as NAME=VALUE words in `client`.
     need MLFLOW_AUTH_ADMIN_USERNAME MLFLOW_AUTH_ADMIN_PASSWORD PREFECT_SERVER_API_AUTH_STRING \
         AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
-    printf 'export %s=%q\n' \
-        MLFLOW_TRACKING_URI "http://127.0.0.1:${mlflow_port}" \
-        MLFLOW_TRACKING_USERNAME "${MLFLOW_TRACKING_USERNAME:-$MLFLOW_AUTH_ADMIN_USERNAME}" \
-        MLFLOW_TRACKING_PASSWORD "${MLFLOW_TRACKING_PASSWORD:-$MLFLOW_AUTH_ADMIN_PASSWORD}" \
-        PREFECT_API_URL "http://127.0.0.1:${prefect_port}/api" \
-        PREFECT_API_AUTH_STRING "$PREFECT_SERVER_API_AUTH_STRING" \
-        DENOISE_TEAM_S3_ENDPOINT "http://127.0.0.1:${s3_port}" \
-        DENOISE_TEAM_BUCKET "$bucket" \
-        AWS_ACCESS_KEY_ID "$AWS_ACCESS_KEY_ID" \
-        AWS_SECRET_ACCESS_KEY "$AWS_SECRET_ACCESS_KEY"
+    client=(
+        MLFLOW_TRACKING_URI="http://127.0.0.1:${mlflow_port}"
+        MLFLOW_TRACKING_USERNAME="${MLFLOW_TRACKING_USERNAME:-$MLFLOW_AUTH_ADMIN_USERNAME}"
+        MLFLOW_TRACKING_PASSWORD="${MLFLOW_TRACKING_PASSWORD:-$MLFLOW_AUTH_ADMIN_PASSWORD}"
+        PREFECT_API_URL="http://127.0.0.1:${prefect_port}/api"
+        PREFECT_API_AUTH_STRING="$PREFECT_SERVER_API_AUTH_STRING"
+        DENOISE_TEAM_S3_ENDPOINT="http://127.0.0.1:${s3_port}"
+        DENOISE_TEAM_BUCKET="$bucket"
+        AWS_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID"
+        AWS_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY"
+    )
+}
+
+client_env() {
+    local setting
+    client_settings
+    for setting in "${client[@]}"; do
+        printf 'export %s=%q\n' "${setting%%=*}" "${setting#*=}"
+    done
 }
 
 case "${1:-}" in
@@ -280,6 +338,7 @@ case "${1:-}" in
     commands)
         echo "${MLFLOW_COMMAND[*]}"
         echo "${PREFECT_COMMAND[*]}"
+        echo "${WORKER_COMMAND[*]}"
         ;;
     *)
         echo "usage: $0 up|down|env|commands" >&2

@@ -415,6 +415,31 @@ def run(
 
 @app.command()
 @_user_errors
+def push(
+    remote: Annotated[
+        str | None, typer.Option("--remote", "-r", help="DVC remote (default: the default).")
+    ] = None,
+) -> None:
+    """`dvc push --run-cache`, with the objects the run cache needs that DVC does not send.
+
+    A clone or worker that pulls the run cache (`dvc pull --run-cache`) then restores every
+    stage that ran here with the same code, params and inputs instead of running it.
+    """
+    from denoise import workspace
+
+    pushed = workspace.push(Path.cwd(), remote)
+    if pushed.output:
+        typer.echo(pushed.output)
+    typer.echo(f"run cache: {pushed.sent} more objects sent")
+    if pushed.missing:
+        typer.echo(
+            f"run cache: {pushed.missing} objects of older runs are no longer in the local cache "
+            "(dvc gc); those runs cannot be restored elsewhere"
+        )
+
+
+@app.command()
+@_user_errors
 def restore(params: ParamsOption = Path("params.yaml")) -> None:
     """Return the tree to the last commit's pipeline state after a failed or killed run.
 

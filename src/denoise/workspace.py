@@ -1,10 +1,13 @@
-"""The project's git + DVC working tree: the services `denoise run` needs, and `denoise restore`.
+"""The project's git + DVC working tree: the services `denoise run` needs, `denoise push` and
+`denoise restore`.
 
 `denoise run` checks the Prefect API (when one is configured) and, with --pull or --push, the
 DVC remote, before the flow starts; the preflight stage checks the rest. `denoise restore`
 returns the tree to the last commit's pipeline state after a failed or killed run: dvc.lock,
 the .dvc files, the outputs git keeps (cache: false) and the outputs DVC caches, refetched from
 the remote when a cache entry is missing or corrupt (DVC drops an entry whose hash is wrong).
+`denoise push` is `dvc push --run-cache` with the objects the run cache needs that DVC leaves
+behind, so that a clone which pulls the run cache restores every stage instead of running it.
 """
 
 from __future__ import annotations
@@ -94,6 +97,38 @@ def check_dvc_remote(root: Path, command: str, settings: Services) -> None:
         ) from None
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Pushed:
+    output: str  # what `dvc push --run-cache` printed
+    sent: int  # objects of run-cache entries sent besides
+    missing: int  # objects of older run-cache entries no longer in the local cache
+
+
+def push(root: Path, remote: str | None = None) -> Pushed:
+    """`dvc push --run-cache`, then every object the run cache's entries name.
+
+    DVC keeps a stage's uncached outputs (the reports git keeps, declared as plots and metrics
+    in dvc.yaml) in the local cache for its run cache, but `dvc push --run-cache` sends only
+    the entries, not those objects; without them a clone that pulls the run cache runs train,
+    evaluate and register again. Objects already on the remote are not sent twice.
+    """
+    from dvc.repo import Repo
+
+    arguments = ["push", "--run-cache", *(["--remote", remote] if remote else [])]
+    result = _dvc(root, *arguments)
+    if result.returncode != 0:
+        lines = (result.stderr or result.stdout).strip().splitlines() or ["no output"]
+        raise DenoiseError(f"dvc {' '.join(arguments)} failed: {lines[-1]}")
+    sent = missing = 0
+    with Repo(str(root)) as repo:
+        runs = Path(repo.stage_cache.cache_dir)
+        entries = [(path.parent.name, path.name) for path in runs.glob("*/*/*") if path.is_file()]
+        for objects in repo.stage_cache.get_used_objs(entries).values():
+            transfer = repo.cloud.push(objects, remote=remote)
+            sent, missing = sent + len(transfer.transferred), missing + len(transfer.failed)
+    return Pushed(result.stdout.strip(), sent, missing)
 
 
 def _git(root: Path, *arguments: str) -> str:

@@ -609,6 +609,22 @@ class Services:
 
 
 @dataclasses.dataclass(frozen=True)
+class Alerts:
+    """Thresholds of the Prefect automations (flows/alerts.py)."""
+
+    # A pipeline run that Prefect marked late and that has not started this long after.
+    late_after_seconds: float = 900.0
+
+    def __post_init__(self) -> None:
+        _check(
+            self.late_after_seconds >= 10,
+            "late_after_seconds",
+            "must be >= 10 (Prefect's shortest wait for a proactive trigger), "
+            f"got {self.late_after_seconds:g}",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class Register:
     model_name: str = "denoise"
     score_set: str = "test"
@@ -659,6 +675,7 @@ class Params:
     evaluate: Evaluate = dataclasses.field(default_factory=Evaluate)
     tracking: Tracking = dataclasses.field(default_factory=Tracking)
     services: Services = dataclasses.field(default_factory=Services)
+    alerts: Alerts = dataclasses.field(default_factory=Alerts)
     register: Register = dataclasses.field(default_factory=Register)
     apply: Apply = dataclasses.field(default_factory=Apply)
     # Named sets of params a profile cannot hold, {dotted key: value} each: `denoise recipe`.

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
 
 import requests
 
@@ -62,11 +61,7 @@ def retry_schedule(settings: Services) -> tuple[int, int]:
     return retries, 1
 
 
-def check(
-    service: Service,
-    settings: Services,
-    sleep: Callable[[float], None] = time.sleep,
-) -> None:
+def check(service: Service, settings: Services) -> None:
     """Raise ServiceError (one line: the service, its URL, why, the fix) unless it answers."""
     deadline = time.monotonic() + settings.retry_seconds
     wait = 1.0
@@ -95,7 +90,7 @@ def check(
             raise ServiceError(
                 _line(service, f"{reason}, still after retrying for {settings.retry_seconds:g} s")
             )
-        sleep(wait)
+        time.sleep(wait)
         wait *= 2
 
 
