@@ -53,15 +53,19 @@ def wait_http(url: str, timeout: float, process: subprocess.Popen[bytes] | None 
 
 
 def start(
-    command: list[str], log_path: Path, env: dict[str, str] | None = None
+    command: list[str],
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    inherit: bool = True,
 ) -> subprocess.Popen[bytes]:
-    """Start command in a new process group, stdout and stderr into log_path."""
+    """Start command in a new process group, stdout and stderr into log_path; its environment
+    is this one's updated with env (inherit=False: env alone)."""
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
+            env={**(os.environ if inherit else {}), **(env or {})},
             start_new_session=True,
         )
     process.log_path = log_path  # type: ignore[attr-defined]

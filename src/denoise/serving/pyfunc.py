@@ -9,6 +9,7 @@ by name.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from denoise.core.config import Apply
 from denoise.serving.tiling import denoise_batch, denoise_image
 
 KERAS_ARTIFACT = "keras_model"  # key in context.artifacts: the .keras file
+BACKEND_KEY = "keras_backend"  # in model_config and the MLmodel metadata: what trained it
 # What a model logged without some apply key (an older version) serves with: params' defaults.
 TILING_DEFAULTS = dataclasses.asdict(Apply())
 
@@ -26,7 +28,7 @@ class DenoiserModel(PythonModel):
     """Denoise images of any size with a Keras model: padding and blended overlapping tiles.
 
     Needs the artifact KERAS_ARTIFACT; model_config may set tile_size, overlap, batch_size,
-    self_ensemble and precision (log_denoiser writes them from params.apply;
+    self_ensemble and precision (log_denoiser writes them from params.apply, and BACKEND_KEY;
     `mlflow.pyfunc.load_model(uri, model_config=...)` overrides the keys the model was logged
     with, serve_as the last two whatever it was logged with).
     """
@@ -38,10 +40,19 @@ class DenoiserModel(PythonModel):
         from denoise.core import runtime
 
         runtime.configure()
+        config = {**TILING_DEFAULTS, **(context.model_config or {})}
+        # The backend it was trained on where this environment has it, else one it has.
+        trained_on = config.get(BACKEND_KEY)
+        chosen = runtime.choose_keras_backend(trained_on)
+        if chosen is not None and chosen != trained_on:
+            print(
+                f"denoise: serving on Keras backend {chosen} (trained on {trained_on}, "
+                "which this environment lacks)",
+                file=sys.stderr,
+            )
         from denoise.models.registry import load_model
 
         self.model = load_model(context.artifacts[KERAS_ARTIFACT])
-        config = {**TILING_DEFAULTS, **(context.model_config or {})}
         self.tile_size = int(config["tile_size"])
         self.overlap = int(config["overlap"])
         self.batch_size = int(config["batch_size"])

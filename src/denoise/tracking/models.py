@@ -12,7 +12,7 @@ import numpy as np
 from denoise.core.config import Apply, Params
 from denoise.core.errors import ModelError
 from denoise.models.pretrained import PRETRAINED_DIR
-from denoise.serving.pyfunc import KERAS_ARTIFACT, DenoiserModel
+from denoise.serving.pyfunc import BACKEND_KEY, KERAS_ARTIFACT, DenoiserModel
 
 
 def _requirements() -> list[str]:
@@ -56,8 +56,11 @@ def log_denoiser(
     The signature is float32 (-1, -1, -1, 3) in and out (any batch, height and width), with a
     2x16x16x3 input example; the denoise package travels with the model (code_paths) and the
     pip requirements are pinned to this environment, so `mlflow models serve --env-manager
-    local` works here and a fresh virtualenv can rebuild it elsewhere. Returns mlflow's ModelInfo.
+    local` works here and a fresh virtualenv can rebuild it elsewhere. The Keras backend it was
+    trained on is recorded (model_config and the MLmodel metadata): a serving environment uses
+    it where installed and otherwise one it has. Returns mlflow's ModelInfo.
     """
+    import keras
     import mlflow
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
@@ -72,6 +75,8 @@ def log_denoiser(
         "batch_size": batch_size if batch_size is not None else config.batch_size,
         "self_ensemble": config.self_ensemble,
         "precision": config.precision,
+        # Served on the same backend where the serving environment has it, else on one it has.
+        BACKEND_KEY: keras.backend.backend(),
     }
     images = Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1, 3))])
     example = np.random.default_rng(0).random((2, 16, 16, 3), dtype=np.float32)
@@ -92,6 +97,7 @@ def log_denoiser(
             input_example=example,
             code_paths=[str(package)],
             pip_requirements=_requirements(),
+            metadata={BACKEND_KEY: model_config[BACKEND_KEY]},
             registered_model_name=registered_model_name,
         )
 
