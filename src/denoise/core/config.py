@@ -86,6 +86,18 @@ class Split:
 
 
 @dataclasses.dataclass(frozen=True)
+class Clips:
+    """Runs of consecutive decoded frames (stride 1) of each video, for temporal models."""
+
+    length: int = 15  # frames per clip
+    per_split: int = 0  # clips per video and split, evenly spaced in its block; 0: none
+
+    def __post_init__(self) -> None:
+        _check(self.length >= 2, "length", f"must be >= 2 frames, got {self.length}")
+        _check(self.per_split >= 0, "per_split", f"must be >= 0, got {self.per_split}")
+
+
+@dataclasses.dataclass(frozen=True)
 class Extract:
     size: int = 200
     frame_stride: int = 3
@@ -97,6 +109,7 @@ class Extract:
     # Sources (names under paths.raw) whose every frame is a train frame: extra variety, such as
     # a photo library, that never enters the validation or test sets.
     train_only: list[str] = dataclasses.field(default_factory=list)
+    clips: Clips = dataclasses.field(default_factory=Clips)
 
     def __post_init__(self) -> None:
         _check(self.size >= 8, "size", f"must be at least 8 pixels, got {self.size}")

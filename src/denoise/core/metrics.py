@@ -45,3 +45,22 @@ def ssim(clean: np.ndarray, denoised: np.ndarray, data_range: float = 1.0) -> fl
             use_sample_covariance=False,
         )
     )
+
+
+def temporal_psnr(clean: np.ndarray, denoised: np.ndarray, data_range: float = 1.0) -> float:
+    """tPSNR in dB of a clip: how steady the denoised frames are against the clean ones.
+
+    The temporal error of frame t is e_t = (d_t - d_{t-1}) - (c_t - c_{t-1}), and
+    tPSNR = 10 log10(data_range^2 / mean(e_t^2)) over t = 1..T-1 and every pixel: infinite for
+    a perfect denoiser, lower as the residual changes from frame to frame (flicker).
+    clean, denoised: float (T, H, W, C) clips of at least two frames.
+    """
+    if clean.shape != denoised.shape:
+        raise ValueError(f"clip shapes differ: {clean.shape} and {denoised.shape}")
+    if clean.ndim != 4 or clean.shape[0] < 2:
+        raise ValueError(f"expected a (T, H, W, C) clip of 2 frames or more, got {clean.shape}")
+    residual = denoised.astype(np.float64) - clean.astype(np.float64)
+    mse = float(np.mean(np.diff(residual, axis=0) ** 2))
+    if mse == 0.0:
+        return math.inf
+    return 10.0 * math.log10(data_range**2 / mse)

@@ -4,6 +4,9 @@ Each set holds clean float32 (N, H, W, 3) RGB in [0, 1] and one noisy array per 
 losslessly and unclipped (the literature's convention, docs/benchmarks.md). The Gaussian levels
 in noise.evaluation.as_saved also get an "as saved" twin of the same draw, clipped and rounded
 to 8 bits, as a noisy frame written to disk would be.
+
+With extract.clips, the validation and test clips become clip sets the same way: clean
+float32 (N, T, H, W, 3) and noisy copies, the noise of every frame drawn independently.
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ from denoise.core.atomic import atomic_directory, write_json
 from denoise.core.config import Params
 from denoise.core.errors import ConfigError, DataError
 from denoise.core.noise import apply_noise, as_saved, empirical_sigma, level_name, set_rng
-from denoise.data.extract import load_frames, load_manifest
+from denoise.data.extract import load_clips_manifest, load_frames, load_manifest
 from denoise.data.video import centre_crop_resize
 
 EVALUATION_SPLITS = ("validation", "test")
 PHOTOGRAPHS = "photographs"
 INDEX_NAME = "index.json"
+CLIP_SETS = "clip_sets"  # index.json key of the clip sets (clips-validation, clips-test)
 
 
 def evenly_spaced(rows: pd.DataFrame, count: int) -> pd.DataFrame:
@@ -72,6 +76,31 @@ def _write_set(
     return {"images": sources, "shape": list(clean.shape), "levels": levels}
 
 
+def _write_clip_sets(directory: Path, frames_dir: Path, params: Params) -> dict[str, object]:
+    """clips-validation and clips-test: every clip of the split, clean and noisy."""
+    clips = load_clips_manifest(frames_dir)
+    written: dict[str, object] = {}
+    for split in EVALUATION_SPLITS:
+        rows = clips[clips["split"] == split] if len(clips) else clips
+        if rows.empty:
+            raise DataError(
+                f"{frames_dir}: no {split} clips of {params.extract.clips.length} frames; "
+                f"shorten extract.clips.length or add longer videos"
+            )
+        clean = np.stack([np.load(frames_dir / file) for file in rows["file"]])
+        sources = [
+            f"{video}#{first}-{last}"
+            for video, first, last in zip(
+                rows["video"], rows["first_frame_index"], rows["last_frame_index"], strict=True
+            )
+        ]
+        name = f"clips-{split}"
+        written[name] = _write_set(
+            directory, name, clean.astype(np.float32) / 255.0, sources, params
+        )
+    return written
+
+
 @dataclasses.dataclass(frozen=True)
 class NoiseSummary:
     images_per_set: dict[str, int]
@@ -108,6 +137,8 @@ def write_evaluation_sets(params: Params) -> NoiseSummary:
             index["sets"][PHOTOGRAPHS] = _write_set(  # type: ignore[index]
                 staging, PHOTOGRAPHS, photographs, list(params.noise.photographs), params
             )
+        if params.extract.clips.per_split > 0:
+            index[CLIP_SETS] = _write_clip_sets(staging, frames_dir, params)
         write_json(staging / INDEX_NAME, index)
     sets: dict[str, dict[str, object]] = index["sets"]  # type: ignore[assignment]
     return NoiseSummary(
@@ -116,12 +147,15 @@ def write_evaluation_sets(params: Params) -> NoiseSummary:
     )
 
 
-def load_set(evalsets_dir: Path, name: str) -> tuple[np.ndarray, dict[str, np.ndarray], dict]:
-    """Read one evaluation set: clean, {level name: noisy}, and its index entry."""
+def load_set(
+    evalsets_dir: Path, name: str, group: str = "sets"
+) -> tuple[np.ndarray, dict[str, np.ndarray], dict]:
+    """Read one evaluation set (group CLIP_SETS: one clip set): clean, {level name: noisy},
+    and its index entry."""
     index_path = evalsets_dir / INDEX_NAME
     if not index_path.is_file():
         raise DataError(f"{index_path}: missing; run `denoise noise` first")
-    info = json.loads(index_path.read_text())["sets"].get(name)
+    info = json.loads(index_path.read_text()).get(group, {}).get(name)
     if info is None:
         raise DataError(f"{evalsets_dir}: no evaluation set {name!r}; rerun `denoise noise`")
     clean = np.load(evalsets_dir / name / "clean.npy")

@@ -16,6 +16,7 @@ from denoise.core.atomic import atomic_directory
 from denoise.core.config import Params, Split
 from denoise.core.errors import DataError
 from denoise.core.progress import progress
+from denoise.data.clips import CLIPS_DIR, CLIPS_MANIFEST, clip_starts, collect_clips
 from denoise.data.video import (
     IMAGE_SUFFIXES,
     Frame,
@@ -34,6 +35,7 @@ GAP = "gap"  # frames dropped at a split boundary: near-duplicates of both sides
 class ExtractSummary:
     num_sources: int  # videos plus still-image folders
     frames_per_split: dict[str, int]
+    clips_per_split: dict[str, int] = dataclasses.field(default_factory=dict)  # extract.clips
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,16 +117,20 @@ def frame_statistics(rgb: np.ndarray) -> dict[str, float | str]:
     }
 
 
-def assign_splits(timestamps: np.ndarray, split: Split) -> np.ndarray:
+def assign_splits(
+    timestamps: np.ndarray, split: Split, span: tuple[float, float] | None = None
+) -> np.ndarray:
     """Label frames of one video by contiguous time blocks: train, then validation, then test.
 
     timestamps: seconds, float (N,). Frames within gap_seconds / 2 of a block boundary get
     "gap" and are used by nobody, so no evaluated frame has a near-duplicate in training.
+    span: the (first, last) seconds the blocks divide; default the timestamps' own (the clips
+    pass the sampled frames' span, so both share the blocks).
     """
     labels = np.full(len(timestamps), "train", dtype=object)
     if len(timestamps) == 0:
         return labels
-    start, end = float(timestamps.min()), float(timestamps.max())
+    start, end = span or (float(timestamps.min()), float(timestamps.max()))
     duration = max(end - start, 1e-9)
     train_end = start + (1.0 - split.validation_fraction - split.test_fraction) * duration
     validation_end = start + (1.0 - split.test_fraction) * duration
@@ -199,6 +205,52 @@ def _extract_source(source: Source, raw_dir: Path, out_dir: Path, params: Params
     return table
 
 
+def _extract_clips(
+    source: Source, name: str, table: pd.DataFrame, out_dir: Path, params: Params
+) -> pd.DataFrame:
+    """A second decode of one video, every frame: write its clips (extract.clips) under
+    out_dir/clips/ and return their manifest rows. The frames' blocks are those of its sampled
+    frames (table), so a test clip holds only test-block frames, never a gap frame."""
+    config = params.extract
+    info = probe(source.path)
+    span = (float(table["timestamp_s"].min()), float(table["timestamp_s"].max()))
+    # read_frames stamps decoded frame i at i / fps: the labels of every frame, ahead.
+    timestamps = np.arange(info.frame_count) / info.fps
+    if name in config.train_only:
+        labels = np.full(len(timestamps), "train", dtype=object)
+    else:
+        labels = assign_splits(timestamps, config.split, span)
+    length = config.clips.length
+    starts = {
+        start: split
+        for split in SPLITS
+        for start in clip_starts(labels, length, config.clips.per_split, split)
+    }
+    frames = read_frames(
+        source.path, config.size, 1, None, config.allow_greyscale, config.min_decoded_fraction
+    )
+    rows: list[dict[str, object]] = []
+    stem = name.replace("/", "__")
+    for split, clip in collect_clips(frames, starts, length):
+        number = sum(row["split"] == split for row in rows)
+        file = f"{CLIPS_DIR}/{stem}.{split}.{number:03d}.npy"
+        np.save(out_dir / file, np.stack([frame.rgb for frame in clip]), allow_pickle=False)
+        rows.append(
+            {
+                "video": name,
+                "split": split,
+                "clip": number,
+                "file": file,
+                "frames": len(clip),
+                "first_frame_index": clip[0].index,
+                "last_frame_index": clip[-1].index,
+                "first_timestamp_s": clip[0].timestamp,
+                "last_timestamp_s": clip[-1].timestamp,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def check_sources(params: Params, open_files: bool = False) -> list[Source]:
     """The sources under paths.raw, after checking that extract.train_only names only them.
 
@@ -233,11 +285,34 @@ def extract_frames(params: Params) -> ExtractSummary:
         tables = [_extract_source(source, raw_dir, staging, params) for source in sources]
         manifest = pd.concat(tables, ignore_index=True)
         manifest.to_parquet(staging / MANIFEST_NAME, index=False)
+        clips_per_split: dict[str, int] = {}
+        if params.extract.clips.per_split > 0:
+            (staging / CLIPS_DIR).mkdir()
+            found = [
+                _extract_clips(
+                    source, source.path.relative_to(raw_dir).as_posix(), table, staging, params
+                )
+                for source, table in zip(sources, tables, strict=True)
+                if not source.images
+            ]
+            clips = pd.concat(found, ignore_index=True) if found else pd.DataFrame()
+            clips.to_parquet(staging / CLIPS_MANIFEST, index=False)
+            counted = clips["split"].value_counts() if len(clips) else pd.Series(dtype=int)
+            clips_per_split = {split: int(counted.get(split, 0)) for split in SPLITS}
     counts = manifest["split"].value_counts()
     return ExtractSummary(
         num_sources=len(sources),
         frames_per_split={split: int(counts.get(split, 0)) for split in (*SPLITS, GAP)},
+        clips_per_split=clips_per_split,
     )
+
+
+def load_clips_manifest(frames_dir: Path) -> pd.DataFrame:
+    """The clips the extract stage wrote (extract.clips), or DataError if it wrote none."""
+    path = frames_dir / CLIPS_MANIFEST
+    if not path.is_file():
+        raise DataError(f"{path}: missing; set extract.clips.per_split and run `denoise extract`")
+    return pd.read_parquet(path)
 
 
 def load_manifest(frames_dir: Path) -> pd.DataFrame:
