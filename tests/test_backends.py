@@ -84,11 +84,13 @@ def _environment(folder: Path, without: str) -> Path:
 
 def _env(folder: Path, python: Path, tracking_uri: str) -> dict[str, str]:
     """This process's environment for python's virtual environment, with no Keras backend
-    chosen: no KERAS_BACKEND, and a Keras home without keras.json."""
+    chosen (no KERAS_BACKEND, a Keras home without keras.json) and no MLflow setting but the
+    tracking URI (an earlier test's set_experiment leaves MLFLOW_EXPERIMENT_ID behind)."""
     environment = {
         name: value
         for name, value in os.environ.items()
         if name not in {"KERAS_BACKEND", "VIRTUAL_ENV", "PYTHONPATH"}
+        and not name.startswith("MLFLOW_")
     }
     return {
         **environment,
