@@ -91,20 +91,23 @@ def track_raw_data(root: Path, raw: str) -> None:
 
 
 @task(name="dvc-stage", task_run_name="{stage}", cache_policy=NO_CACHE)
-def run_stage(stage: str, root: Path, tracking_run_id: str | None) -> dict[str, Any]:
+def run_stage(
+    stage: str, root: Path, tracking_run_id: str | None, pull: bool = False
+) -> dict[str, Any]:
     """Run one DVC stage; DVC skips it when its inputs did not change.
 
     A stage that runs logs its MLflow child runs under tracking_run_id (None: the preflight
-    stage, which runs before the tracking run opens and logs no run).
+    stage, which runs before the tracking run opens and logs no run). pull: fetch what the
+    stage needs from the DVC remote, and the outputs of a run the pulled run cache holds
+    (`dvc repro --pull`), so such a stage is restored instead of run.
     """
     logger = get_run_logger()
     ran = _changed(stage, root)
     env = {PARENT_RUN_ENV: tracking_run_id} if tracking_run_id else {}
     # The stage's output goes to the task's log line by line: on the console as it comes, and
     # to the Prefect API, where the UI shows it beside the task.
-    status, output = _dvc(
-        ["repro", "--single-item", stage], root, env, lambda line: logger.info(line.rstrip())
-    )
+    arguments = ["repro", "--single-item", *(["--pull"] if pull else []), stage]
+    status, output = _dvc(arguments, root, env, lambda line: logger.info(line.rstrip()))
     if status != 0:
         errors = [line for line in output.splitlines() if line.startswith("error: ")]
         last = output.strip().splitlines()[-1:] or ["no output"]
@@ -279,11 +282,11 @@ def denoise_pipeline(
         dvc_transfer("pull", project)
     track_raw_data(project, params.paths.raw)
     first, *rest = STAGES
-    results: list[dict[str, Any]] = [run_stage(first, project, None)]
+    results: list[dict[str, Any]] = [run_stage(first, project, None, pull)]
     tracking_run_id = open_tracking_run(project)
     for stage in rest:
         try:
-            results.append(run_stage(stage, project, tracking_run_id))
+            results.append(run_stage(stage, project, tracking_run_id, pull))
             if stage == "register" and results[-1]["ran"]:
                 announce_champion(project / params.paths.registry)
         except Exception:
