@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
+# Test processes (pytest-xdist), each running whole modules: the suite mostly waits on
+# subprocess chains and servers (one busy core on average), so two workers suit two cores.
+TEST_WORKERS ?= 2
 
 .PHONY: setup remote samples run serve ui push pull team-up team-down test test-fast lint lineage clean
 
@@ -63,10 +66,10 @@ test: setup
 	infra/apt-install.sh opencv-doc "a synthetic sample video will be used"
 	infra/apt-install.sh chromium "the Data Docs browser test will skip"
 	infra/apt-install.sh docker-compose "the compose file check in tests/test_team.py will fail"
-	python -m pytest
+	python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-fast: setup
-	python -m pytest -m "not slow"
+	python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 lint: setup
 	ruff check src tests flows bench

@@ -18,6 +18,29 @@ from denoise.core.config import Params, load_params, params_to_dict
 runtime.configure()  # before any test imports keras: TensorFlow as `denoise` runs it
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# The modules that take minutes (whole pipelines, servers), longest first. `make test` runs
+# modules on two workers (pytest-xdist, --dist loadfile): these start first, so that both
+# workers finish at about the same time.
+LONG_MODULES = (
+    "test_pipeline",
+    "test_default_run",
+    "test_faults",
+    "test_team",
+    "test_deployment",
+    "test_mlflow",
+    "test_profiles",
+    "test_train",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Long modules first; otherwise pytest-randomly's shuffled order (the sort is stable)."""
+
+    def rank(item: pytest.Item) -> int:
+        module = item.nodeid.split("::")[0].removeprefix("tests/").removesuffix(".py")
+        return LONG_MODULES.index(module) if module in LONG_MODULES else len(LONG_MODULES)
+
+    items.sort(key=rank)
 
 
 def write_tiny_video(
