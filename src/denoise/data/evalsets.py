@@ -163,9 +163,10 @@ def load_set(
     return clean, noisy, info
 
 
-def list_sets(evalsets_dir: Path) -> list[str]:
-    """Names of the evaluation sets the noise stage wrote."""
+def list_sets(evalsets_dir: Path, group: str = "sets") -> list[str]:
+    """Names of the evaluation sets the noise stage wrote (group CLIP_SETS: the clip sets,
+    none unless extract.clips.per_split > 0)."""
     index_path = evalsets_dir / INDEX_NAME
     if not index_path.is_file():
         raise DataError(f"{index_path}: missing; run `denoise noise` first")
-    return list(json.loads(index_path.read_text())["sets"])
+    return list(json.loads(index_path.read_text()).get(group, {}))

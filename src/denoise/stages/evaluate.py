@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,14 +13,15 @@ from typing import Any
 import numpy as np
 
 from denoise.core.atomic import atomic_directory, atomic_path, write_json, write_text
-from denoise.core.baselines import baseline
+from denoise.core.baselines import baseline, bm4d_video
 from denoise.core.config import Params
 from denoise.core.errors import DataError
 from denoise.core.images import triptych
-from denoise.core.metrics import psnr, ssim
+from denoise.core.metrics import psnr, ssim, temporal_psnr
 from denoise.core.noise import level_name
 from denoise.core.progress import progress
-from denoise.data.evalsets import list_sets, load_set
+from denoise.core.tables import clip_table, markdown_table
+from denoise.data.evalsets import CLIP_SETS, list_sets, load_set
 from denoise.data.video import write_image
 from denoise.models.precision import at_precision
 from denoise.models.registry import load_model, required_multiple
@@ -30,6 +30,9 @@ from denoise.tracking.runs import StageTracker, stage
 
 # Sets scored here; "validation" is used by training for model selection, so it is not.
 VALIDATION = "validation"
+CLIP_VALIDATION = "clips-validation"
+# Methods that see a whole clip at once, scored on the clip sets only (at evaluate.bm3d_levels).
+VIDEO_METHODS = {"bm4d": bm4d_video}
 BatchDenoiser = Callable[[np.ndarray, float], np.ndarray]
 
 
@@ -57,6 +60,73 @@ def score(
         ms_per_frame=1000.0 * seconds / max(len(noisy), 1),
         outputs=denoised[:keep],
     )
+
+
+def _told_sigma(level_info: dict[str, Any]) -> float:
+    """The noise level a method is told: the declared sigma of a Gaussian level, else the
+    set's measured one."""
+    return float(
+        level_info["level"] if level_info["kind"] == "gaussian" else level_info["empirical_sigma"]
+    )
+
+
+def score_clips(
+    clean: np.ndarray, noisy: np.ndarray, sigma: float, denoise_clip: BatchDenoiser
+) -> dict[str, float]:
+    """Denoise each clip whole and score it: PSNR and SSIM per frame, tPSNR per clip, each
+    then averaged; ms per frame.
+
+    clean, noisy: float32 (N, T, H, W, 3) clips; denoise_clip maps one (T, H, W, 3) clip (a
+    frame method sees its frames as a stack of images).
+    """
+    frame_psnr, frame_ssim, clip_tpsnr = [], [], []
+    seconds = 0.0
+    for reference, corrupted in zip(clean, noisy, strict=True):
+        start = time.perf_counter()
+        denoised = denoise_clip(corrupted, sigma)
+        seconds += time.perf_counter() - start
+        frame_psnr += [psnr(frame, out) for frame, out in zip(reference, denoised, strict=True)]
+        frame_ssim += [ssim(frame, out) for frame, out in zip(reference, denoised, strict=True)]
+        clip_tpsnr.append(temporal_psnr(reference, denoised))
+    return {
+        "psnr": float(np.mean(frame_psnr)),
+        "ssim": float(np.mean(frame_ssim)),
+        "tpsnr": float(np.mean(clip_tpsnr)),
+        "ms_per_frame": 1000.0 * seconds / max(len(frame_psnr), 1),
+        "clips": len(clean),
+    }
+
+
+def _evaluate_clips(
+    params: Params, methods: dict[str, BatchDenoiser], evalsets_dir: Path
+) -> dict[str, Any]:
+    """Every method on the test clips (extract.clips): the frame methods frame by frame, the
+    video methods (BM4D) on whole clips; BM3D and BM4D at evaluate.bm3d_levels only."""
+    heavy, limited = {"bm3d", *VIDEO_METHODS}, params.evaluate.bm3d_levels  # []: every level
+    scored: dict[str, Any] = {}
+    for set_name in list_sets(evalsets_dir, CLIP_SETS):
+        if set_name == CLIP_VALIDATION:
+            continue
+        clean, noisy_levels, info = load_set(evalsets_dir, set_name, CLIP_SETS)
+        levels: dict[str, Any] = {}
+        scored[set_name] = {
+            "clips": clean.shape[0],
+            "frames": clean.shape[1],
+            "height": clean.shape[2],
+            "width": clean.shape[3],
+            "levels": levels,
+        }
+        jobs = [
+            (level, method, denoise)
+            for level in info["levels"]
+            for method, denoise in {**methods, **VIDEO_METHODS}.items()
+            if method not in heavy or not limited or level in limited
+        ]
+        for level, method, denoise in progress(jobs, description=f"evaluate {set_name}"):
+            levels.setdefault(level, {})[method] = score_clips(
+                clean, noisy_levels[level], _told_sigma(info["levels"][level]), denoise
+            )
+    return scored
 
 
 def per_image(function: Callable[[np.ndarray, float], np.ndarray]) -> BatchDenoiser:
@@ -97,55 +167,6 @@ def _load_models(params: Params) -> dict[str, tuple[Any, dict[str, Any]]]:
     return models
 
 
-def _fmt(value: float, digits: int) -> str:
-    return "inf" if math.isinf(value) else f"{value:.{digits}f}"
-
-
-def markdown_table(metrics: dict[str, Any], model_info: dict[str, dict[str, Any]]) -> str:
-    """One table per evaluation set: PSNR/SSIM per noise level, ms per frame, model sizes."""
-    lines = []
-    for set_name, set_metrics in metrics["sets"].items():
-        levels = list(set_metrics["levels"])
-        lines.append(
-            f"**{set_name}** ({set_metrics['images']} images, "
-            f"{set_metrics['height']}x{set_metrics['width']})\n"
-        )
-        header = [
-            "method",
-            *[f"{level} PSNR / SSIM" for level in levels],
-            "ms/frame",
-            "parameters",
-            "train s",
-        ]
-        lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + "---|" * len(header))
-        methods = list(
-            dict.fromkeys(method for level in levels for method in set_metrics["levels"][level])
-        )
-        for method in methods:
-            cells = [method]
-            times = []
-            for level in levels:
-                result = set_metrics["levels"][level].get(method)
-                if result is None:  # not run at this level (BM3D: evaluate.bm3d_levels)
-                    cells.append("-")
-                    continue
-                subset = (
-                    f" (n={result['images']})" if result["images"] != set_metrics["images"] else ""
-                )
-                cells.append(f"{_fmt(result['psnr'], 2)} / {_fmt(result['ssim'], 3)}{subset}")
-                times.append(result["ms_per_frame"])
-            info = model_info.get(method, {})
-            cells += [
-                f"{np.mean(times):.1f}",
-                f"{info.get('parameters', '-'):,}" if info else "-",
-                f"{info['train_seconds']:.0f}" if info else "-",
-            ]
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
-    return "\n".join(lines)
-
-
 @dataclasses.dataclass(frozen=True)
 class EvaluateSummary:
     metrics: dict[str, Any]
@@ -167,10 +188,10 @@ def run(params: Params) -> EvaluateSummary:
 def method_metrics(metrics: dict[str, Any], method: str) -> dict[str, float]:
     """A method's scores as flat MLflow metrics: {"test.gaussian-25.psnr": 29.4, ...}."""
     flat = {}
-    for set_name, set_metrics in metrics["sets"].items():
+    for set_name, set_metrics in {**metrics["sets"], **metrics.get("clip_sets", {})}.items():
         for level, level_metrics in set_metrics["levels"].items():
-            for key in ("psnr", "ssim", "ms_per_frame"):
-                if method in level_metrics:
+            for key in ("psnr", "ssim", "tpsnr", "ms_per_frame"):
+                if key in level_metrics.get(method, {}):
                     flat[f"{set_name}.{level}.{key}"] = level_metrics[method][key]
     return flat
 
@@ -181,7 +202,8 @@ def _log_evaluation(tracker: StageTracker, params: Params, metrics: dict[str, An
 
     evaluation = Path(params.paths.evaluation)
     with tracker.child("baselines", tags={"denoise.kind": "baselines"}):
-        for method in params.evaluate.methods:
+        video = list(VIDEO_METHODS) if "clip_sets" in metrics else []
+        for method in [*params.evaluate.methods, *video]:
             mlflow.log_metrics(
                 {f"{method}.{key}": value for key, value in method_metrics(metrics, method).items()}
             )
@@ -238,12 +260,7 @@ def _evaluate(params: Params) -> EvaluateSummary:
     jobs = [(name, level) for name in set_names for level in loaded[name][2]["levels"]]
     for set_name, level in progress(jobs, description="evaluate"):
         clean, noisy_levels, info = loaded[set_name]
-        level_info = info["levels"][level]
-        sigma = (
-            level_info["level"]
-            if level_info["kind"] == "gaussian"
-            else level_info["empirical_sigma"]
-        )
+        sigma = _told_sigma(info["levels"][level])
         set_metrics = metrics["sets"].setdefault(
             set_name,
             {"images": len(clean), "height": clean.shape[1], "width": clean.shape[2], "levels": {}},
@@ -292,9 +309,12 @@ def _evaluate(params: Params) -> EvaluateSummary:
                         triptych(noisy_levels[level][position], denoised, clean[position]),
                     )
                 )
+    clip_metrics = _evaluate_clips(params, methods, evalsets_dir)
+    if clip_metrics:
+        metrics["clip_sets"] = clip_metrics
     model_info = {name: info for name, (_, info) in models.items()}
     metrics["models"] = model_info
-    table = markdown_table(metrics, model_info)
+    table = markdown_table(metrics, model_info) + clip_table(metrics.get("clip_sets", {}))
     with atomic_directory(params.paths.evaluation) as staging:
         for relative, image in images:
             (staging / relative).parent.mkdir(parents=True, exist_ok=True)

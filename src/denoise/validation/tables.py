@@ -190,9 +190,11 @@ def _evaluation_row(
 
 
 def results_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
-    """One row per set, noise level and method of the evaluate stage's metrics.json."""
+    """One row per set (clip sets too), noise level and method of the evaluate stage's
+    metrics.json; images: how many images (clips) the method was scored on."""
     rows = []
-    for set_name, set_metrics in metrics.get("sets", {}).items():
+    scored = {**metrics.get("sets", {}), **metrics.get("clip_sets", {})}
+    for set_name, set_metrics in scored.items():
         for level, methods in set_metrics.get("levels", {}).items():
             for method, result in methods.items():
                 values = [float(result.get(key, math.nan)) for key in ("psnr", "ssim")]
@@ -206,7 +208,7 @@ def results_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
                         "psnr": values[0],
                         "ssim": values[1],
                         "ms_per_frame": values[2],
-                        "images": int(result.get("images", 0)),
+                        "images": int(result.get("images", result.get("clips", 0))),
                         "finite": all(math.isfinite(value) for value in values),
                     }
                 )
