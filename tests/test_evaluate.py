@@ -5,6 +5,7 @@ import json
 import math
 from pathlib import Path
 
+import cv2
 import keras
 import numpy as np
 import pytest
@@ -165,6 +166,10 @@ def test_the_test_clips_are_scored_with_psnr_and_tpsnr(params: Params) -> None:
     assert at_25["bm4d"]["tpsnr"] > at_25["noisy"]["tpsnr"]
     assert "**clips-test** (1 clips of 3 frames, 32x32)" in summary.table
     assert "| bm4d | - | " in summary.table  # not run at sigma 15
+    strips = Path(params.paths.evaluation) / "strips" / "clips-test" / "gaussian-25"
+    assert {path.stem for path in strips.glob("*.png")} == frame_methods | {"bm3d", "bm4d"}
+    strip = cv2.imread(str(strips / "bm4d.png"))
+    assert strip.shape == (3 * 32 + 2 * 4, 3 * 32 + 8, 3), "a row per frame: noisy|bm4d|clean"
     # The register stage's results suite checks the clip scores too.
     rows = results_table(metrics).set_index("row")
     assert rows.loc["clips-test/gaussian-25/bm4d", "images"] == 1

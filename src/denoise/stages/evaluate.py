@@ -16,7 +16,7 @@ from denoise.core.atomic import atomic_directory, atomic_path, write_json, write
 from denoise.core.baselines import baseline, bm4d_video
 from denoise.core.config import Params
 from denoise.core.errors import DataError
-from denoise.core.images import triptych
+from denoise.core.images import clip_strip, triptych
 from denoise.core.metrics import psnr, ssim, temporal_psnr
 from denoise.core.noise import level_name
 from denoise.core.progress import progress
@@ -72,14 +72,15 @@ def _told_sigma(level_info: dict[str, Any]) -> float:
 
 def score_clips(
     clean: np.ndarray, noisy: np.ndarray, sigma: float, denoise_clip: BatchDenoiser
-) -> dict[str, float]:
+) -> tuple[dict[str, float], np.ndarray]:
     """Denoise each clip whole and score it: PSNR and SSIM per frame, tPSNR per clip, each
-    then averaged; ms per frame.
+    then averaged; ms per frame. Returns the scores and the first clip denoised.
 
     clean, noisy: float32 (N, T, H, W, 3) clips; denoise_clip maps one (T, H, W, 3) clip (a
     frame method sees its frames as a stack of images).
     """
     frame_psnr, frame_ssim, clip_tpsnr = [], [], []
+    outputs: list[np.ndarray] = []
     seconds = 0.0
     for reference, corrupted in zip(clean, noisy, strict=True):
         start = time.perf_counter()
@@ -88,21 +89,29 @@ def score_clips(
         frame_psnr += [psnr(frame, out) for frame, out in zip(reference, denoised, strict=True)]
         frame_ssim += [ssim(frame, out) for frame, out in zip(reference, denoised, strict=True)]
         clip_tpsnr.append(temporal_psnr(reference, denoised))
-    return {
+        if not outputs:
+            outputs.append(denoised)
+    scores = {
         "psnr": float(np.mean(frame_psnr)),
         "ssim": float(np.mean(frame_ssim)),
         "tpsnr": float(np.mean(clip_tpsnr)),
         "ms_per_frame": 1000.0 * seconds / max(len(frame_psnr), 1),
         "clips": len(clean),
     }
+    return scores, outputs[0]
 
 
 def _evaluate_clips(
-    params: Params, methods: dict[str, BatchDenoiser], evalsets_dir: Path
+    params: Params,
+    methods: dict[str, BatchDenoiser],
+    evalsets_dir: Path,
+    images: list[tuple[str, np.ndarray]],
 ) -> dict[str, Any]:
     """Every method on the test clips (extract.clips): the frame methods frame by frame, the
-    video methods (BM4D) on whole clips; BM3D and BM4D at evaluate.bm3d_levels only."""
+    video methods (BM4D) on whole clips; BM3D and BM4D at evaluate.bm3d_levels only. Adds
+    each method's first clip at noise.validation_sigma to images as a strip (clip_strip)."""
     heavy, limited = {"bm3d", *VIDEO_METHODS}, params.evaluate.bm3d_levels  # []: every level
+    shown = level_name("gaussian", params.noise.validation_sigma)
     scored: dict[str, Any] = {}
     for set_name in list_sets(evalsets_dir, CLIP_SETS):
         if set_name == CLIP_VALIDATION:
@@ -123,9 +132,13 @@ def _evaluate_clips(
             if method not in heavy or not limited or level in limited
         ]
         for level, method, denoise in progress(jobs, description=f"evaluate {set_name}"):
-            levels.setdefault(level, {})[method] = score_clips(
+            scores, denoised = score_clips(
                 clean, noisy_levels[level], _told_sigma(info["levels"][level]), denoise
             )
+            levels.setdefault(level, {})[method] = scores
+            if level == shown and params.evaluate.num_triptychs > 0:
+                strip = clip_strip(noisy_levels[level][0], denoised, clean[0])
+                images.append((f"strips/{set_name}/{level}/{method}.png", strip))
     return scored
 
 
@@ -217,7 +230,9 @@ def _log_evaluation(tracker: StageTracker, params: Params, metrics: dict[str, An
             run = tracker.child(name, tags={"denoise.model": name})
         with run:
             mlflow.log_metrics(method_metrics(metrics, name))
-            for image in sorted(evaluation.glob(f"triptychs/*/*/{name}-*.png")):
+            shown = [*evaluation.glob(f"triptychs/*/*/{name}-*.png")]
+            shown += evaluation.glob(f"strips/*/*/{name}.png")  # clip sets (extract.clips)
+            for image in sorted(shown):
                 relative = image.relative_to(evaluation).parent
                 mlflow.log_artifact(str(image), artifact_path=f"evaluation/{relative}")
     tracker.log_to_parent(
@@ -309,7 +324,7 @@ def _evaluate(params: Params) -> EvaluateSummary:
                         triptych(noisy_levels[level][position], denoised, clean[position]),
                     )
                 )
-    clip_metrics = _evaluate_clips(params, methods, evalsets_dir)
+    clip_metrics = _evaluate_clips(params, methods, evalsets_dir, images)
     if clip_metrics:
         metrics["clip_sets"] = clip_metrics
     model_info = {name: info for name, (_, info) in models.items()}
