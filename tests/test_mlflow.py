@@ -164,3 +164,25 @@ def test_a_weaker_model_becomes_challenger(
     assert challenger.tags["denoise.decision"] == "challenger"
     versions = client.search_model_versions(f"name='{MODEL_NAME}'")
     assert {version.version for version in versions} == {champion.version, challenger.version}
+
+
+def test_models_trained_against_another_store_are_logged_there_and_registered(
+    repository: Path, server: str, tmp_path: Path
+) -> None:
+    """A copy whose models were trained against the server (a clone that pulled them) logs
+    to a store of its own: register logs each model anew from its .keras file, tagged with
+    the run that trained it, and registers that."""
+    import json
+    import shutil
+
+    _repro(repository, server)
+    copy = tmp_path / "copy"
+    shutil.copytree(repository, copy, symlinks=True)
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    result = sh("denoise", "register", cwd=copy, env={"MLFLOW_TRACKING_URI": other})
+    assert "Traceback" not in result.stderr
+    client = _client(other)
+    version = client.get_model_version_by_alias(MODEL_NAME, "champion")
+    trained = json.loads((copy / "models" / "paper_cae.json").read_text())["mlflow_run_id"]
+    assert client.get_run(version.run_id).data.tags["denoise.trained_run"] == trained
+    assert version.run_id != trained

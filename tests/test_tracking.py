@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -84,3 +87,42 @@ def test_local_default_is_sqlite_under_the_repository_root(
     assert tracking_uri(params, PROJECT_ROOT) == f"sqlite:///{expected}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
     assert tracking_uri(params, PROJECT_ROOT) == "http://127.0.0.1:5999"
+
+
+_OPEN_STORE = """
+import sys, time
+from pathlib import Path
+from denoise.core.config import load_params
+from denoise.tracking.runs import configure
+import mlflow  # imported before the start signal: the processes then open the store together
+
+go = Path(sys.argv[1])
+while not go.exists():
+    time.sleep(0.01)
+print(configure(load_params(Path(sys.argv[2]))))
+"""
+
+
+def test_processes_that_open_a_new_local_store_at_once_share_one_experiment(
+    tmp_path: Path,
+) -> None:
+    """`dvc queue start -j 2` in a fresh clone: its experiments create the SQLite store and the
+    experiment on first use at the same moment; each must succeed, with one experiment."""
+    store = tmp_path / "store" / "mlflow.db"
+    go = tmp_path / "go"
+    environment = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store}"}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", _OPEN_STORE, str(go), str(PROJECT_ROOT / "params.yaml")],
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    time.sleep(8)  # the imports
+    go.touch()
+    results = [process.communicate(timeout=120) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0, 0], results
+    assert len({stdout.strip().splitlines()[-1] for stdout, _ in results}) == 1, results

@@ -42,3 +42,15 @@ def exclusive(folder: str | Path, holder: str) -> Iterator[None]:
         yield
     finally:
         os.close(descriptor)
+
+
+@contextlib.contextmanager
+def waiting(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive flock on the file at path for the block, waiting while another
+    process holds it (for short critical sections: creating a store on first use)."""
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)

@@ -25,8 +25,8 @@ from denoise.core.metrics import psnr
 from denoise.core.noise import level_name
 from denoise.data.evalsets import load_set
 from denoise.serving.load import CHALLENGER, CHAMPION
-from denoise.tracking.models import INIT_TAG, logged_model_uri
-from denoise.tracking.runs import stage
+from denoise.tracking.models import INIT_TAG, TRAINED_RUN_TAG, log_model_file, logged_model_uri
+from denoise.tracking.runs import StageTracker, stage
 from denoise.validation.outcomes import RESULTS, SUMMARY_HTML, SuiteResult, failures
 from denoise.validation.report import failure_message
 from denoise.validation.runner import validate_tables
@@ -132,6 +132,29 @@ def _trained_runs(params: Params) -> dict[str, str]:
     return runs
 
 
+def _in_this_store(tracker: StageTracker, params: Params, runs: dict[str, str]) -> dict[str, str]:
+    """Each model's training run in this tracking store. A model trained against another store
+    (a clone whose models came from the DVC remote, with a local store of its own) is logged
+    anew from its .keras file, in a run tagged with the run that trained it."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    found = {}
+    for model, run_id in runs.items():
+        try:
+            client.get_run(run_id)
+            found[model] = run_id
+            continue
+        except MlflowException:
+            pass
+        tags = {"denoise.model": model, TRAINED_RUN_TAG: run_id}
+        with tracker.child(model, tags=tags) as logged:
+            log_model_file(params, Path(params.paths.models) / f"{model}.keras")
+        found[model] = logged
+    return found
+
+
 def run(params: Params) -> RegisterSummary:
     """Register every trained model; move `champion` or `challenger` as should_promote says."""
     from mlflow.tracking import MlflowClient
@@ -151,6 +174,7 @@ def run(params: Params) -> RegisterSummary:
     serving = (params.apply.self_ensemble, params.apply.precision)  # as `denoise apply` serves
     decisions: list[Decision] = []
     with stage(params, "register") as tracker:
+        runs = _in_this_store(tracker, params, runs)
         client = MlflowClient()
         name = config.model_name
         scores = {

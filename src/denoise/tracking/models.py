@@ -105,6 +105,8 @@ def log_denoiser(
 MODEL_ARTIFACT = "model"
 INIT_TAG = "denoise.init_from"  # on a training run and its model version: what it started from
 MODEL_URI_TAG = "denoise.model_uri"  # on a training run: the logged model (models:/m-...)
+# On a run that logged a model trained against another tracking store: the run that trained it.
+TRAINED_RUN_TAG = "denoise.trained_run"
 
 
 def log_trained_model(
@@ -127,6 +129,13 @@ def log_trained_model(
             "rollbacks": len(summary["rollbacks"]),
         }
     )
+    log_model_file(params, keras_path)
+
+
+def log_model_file(params: Params, keras_path: Path) -> None:
+    """Into the active run: the model saved at keras_path, as the register stage finds it."""
+    import mlflow
+
     info = log_denoiser(keras_path, name=MODEL_ARTIFACT, params=params)
     mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from denoise.core import lifeline, services
+from denoise.core import lifeline, locks, services
 from denoise.core.config import Params, params_to_dict
 from denoise.core.locations import tracking_uri
 
@@ -91,23 +91,28 @@ def configure(params: Params, root: Path | None = None) -> str:
     ):
         os.environ[name] = str(int(value))
     artifact_location = None
+    first_use: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
     if uri.startswith("sqlite:///"):
         # Without a server, MLflow would put artifacts in ./mlruns of whatever folder runs it.
-        store = Path(uri.removeprefix("sqlite:///")).parent
-        (store / "artifacts").mkdir(parents=True, exist_ok=True)
-        artifact_location = (store / "artifacts").as_uri()
+        database = Path(uri.removeprefix("sqlite:///"))
+        (database.parent / "artifacts").mkdir(parents=True, exist_ok=True)
+        artifact_location = (database.parent / "artifacts").as_uri()
+        # Processes that open a new store at once (`dvc queue start -j 2`) would each create
+        # its tables and the experiment: one at a time.
+        first_use = locks.waiting(f"{database}.lock")
     mlflow.set_tracking_uri(uri)
     # A failed write to a SQLite store is raised to the caller (one line from the CLI); MLflow
     # would also log it with its traceback.
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
-    client = MlflowClient()
-    experiment = client.get_experiment_by_name(params.tracking.experiment)
-    if experiment is None:
-        experiment_id = client.create_experiment(
-            params.tracking.experiment, artifact_location=artifact_location
-        )
-    else:
-        experiment_id = experiment.experiment_id
+    with first_use:
+        client = MlflowClient()
+        experiment = client.get_experiment_by_name(params.tracking.experiment)
+        if experiment is None:
+            experiment_id = client.create_experiment(
+                params.tracking.experiment, artifact_location=artifact_location
+            )
+        else:
+            experiment_id = experiment.experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)
     return str(experiment_id)
 
