@@ -13,6 +13,7 @@ commits dvc.lock with the git-tracked reports to a results branch, never to the 
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
 import os
@@ -26,11 +27,14 @@ from prefect import flow, get_run_logger, runtime, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
+from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL
 from prefect.tasks import exponential_backoff
 
 from denoise import results_branch as branches
 from denoise import workspace
-from denoise.core.config import load_params
+from denoise.core import services
+from denoise.core.config import Services, load_params
+from denoise.core.errors import ServiceError
 from denoise.tracking.runs import PARENT_RUN_ENV, close_pipeline_run, configure, open_pipeline_run
 
 # The stages of dvc.yaml, in order (tests/test_consistency.py keeps the two in step). The first
@@ -303,6 +307,31 @@ def denoise_pipeline(
     return results
 
 
+def check_prefect(settings: Services) -> None:
+    """Raise ServiceError unless the configured Prefect API answers (none configured: Prefect
+    starts a temporary local server, nothing to check)."""
+    url = PREFECT_API_URL.value()
+    if not url:
+        return
+    auth = PREFECT_API_AUTH_STRING.value()
+    headers = {}
+    if auth:
+        headers["Authorization"] = f"Basic {base64.b64encode(auth.encode()).decode()}"
+    services.check(
+        services.Service(
+            name="Prefect API",
+            url=url,
+            # /health answers without the auth string; /admin/version checks it.
+            health_path="/admin/version",
+            fix="start the Prefect server (make serve), or unset PREFECT_API_URL to run on a "
+            "temporary local server",
+            credentials_fix="set PREFECT_API_AUTH_STRING to the server's auth string",
+            headers=headers,
+        ),
+        settings,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Run the denoise-pipeline flow.")
     parser.add_argument("--root", default=".", help="the DVC project (default: here)")
@@ -311,6 +340,11 @@ def main() -> None:
     parser.add_argument("--branch", help="git branch to check out first")
     parser.add_argument("--results-branch", help="git branch that receives dvc.lock and reports")
     arguments = parser.parse_args()
+    try:  # before the flow: an unreachable API would fail its first call only after retries
+        check_prefect(load_params(Path(arguments.root) / "params.yaml").services)
+    except ServiceError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(workspace.SERVICE_CHECK_EXIT)
     denoise_pipeline(
         root=arguments.root,
         pull=arguments.pull,

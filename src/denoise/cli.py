@@ -380,12 +380,12 @@ def run(
     for required in (".dvc", "flows"):
         if not Path(required).is_dir():
             raise DenoiseError(f"{Path.cwd()}: no {required}/ here; run from the project root")
-    # Before the flow starts: every service it needs answers, and (unless a pull or another
-    # branch brings them) the raw inputs open. The flow's preflight stage checks again.
+    # Before the flow starts: the DVC remote answers, and (unless a pull or another branch
+    # brings them) the raw inputs open; the flow's process checks the Prefect API before its
+    # first task, and its preflight stage checks again.
     from denoise import workspace
     from denoise.stages import preflight as checks
 
-    workspace.check_prefect(config.services)
     for transfer, wanted in (("pull", pull), ("push", push)):
         if wanted:
             workspace.check_dvc_remote(Path.cwd(), transfer, config.services)
@@ -402,6 +402,8 @@ def run(
     command += ["--branch", branch] if branch else []
     command += ["--results-branch", results_branch] if results_branch else []
     completed = subprocess.run(command, check=False, env=env)
+    if completed.returncode == workspace.SERVICE_CHECK_EXIT:  # the Prefect API: line printed
+        raise typer.Exit(1)
     if completed.returncode != 0:
         raise DenoiseError(
             f"the pipeline failed (exit status {completed.returncode}): remove the bad input, "

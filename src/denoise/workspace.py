@@ -1,18 +1,18 @@
 """The project's git + DVC working tree: the services `denoise run` needs, `denoise push` and
 `denoise restore`.
 
-`denoise run` checks the Prefect API (when one is configured) and, with --pull or --push, the
-DVC remote, before the flow starts; the preflight stage checks the rest. `denoise restore`
-returns the tree to the last commit's pipeline state after a failed or killed run: dvc.lock,
-the .dvc files, the outputs git keeps (cache: false) and the outputs DVC caches, refetched from
-the remote when a cache entry is missing or corrupt (DVC drops an entry whose hash is wrong).
+`denoise run` checks, with --pull or --push, the DVC remote before the flow starts (the flow's
+process checks the Prefect API before its first task); the preflight stage checks the rest.
+`denoise restore` returns the tree to the last commit's pipeline state after a failed or
+killed run: dvc.lock, the .dvc files, the outputs git keeps (cache: false) and the outputs
+DVC caches, refetched from the remote when a cache entry is missing or corrupt (DVC drops an
+entry whose hash is wrong).
 `denoise push` is `dvc push --run-cache` with the objects the run cache needs that DVC leaves
 behind, so that a clone which pulls the run cache restores every stage instead of running it.
 """
 
 from __future__ import annotations
 
-import base64
 import concurrent.futures
 import dataclasses
 import hashlib
@@ -25,7 +25,6 @@ from typing import Any
 
 import yaml
 
-from denoise.core import services
 from denoise.core.atomic import remove_stale
 from denoise.core.config import Params, Services
 from denoise.core.errors import DenoiseError, ServiceError
@@ -34,31 +33,9 @@ LOCK_FILE = "dvc.lock"
 SET_ASIDE = "-set-aside"  # data/raw-set-aside/: inputs the last commit does not hold
 
 
-def check_prefect(settings: Services) -> None:
-    """Raise ServiceError unless the configured Prefect API answers (none configured: Prefect
-    starts a temporary local server, nothing to check)."""
-    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL
-
-    url = PREFECT_API_URL.value()
-    if not url:
-        return
-    auth = PREFECT_API_AUTH_STRING.value()
-    headers = {}
-    if auth:
-        headers["Authorization"] = f"Basic {base64.b64encode(auth.encode()).decode()}"
-    services.check(
-        services.Service(
-            name="Prefect API",
-            url=url,
-            # /health answers without the auth string; /admin/version checks it.
-            health_path="/admin/version",
-            fix="start the Prefect server (make serve), or unset PREFECT_API_URL to run on a "
-            "temporary local server",
-            credentials_fix="set PREFECT_API_AUTH_STRING to the server's auth string",
-            headers=headers,
-        ),
-        settings,
-    )
+# Exit status of `python -m flows.pipeline` when a service check failed before the flow: its
+# one-line error is already printed, so `denoise run` adds none.
+SERVICE_CHECK_EXIT = 3
 
 
 def check_dvc_remote(root: Path, command: str, settings: Services) -> None:
