@@ -90,17 +90,27 @@ def _edit_params(root: Path, **active: object) -> None:
 
 
 def _processes(root: Path, needle: str) -> list[int]:
-    """Pids of processes working in root whose command line holds needle."""
+    """Pids of the processes working in root that run the command needle (`denoise train`).
+
+    The program's own process only: argv holds the program (by path or name) and then its
+    arguments, so a shell that DVC starts the command with (`sh -c 'denoise train'`, which
+    `dash` does not replace by exec) is not matched.
+    """
+    program, *arguments = needle.split()
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
             cwd = os.readlink(entry / "cwd")
         except OSError:
             continue
-        if needle in command and Path(cwd) == root:
+        runs = any(
+            Path(part).name == program and argv[i + 1 : i + 1 + len(arguments)] == arguments
+            for i, part in enumerate(argv[:3])
+        )
+        if runs and Path(cwd) == root:
             found.append(int(entry.name))
     return found
 
