@@ -38,8 +38,10 @@ from denoise.core.errors import ServiceError
 from denoise.tracking.runs import PARENT_RUN_ENV, close_pipeline_run, configure, open_pipeline_run
 
 # The stages of dvc.yaml, in order (tests/test_consistency.py keeps the two in step). The first
-# checks params, inputs and the tracking server before any stage deletes an output.
+# checks params, inputs and the tracking server before any stage deletes an output. PER_MODEL
+# is a foreach stage: one train@<model> per model of train.models.
 STAGES = ("preflight", "extract", "noise", "validate", "init", "train", "evaluate", "register")
+PER_MODEL = "train"
 ARTIFACT_KEY = "denoise-metrics"
 FLOW_NAME = "denoise-pipeline"
 # Emitted when the register stage moved the champion alias (flows/alerts.py alerts on it).
@@ -285,7 +287,7 @@ def denoise_pipeline(
     if pull:
         dvc_transfer("pull", project)
     track_raw_data(project, params.paths.raw)
-    first, *rest = STAGES
+    first, *rest = expand(STAGES, params.train.models)
     results: list[dict[str, Any]] = [run_stage(first, project, None, pull)]
     tracking_run_id = open_tracking_run(project)
     for stage in rest:
@@ -305,6 +307,15 @@ def denoise_pipeline(
             git_transfer("push", project, results_branch)
     publish_report(project, params.paths.evaluation, results, tracking_link)
     return results
+
+
+def expand(stages: tuple[str, ...], models: list[str]) -> list[str]:
+    """The stages to run in order, PER_MODEL as train@<model> for each of models."""
+    return [
+        item
+        for name in stages
+        for item in ([f"{name}@{model}" for model in models] if name == PER_MODEL else [name])
+    ]
 
 
 def check_prefect(settings: Services) -> None:

@@ -18,6 +18,8 @@ from denoise.core.config import Params, load_params, params_to_dict
 runtime.configure()  # before any test imports keras: TensorFlow as `denoise` runs it
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# The models tiny_params trains: the paper's two, from scratch.
+TINY_MODELS = ["paper_cae", "dense_ae"]
 # The modules that take minutes (whole pipelines, servers), longest first. `make test` runs
 # modules on two workers (pytest-xdist, --dist loadfile): these start first, so that both
 # workers finish at about the same time.
@@ -112,7 +114,7 @@ def tiny_params(root: Path) -> Params:
     )
     # The paper's two models, from scratch: tests/test_init.py covers starting weights.
     train = params.train.with_active(
-        models=["paper_cae", "dense_ae"],
+        models=TINY_MODELS,
         per_model={},
         patch_size=16,
         batch_size=4,

@@ -33,8 +33,8 @@ def test_project_params_load() -> None:
         ({"extract": {"size": 202}}, "extract.size: must be divisible by 4 for the models of"),
         ({"extract": {"size": "big"}}, "extract.size: expected an integer, got 'big'"),
         (
-            {"train": {"profiles": {"quick": {"models": ["resnet"]}}}},
-            "train.profiles.quick.models[0]: unknown model 'resnet'",
+            {"train": {"models": ["resnet"]}},
+            "train.models[0]: unknown model 'resnet'",
         ),
         ({"train": {"profile": "huge"}}, "train.profile: 'huge' is not one of profiles"),
         (

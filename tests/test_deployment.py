@@ -28,14 +28,13 @@ from uuid import UUID
 import pytest
 import yaml
 from conftest import PROJECT_ROOT, tiny_params
-from repository import BIN, build_repository, sh, without_bm3d
+from repository import BIN, STAGES, build_repository, sh, without_bm3d
 from servers import WebhookReceiver
 
 DEPLOYMENT = "denoise-pipeline/scheduled-retrain"
 CRON = "17 4 * * 2"  # not the default, so reading it back shows the setting took effect
 RESULTS_BRANCH = "results/main"
 LATE_AFTER_SECONDS = 10.0  # alerts.late_after_seconds in the test repository (its minimum)
-STAGES = list(yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"])
 
 
 def _free_port() -> int:
@@ -366,7 +365,7 @@ def _the_next_run_resumes_and_completes(served: Served) -> None:
     assert "paper_cae: resuming after epoch" in served.log.read_text()
     # The killed run had recorded the stages before train in dvc.lock; DVC reruns the rest.
     markdown = served.artifact(served.queued)
-    after_kill = STAGES[STAGES.index("train") :]
+    after_kill = STAGES[STAGES.index("train@paper_cae") :]
     assert all(f"| {stage} | ran |" in markdown for stage in after_kill), markdown
     # The lineage went to the results branch; main and its index did not move.
     assert served.git("rev-parse", "main") == served.main

@@ -433,11 +433,9 @@ def test_a_corrupt_cache_entry_is_fetched_again_from_the_remote(repo: tuple[Path
     model = clone / "models" / "paper_cae.keras"
     good = model.read_bytes()
     lock = yaml.safe_load((clone / "dvc.lock").read_text())
-    (models_out,) = [out for out in lock["stages"]["train"]["outs"] if out["path"] == "models"]
-    listing = clone / ".dvc" / "cache" / "files" / "md5"
-    manifest = json.loads((listing / models_out["md5"][:2] / models_out["md5"][2:]).read_text())
-    (entry,) = [item for item in manifest if item["relpath"] == "paper_cae.keras"]
-    cached = listing / entry["md5"][:2] / entry["md5"][2:]
+    outs = lock["stages"]["train@paper_cae"]["outs"]
+    (entry,) = [out for out in outs if out["path"] == "models/paper_cae.keras"]
+    cached = clone / ".dvc" / "cache" / "files" / "md5" / entry["md5"][:2] / entry["md5"][2:]
     cached.chmod(0o644)
     cached.write_bytes(b"corrupt")
     model.unlink()

@@ -16,7 +16,7 @@ from conftest import write_params
 
 from denoise.core.config import DRUNet, ModelBudget, Params, Variant
 from denoise.core.errors import ModelError
-from denoise.core.locations import SOURCES_JSON
+from denoise.core.locations import init_file
 from denoise.data.extract import file_sha256
 from denoise.models.registry import build_model, load_model, start_from
 from denoise.stages.init import run as run_init
@@ -63,19 +63,43 @@ def test_the_init_stage_copies_the_source_byte_for_byte(params: Params, tmp_path
     summary = run_init(configured)
     copied = Path(configured.paths.init) / "small.keras"
     assert copied.read_bytes() == path.read_bytes()
-    recorded = json.loads((Path(configured.paths.init) / SOURCES_JSON).read_text())
-    assert recorded == summary.sources
-    assert recorded["small"] == {
-        "init_from": str(path),
-        "resolved": str(path),
-        "sha256": file_sha256(path),
-    }
+    recorded = json.loads(init_file(configured, "small").read_text())
+    assert (
+        recorded["init"]
+        == summary.sources["small"]
+        == {
+            "init_from": str(path),
+            "resolved": str(path),
+            "sha256": file_sha256(path),
+        }
+    )
+    assert recorded["settings"] == configured.training_settings("small")
 
 
 def test_models_without_init_from_start_from_scratch(params: Params) -> None:
     summary = run_init(params)
     assert summary.sources == {}
-    assert json.loads((Path(params.paths.init) / SOURCES_JSON).read_text()) == {}
+    for name in params.train.models:
+        recorded = json.loads(init_file(params, name).read_text())
+        assert recorded == {"settings": params.training_settings(name), "init": None}
+        assert not init_file(params, name, ".keras").exists()
+
+
+def test_each_model_s_settings_file_changes_with_its_own_settings_alone(params: Params) -> None:
+    """What train@<model> depends on: one model's budget or variant changes its file only."""
+    first, second = params.train.models[:2]
+    before = {name: params.training_settings(name) for name in params.train.models}
+    own = dataclasses.replace(params.train.active, per_model={first: ModelBudget(epochs=7)})
+    changed = dataclasses.replace(
+        params, train=dataclasses.replace(params.train, profiles={params.train.profile: own})
+    )
+    assert changed.training_settings(first)["budget"]["epochs"] == 7
+    assert changed.training_settings(second) == before[second]
+    budget = dataclasses.replace(params.train.active, learning_rate=0.01)
+    shared = dataclasses.replace(
+        params, train=dataclasses.replace(params.train, profiles={params.train.profile: budget})
+    )
+    assert all(shared.training_settings(name) != before[name] for name in params.train.models)
 
 
 def test_a_source_of_another_architecture_is_one_line_naming_both(

@@ -204,18 +204,18 @@ def test_new_models_survive_save_and_load(name: str, tmp_path: Path) -> None:
         ({"train": {"ffdnet": {"depth": 1}}}, "train.ffdnet.depth: must be >= 3"),
         ({"train": {"ffdnet": {"noise_map": 1}}}, "train.ffdnet.noise_map: expected true or"),
         (
-            {"train": {"profiles": {"quick": {"models": ["ffdnet"]}}}, "extract": {"size": 99}},
+            {"train": {"models": ["ffdnet"]}, "extract": {"size": 99}},
             "extract.size: must be divisible by 2",
         ),
         ({"train": {"drunet": {"widths": []}}}, "train.drunet.widths: must name at least one"),
         ({"train": {"drunet": {"widths": [8, 0]}}}, r"train.drunet.widths\[1\]: must be >= 1"),
         ({"train": {"drunet": {"blocks_per_level": 0}}}, "train.drunet.blocks_per_level: must"),
         (
-            {"train": {"profiles": {"quick": {"models": ["drunet"], "patch_size": 100}}}},
+            {"train": {"models": ["drunet"], "profiles": {"quick": {"patch_size": 100}}}},
             "train.profiles.quick.patch_size: must be a multiple of 8",
         ),
         (
-            {"train": {"profiles": {"quick": {"models": ["drunet"]}}}, "extract": {"size": 196}},
+            {"train": {"models": ["drunet"]}, "extract": {"size": 196}},
             "extract.size: must be divisible by 8",
         ),
     ],
@@ -228,7 +228,7 @@ def test_new_model_settings_are_validated(values: dict, message: str) -> None:
 def test_drunet_settings_that_fit_are_accepted() -> None:
     params = params_from_dict(
         {
-            "train": {"profiles": {"quick": {"models": ["drunet"]}}, "drunet": {"widths": [8, 16]}},
+            "train": {"models": ["drunet"], "drunet": {"widths": [8, 16]}},
             "extract": {"size": 98},
         }
     )

@@ -25,7 +25,7 @@ import pytest
 import requests
 import yaml
 from conftest import PROJECT_ROOT, tiny_params, write_params, write_tiny_video
-from repository import build_repository, sh
+from repository import STAGES, build_repository, sh
 from servers import free_port
 
 TEAM = PROJECT_ROOT / "infra" / "team"
@@ -34,7 +34,7 @@ START_TIMEOUT_SECONDS = 240
 ALWAYS_RUN = {"preflight", "init"}  # always_changed stages (tests/test_pipeline.py)
 # Stages a clone restores from the team's run cache: all but the always_changed ones. Their
 # uncached outputs are DVC plots and metrics, which the run cache keeps (dvc.yaml).
-RESTORED = {"extract", "noise", "validate", "train", "evaluate", "register"}
+RESTORED = set(STAGES) - ALWAYS_RUN
 MODEL_NAME = "denoise"  # params.yaml: register.model_name
 
 

@@ -191,11 +191,17 @@ def init(params: ParamsOption = Path("params.yaml")) -> None:
 
 @app.command()
 @_user_errors
-def train(params: ParamsOption = Path("params.yaml")) -> None:
-    """Train every model in params.train.models on streamed noisy patches."""
+def train(
+    params: ParamsOption = Path("params.yaml"),
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="Train this model of train.models alone [default: all]."),
+    ] = None,
+) -> None:
+    """Train the models of params.train.models on streamed noisy patches (train@<model>)."""
     from denoise.stages import train as stage
 
-    summary = stage.run(_stage(params))
+    summary = stage.run(_stage(params), model)
     for name, info in summary.models.items():
         typer.echo(
             f"{name}: {info['parameters']:,} parameters, {info['epochs']} epochs, "

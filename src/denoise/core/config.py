@@ -357,9 +357,8 @@ class ModelBudget:
 
 @dataclasses.dataclass(frozen=True)
 class Profile:
-    """A training budget: which models, on what patches, for how long, at what learning rate."""
+    """A training budget: on what patches, for how long, at what learning rate."""
 
-    models: list[str] = dataclasses.field(default_factory=lambda: ["paper_cae", "dense_ae"])
     patch_size: int = 96
     batch_size: int = 16
     epochs: int = 10
@@ -380,9 +379,6 @@ class Profile:
     per_model: dict[str, ModelBudget] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _check(bool(self.models), "models", "must name at least one model")
-        for name in self.per_model:
-            _check(name in self.models, f"per_model.{name}", "is not one of the profile's models")
         _check(self.sampling in SAMPLINGS, "sampling", f"must be one of {', '.join(SAMPLINGS)}")
         _check(
             self.patch_size % 4 == 0 and self.patch_size >= 8,
@@ -442,6 +438,8 @@ class Variant:
 @dataclasses.dataclass(frozen=True)
 class Train:
     profile: str = "quick"
+    # The models to train, one train@<model> stage each. A flat key: DVC's foreach reads it.
+    models: list[str] = dataclasses.field(default_factory=lambda: ["paper_cae", "dense_ae"])
     profiles: dict[str, Profile] = dataclasses.field(default_factory=lambda: {"quick": Profile()})
     variants: dict[str, Variant] = dataclasses.field(default_factory=dict)
     dense_patch: int = 8
@@ -465,15 +463,21 @@ class Train:
                 "must not reuse an architecture's name",
             )
         known = (*MODEL_NAMES, *self.variants)
-        for profile_name, profile in self.profiles.items():
-            for index, name in enumerate(profile.models):
-                _check(
-                    name in known,
-                    f"profiles.{profile_name}.models[{index}]",
-                    f"unknown model {name!r} (known: {', '.join(known)})",
-                )
+        _check(bool(self.models), "models", "must name at least one model")
+        for index, name in enumerate(self.models):
+            _check(
+                name in known,
+                f"models[{index}]",
+                f"unknown model {name!r} (known: {', '.join(known)})",
+            )
+            _check(name not in self.models[:index], f"models[{index}]", f"{name!r} is listed twice")
         for profile_name, profile in self.profiles.items():
             for name, own in profile.per_model.items():
+                _check(
+                    name in known,
+                    f"profiles.{profile_name}.per_model.{name}",
+                    f"unknown model {name!r} (known: {', '.join(known)})",
+                )
                 try:
                     dataclasses.replace(profile, **own.overrides())
                 except ConfigError as error:
@@ -496,10 +500,6 @@ class Train:
     @property
     def active(self) -> Profile:
         return self.profiles[self.profile]
-
-    @property
-    def models(self) -> list[str]:
-        return self.active.models
 
     @property
     def patch_size(self) -> int:
@@ -535,10 +535,15 @@ class Train:
         own = self.active.per_model.get(name)
         return own.init_from if own else None
 
-    def with_active(self, **changes: Any) -> Train:
-        """A copy whose active profile has `changes` applied (validated again)."""
+    def with_active(self, models: list[str] | None = None, **changes: Any) -> Train:
+        """A copy that trains `models` (None: the same ones), whose active profile has
+        `changes` applied (validated again)."""
         profile = dataclasses.replace(self.active, **changes)
-        return dataclasses.replace(self, profiles={**self.profiles, self.profile: profile})
+        return dataclasses.replace(
+            self,
+            models=self.models if models is None else models,
+            profiles={**self.profiles, self.profile: profile},
+        )
 
     def spec(self, name: str) -> Variant:
         """The model `name` resolved: its architecture and architecture settings, and its own
@@ -717,6 +722,34 @@ class Params:
     def training_noise(self, model: str) -> TrainNoise:
         """The noise a model trains on: its variant's own, or noise.train."""
         return self.train.spec(model).noise or self.noise.train
+
+    def training_settings(self, model: str) -> dict[str, Any]:
+        """Every setting of params.yaml that training `model` reads, resolved.
+
+        The init stage writes it to paths.init/<model>.json, which train@<model> depends on:
+        a change to one model's settings (its variant, its per_model budget) reruns that
+        model's stage alone, and one to the profile every model's.
+        """
+        spec = self.train.spec(model)
+        budget = dataclasses.asdict(self.train.budget(model))
+        del budget["per_model"]
+        architecture = getattr(spec, spec.architecture, None)
+        settings: dict[str, Any] = {
+            "seed": self.seed,
+            "profile": self.train.profile,
+            "architecture": spec.architecture,
+            spec.architecture: dataclasses.asdict(architecture) if architecture else {},
+            "noise": dataclasses.asdict(self.training_noise(model)),
+            "validation_sigma": self.noise.validation_sigma,
+            "budget": budget,
+            "init_from": self.train.init_from(model),
+        }
+        if spec.architecture == "dense_ae":
+            settings["dense_ae"] = {
+                key: getattr(self.train, f"dense_{key}")
+                for key in ("patch", "stride", "hidden", "code")
+            }
+        return settings
 
 
 def _convert(value: Any, annotation: Any, key: str) -> Any:

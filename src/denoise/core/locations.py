@@ -8,8 +8,6 @@ from pathlib import Path
 
 from denoise.core.config import Params
 
-# In paths.init: what each model's init_from resolved to (the init stage writes it).
-SOURCES_JSON = "sources.json"
 _DVC_EXPERIMENT_COPIES = (".dvc", "tmp", "exps")
 
 
@@ -49,3 +47,9 @@ def tracking_uri(params: Params, root: Path | None = None) -> str:
     if configured:
         return configured
     return f"sqlite:///{local_store(params, root) / 'mlflow.db'}"
+
+
+def init_file(params: Params, model: str, suffix: str = ".json") -> Path:
+    """What the init stage writes for a model: .json, its training settings and starting point;
+    .keras, its starting weights (models with init_from only)."""
+    return Path(params.paths.init) / f"{model}{suffix}"

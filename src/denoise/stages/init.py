@@ -1,12 +1,13 @@
-"""init stage: resolve each model's starting weights (init_from) into files DVC tracks.
+"""init stage: each model's starting point, as files DVC tracks: its settings and weights.
 
-For every model of the active profile that names init_from, the source's .keras file is
-copied byte for byte to paths.init/<model>.keras, and paths.init/sources.json records what it
-resolved to (the shipped model, a file, or a registry version) with its SHA-256. DVC runs this
-stage every time (always_changed): the train stage depends on its outputs, so a new champion
-reruns training, an unchanged one does not, and dvc.lock shows which version training started
-from. A source whose layers do not match the model stops here, before DVC deletes anything
-downstream.
+For every model to train, paths.init/<model>.json holds the settings its training reads
+(Params.training_settings) and, when the model names init_from, what that resolved to (the
+shipped model, a file, or a registry version) with the SHA-256 of the starting weights, which
+are copied byte for byte to paths.init/<model>.keras. DVC runs this stage every time
+(always_changed); train@<model> depends on <model>.json alone, so a new champion or a change to
+one model's settings reruns that model's training, and an unchanged one nothing. dvc.lock shows
+which version training started from. A source whose layers do not match the model stops here,
+before DVC deletes anything downstream.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 from denoise.core.atomic import atomic_directory, write_json
 from denoise.core.config import INIT_CHAMPION, INIT_PRETRAINED, Params
 from denoise.core.errors import ConfigError, ModelError, NotRegisteredError
-from denoise.core.locations import SOURCES_JSON, tracking_uri
+from denoise.core.locations import init_file, tracking_uri
 from denoise.data.extract import file_sha256
 from denoise.models.pretrained import pretrained_model_path
 from denoise.models.registry import build_model, load_model, start_from
@@ -97,7 +98,8 @@ def resolve(name: str, params: Params, directory: Path) -> Resolved:
 
 
 def run(params: Params) -> InitSummary:
-    """Write paths.init: <model>.keras for each model with init_from, and sources.json."""
+    """Write paths.init: <model>.json for each model to train, <model>.keras for each with
+    init_from."""
     sources: dict[str, dict[str, Any]] = {}
     with stage(params, "init") as tracker:
         with (
@@ -105,15 +107,19 @@ def run(params: Params) -> InitSummary:
             atomic_directory(params.paths.init) as staging,
         ):
             for name in params.train.models:
-                if params.train.init_from(name) is None:
-                    continue
-                resolved = resolve(name, params, Path(downloads) / name)
-                shutil.copyfile(resolved.path, staging / f"{name}.keras")
-                sources[name] = {
-                    "init_from": params.train.init_from(name),
-                    "resolved": resolved.description,
-                    "sha256": file_sha256(staging / f"{name}.keras"),
-                }
-            write_json(staging / SOURCES_JSON, sources)
+                start = None
+                if params.train.init_from(name) is not None:
+                    resolved = resolve(name, params, Path(downloads) / name)
+                    weights = staging / init_file(params, name, ".keras").name
+                    shutil.copyfile(resolved.path, weights)
+                    start = sources[name] = {
+                        "init_from": params.train.init_from(name),
+                        "resolved": resolved.description,
+                        "sha256": file_sha256(weights),
+                    }
+                write_json(
+                    staging / init_file(params, name).name,
+                    {"settings": params.training_settings(name), "init": start},
+                )
         tracker.log_to_parent(summary={"sources": sources})
     return InitSummary(sources)

@@ -1,4 +1,5 @@
-"""train stage: fit every model of the active profile; write models and training histories."""
+"""train stage: fit a model of train.models (train@<model> in dvc.yaml); write it, its summary
+and its training history."""
 
 from __future__ import annotations
 
@@ -8,12 +9,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import keras
-
-from denoise.core.atomic import atomic_directory, write_json
+from denoise.core.atomic import atomic_path, write_json
 from denoise.core.config import Params
-from denoise.core.errors import DataError
-from denoise.core.locations import SOURCES_JSON
+from denoise.core.errors import ConfigError, DataError
+from denoise.core.locations import init_file
 from denoise.core.locks import exclusive
 from denoise.core.noise import level_name
 from denoise.data.evalsets import load_set
@@ -25,50 +24,58 @@ from denoise.training.loop import _write_history, summarise, train_model
 from denoise.training.stream import PatchStream
 
 
-def _init_file(params: Params, name: str, sources: dict[str, Any]) -> Path | None:
-    """The starting weights the init stage resolved for `name`, if its init_from names any."""
-    if params.train.init_from(name) is None:
-        return None
-    path = Path(params.paths.init) / f"{name}.keras"
-    if name not in sources or not path.is_file():
-        raise DataError(f"{path}: missing; run `denoise init` first (init_from of {name})")
-    return path
-
-
 @dataclasses.dataclass(frozen=True)
 class TrainSummary:
     models: dict[str, dict[str, Any]]
 
 
-def run(params: Params) -> TrainSummary:
-    """Train every model in params.train.models; write models and training histories.
+def _init_weights(params: Params, name: str) -> tuple[Path | None, str]:
+    """The starting weights the init stage resolved for `name`, and what they are in words;
+    (None, "") when it trains from scratch (no init_from)."""
+    if params.train.init_from(name) is None:
+        return None, ""
+    weights = init_file(params, name, ".keras")
+    try:
+        start = json.loads(init_file(params, name).read_text())["init"]
+    except (OSError, ValueError, KeyError):
+        start = None
+    if not start or not weights.is_file():
+        raise DataError(f"{weights}: missing; run `denoise init` first (init_from of {name})")
+    return weights, str(start["resolved"])
+
+
+def run(params: Params, model: str | None = None) -> TrainSummary:
+    """Train `model` (None: every model of train.models); write each one's .keras file, its
+    summary and its training history.
 
     Each model is one MLflow child run (per-epoch metrics and sample images, then the model
     itself); its id is kept in models/<name>.json for the evaluate and register stages.
     One trainer per tree: a second one stops at once, naming the first's pid.
     """
+    if model is not None and model not in params.train.models:
+        raise ConfigError(
+            f"--model {model}: not one of train.models ({', '.join(params.train.models)})"
+        )
+    names = params.train.models if model is None else [model]
+    starts = {name: _init_weights(params, name) for name in names}
     with exclusive(params.paths.checkpoints, "denoise train"):
-        return _train(params)
+        return _train(params, starts, "train" if model is None else f"train@{model}")
 
 
-def _train(params: Params) -> TrainSummary:
+def _train(
+    params: Params, starts: dict[str, tuple[Path | None, str]], stage_name: str
+) -> TrainSummary:
     frames_dir = Path(params.paths.frames)
     manifest = load_manifest(frames_dir)
     clean, noisy, _ = load_set(Path(params.paths.evalsets), "validation")
     validation_level = level_name("gaussian", params.noise.validation_sigma)
     validation = (noisy[validation_level], clean)
     train_rows = manifest[manifest["split"] == "train"]
-    init_dir = Path(params.paths.init)
-    sources = json.loads((init_dir / SOURCES_JSON).read_text()) if init_dir.is_dir() else {}
     summaries: dict[str, dict[str, Any]] = {}
-    histories: dict[str, list[dict[str, float]]] = {}
-    trained: dict[str, keras.Model] = {}
-    with stage(params, "train") as tracker:
-        for name in params.train.models:
+    with stage(params, stage_name) as tracker:
+        for name, (init, described) in starts.items():
             stream = PatchStream(frames_dir, train_rows, params)
-            checkpoint_dir = Path(params.paths.checkpoints) / name
-            init = _init_file(params, name, sources)
-            tags = {"denoise.model": name, INIT_TAG: sources.get(name, {}).get("resolved", "")}
+            tags = {"denoise.model": name, INIT_TAG: described}
             with (
                 tracker.child(name, tags=tags, system_metrics=True) as run_id,
                 data_parallel(params.train.budget(name).batch_size),  # every device of the node
@@ -79,33 +86,22 @@ def _train(params: Params) -> TrainSummary:
                     params,
                     stream,
                     validation,
-                    checkpoint_dir,
+                    Path(params.paths.checkpoints) / name,
                     epoch_logger=log_epoch,
                     num_samples=params.tracking.num_samples,
                     init=init,
                 )
-            trained[name] = model
-            summaries[name] = {
+            summary = summaries[name] = {
                 **summarise(name, params, model, state, stream),
                 "mlflow_run_id": run_id,
             }
-            histories[name] = state.history
-        with atomic_directory(params.paths.models) as staging:
-            for name, model in trained.items():
-                model.save(staging / f"{name}.keras")
-                write_json(staging / f"{name}.json", summaries[name])
-        with atomic_directory(params.paths.train_reports) as staging:
-            for name in trained:
-                _write_history(staging / f"{name}.csv", histories[name])
-        for name, model in trained.items():
-            with tracker.resume(summaries[name]["mlflow_run_id"]):
-                log_trained_model(
-                    params,
-                    model,
-                    Path(params.paths.models) / f"{name}.keras",
-                    summaries[name],
-                    Path(params.paths.train_reports) / f"{name}.csv",
-                )
-    for name in trained:
-        shutil.rmtree(Path(params.paths.checkpoints) / name, ignore_errors=True)
+            path = Path(params.paths.models) / f"{name}.keras"
+            with atomic_path(path) as staging:
+                model.save(staging)
+            write_json(path.with_suffix(".json"), summary)
+            history = Path(params.paths.train_reports) / f"{name}.csv"
+            _write_history(history, state.history)
+            with tracker.resume(run_id):
+                log_trained_model(params, model, path, summary, history)
+            shutil.rmtree(Path(params.paths.checkpoints) / name, ignore_errors=True)
     return TrainSummary(models=summaries)

@@ -212,12 +212,13 @@ def _pipeline_parent(params: Params, stage: str) -> tuple[str, bool]:
 
 
 def record_stages(run_id: str, statuses: dict[str, str]) -> None:
-    """Tag the parent run with each stage's status: ran, skipped or failed."""
+    """Tag the parent run with each stage's status: ran, skipped or failed. A foreach stage's
+    name, train@<model>, is tagged as train/<model> (MLflow keys allow no "@")."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
     for stage, status in statuses.items():
-        client.set_tag(run_id, STAGE_STATUS_TAG.format(stage=stage), status)
+        client.set_tag(run_id, STAGE_STATUS_TAG.format(stage=stage.replace("@", "/")), status)
 
 
 def close_pipeline_run(run_id: str, statuses: dict[str, str], status: str) -> str:
