@@ -16,10 +16,7 @@ import argparse
 import base64
 import contextlib
 import json
-import os
-import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,53 +33,19 @@ from denoise.core import services
 from denoise.core.config import Services, load_params
 from denoise.core.errors import ServiceError
 from denoise.tracking.runs import PARENT_RUN_ENV, close_pipeline_run, configure, open_pipeline_run
+from flows import fanout
+from flows.stages import PER_MODEL, STAGES, StageFailed, expand, run_dvc
 
-# The stages of dvc.yaml, in order (tests/test_consistency.py keeps the two in step). The first
-# checks params, inputs and the tracking server before any stage deletes an output. PER_MODEL
-# is a foreach stage: one train@<model> per model of train.models.
-STAGES = ("preflight", "extract", "noise", "validate", "init", "train", "evaluate", "register")
-PER_MODEL = "train"
 ARTIFACT_KEY = "denoise-metrics"
 FLOW_NAME = "denoise-pipeline"
 # Emitted when the register stage moved the champion alias (flows/alerts.py alerts on it).
 CHAMPION_EVENT = "denoise.champion.moved"
 
 
-class StageFailed(RuntimeError):
-    """A DVC stage exited non-zero: bad input or a bug, so retrying would not help."""
-
-
-def _dvc(
-    arguments: list[str],
-    root: Path,
-    env: dict[str, str] | None = None,
-    echo: Callable[[str], Any] | None = sys.stdout.write,
-) -> tuple[int, str]:
-    """Run DVC in root, handing each line of its output (stdout and stderr) to echo as it
-    comes (None: keep it quiet); return the exit status and the output."""
-    # Stages call `denoise`, which lives beside this interpreter (the project's environment).
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    process = subprocess.Popen(
-        [str(Path(sys.executable).with_name("dvc")), *arguments],
-        cwd=root,
-        env={**os.environ, "PATH": path, "DVC_NO_ANALYTICS": "1", **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert process.stdout is not None
-    lines = []
-    for line in process.stdout:
-        if echo is not None:
-            echo(line)
-        lines.append(line)
-    return process.wait(), "".join(lines)
-
-
 def _changed(stage: str, root: Path) -> bool:
     """Whether DVC will run the stage: `dvc status --json` reports it (changed deps, params,
     outs or command, or always_changed)."""
-    status, output = _dvc(["status", "--json", stage], root, echo=None)
+    status, output = run_dvc(["status", "--json", stage], root, echo=None)
     if status != 0:
         raise StageFailed(f"dvc status {stage} failed: {output.strip()[-500:]}")
     return stage in json.loads(output.strip().splitlines()[-1] or "{}")
@@ -91,7 +54,7 @@ def _changed(stage: str, root: Path) -> bool:
 @task(name="track-raw-data", cache_policy=NO_CACHE)
 def track_raw_data(root: Path, raw: str) -> None:
     """Record the raw videos in <raw>.dvc, as `dvc repro` does before it runs the stages."""
-    status, output = _dvc(["add", "--quiet", raw], root)
+    status, output = run_dvc(["add", "--quiet", raw], root)
     if status != 0:
         raise StageFailed(f"dvc add {raw} failed: {output.strip()}")
 
@@ -113,7 +76,7 @@ def run_stage(
     # The stage's output goes to the task's log line by line: on the console as it comes, and
     # to the Prefect API, where the UI shows it beside the task.
     arguments = ["repro", "--single-item", *(["--pull"] if pull else []), stage]
-    status, output = _dvc(arguments, root, env, lambda line: logger.info(line.rstrip()))
+    status, output = run_dvc(arguments, root, env, lambda line: logger.info(line.rstrip()))
     if status != 0:
         errors = [line for line in output.splitlines() if line.startswith("error: ")]
         last = output.strip().splitlines()[-1:] or ["no output"]
@@ -155,7 +118,7 @@ def dvc_transfer(command: str, root: Path) -> None:
         pushed = workspace.push(root)
         get_run_logger().info("%s\nrun cache: %d more objects sent", pushed.output, pushed.sent)
         return
-    status, output = _dvc(["pull", "--run-cache", "--allow-missing"], root)
+    status, output = run_dvc(["pull", "--run-cache", "--allow-missing"], root)
     if status != 0:
         raise RuntimeError(f"dvc {command} failed: {output.strip()[-500:]}")
 
@@ -270,11 +233,13 @@ def denoise_pipeline(
     push: bool = False,
     branch: str | None = None,
     results_branch: str | None = None,
+    fan_out: bool = False,
 ) -> list[dict]:
     """Reproduce the pipeline in the DVC project at `root`, stage by stage.
 
     branch: check it out (fetched first when the clone has a remote) before anything else.
     results_branch: commit the lineage there afterwards (pushed when there is a remote).
+    fan_out: train each model in a flow run of its own on the work pool (flows/fanout.py).
     """
     project = Path(root).resolve()
     if results_branch is not None:
@@ -290,9 +255,14 @@ def denoise_pipeline(
     first, *rest = expand(STAGES, params.train.models)
     results: list[dict[str, Any]] = [run_stage(first, project, None, pull)]
     tracking_run_id = open_tracking_run(project)
+    trains = [stage for stage in rest if stage.startswith(f"{PER_MODEL}@")]
     for stage in rest:
         try:
-            results.append(run_stage(stage, project, tracking_run_id, pull))
+            if fan_out and stage == trains[0]:
+                train_on_the_pool(project, trains, tracking_run_id)
+            # Fanned out: the jobs' runs come back from the run cache.
+            restore = pull or (fan_out and stage in trains)
+            results.append(run_stage(stage, project, tracking_run_id, restore))
             if stage == "register" and results[-1]["ran"]:
                 announce_champion(project / params.paths.registry)
         except Exception:
@@ -309,13 +279,19 @@ def denoise_pipeline(
     return results
 
 
-def expand(stages: tuple[str, ...], models: list[str]) -> list[str]:
-    """The stages to run in order, PER_MODEL as train@<model> for each of models."""
-    return [
-        item
-        for name in stages
-        for item in ([f"{name}@{model}" for model in models] if name == PER_MODEL else [name])
-    ]
+def train_on_the_pool(root: Path, stages: list[str], tracking_run_id: str | None) -> None:
+    """Run each train@<model> stage that must run in a job of its own on the pool, all at
+    once (flows/fanout.py); raise the first failure once every job has ended."""
+    pending = [stage for stage in stages if _changed(stage, root)]
+    if not pending:
+        return
+    job = fanout.job_parameters(root, tracking_run_id)
+    dvc_transfer("push", root)
+    futures = [fanout.train_on_pool.submit(stage.split("@", 1)[1], job) for stage in pending]
+    for future in futures:
+        future.wait()
+    for future in futures:
+        future.result()
 
 
 def check_prefect(settings: Services) -> None:
@@ -350,6 +326,9 @@ def main() -> None:
     parser.add_argument("--push", action="store_true", help="dvc push after the stages")
     parser.add_argument("--branch", help="git branch to check out first")
     parser.add_argument("--results-branch", help="git branch that receives dvc.lock and reports")
+    parser.add_argument(
+        "--fan-out", action="store_true", help="train each model as its own run on the pool"
+    )
     arguments = parser.parse_args()
     try:  # before the flow: an unreachable API would fail its first call only after retries
         check_prefect(load_params(Path(arguments.root) / "params.yaml").services)
@@ -362,6 +341,7 @@ def main() -> None:
         push=arguments.push,
         branch=arguments.branch,
         results_branch=arguments.results_branch,
+        fan_out=arguments.fan_out,
     )
 
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Scheduled retraining on this machine: a Prefect server on loopback, the `gpu` work pool (a
-# process pool here), the deployments of prefect.yaml and, in the foreground, a worker that
-# runs them in this working tree. Ctrl-C stops the worker and the server. See
-# docs/orchestration.md.
+# process pool here), the deployments of prefect.yaml and two workers: in the foreground one
+# that runs the pipeline in this working tree, in the background one for the train-model
+# jobs of `denoise run --fan-out`, each in a clone of its own. Ctrl-C stops the workers and the
+# server. See docs/orchestration.md.
 #
 # Environment (defaults in brackets):
 #   DENOISE_RETRAIN_CRON   the schedule, cron in UTC ["0 3 * * 1": Mondays 03:00]
@@ -10,6 +11,8 @@
 #   DENOISE_PROJECT_DIR    the clone the worker runs the flow in [this working tree]
 #   PREFECT_HOME           the server's database and logs [~/.prefect]
 #   DENOISE_ALERT_WEBHOOK_URL  where the alerts POST (flows/alerts.py) [unset: no alerts]
+#   DENOISE_MODEL_JOBS     how many train-model jobs run at once [1]
+#   DENOISE_JOBS_DIR       where the jobs make their clones [the system's temporary folder]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,9 +33,12 @@ mkdir -p "$PREFECT_HOME"
 echo "prefect server on http://127.0.0.1:${port} (log: $PREFECT_HOME/server.log)"
 prefect server start --host 127.0.0.1 --port "$port" >>"$PREFECT_HOME/server.log" 2>&1 &
 server=$!
+models_worker=""
 stop_server() {
-    kill "$server" 2>/dev/null || true
-    wait "$server" 2>/dev/null || true
+    for process in $models_worker $server; do
+        kill "$process" 2>/dev/null || true
+        wait "$process" 2>/dev/null || true
+    done
 }
 trap stop_server EXIT
 trap 'exit 130' INT TERM
@@ -63,5 +69,9 @@ prefect deploy --all
 # The alerts (flows/alerts.py): applied when DENOISE_ALERT_WEBHOOK_URL is set.
 python -m flows.alerts
 echo "schedule: ${DENOISE_RETRAIN_CRON} (UTC); worker runs flows in ${DENOISE_PROJECT_DIR}"
+# The train-model jobs' queue: each job works in a clone of its own, so several may run at once
+# (one per GPU). Killed with the server when this script ends.
+prefect worker start --pool gpu --work-queue models --limit "${DENOISE_MODEL_JOBS:-1}" &
+models_worker=$!
 # --limit 1: this worker runs one flow run at a time, so its working tree sees one at a time.
-prefect worker start --pool gpu --limit 1
+prefect worker start --pool gpu --work-queue default --limit 1

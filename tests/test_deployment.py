@@ -175,7 +175,9 @@ def test_prefect_yaml_declares_the_scheduled_deployment() -> None:
     from flows.pipeline import denoise_pipeline
 
     config = yaml.safe_load((PROJECT_ROOT / "prefect.yaml").read_text())
-    (deployment,) = config["deployments"]
+    deployments = {deployment["name"]: deployment for deployment in config["deployments"]}
+    assert set(deployments) == {"scheduled-retrain", "train-model"}
+    deployment = deployments["scheduled-retrain"]
     path, function = deployment["entrypoint"].split(":")
     assert (path, function) == ("flows/pipeline.py", denoise_pipeline.fn.__name__)
     assert deployment["name"] == "scheduled-retrain" and deployment["work_pool"]["name"] == "gpu"
@@ -187,6 +189,19 @@ def test_prefect_yaml_declares_the_scheduled_deployment() -> None:
     serve = (PROJECT_ROOT / "infra" / "serve.sh").read_text()
     assert 'DENOISE_RETRAIN_CRON="${DENOISE_RETRAIN_CRON:-0 3 * * 1}"' in serve
     assert CronSchedule(cron="0 3 * * 1", timezone="UTC").cron == "0 3 * * 1"
+
+
+def test_prefect_yaml_declares_the_train_model_deployment_on_a_queue_of_its_own() -> None:
+    from flows.fanout import DEPLOYMENT as JOBS
+    from flows.fanout import train_model
+
+    config = yaml.safe_load((PROJECT_ROOT / "prefect.yaml").read_text())
+    (deployment,) = [entry for entry in config["deployments"] if entry["name"] == "train-model"]
+    assert f"{train_model.name}/{deployment['name']}" == JOBS
+    assert deployment["entrypoint"] == f"flows/fanout.py:{train_model.fn.__name__}"
+    # Not the pipeline's queue: a pipeline run waiting for its jobs holds that worker's slot.
+    assert deployment["work_pool"] == {"name": "gpu", "work_queue_name": "models"}
+    assert "schedules" not in deployment
 
 
 def test_results_never_go_to_the_source_branch_or_main(tmp_path: Path) -> None:
@@ -258,6 +273,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         "PREFECT_HOME": str(folder / "prefect-home"),
         "DENOISE_PREFECT_PORT": str(port),
         "DENOISE_RETRAIN_CRON": CRON,
+        # Two train-model jobs at once (denoise run --fan-out), clones in the test's folder.
+        "DENOISE_MODEL_JOBS": "2",
+        "DENOISE_JOBS_DIR": str(folder),
         # Quick turnarounds: the worker polls every 2 s and a run that finds the deployment's
         # slot taken is retried after 5 s (defaults 10 s and 30 s).
         "PREFECT_WORKER_QUERY_SECONDS": "2",
@@ -334,6 +352,7 @@ def test_a_killed_run_crashes_the_next_waits_resumes_and_a_third_skips(served: S
     _the_next_run_resumes_and_completes(served)
     _a_run_without_changes_skips(served)
     _a_late_run_alerts(served)
+    _a_fanned_out_run_trains_each_model_in_a_job_of_its_own(served)
 
 
 def _kill_a_run_in_training(served: Served) -> None:
@@ -454,3 +473,42 @@ def _only_the_expected_alerts(served: Served, late_runs: set[UUID | None]) -> No
     assert len(alerts("champion moved")) == 1
     late = {body["flow_run_id"] for body in alerts("late")}
     assert late <= {f"prefect.flow-run.{run}" for run in late_runs}, late
+
+
+def _a_fanned_out_run_trains_each_model_in_a_job_of_its_own(served: Served) -> None:
+    """A new budget on main retrains both models. With fan_out the pipeline runs them as two
+    train-model flow runs at once (the jobs' worker takes two), each in a clone of its own;
+    their outputs come back through the run cache, and dvc.lock records both stages."""
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    params = yaml.safe_load((served.root / "params.yaml").read_text())
+    params["train"]["profiles"][params["train"]["profile"]]["epochs"] = 3
+    (served.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh("git", "commit", "-qam", "a shorter training", cwd=served.root)
+    with served.client() as client:
+        deployment = client.read_deployment_by_name(DEPLOYMENT)
+        run_id = client.create_flow_run_from_deployment(
+            deployment.id, parameters={"fan_out": True}
+        ).id
+    run = served.wait_final(run_id, seconds=900)
+    assert run.state.type.value == "COMPLETED", (run.state, served.log.read_text()[-3000:])
+    assert served.stage_runs(run_id) == [(stage, "COMPLETED") for stage in STAGES]
+    markdown = served.artifact(run_id)
+    trains = [stage for stage in STAGES if stage.startswith("train@")]
+    assert len(trains) == 2
+    for stage in trains:  # trained by a job, checked out here from the run cache
+        assert f"| {stage} | restored (run cache) |" in markdown, markdown
+    for stage in ("evaluate", "register"):
+        assert f"| {stage} | ran |" in markdown, markdown
+    with served.client() as client:
+        jobs = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["train-model"]))
+        )
+    assert sorted(job.name for job in jobs) == sorted(trains)
+    assert all(job.state.type.value == "COMPLETED" for job in jobs)
+    assert all(job.parent_task_run_id is not None for job in jobs), "subflows of the pipeline"
+    first, second = sorted(jobs, key=lambda job: job.start_time)
+    assert second.start_time < first.end_time, "the two jobs trained at the same time"
+    lock = yaml.safe_load(served.git("show", f"{RESULTS_BRANCH}:dvc.lock"))
+    assert list(lock["stages"]) == STAGES
+    assert not list(served.root.parent.glob("denoise-job-*")), "the jobs removed their clones"

@@ -371,11 +371,19 @@ def run(
         str | None,
         typer.Option("--results-branch", help="commit dvc.lock and reports to this branch."),
     ] = None,
+    fan_out: Annotated[
+        bool,
+        typer.Option(
+            "--fan-out",
+            help="Train each model as a run of the train-model deployment on the pool.",
+        ),
+    ] = False,
 ) -> None:
     """Run the Prefect flow `denoise-pipeline` (each task one DVC stage), print the table.
 
     DVC skips stages whose inputs did not change. With no PREFECT_API_URL set, Prefect runs
-    the flow against a temporary local server.
+    the flow against a temporary local server. --fan-out needs a server with the train-model
+    deployment and a worker for it (`make serve`), and a DVC remote.
     """
     config = _load(params)
     if params.resolve() != Path("params.yaml").resolve():
@@ -392,7 +400,12 @@ def run(
     from denoise import workspace
     from denoise.stages import preflight as checks
 
-    for transfer, wanted in (("pull", pull), ("push", push)):
+    if fan_out and not os.environ.get("PREFECT_API_URL"):
+        raise DenoiseError(
+            "--fan-out runs each model on a work pool: set PREFECT_API_URL to a Prefect server "
+            "with the train-model deployment and a worker (make serve)"
+        )
+    for transfer, wanted in (("pull", pull), ("push", push or fan_out)):
         if wanted:
             workspace.check_dvc_remote(Path.cwd(), transfer, config.services)
     checks.check(config, sources=not (pull or branch))
@@ -407,6 +420,7 @@ def run(
     command += ["--pull"] * pull + ["--push"] * push
     command += ["--branch", branch] if branch else []
     command += ["--results-branch", results_branch] if results_branch else []
+    command += ["--fan-out"] * fan_out
     completed = subprocess.run(command, check=False, env=env)
     if completed.returncode == workspace.SERVICE_CHECK_EXIT:  # the Prefect API: line printed
         raise typer.Exit(1)
