@@ -23,8 +23,13 @@ GPU_BUDGET_SECONDS = 45 * 60  # on one H100/H200-class GPU, the profile's models
 
 
 def _profile(name: str) -> Params:
+    """params.yaml with the recipe of that name: its profile and the models it trains."""
     params = load_params(PROJECT_ROOT / "params.yaml")
-    return dataclasses.replace(params, train=dataclasses.replace(params.train, profile=name))
+    recipe = params.recipes[name]
+    train = dataclasses.replace(
+        params.train, profile=recipe["train.profile"], models=recipe["train.models"]
+    )
+    return dataclasses.replace(params, train=train)
 
 
 def test_the_gpu_profile_fits_its_budget_at_the_measured_rates() -> None:
@@ -54,6 +59,7 @@ def test_the_gpu_recipe_stays_finite_in_mixed_bfloat16_at_tiny_size(
     }
     train = dataclasses.replace(params.train, profiles=gpu.profiles, profile=GPU_PROFILE)
     train = train.with_active(
+        models=gpu.models,
         per_model=tiny,
         patch_size=16,
         batch_size=4,
