@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(PROJECT_ROOT / "tests"))
+sys.path[:0] = [str(PROJECT_ROOT), str(PROJECT_ROOT / "tests")]  # flows/, tests/ helpers
 
 from conftest import tiny_params
 from report import machine
