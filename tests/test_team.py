@@ -397,7 +397,8 @@ def _add_team_remote(team: Team, root: Path) -> None:
         ("access_key_id", "AWS_ACCESS_KEY_ID"),
         ("secret_access_key", "AWS_SECRET_ACCESS_KEY"),
     ):
-        sh("dvc", "remote", "modify", "--local", "team", option, team.client[name], cwd=root)
+        # "--": a random key may start with "-"
+        sh("dvc", "remote", "modify", "--local", "team", option, "--", team.client[name], cwd=root)
 
 
 @pytest.fixture(scope="module")
@@ -462,7 +463,8 @@ def test_a_clone_with_the_pulled_run_cache_reruns_no_stage(
         ("access_key_id", "AWS_ACCESS_KEY_ID"),
         ("secret_access_key", "AWS_SECRET_ACCESS_KEY"),
     ):
-        sh("dvc", "remote", "modify", "--local", "team", option, team.client[name], cwd=clone)
+        # "--": a random key may start with "-"
+        sh("dvc", "remote", "modify", "--local", "team", option, "--", team.client[name], cwd=clone)
     env = _dvc_env(team, tmp_path / "stages.log")
     # Without a dvc.lock there is nothing to check out but data/raw: --allow-missing.
     sh("dvc", "pull", "--run-cache", "--allow-missing", cwd=clone, env=env)
