@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.deployments import run_deployment
 
+from denoise import results_branch as branches
 from denoise import workspace
 from denoise.core.config import load_params
 from denoise.core.locations import tracking_uri
@@ -53,13 +53,6 @@ UPSTREAM = STAGES[1 : STAGES.index(PER_MODEL)]
 CODE = ("src", "flows")
 
 
-def _git(root: Path, *arguments: str) -> str:
-    result = subprocess.run(["git", *arguments], cwd=root, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise StageFailed(f"git {' '.join(arguments)}: {result.stderr.strip()}")
-    return result.stdout.strip()
-
-
 def _default_remote(root: Path) -> str:
     """The URL of the project's default DVC remote, absolute (DVC resolves local paths)."""
     from dvc.repo import Repo
@@ -74,17 +67,17 @@ def _default_remote(root: Path) -> str:
 def job_parameters(root: Path, tracking_run_id: str | None) -> dict[str, Any]:
     """What every job of this pipeline run is given: where the code is, the files that make
     its workspace the pipeline's, the DVC remote and the MLflow run to log under."""
-    edited = _git(root, "status", "--porcelain", "--untracked-files=no", "--", *CODE)
+    edited = branches.git(["status", "--porcelain", "--untracked-files=no", "--", *CODE], root)
     if edited:
         raise StageFailed(
             f"fan-out trains the committed code; commit or stash these first: {edited.split()}"
         )
-    revision = _git(root, "rev-parse", "HEAD")
+    revision = branches.git(["rev-parse", "HEAD"], root)
     # Jobs clone from origin when it holds the commit (a Job on another machine), else from
     # this working tree (a worker on this machine).
     source = str(root)
-    if _git(root, "branch", "--remotes", "--contains", revision):
-        source = _git(root, "remote", "get-url", "origin")
+    if branches.git(["branch", "--remotes", "--contains", revision], root):
+        source = branches.git(["remote", "get-url", "origin"], root)
     params = load_params(root / "params.yaml")
     files = ["params.yaml", "dvc.yaml", "dvc.lock", params.paths.preflight]
     return {
@@ -130,8 +123,8 @@ def train_model(
         prefix=f"denoise-job-{model}-", dir=os.environ.get(JOBS_DIR_ENV) or None
     ) as folder:
         clone = Path(folder) / "repo"
-        _git(Path(folder), "clone", "--quiet", "--no-checkout", source, str(clone))
-        _git(clone, "checkout", "--quiet", revision)
+        branches.git(["clone", "--quiet", "--no-checkout", source, str(clone)], Path(folder))
+        branches.git(["checkout", "--quiet", revision], clone)
         for name, text in files.items():
             (clone / name).parent.mkdir(parents=True, exist_ok=True)
             (clone / name).write_text(text)
