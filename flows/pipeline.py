@@ -207,7 +207,8 @@ def announce_champion(registry: Path) -> dict[str, Any] | None:
     moved = [entry for entry in summary.get("decisions", []) if entry.get("alias") == "champion"]
     if not moved:
         return None
-    decision, name = moved[-1], str(summary["registered_model"])
+    decision = moved[-1]
+    name = str(decision["registered_model"])
     emit_event(
         event=CHAMPION_EVENT,
         resource={

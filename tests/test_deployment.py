@@ -398,7 +398,7 @@ def _the_next_run_resumes_and_completes(served: Served) -> None:
     registry = json.loads((served.root / "reports" / "registry.json").read_text())
     (champion,) = [entry for entry in registry["decisions"] if entry["alias"] == "champion"]
     alert = served.alerts.wait_for(lambda body: body.get("alert") == "champion moved", 120)
-    assert alert["registered_model"] == registry["registered_model"]
+    assert alert["registered_model"] == champion["registered_model"]
     assert (alert["version"], alert["model"]) == (champion["version"], champion["model"])
 
 

@@ -228,7 +228,7 @@ def register(params: ParamsOption = Path("params.yaml")) -> None:
     summary = stage.run(_stage(params))
     for decision in summary.decisions:
         typer.echo(
-            f"{summary.registered_model} v{decision.version} ({decision.model}): "
+            f"{decision.registered_model} v{decision.version} ({decision.model}): "
             f"{decision.score:.2f} dB -> {decision.alias or 'no alias'} ({decision.reason})"
         )
 
@@ -344,18 +344,24 @@ def apply(
 @app.command("model-summary")
 @_user_errors
 def model_summary(
-    name: Annotated[str, typer.Argument(help=f"Architecture: {', '.join(ARCHITECTURES)}.")],
+    name: Annotated[
+        str,
+        typer.Argument(help=f"Architecture ({', '.join(ARCHITECTURES)}) or train.variants name."),
+    ],
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Print the Keras summary of an architecture at the configured frame size."""
-    from denoise.models.registry import build_model
+    """Print the Keras summary of a model at the configured frame size, and its multiply-adds
+    per pixel (what "similar compute" compares)."""
+    from denoise.models.registry import build_model, multiply_adds_per_pixel
 
     config = _load(params)
-    if name not in ARCHITECTURES:
-        raise DenoiseError(f"unknown model {name!r} (known: {', '.join(ARCHITECTURES)})")
+    known = [*ARCHITECTURES, *config.train.variants]
+    if name not in known:
+        raise DenoiseError(f"unknown model {name!r} (known: {', '.join(known)})")
     size = config.extract.size
     model = build_model(name, config.train, input_size=size)
     model.summary(print_fn=lambda line, **_: typer.echo(line))
+    typer.echo(f"multiply-adds per pixel (convolutions): {multiply_adds_per_pixel(model):,.0f}")
 
 
 @app.command()

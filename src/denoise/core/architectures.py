@@ -18,12 +18,16 @@ from typing import Any
 class Architecture:
     """module: denoise.models.<module> builds it. side_multiple(spec): frames and patches must
     be multiples of this (spec: the model's resolved config.Variant). size_rule(train,
-    patch_size): a message when the train section's sizes cannot work, else None."""
+    patch_size): a message when the train section's sizes cannot work, else None.
+    window(spec): frames per output frame; above 1 a temporal model, whose input is that many
+    consecutive frames stacked on the channel axis (oldest first) and whose output is the
+    middle one denoised."""
 
     module: str
     summary: str
     side_multiple: Callable[[Any], int] = lambda spec: 1
     size_rule: Callable[[Any, int], str | None] = lambda train, patch_size: None
+    window: Callable[[Any], int] = lambda spec: 1
 
 
 def _dense_ae_rule(train: Any, patch_size: int) -> str | None:
@@ -45,5 +49,11 @@ ARCHITECTURES: dict[str, Architecture] = {
     ),
     "drunet": Architecture(
         "drunet", "a DRUNet-style residual U-Net", side_multiple=lambda spec: spec.drunet.multiple
+    ),
+    "fastdvdnet": Architecture(
+        "fastdvdnet",
+        "FastDVDnet-style video denoiser: U-Nets on frame triplets, then on their outputs",
+        side_multiple=lambda spec: spec.fastdvdnet.multiple,
+        window=lambda spec: spec.fastdvdnet.window,
     ),
 }

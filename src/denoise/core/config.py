@@ -298,9 +298,34 @@ class DRUNet:
         return 2 ** (len(self.widths) - 1)
 
 
+@dataclasses.dataclass(frozen=True)
+class FastDVDnet:
+    """FastDVDnet-style: `window` frames; U-Net blocks (DRUNet's, `widths`) on each triplet,
+    then one on their outputs."""
+
+    window: int = 5
+    widths: list[int] = dataclasses.field(default_factory=lambda: [32, 64, 128])
+    blocks_per_level: int = 1
+
+    def __post_init__(self) -> None:
+        _check(
+            self.window >= 3 and self.window % 2 == 1,
+            "window",
+            f"must be odd and >= 3 (a triplet around the frame), got {self.window}",
+        )
+        DRUNet(self.widths, self.blocks_per_level)  # the same checks as a U-Net's
+
+    @property
+    def multiple(self) -> int:
+        """Height and width must be multiples of this: one 2x downsampling per extra level."""
+        return 2 ** (len(self.widths) - 1)
+
+
 # frames: every train frame is equally likely; sources: every source (video or image folder)
-# is, then a frame within it, so a short photo folder weighs as much as a long video.
-SAMPLINGS = ("frames", "sources")
+# is, then a frame within it, so a short photo folder weighs as much as a long video; clips:
+# windows of the train clips (extract.clips), which temporal models always train on, and
+# single-frame models then on the windows' middle frames.
+SAMPLINGS = ("frames", "sources", "clips")
 SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
 APPLY_PRECISIONS = ("float32", "bfloat16")  # what apply computes in
@@ -426,6 +451,7 @@ class Variant:
     dncnn: DnCNN | None = None
     ffdnet: FFDNet | None = None
     drunet: DRUNet | None = None
+    fastdvdnet: FastDVDnet | None = None
 
     def __post_init__(self) -> None:
         _check(
@@ -449,6 +475,7 @@ class Train:
     dncnn: DnCNN = dataclasses.field(default_factory=DnCNN)
     ffdnet: FFDNet = dataclasses.field(default_factory=FFDNet)
     drunet: DRUNet = dataclasses.field(default_factory=DRUNet)
+    fastdvdnet: FastDVDnet = dataclasses.field(default_factory=FastDVDnet)
 
     def __post_init__(self) -> None:
         _check(
@@ -554,7 +581,18 @@ class Train:
             dncnn=variant.dncnn or self.dncnn,
             ffdnet=variant.ffdnet or self.ffdnet,
             drunet=variant.drunet or self.drunet,
+            fastdvdnet=variant.fastdvdnet or self.fastdvdnet,
         )
+
+    def window(self, name: str) -> int:
+        """Frames model `name` sees per output frame: 1 for an image model."""
+        spec = self.spec(name)
+        return ARCHITECTURES[spec.architecture].window(spec)
+
+    def on_clips(self, name: str) -> bool:
+        """Whether model `name` trains on the train clips: a temporal model always, an image
+        model with its budget's sampling: clips."""
+        return self.window(name) > 1 or self.budget(name).sampling == "clips"
 
     @property
     def architectures(self) -> set[str]:
@@ -645,11 +683,17 @@ class Alerts:
 @dataclasses.dataclass(frozen=True)
 class Register:
     model_name: str = "denoise"
+    video_model_name: str = "denoise-video"  # temporal models (train.window > 1)
     score_set: str = "test"
     promotion_margin_db: float = 0.05
 
     def __post_init__(self) -> None:
         _check(bool(self.model_name.strip()), "model_name", "must not be empty")
+        _check(
+            self.video_model_name.strip() not in ("", self.model_name),
+            "video_model_name",
+            "must not be empty nor model_name (image and video models compete apart)",
+        )
         _check(bool(self.score_set.strip()), "score_set", "must not be empty")
         _check(self.promotion_margin_db >= 0, "promotion_margin_db", "must be >= 0")
 
@@ -708,6 +752,21 @@ class Params:
             f"must be divisible by {self.train.size_multiple} for the models of profile "
             f"{self.train.profile!r} (their downsampling), got {self.extract.size}",
         )
+        for name in self.train.models:
+            if not self.train.on_clips(name):
+                continue
+            _check(
+                self.extract.clips.per_split > 0,
+                "extract.clips.per_split",
+                f"must be > 0: {name} trains on clips",
+            )
+            window = self.train.window(name)
+            _check(
+                self.extract.clips.length >= window,
+                "extract.clips.length",
+                f"must be at least {name}'s window of {window} frames, got "
+                f"{self.extract.clips.length}",
+            )
         if "dense_ae" in self.train.architectures:
             for key, size in (
                 ("extract.size", self.extract.size),

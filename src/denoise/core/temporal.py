@@ -47,3 +47,17 @@ def temporal_windows(frames: Iterable[np.ndarray], radius: int) -> Iterator[np.n
     for offset in range(1, radius + 1):
         window.append(last[2 * radius - offset])
         yield np.stack(window)
+
+
+def reflected(centre: int, radius: int, length: int) -> list[int]:
+    """Positions of the frames of the window of radius around centre in a clip of length
+    frames, the ends reflected as temporal_windows does (-i is i, length-1+i is length-1-i)."""
+    last = length - 1
+    return [abs(last - abs(last - spot)) for spot in range(centre - radius, centre + radius + 1)]
+
+
+def as_channels(window: np.ndarray) -> np.ndarray:
+    """A window (T, H, W, C) as one image (H, W, T * C), its frames stacked on the channel axis
+    oldest first: a temporal model's input."""
+    height, width = window.shape[1:3]
+    return np.moveaxis(window, 0, 2).reshape(height, width, -1)

@@ -29,6 +29,8 @@ EVALUATION_SPLITS = ("validation", "test")
 PHOTOGRAPHS = "photographs"
 INDEX_NAME = "index.json"
 CLIP_SETS = "clip_sets"  # index.json key of the clip sets (clips-validation, clips-test)
+CLIP_VALIDATION = "clips-validation"  # training's model selection for models on clips
+CLIP_TEST = "clips-test"  # where temporal models are scored for registering
 
 
 def evenly_spaced(rows: pd.DataFrame, count: int) -> pd.DataFrame:

@@ -43,7 +43,15 @@ def drunet(
     if not widths or blocks_per_level < 1:
         raise ValueError("drunet needs at least one width and one block per level")
     noisy = keras.Input(shape=(input_size, input_size, channels), name="noisy")
-    features = layers.Conv2D(widths[0], 3, padding="same", use_bias=False, name="head")(noisy)
+    correction = correction_head(unet(noisy, widths, blocks_per_level), channels)
+    denoised = layers.Add(name="denoised", dtype="float32")([noisy, correction])
+    return keras.Model(noisy, denoised, name="drunet")
+
+
+def unet(inputs: Any, widths: Sequence[int], blocks_per_level: int) -> Any:
+    """The U-Net body of drunet (head conv through skip_0) on `inputs`: features of widths[0]
+    channels at the input's resolution."""
+    features = layers.Conv2D(widths[0], 3, padding="same", use_bias=False, name="head")(inputs)
     encoded = [features]  # the head's and every level's output, added back on the way up
     for level, width in enumerate(widths[:-1]):
         for block in range(blocks_per_level):
@@ -62,7 +70,13 @@ def drunet(
         for block in range(blocks_per_level):
             features = _residual_block(features, widths[level], f"up_{level}_block_{block}")
     features = layers.Add(name="skip_0")([features, encoded[0]])
-    correction = layers.Conv2D(
+    return features
+
+
+def correction_head(features: Any, channels: int) -> Any:
+    """The last 3x3 conv to `channels`, float32 and starting at zero (an untrained net is the
+    identity)."""
+    return layers.Conv2D(
         channels,
         3,
         padding="same",
@@ -71,8 +85,6 @@ def drunet(
         dtype="float32",
         kernel_initializer="zeros",
     )(features)
-    denoised = layers.Add(name="denoised", dtype="float32")([noisy, correction])
-    return keras.Model(noisy, denoised, name="drunet")
 
 
 def build(train: Train, spec: Variant, input_size: int | None = None) -> keras.Model:

@@ -21,7 +21,7 @@ from denoise.core.config import Train
 from denoise.core.errors import ModelError
 
 # Every architecture module, so that their custom layers are registered for load_model.
-from denoise.models import dense_ae, dncnn, drunet, ffdnet, paper_cae  # noqa: F401
+from denoise.models import dense_ae, dncnn, drunet, fastdvdnet, ffdnet, paper_cae  # noqa: F401
 
 
 def build_model(name: str, config: Train, input_size: int | None = None) -> keras.Model:
@@ -55,7 +55,8 @@ def required_multiple(model: Any) -> int:
 
     4 for paper_cae (two 2x poolings); dense_stride (4) for dense_ae, whose patch must be a
     multiple of its stride so that any padded size that is a multiple of the stride works;
-    1 for dncnn; 2 ** (levels - 1) for drunet (one stride-2 conv per level down).
+    1 for dncnn; 2 ** (levels - 1) for drunet (one stride-2 conv per level down), and for
+    fastdvdnet's blocks.
     """
     from keras import layers
 
@@ -63,7 +64,9 @@ def required_multiple(model: Any) -> int:
 
     multiple = 1
     for layer in getattr(model, "layers", []):
-        if isinstance(layer, layers.MaxPooling2D | layers.AveragePooling2D | layers.Conv2D):
+        if isinstance(layer, keras.Model):  # a block of fastdvdnet's, on the input's grid
+            multiple = math.lcm(multiple, required_multiple(layer))
+        elif isinstance(layer, layers.MaxPooling2D | layers.AveragePooling2D | layers.Conv2D):
             multiple *= int(layer.strides[0])
         elif isinstance(layer, ExtractPatches):
             if layer.patch % layer.stride:
@@ -94,3 +97,39 @@ def start_from(model: keras.Model, source: keras.Model, name: str, source_label:
             f"{count_parameters(model):,}: their layer names or weight shapes differ"
         )
     model.set_weights(source.get_weights())
+
+
+def multiply_adds_per_pixel(model: keras.Model) -> float:
+    """Multiply-adds of the model's convolutions per input pixel (per output frame's pixel for
+    a temporal model), counting every call of a nested block (fastdvdnet's shared triplet
+    block runs window - 2 times). Fully convolutional models only: other layers (dense_ae's
+    Dense) are not counted. What "similar compute" compares (docs/benchmarks.md)."""
+    from keras import layers
+
+    scale: dict[int, float] = {}  # id of a symbolic tensor -> its pixels per input pixel
+    for tensor in model.inputs:
+        scale[id(tensor)] = 1.0
+    total = 0.0
+    nodes = model._nodes_by_depth  # Keras's functional graph: depth -> nodes, inputs deepest
+    for depth in sorted(nodes, reverse=True):
+        for node in nodes[depth]:
+            layer, inputs = node.operation, node.input_tensors
+            if not inputs:
+                continue
+            here = scale[id(inputs[0])]
+            after = here
+            if isinstance(layer, keras.Model):
+                total += here * multiply_adds_per_pixel(layer)
+            elif isinstance(layer, layers.Conv2D | layers.Conv2DTranspose):
+                kernel = layer.kernel.shape  # (kh, kw, in, out) or (kh, kw, out, in)
+                work = float(np.prod(kernel))
+                stride = float(np.prod(layer.strides))
+                if isinstance(layer, layers.Conv2DTranspose):
+                    total += here * work
+                    after = here * stride
+                else:
+                    after = here / stride
+                    total += after * work
+            for tensor in node.output_tensors:
+                scale[id(tensor)] = after
+    return total

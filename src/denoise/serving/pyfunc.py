@@ -1,7 +1,9 @@
 """The MLflow pyfunc flavour of a denoiser: a saved .keras model behind tiled inference.
 
 `mlflow.pyfunc.load_model(uri).predict(images)` and `mlflow models serve` both denoise images
-of any size: float32 (N, H, W, 3) RGB in [0, 1] in, the same shape out.
+of any size: float32 (N, H, W, 3) RGB in [0, 1] in, the same shape out. A temporal model
+(fastdvdnet) takes windows of consecutive frames, (N, T, H, W, 3), and returns each window's
+middle frame denoised, (N, H, W, 3).
 denoise.tracking.models logs it; this module holds only the class, so MLflow can unpickle it
 by name.
 """
@@ -16,6 +18,7 @@ import numpy as np
 from mlflow.pyfunc import PythonModel
 
 from denoise.core.config import Apply
+from denoise.core.temporal import as_channels
 from denoise.serving.tiling import denoise_batch, denoise_image
 
 KERAS_ARTIFACT = "keras_model"  # key in context.artifacts: the .keras file
@@ -70,7 +73,9 @@ class DenoiserModel(PythonModel):
     def predict(
         self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None
     ) -> np.ndarray:
-        """Denoise float32 RGB in [0, 1]: (N, H, W, 3) or one (H, W, 3) -> the same shape.
+        """Denoise float32 RGB in [0, 1]: (N, H, W, 3) or one (H, W, 3) -> the same shape; a
+        temporal model: windows (N, T, H, W, 3) of T consecutive frames -> their middle frames
+        (N, H, W, 3).
 
         Integer images are scaled from their dtype's range; a 1-D object array of images of
         different sizes (a ragged batch) returns an object array of denoised images.
@@ -82,8 +87,21 @@ class DenoiserModel(PythonModel):
             return denoised
         return self._denoise(_as_float(np.asarray(model_input)))
 
+    @property
+    def window(self) -> int:
+        """Frames per output frame: above 1 for a temporal model (its input channels / 3)."""
+        return int(self.model.input_shape[-1]) // 3
+
     def _denoise(self, noisy: np.ndarray) -> np.ndarray:
         tiling = (self.tile_size, self.overlap, self.batch_size)
+        if self.window > 1:
+            if noisy.ndim != 5 or noisy.shape[1] != self.window or noisy.shape[-1] != 3:
+                raise ValueError(
+                    f"a temporal model of {self.window} frames takes windows "
+                    f"(N, {self.window}, H, W, 3), got shape {noisy.shape}"
+                )
+            windows = np.stack([as_channels(window) for window in noisy])
+            return denoise_batch(self.model, windows, *tiling, ensemble=self.ensemble)
         if noisy.ndim == 3:
             return denoise_image(self.model, noisy, *tiling, ensemble=self.ensemble)
         if noisy.ndim == 4:

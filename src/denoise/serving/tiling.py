@@ -18,7 +18,8 @@ import numpy as np
 _MINIMUM_SIDE = 16
 
 
-# A batch of tiles float32 (N, h, w, 3) in [0, 1] -> denoised, same shape.
+# A batch of tiles float32 (N, h, w, 3) in [0, 1] -> denoised, same shape; a temporal model's
+# tiles of windows (N, h, w, 3 * window) -> their middle frames denoised (N, h, w, 3).
 Predictor = Callable[[np.ndarray], np.ndarray]
 
 
@@ -48,7 +49,7 @@ def self_ensemble(predict: Predictor) -> Predictor:
     """
 
     def predict_mean(batch: np.ndarray) -> np.ndarray:
-        total = np.zeros(batch.shape, np.float64)
+        total = np.zeros((*batch.shape[:3], 3), np.float64)  # RGB out, whatever goes in
         for turns in range(4):
             for flip in (False, True):
                 view = np.rot90(batch, turns, axes=(1, 2))
@@ -165,13 +166,14 @@ def denoise_batch(
 ) -> np.ndarray:
     """Denoise images of any size with overlapping tiles of at most tile_size pixels.
 
-    noisy: float32 (N, H, W, 3) RGB in [0, 1], any H and W. model: a Keras model, or a
+    noisy: float32 (N, H, W, 3) RGB in [0, 1], any H and W, or a temporal model's windows
+    (N, H, W, 3 * window) (core.temporal.as_channels). model: a Keras model, or a
     Predictor (then `multiple` defaults to 4). An image whose padded size fits in one tile is
     denoised whole. ensemble: denoise each tile with the x8 self_ensemble (8 model calls).
     Returns float32 (N, H, W, 3) clipped to [0, 1].
     """
     noisy = np.asarray(noisy, dtype=np.float32)
-    if noisy.ndim != 4 or noisy.shape[-1] != 3 or 0 in noisy.shape:
+    if noisy.ndim != 4 or noisy.shape[-1] % 3 or 0 in noisy.shape:
         raise ValueError(f"expected RGB images (N, H, W, 3), got shape {noisy.shape}")
     predict: Predictor = model if not hasattr(model, "layers") else keras_predictor(model)
     if ensemble:
@@ -188,7 +190,7 @@ def denoise_batch(
     layout = _layout(height, width, tile_size, overlap, multiple)
     positions = [(row, column) for row in layout.rows for column in layout.columns]
     padded = np.stack([_pad(image, layout.padded_height, layout.padded_width) for image in noisy])
-    blended = np.zeros_like(padded)
+    blended = np.zeros((*padded.shape[:3], 3), np.float32)
     total_weight = np.zeros((*padded.shape[:3], 1), np.float32)
     jobs = [(image, row, column) for image in range(num_images) for row, column in positions]
     for first in range(0, len(jobs), batch_size):
@@ -200,7 +202,7 @@ def denoise_batch(
             ]
         )
         denoised_tiles = predict(tiles)
-        if denoised_tiles.shape != tiles.shape:
+        if denoised_tiles.shape != (*tiles.shape[:3], 3):
             raise ValueError(
                 f"the model returned {denoised_tiles.shape} for tiles of shape {tiles.shape}"
             )

@@ -21,7 +21,8 @@ from denoise.core.metrics import psnr, ssim, temporal_psnr
 from denoise.core.noise import level_name
 from denoise.core.progress import progress
 from denoise.core.tables import clip_table, markdown_table
-from denoise.data.evalsets import CLIP_SETS, list_sets, load_set
+from denoise.core.temporal import as_channels, temporal_windows
+from denoise.data.evalsets import CLIP_SETS, CLIP_VALIDATION, list_sets, load_set
 from denoise.data.video import write_image
 from denoise.models.precision import at_precision
 from denoise.models.registry import load_model, required_multiple
@@ -30,7 +31,6 @@ from denoise.tracking.runs import StageTracker, stage
 
 # Sets scored here; "validation" is used by training for model selection, so it is not.
 VALIDATION = "validation"
-CLIP_VALIDATION = "clips-validation"
 # Methods that see a whole clip at once, scored on the clip sets only (at evaluate.bm3d_levels).
 VIDEO_METHODS = {"bm4d": bm4d_video}
 BatchDenoiser = Callable[[np.ndarray, float], np.ndarray]
@@ -169,6 +169,18 @@ def model_denoiser(
     return denoise_batch
 
 
+def window_denoiser(frame_denoiser: BatchDenoiser, window: int) -> BatchDenoiser:
+    """A temporal model's denoiser of one clip (T, H, W, 3): every frame from the window of
+    frames around it, the ends reflected (core.temporal); frame_denoiser: model_denoiser of
+    the model, which takes windows stacked on the channel axis."""
+
+    def denoise_clip(noisy: np.ndarray, sigma: float) -> np.ndarray:
+        windows = [as_channels(frames) for frames in temporal_windows(noisy, window // 2)]
+        return frame_denoiser(np.stack(windows), sigma)
+
+    return denoise_clip
+
+
 def _load_models(params: Params) -> dict[str, tuple[Any, dict[str, Any]]]:
     models = {}
     for name in params.train.models:
@@ -249,14 +261,17 @@ def _evaluate(params: Params) -> EvaluateSummary:
     methods: dict[str, BatchDenoiser] = {
         name: per_image(baseline(name, config)) for name in config.methods
     }
-    methods.update(
-        {
-            name: model_denoiser(
-                model, params.train.batch_size, params.apply.self_ensemble, params.apply.precision
-            )
-            for name, (model, _) in models.items()
-        }
-    )
+    # Temporal models (train.window > 1) are scored on the clip sets only.
+    temporal: dict[str, BatchDenoiser] = {}
+    for name, (model, _) in models.items():
+        denoiser = model_denoiser(
+            model, params.train.batch_size, params.apply.self_ensemble, params.apply.precision
+        )
+        window = params.train.window(name)
+        if window > 1:
+            temporal[name] = window_denoiser(denoiser, window)
+        else:
+            methods[name] = denoiser
     metrics: dict[str, Any] = {
         "sets": {},
         "conventions": {
@@ -324,7 +339,7 @@ def _evaluate(params: Params) -> EvaluateSummary:
                         triptych(noisy_levels[level][position], denoised, clean[position]),
                     )
                 )
-    clip_metrics = _evaluate_clips(params, methods, evalsets_dir, images)
+    clip_metrics = _evaluate_clips(params, {**methods, **temporal}, evalsets_dir, images)
     if clip_metrics:
         metrics["clip_sets"] = clip_metrics
     model_info = {name: info for name, (_, info) in models.items()}

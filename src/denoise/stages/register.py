@@ -23,7 +23,8 @@ from denoise.core.config import Params
 from denoise.core.errors import DataError, ValidationError
 from denoise.core.metrics import psnr
 from denoise.core.noise import level_name
-from denoise.data.evalsets import load_set
+from denoise.core.temporal import temporal_windows
+from denoise.data.evalsets import CLIP_SETS, CLIP_TEST, load_set
 from denoise.serving.load import CHALLENGER, CHAMPION
 from denoise.tracking.models import INIT_TAG, TRAINED_RUN_TAG, log_model_file, logged_model_uri
 from denoise.tracking.runs import StageTracker, stage
@@ -64,6 +65,7 @@ def decide(
 
 @dataclasses.dataclass(frozen=True)
 class Decision:
+    registered_model: str  # register.model_name, or register.video_model_name (temporal)
     model: str
     version: str
     score: float
@@ -75,7 +77,6 @@ class Decision:
 
 @dataclasses.dataclass(frozen=True)
 class RegisterSummary:
-    registered_model: str
     decisions: list[Decision]
 
 
@@ -89,12 +90,20 @@ def score_model(
     """Mean PSNR (dB) of a logged or registered denoiser on one evaluation set, served with or
     without its x8 self-ensemble, in precision (whatever its logged model_config says).
 
-    clean, noisy: float32 (N, H, W, 3) in [0, 1] (noisy unclipped).
+    clean, noisy: float32 (N, H, W, 3) in [0, 1] (noisy unclipped), or for a temporal model
+    clips (N, T, H, W, 3): every frame is scored, denoised from the window around it (the
+    ends reflected, core.temporal).
     """
     import mlflow
 
     model = mlflow.pyfunc.load_model(model_uri)
-    model.unwrap_python_model().serve_as(self_ensemble, precision)
+    served = model.unwrap_python_model()
+    served.serve_as(self_ensemble, precision)
+    if served.window > 1:
+        noisy = np.stack(
+            [window for clip in noisy for window in temporal_windows(clip, served.window // 2)]
+        )
+        clean = clean.reshape(-1, *clean.shape[2:])
     denoised = np.clip(model.predict(noisy), 0.0, 1.0)
     return float(
         np.mean([psnr(image, output) for image, output in zip(clean, denoised, strict=True)])
@@ -150,83 +159,120 @@ def _in_this_store(tracker: StageTracker, params: Params, runs: dict[str, str]) 
             pass
         tags = {"denoise.model": model, TRAINED_RUN_TAG: run_id}
         with tracker.child(model, tags=tags) as logged:
-            log_model_file(params, Path(params.paths.models) / f"{model}.keras")
+            path = Path(params.paths.models) / f"{model}.keras"
+            log_model_file(params, path, params.train.window(model))
         found[model] = logged
     return found
 
 
-def run(params: Params) -> RegisterSummary:
-    """Register every trained model; move `champion` or `challenger` as should_promote says."""
-    from mlflow.tracking import MlflowClient
+def _scoring_set(params: Params, temporal: bool) -> tuple[np.ndarray, np.ndarray, str]:
+    """(clean, noisy) at noise.validation_sigma that candidates are scored on, and its name:
+    the register.score_set images, or for temporal models the test clips."""
+    level = level_name("gaussian", params.noise.validation_sigma)
+    set_name, group = (CLIP_TEST, CLIP_SETS) if temporal else (params.register.score_set, "sets")
+    clean, noisy_levels, _ = load_set(Path(params.paths.evalsets), set_name, group)
+    if level not in noisy_levels:
+        raise DataError(f"evaluation set {set_name!r} has no level {level}")
+    return clean, noisy_levels[level], f"{set_name}/{level}"
 
+
+def run(params: Params) -> RegisterSummary:
+    """Register every trained model; move `champion` or `challenger` as should_promote says.
+
+    Image models are versions of register.model_name, scored on register.score_set; temporal
+    models (train.window > 1) of register.video_model_name, scored on the test clips: image
+    and video models never compete for one alias.
+    """
     metrics_path = Path(params.paths.metrics)
     if not metrics_path.is_file():
         raise DataError(f"{metrics_path}: missing; run `denoise evaluate` first")
     metrics = json.loads(metrics_path.read_text())
-    eligible = check_results(metrics, params, score_set=params.register.score_set).eligible
     runs = _trained_runs(params)
     config = params.register
-    level = level_name("gaussian", params.noise.validation_sigma)
-    clean, noisy_levels, _ = load_set(Path(params.paths.evalsets), config.score_set)
-    if level not in noisy_levels:
-        raise DataError(f"evaluation set {config.score_set!r} has no level {level}")
-    noisy = noisy_levels[level]
-    serving = (params.apply.self_ensemble, params.apply.precision)  # as `denoise apply` serves
     decisions: list[Decision] = []
     with stage(params, "register") as tracker:
         runs = _in_this_store(tracker, params, runs)
-        client = MlflowClient()
-        name = config.model_name
-        scores = {
-            model: score_model(logged_model_uri(run_id), clean, noisy, *serving)
-            for model, run_id in runs.items()
-        }
-        # Best candidate first, so a weaker one from the same run is compared with it.
-        for model in sorted(scores, key=lambda key: -scores[key]):
-            version = _registered_version(client, name, runs[model])
-            champion = _champion(client, name)
-            champion_version = None if champion is None else str(champion.version)
-            champion_score = None
-            if champion_version not in (None, str(version.version)):
-                champion_uri = f"models:/{name}@{CHAMPION}"
-                champion_score = score_model(champion_uri, clean, noisy, *serving)
-            score = scores[model]
-            alias, reason = decide(
-                score,
-                eligible.get(model, False),
-                str(version.version),
-                champion_version,
-                champion_score,
-                config.promotion_margin_db,
-            )
-            if alias is not None:
-                client.set_registered_model_alias(name, alias, version.version)
-            tags = {
-                "denoise.model": model,
-                "denoise.score_psnr": f"{score:.4f}",
-                "denoise.score_set": f"{config.score_set}/{level}",
-                "denoise.champion_psnr": "" if champion_score is None else f"{champion_score:.4f}",
-                "denoise.decision": alias or "rejected",
-                "denoise.reason": reason,
-                INIT_TAG: client.get_run(runs[model]).data.tags.get(INIT_TAG, ""),
+        for name, temporal in ((config.model_name, False), (config.video_model_name, True)):
+            group = {
+                model: run_id
+                for model, run_id in runs.items()
+                if (params.train.window(model) > 1) == temporal
             }
-            for key, value in tags.items():
-                client.set_model_version_tag(name, version.version, key, value)
-            decisions.append(
-                Decision(
-                    model=model,
-                    version=str(version.version),
-                    score=score,
-                    champion_version=champion_version,
-                    champion_score=champion_score,
-                    alias=alias,
-                    reason=reason,
-                )
-            )
-        summary = RegisterSummary(registered_model=name, decisions=decisions)
+            if not group:
+                continue
+            eligible = check_results(
+                metrics, params, score_set=params.register.score_set, models=list(group)
+            ).eligible
+            decisions += _register(params, name, group, eligible, *_scoring_set(params, temporal))
+        summary = RegisterSummary(decisions=decisions)
         tracker.log_to_parent(summary=dataclasses.asdict(summary))
     write_json(params.paths.registry, dataclasses.asdict(summary))
     return summary
+
+
+def _register(
+    params: Params,
+    name: str,
+    runs: dict[str, str],
+    eligible: dict[str, bool],
+    clean: np.ndarray,
+    noisy: np.ndarray,
+    scored_on: str,
+) -> list[Decision]:
+    """Register each model's run as a version of `name`, best first, and set its alias."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    serving = (params.apply.self_ensemble, params.apply.precision)  # as `denoise apply` serves
+    scores = {
+        model: score_model(logged_model_uri(run_id), clean, noisy, *serving)
+        for model, run_id in runs.items()
+    }
+    decisions = []
+    # Best candidate first, so a weaker one from the same run is compared with it.
+    for model in sorted(scores, key=lambda key: -scores[key]):
+        version = _registered_version(client, name, runs[model])
+        champion = _champion(client, name)
+        champion_version = None if champion is None else str(champion.version)
+        champion_score = None
+        if champion_version not in (None, str(version.version)):
+            champion_uri = f"models:/{name}@{CHAMPION}"
+            champion_score = score_model(champion_uri, clean, noisy, *serving)
+        score = scores[model]
+        alias, reason = decide(
+            score,
+            eligible.get(model, False),
+            str(version.version),
+            champion_version,
+            champion_score,
+            params.register.promotion_margin_db,
+        )
+        if alias is not None:
+            client.set_registered_model_alias(name, alias, version.version)
+        tags = {
+            "denoise.model": model,
+            "denoise.score_psnr": f"{score:.4f}",
+            "denoise.score_set": scored_on,
+            "denoise.champion_psnr": "" if champion_score is None else f"{champion_score:.4f}",
+            "denoise.decision": alias or "rejected",
+            "denoise.reason": reason,
+            INIT_TAG: client.get_run(runs[model]).data.tags.get(INIT_TAG, ""),
+        }
+        for key, value in tags.items():
+            client.set_model_version_tag(name, version.version, key, value)
+        decisions.append(
+            Decision(
+                registered_model=name,
+                model=model,
+                version=str(version.version),
+                score=score,
+                champion_version=champion_version,
+                champion_score=champion_score,
+                alias=alias,
+                reason=reason,
+            )
+        )
+    return decisions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,20 +289,25 @@ class ResultsCheck:
 
 
 def promotion_gains(
-    metrics: Mapping[str, Any], models: list[str], score_set: str, sigma: float
+    metrics: Mapping[str, Any],
+    models: list[str],
+    score_set: str,
+    sigma: float,
+    group: str = "sets",
 ) -> tuple[str, float, dict[str, float]]:
-    """PSNR of each model and of the noisy input on score_set at Gaussian sigma (0-255 scale).
+    """PSNR of each model and of the noisy input on score_set (of metrics[group]: "sets", or
+    "clip_sets") at Gaussian sigma (0-255 scale).
 
     Returns (reference, noisy PSNR, {model: PSNR}). Where the noisy method was not evaluated,
     its PSNR is the expectation for unclipped noise, 20 log10(255 / sigma).
     """
     reference = f"{score_set}/{level_name('gaussian', sigma)}"
-    level = metrics.get("sets", {}).get(score_set, {}).get("levels", {})
+    level = metrics.get(group, {}).get(score_set, {}).get("levels", {})
     results = level.get(level_name("gaussian", sigma))
     if results is None:
         raise ValidationError(
             f"results: no scores at {reference} in the metrics (evaluate scores "
-            f"{', '.join(metrics.get('sets', {})) or 'no sets'}); rerun `denoise evaluate`"
+            f"{', '.join(metrics.get(group, {})) or 'no sets'}); rerun `denoise evaluate`"
         )
     missing = [model for model in models if model not in results]
     if missing:
@@ -278,6 +329,7 @@ def check_results(
     params: Params,
     score_set: str = "test",
     report_dir: str | Path | None = None,
+    models: list[str] | None = None,
 ) -> ResultsCheck:
     """Run the results suite on evaluate's metrics, then decide which models may be promoted.
 
@@ -285,6 +337,8 @@ def check_results(
     when report_dir is given) if a metric is not finite or a PSNR is implausible. A model is
     eligible when it beats the noisy input by validate.results.min_gain_over_noisy_db on
     score_set at noise.validation_sigma; an ineligible model may be recorded, never promoted.
+    models: those to decide for (None: train.models), all image models or all temporal ones,
+    which are measured on the test clips instead of score_set.
     """
     config = params.validate.results
     tables = {RESULTS: (results_table(metrics), results_expectations(config))}
@@ -297,8 +351,11 @@ def check_results(
         report = Path(report_dir) / SUMMARY_HTML
     if failures(results):
         raise ValidationError(failure_message(results, report))
+    models = list(params.train.models) if models is None else models
+    temporal = any(params.train.window(model) > 1 for model in models)
+    where = (CLIP_TEST, CLIP_SETS) if temporal else (score_set, "sets")
     reference, noisy, psnr = promotion_gains(
-        metrics, list(params.train.models), score_set, params.noise.validation_sigma
+        metrics, models, where[0], params.noise.validation_sigma, where[1]
     )
     gain = {model: value - noisy for model, value in psnr.items()}
     return ResultsCheck(

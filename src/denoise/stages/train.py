@@ -9,19 +9,41 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from denoise.core.atomic import atomic_path, write_json
 from denoise.core.config import Params
 from denoise.core.errors import ConfigError, DataError
 from denoise.core.locations import init_file
 from denoise.core.locks import exclusive
 from denoise.core.noise import level_name
-from denoise.data.evalsets import load_set
-from denoise.data.extract import load_manifest
+from denoise.data.evalsets import CLIP_SETS, CLIP_VALIDATION, load_set
+from denoise.data.extract import load_clips_manifest, load_manifest
 from denoise.tracking.models import INIT_TAG, log_trained_model
 from denoise.tracking.runs import log_epoch, log_frames_inputs, stage
 from denoise.training.distribution import data_parallel
 from denoise.training.loop import _write_history, summarise, train_model
-from denoise.training.stream import PatchStream
+from denoise.training.stream import ClipStream, PatchStream, clip_validation
+
+
+def _training_data(
+    params: Params, name: str, manifest: pd.DataFrame
+) -> tuple[PatchStream | ClipStream, tuple[np.ndarray, np.ndarray]]:
+    """Model `name`'s training stream and (noisy, clean) validation pairs at
+    noise.validation_sigma: the train frames and the validation set, or for a model on clips
+    (train.on_clips) the train clips and windows of the validation clips."""
+    frames_dir, evalsets = Path(params.paths.frames), Path(params.paths.evalsets)
+    level = level_name("gaussian", params.noise.validation_sigma)
+    if not params.train.on_clips(name):
+        clean, noisy, _ = load_set(evalsets, "validation")
+        stream = PatchStream(frames_dir, manifest[manifest["split"] == "train"], params)
+        return stream, (noisy[level], clean)
+    window = params.train.window(name)
+    clips = load_clips_manifest(frames_dir)
+    clean, noisy, _ = load_set(evalsets, CLIP_VALIDATION, CLIP_SETS)
+    stream = ClipStream(frames_dir, clips[clips["split"] == "train"], params, window)
+    return stream, clip_validation(clean, noisy[level], window)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,14 +89,10 @@ def _train(
 ) -> TrainSummary:
     frames_dir = Path(params.paths.frames)
     manifest = load_manifest(frames_dir)
-    clean, noisy, _ = load_set(Path(params.paths.evalsets), "validation")
-    validation_level = level_name("gaussian", params.noise.validation_sigma)
-    validation = (noisy[validation_level], clean)
-    train_rows = manifest[manifest["split"] == "train"]
     summaries: dict[str, dict[str, Any]] = {}
     with stage(params, stage_name) as tracker:
         for name, (init, described) in starts.items():
-            stream = PatchStream(frames_dir, train_rows, params)
+            stream, validation = _training_data(params, name, manifest)
             tags = {"denoise.model": name, INIT_TAG: described}
             with (
                 tracker.child(name, tags=tags, system_metrics=True) as run_id,

@@ -45,6 +45,7 @@ def log_denoiser(
     batch_size: int | None = None,
     params: Params | None = None,
     registered_model_name: str | None = None,
+    window: int = 1,
 ) -> Any:
     """Log a saved .keras denoiser as an MLflow pyfunc model that denoises images of any size.
 
@@ -54,11 +55,13 @@ def log_denoiser(
     arguments, else params.apply, else the Apply defaults; it is stored as model_config,
     with apply.self_ensemble.
     The signature is float32 (-1, -1, -1, 3) in and out (any batch, height and width), with a
-    2x16x16x3 input example; the denoise package travels with the model (code_paths) and the
-    pip requirements are pinned to this environment, so `mlflow models serve --env-manager
-    local` works here and a fresh virtualenv can rebuild it elsewhere. The Keras backend it was
-    trained on is recorded (model_config and the MLmodel metadata): a serving environment uses
-    it where installed and otherwise one it has. Returns mlflow's ModelInfo.
+    2x16x16x3 input example; a temporal model's (window > 1) input is (-1, window, -1, -1, 3)
+    and its example 2 x window x 16 x 16 x 3. The denoise package travels with the model
+    (code_paths) and the pip requirements are pinned to this environment, so `mlflow models
+    serve --env-manager local` works here and a fresh virtualenv can rebuild it elsewhere.
+    The Keras backend it was trained on is recorded (model_config and the MLmodel metadata):
+    a serving environment uses it where installed and otherwise one it has. Returns mlflow's
+    ModelInfo.
     """
     import keras
     import mlflow
@@ -79,7 +82,9 @@ def log_denoiser(
         BACKEND_KEY: keras.backend.backend(),
     }
     images = Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1, 3))])
-    example = np.random.default_rng(0).random((2, 16, 16, 3), dtype=np.float32)
+    frames = (window,) if window > 1 else ()
+    inputs = Schema([TensorSpec(np.dtype(np.float32), (-1, *frames, -1, -1, 3))])
+    example = np.random.default_rng(0).random((2, *frames, 16, 16, 3), dtype=np.float32)
     with tempfile.TemporaryDirectory(prefix="denoise-code-") as code:
         # The denoise package travels with the model; the shipped pretrained model does not.
         package = Path(code) / "denoise"
@@ -93,7 +98,7 @@ def log_denoiser(
             python_model=DenoiserModel(),
             artifacts={KERAS_ARTIFACT: str(keras_path)},
             model_config=model_config,
-            signature=ModelSignature(inputs=images, outputs=images),
+            signature=ModelSignature(inputs=inputs, outputs=images),
             input_example=example,
             code_paths=[str(package)],
             pip_requirements=_requirements(),
@@ -129,14 +134,15 @@ def log_trained_model(
             "rollbacks": len(summary["rollbacks"]),
         }
     )
-    log_model_file(params, keras_path)
+    log_model_file(params, keras_path, int(model.input_shape[-1]) // 3)
 
 
-def log_model_file(params: Params, keras_path: Path) -> None:
-    """Into the active run: the model saved at keras_path, as the register stage finds it."""
+def log_model_file(params: Params, keras_path: Path, window: int) -> None:
+    """Into the active run: the model saved at keras_path, as the register stage finds it;
+    window: its frames per output frame (1: an image model)."""
     import mlflow
 
-    info = log_denoiser(keras_path, name=MODEL_ARTIFACT, params=params)
+    info = log_denoiser(keras_path, name=MODEL_ARTIFACT, params=params, window=window)
     mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
 
 

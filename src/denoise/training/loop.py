@@ -28,12 +28,12 @@ from denoise.core.config import Params, Profile
 from denoise.core.errors import TrainingError
 from denoise.core.images import triptych
 from denoise.core.metrics import ssim
-from denoise.data.extract import MANIFEST_NAME, file_sha256
+from denoise.data.extract import file_sha256
 from denoise.models.precision import at_precision, dtype_policy, resolve_precision
 from denoise.models.registry import build_model, count_parameters, load_model, start_from
 from denoise.models.registry import psnr as psnr_metric  # the Keras metric (val_psnr)
 from denoise.training.noise import denoiser, with_training_noise
-from denoise.training.stream import PatchStream
+from denoise.training.stream import ClipStream, PatchStream
 
 HISTORY_FIELDS = ("epoch", "loss", "val_loss", "val_psnr", "val_ssim", "seconds")
 EPOCH_METRICS = ("loss", "val_loss", "val_psnr", "val_ssim")
@@ -63,11 +63,18 @@ class TrainingState:
         return 0.5 ** len(self.rollbacks)
 
 
+def middle_frame(image: np.ndarray) -> np.ndarray:
+    """The middle frame of a temporal model's input (H, W, 3 * window); an image as it is."""
+    middle = image.shape[-1] // 3 // 2
+    return image[..., 3 * middle : 3 * middle + 3]
+
+
 class ValidationImages(keras.callbacks.Callback):
     """Adds val_ssim to the epoch's logs, and hands sample triptychs to an optional logger.
 
     Runs before the Checkpointer, so the history it records holds val_ssim too.
-    validation: (noisy, clean) float32 (N, H, W, 3) in [0, 1] (noisy unclipped).
+    validation: (noisy, clean) float32 (N, H, W, 3) in [0, 1] (noisy unclipped; a temporal
+    model's noisy windows (N, H, W, 3 * window)).
     """
 
     def __init__(
@@ -93,7 +100,7 @@ class ValidationImages(keras.callbacks.Callback):
         )
         if self.logger is not None:
             samples = [
-                triptych(self.noisy[index], denoised[index], self.clean[index])
+                triptych(middle_frame(self.noisy[index]), denoised[index], self.clean[index])
                 for index in range(min(self.num_samples, len(self.clean)))
             ]
             self.logger(epoch + 1, {key: float(logs[key]) for key in EPOCH_METRICS}, samples)
@@ -173,7 +180,7 @@ class Checkpointer(keras.callbacks.Callback):
 def fingerprint(
     name: str,
     params: Params,
-    stream: PatchStream,
+    stream: PatchStream | ClipStream,
     validation: np.ndarray,
     init: Path | None = None,
 ) -> str:
@@ -193,7 +200,7 @@ def fingerprint(
         "profile": dataclasses.asdict(params.train.budget(name)),
         "init": file_sha256(init) if init is not None else None,
         "noise": dataclasses.asdict(params.training_noise(name)),
-        "manifest": file_sha256(stream.frames_dir / MANIFEST_NAME),
+        "manifest": file_sha256(stream.manifest),
         "validation": hashlib.sha256(validation.tobytes()).hexdigest(),
         "keras": keras.__version__,
         "backend": keras.backend.backend(),
@@ -254,7 +261,7 @@ def _load_state(directory: Path, expected: str) -> TrainingState | None:
 def train_model(
     name: str,
     params: Params,
-    stream: PatchStream,
+    stream: PatchStream | ClipStream,
     validation: tuple[np.ndarray, np.ndarray],
     checkpoint_dir: Path,
     print_fn: Any = print,
@@ -362,7 +369,7 @@ def summarise(
     params: Params,
     model: keras.Model,
     state: TrainingState,
-    stream: PatchStream,
+    stream: PatchStream | ClipStream,
 ) -> dict[str, Any]:
     """What models/<name>.json records of a trained model: size, budget, noise, best scores."""
     best = state.history[state.best_epoch]

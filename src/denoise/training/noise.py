@@ -42,10 +42,12 @@ def _poisson(lam: Any, seed: Any) -> Any:
 
 @keras.saving.register_keras_serializable(package="denoise")
 class TrainingNoise(keras.layers.Layer):
-    """Adds a TrainNoise to clean float32 (B, H, W, 3) batches when training=True.
+    """Adds a TrainNoise to clean float32 (B, H, W, 3 * frames) batches when training=True:
+    one image, or a temporal model's window of frames stacked on the channel axis.
 
-    gaussian_blind draws one sigma per image from U(sigma_min, sigma_max), as the network must
-    serve every level in that range.
+    Every frame of a window gets noise of its own (independent draws), at the same level:
+    gaussian_blind draws one sigma per image or window from U(sigma_min, sigma_max), as the
+    network must serve every level in that range.
     """
 
     def __init__(self, noise: dict[str, Any] | TrainNoise, seed: int, **kwargs: Any) -> None:
@@ -65,7 +67,7 @@ class TrainingNoise(keras.layers.Layer):
             )
         elif noise.kind == "gaussian_blind":
             sigma = keras.random.uniform(
-                (shape[0], 1, 1, 1),
+                (shape[0], 1, 1, 1),  # one level per image or window
                 noise.sigma_min / 255.0,
                 noise.sigma_max / 255.0,
                 seed=self.seed_generator,
@@ -77,9 +79,11 @@ class TrainingNoise(keras.layers.Layer):
                 1.0 + keras.random.normal(shape, stddev=spread, seed=self.seed_generator)
             )
         elif noise.kind == "salt_pepper":
-            pixels = (shape[0], shape[1], shape[2], 1)  # all channels of a pixel alike
+            # all channels of a frame's pixel alike; each frame of a window its own pixels
+            pixels = (shape[0], shape[1], shape[2], shape[3] // 3)
             hit = keras.random.uniform(pixels, seed=self.seed_generator) < noise.amount
             salt = keras.random.uniform(pixels, seed=self.seed_generator) < 0.5
+            hit, salt = ops.repeat(hit, 3, axis=-1), ops.repeat(salt, 3, axis=-1)
             noisy = ops.where(hit, ops.cast(salt, clean.dtype), clean)
         else:  # poisson: photon counts ~ Poisson(clean * peak), scaled back by 1 / peak
             lam = ops.maximum(clean, 0.0) * noise.peak

@@ -10,6 +10,9 @@ import pandas as pd
 
 from denoise.core.config import Params
 from denoise.core.errors import DataError
+from denoise.core.temporal import as_channels, reflected
+from denoise.data.clips import CLIPS_MANIFEST
+from denoise.data.extract import MANIFEST_NAME
 
 
 class PatchStream(keras.utils.PyDataset):
@@ -33,6 +36,7 @@ class PatchStream(keras.utils.PyDataset):
         if rows.empty:
             raise DataError(f"{frames_dir}: no train frames; check extract.split")
         self.frames_dir = frames_dir
+        self.manifest = frames_dir / MANIFEST_NAME  # what it draws from (checkpoint fingerprints)
         shards = {
             name: np.load(frames_dir / name, mmap_mode="r") for name in rows["shard"].unique()
         }
@@ -84,3 +88,89 @@ class PatchStream(keras.utils.PyDataset):
             clean[slot] = patch
         clean /= 255.0
         return clean, clean
+
+
+class ClipStream(keras.utils.PyDataset):
+    """An endless stream of (clean windows, clean middle frames) from the train clips.
+
+    Windows of `window` frames, float32 (B, P, P, 3 * window) in [0, 1] stacked on the channel
+    axis oldest first, and their middle frames (B, P, P, 3); a window of 1 is a single-frame
+    model's (B, P, P, 3) patches. Each patch draws a clip, a middle frame (any of the clip's,
+    the window's ends reflected as at inference), a position, flips, and for a window whether
+    it runs backwards. The draws do not depend on the window, so models of different windows
+    with one seed see the same middle frames at the same positions. As PatchStream, batch
+    `index` is a pure function of (seed, first_batch + index).
+    """
+
+    def __init__(
+        self,
+        frames_dir: Path,
+        clips: pd.DataFrame,
+        params: Params,
+        window: int,
+        first_batch: int = 0,
+    ) -> None:
+        super().__init__(workers=1, use_multiprocessing=False)
+        if clips.empty:
+            raise DataError(f"{frames_dir}: no train clips; set extract.clips.per_split")
+        self.frames_dir = frames_dir
+        self.manifest = frames_dir / CLIPS_MANIFEST
+        self._clips = [np.load(frames_dir / file, mmap_mode="r") for file in clips["file"]]
+        length, height, width = self._clips[0].shape[:3]
+        if length < window:
+            raise DataError(
+                f"{frames_dir}: clips of {length} frames are shorter than the window of {window}"
+            )
+        self.window = window
+        self.patch = min(params.train.patch_size, height, width)
+        self.patch -= self.patch % 4
+        self.batch_size = params.train.batch_size
+        self.seed = params.seed
+        self.first_batch = first_batch
+
+    @property
+    def num_batches(self) -> None:
+        return None  # endless: fit's steps_per_epoch cuts it into epochs
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng([self.seed, self.first_batch + index])
+        size, radius = self.patch, self.window // 2
+        windows = np.empty((self.batch_size, size, size, 3 * self.window), np.float32)
+        middles = np.empty((self.batch_size, size, size, 3), np.float32)
+        for slot in range(self.batch_size):
+            clip = self._clips[rng.integers(len(self._clips))]
+            length, height, width = clip.shape[:3]
+            centre = int(rng.integers(length))
+            top, left = rng.integers(height - size + 1), rng.integers(width - size + 1)
+            flips = rng.random(3) < 0.5  # columns, rows, time
+            frames = reflected(centre, radius, length)
+            patch = clip[frames[::-1] if flips[2] else frames, top : top + size, left : left + size]
+            if flips[0]:
+                patch = patch[:, :, ::-1]
+            if flips[1]:
+                patch = patch[:, ::-1]
+            windows[slot] = as_channels(patch)
+            middles[slot] = patch[radius]
+        windows /= 255.0
+        middles /= 255.0
+        return (windows if self.window > 1 else middles), middles
+
+
+def clip_validation(
+    clean: np.ndarray, noisy: np.ndarray, window: int, per_clip: int = 3
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validation pairs from a clip set: per clip, per_clip middle frames evenly spaced inside
+    it, as (noisy windows or, for a window of 1, noisy frames; clean middle frames).
+
+    clean, noisy: float32 (N, T, H, W, 3). Returns float32 (M, H, W, 3 * window) and
+    (M, H, W, 3), the window's ends reflected as at inference.
+    """
+    length = clean.shape[1]
+    centres = np.unique(np.linspace(0, length - 1, per_clip + 2)[1:-1].round().astype(int))
+    inputs, middles = [], []
+    for clean_clip, noisy_clip in zip(clean, noisy, strict=True):
+        for centre in centres:
+            frames = reflected(int(centre), window // 2, length)
+            inputs.append(as_channels(noisy_clip[frames]))
+            middles.append(clean_clip[centre])
+    return np.stack(inputs).astype(np.float32), np.stack(middles).astype(np.float32)

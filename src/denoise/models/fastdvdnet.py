@@ -1,0 +1,89 @@
+"""A FastDVDnet-style video denoiser (Tassano et al. 2020): two stages of U-Nets, no flow.
+
+The input is a window of consecutive noisy frames stacked on the channel axis, oldest first:
+float32 (N, H, W, 3 * window). Stage one denoises every triplet of neighbouring frames with one
+shared U-Net block; stage two fuses the triplets' outputs with a second block into the middle
+frame, float32 (N, H, W, 3). Like FastDVDnet, the motion between frames is left to the
+networks (no optical flow). Unlike it, the blocks are this package's DRUNet bodies
+(models.drunet.unet, bias-free residual blocks) and there is no noise-level map: a blind
+model infers the level, as drunet does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+from keras import layers
+
+from denoise.core.config import Train, Variant
+from denoise.models.drunet import correction_head, unet
+
+CHANNELS = 3  # RGB per frame
+
+
+@keras.saving.register_keras_serializable(package="denoise")
+class FrameRange(layers.Layer):
+    """Frames first..first+count-1 of a channel-stacked window: (N, H, W, 3 * window) in,
+    (N, H, W, 3 * count) out."""
+
+    def __init__(self, first: int, count: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.first, self.count = first, count
+
+    def call(self, window: Any) -> Any:
+        return window[..., CHANNELS * self.first : CHANNELS * (self.first + self.count)]
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return (*input_shape[:-1], CHANNELS * self.count)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "first": self.first, "count": self.count}
+
+
+def denoising_block(
+    frames: int, widths: Sequence[int], blocks_per_level: int, name: str
+) -> keras.Model:
+    """A U-Net from `frames` stacked frames to their middle one: the middle noisy frame plus a
+    predicted correction (zero at the start, so an untrained block passes the middle frame)."""
+    stacked = keras.Input(shape=(None, None, CHANNELS * frames), name=f"{name}_frames")
+    middle = FrameRange(frames // 2, 1, name=f"{name}_middle")(stacked)
+    correction = correction_head(unet(stacked, widths, blocks_per_level), CHANNELS)
+    denoised = layers.Add(name=f"{name}_denoised", dtype="float32")([middle, correction])
+    return keras.Model(stacked, denoised, name=name)
+
+
+def fastdvdnet(
+    window: int = 5,
+    widths: Sequence[int] = (32, 64, 128),
+    blocks_per_level: int = 1,
+    input_size: int | None = None,
+) -> keras.Model:
+    """Denoise the middle frame of `window` frames (odd, >= 3).
+
+    Stage one: one block, weights shared, on each of the window - 2 triplets of neighbouring
+    frames; stage two: a block on their window - 2 outputs. Per output frame that is
+    window - 1 blocks' work (4 for the default window of 5). Height and width must be multiples
+    of 2 ** (len(widths) - 1).
+    """
+    if window < 3 or window % 2 == 0:
+        raise ValueError(f"fastdvdnet's window must be odd and >= 3, got {window}")
+    noisy = keras.Input(shape=(input_size, input_size, CHANNELS * window), name="noisy_window")
+    triplet_block = denoising_block(3, widths, blocks_per_level, "triplet_block")
+    fusion_block = denoising_block(window - 2, widths, blocks_per_level, "fusion_block")
+    triplets = [
+        triplet_block(FrameRange(first, 3, name=f"triplet_{first}")(noisy))
+        for first in range(window - 2)
+    ]
+    fused = triplets[0] if len(triplets) == 1 else layers.Concatenate(name="triplets")(triplets)
+    denoised = fusion_block(fused)
+    return keras.Model(noisy, denoised, name="fastdvdnet")
+
+
+def build(train: Train, spec: Variant, input_size: int | None = None) -> keras.Model:
+    """The registry's builder (core.architectures), sized by the spec's fastdvdnet settings."""
+    settings = spec.fastdvdnet or train.fastdvdnet
+    return fastdvdnet(
+        settings.window, tuple(settings.widths), settings.blocks_per_level, input_size=input_size
+    )

@@ -1,0 +1,190 @@
+"""The temporal model (fastdvdnet): its windows, its training on clips, scoring and registering."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from conftest import tiny_params, write_tiny_video
+
+from denoise.core.config import (
+    DRUNet,
+    FastDVDnet,
+    Params,
+    Variant,
+    params_from_dict,
+    params_to_dict,
+)
+from denoise.core.errors import ConfigError
+from denoise.core.temporal import as_channels, reflected, temporal_windows
+from denoise.data.extract import load_clips_manifest
+from denoise.models.fastdvdnet import fastdvdnet
+from denoise.models.registry import multiply_adds_per_pixel, required_multiple
+from denoise.serving.tiling import denoise_batch
+from denoise.stages.evaluate import run as run_evaluate
+from denoise.stages.extract import run as run_extract
+from denoise.stages.noise import run as run_noise
+from denoise.stages.register import run as run_register
+from denoise.stages.train import run as run_train
+from denoise.training.noise import TrainingNoise
+from denoise.training.stream import ClipStream, clip_validation
+
+VIDEO, PEER = "fastdvdnet_tiny", "drunet_peer_tiny"
+
+
+@pytest.fixture
+def video_params(tmp_path: Path) -> Params:
+    """A 10-second 8-fps 32x32 video with two 6-frame clips per split; a tiny fastdvdnet and a
+    single-frame drunet trained on the same clips."""
+    config = tiny_params(tmp_path)
+    extract = dataclasses.replace(
+        config.extract,
+        frame_stride=3,
+        split=dataclasses.replace(config.extract.split, gap_seconds=1.0),
+        clips=dataclasses.replace(config.extract.clips, length=6, per_split=2),
+    )
+    variants = {
+        **config.train.variants,
+        VIDEO: Variant("fastdvdnet", fastdvdnet=FastDVDnet(5, [4, 8], 1)),
+        PEER: Variant("drunet", drunet=DRUNet([8, 16], 1)),
+    }
+    train = dataclasses.replace(config.train, variants=variants).with_active(
+        models=[VIDEO, PEER], sampling="clips"
+    )
+    raw = Path(config.paths.raw)
+    raw.mkdir(parents=True)
+    write_tiny_video(raw / "long.avi", num_frames=80, fps=8.0)
+    return dataclasses.replace(config, extract=extract, train=train)
+
+
+def test_the_model_denoises_the_middle_frame_of_its_window_and_starts_as_identity() -> None:
+    model = fastdvdnet(5, (4, 8), 1)
+    window = np.random.default_rng(0).random((2, 16, 16, 15), dtype=np.float32)
+    denoised = np.asarray(model(window))
+    assert denoised.shape == (2, 16, 16, 3)
+    # Both blocks' last convs start at zero: the untrained model passes the middle frame.
+    np.testing.assert_array_equal(denoised, window[..., 6:9])
+    assert required_multiple(model) == 2, "the blocks' downsampling, inside nested models"
+    with pytest.raises(ValueError, match="odd"):
+        fastdvdnet(4)
+
+
+def test_multiply_adds_count_each_call_of_the_shared_triplet_block() -> None:
+    model = fastdvdnet(5, (4, 8), 1)
+    triplet, fusion = model.get_layer("triplet_block"), model.get_layer("fusion_block")
+    assert multiply_adds_per_pixel(model) == pytest.approx(
+        3 * multiply_adds_per_pixel(triplet) + multiply_adds_per_pixel(fusion)
+    )
+    # By hand for one block: head 3x3 9->4, two 3x3 4->4 at full size, a 2x2 stride-2 4->8,
+    # two 3x3 8->8 at a quarter, a 2x2 stride-2 transpose 8->4 from a quarter, two 3x3 4->4,
+    # the 3x3 4->3 correction.
+    by_hand = 9 * 9 * 4 + 2 * 9 * 16 + 4 * 4 * 8 / 4 + 2 * 9 * 64 / 4 + 4 * 8 * 4 / 4
+    by_hand += 2 * 9 * 16 + 9 * 4 * 3
+    assert multiply_adds_per_pixel(triplet) == pytest.approx(by_hand)
+
+
+def test_reflected_positions_match_the_windows_of_a_clip() -> None:
+    clip = np.arange(7, dtype=np.float32)[:, None, None, None] * np.ones((7, 2, 2, 3), np.float32)
+    for centre, window in enumerate(temporal_windows(iter(clip), 2)):
+        np.testing.assert_array_equal(window, clip[reflected(centre, 2, 7)])
+    stacked = as_channels(clip[:3])
+    assert stacked.shape == (2, 2, 9)
+    np.testing.assert_array_equal(stacked[..., 3:6], clip[1])
+
+
+def test_tiling_takes_window_stacks_and_returns_the_middle_frames() -> None:
+    model = fastdvdnet(3, (4, 8), 1)
+    rng = np.random.default_rng(1)
+    for layer in model.layers:  # non-zero weights: a model that mixes the frames
+        for sub in getattr(layer, "layers", [layer]):
+            sub.set_weights([rng.normal(0, 0.1, w.shape) for w in sub.get_weights()])
+    windows = rng.random((2, 40, 36, 9), dtype=np.float32)
+    whole = denoise_batch(model, windows, 64, 0, 4)  # one tile per image
+    np.testing.assert_allclose(whole, np.clip(model(windows), 0, 1), atol=1e-5)
+    assert denoise_batch(model, windows, 16, 4, 4).shape == (2, 40, 36, 3)
+
+
+def test_training_noise_is_independent_per_frame_of_a_window() -> None:
+    clean = np.full((64, 16, 16, 15), 0.5, np.float32)
+    noise = TrainingNoise({"kind": "gaussian_blind", "sigma_min": 20, "sigma_max": 30}, seed=3)
+    drawn = np.asarray(noise(clean, training=True)) - clean
+    frames = drawn.reshape(64, 16, 16, 5, 3)
+    correlation = np.corrcoef(frames[..., 1, :].ravel(), frames[..., 2, :].ravel())[0, 1]
+    assert abs(correlation) < 0.03
+    # One level per window: every frame's std-dev about the same within a window.
+    per_frame = frames.std(axis=(1, 2, 4))
+    assert np.all(per_frame.std(axis=1) / per_frame.mean(axis=1) < 0.15)
+    salted = TrainingNoise({"kind": "salt_pepper", "amount": 0.3}, seed=3)
+    hits = (np.asarray(salted(clean, training=True)) != 0.5).reshape(64, 16, 16, 5, 3)
+    assert np.all(hits.all(axis=-1) == hits.any(axis=-1)), "a pixel's channels alike"
+    assert not np.array_equal(hits[..., 0, 0], hits[..., 1, 0]), "each frame its own pixels"
+
+
+def test_temporal_and_single_frame_streams_draw_the_same_middle_frames(
+    video_params: Params,
+) -> None:
+    run_extract(video_params)
+    frames = Path(video_params.paths.frames)
+    clips = load_clips_manifest(frames).query("split == 'train'")
+    video = ClipStream(frames, clips, video_params, window=5)
+    single = ClipStream(frames, clips, video_params, window=1)
+    windows, middles = video[2]
+    patches, targets = single[2]
+    assert windows.shape == (4, 16, 16, 15) and middles.shape == (4, 16, 16, 3)
+    np.testing.assert_array_equal(windows[..., 6:9], middles)
+    np.testing.assert_array_equal(middles, targets)
+    np.testing.assert_array_equal(patches, targets)
+    np.testing.assert_array_equal(ClipStream(frames, clips, video_params, window=5)[2][0], windows)
+
+
+def test_clip_validation_holds_windows_and_their_middle_frames() -> None:
+    rng = np.random.default_rng(0)
+    clean = rng.random((2, 6, 8, 8, 3), dtype=np.float32)
+    noisy = clean + 0.1
+    inputs, middles = clip_validation(clean, noisy, 5, per_clip=3)
+    assert inputs.shape == (6, 8, 8, 15) and middles.shape == (6, 8, 8, 3)
+    np.testing.assert_allclose(inputs[..., 6:9], middles + 0.1, rtol=1e-6)
+
+
+def test_a_temporal_model_needs_clips_long_enough_for_its_window(video_params: Params) -> None:
+    values = params_to_dict(video_params)
+    values["extract"]["clips"]["per_split"] = 0
+    with pytest.raises(ConfigError, match=r"per_split.*fastdvdnet_tiny trains on clips"):
+        params_from_dict(values)
+    values["extract"]["clips"] = {"length": 4, "per_split": 2}
+    with pytest.raises(ConfigError, match="window of 5 frames"):
+        params_from_dict(values)
+    values["train"]["fastdvdnet"] = {"window": 4}
+    with pytest.raises(ConfigError, match="window"):
+        params_from_dict(values)
+
+
+def test_train_evaluate_register_a_video_model_beside_its_single_frame_peer(
+    video_params: Params,
+) -> None:
+    """The tiny pair trains on the same clips; evaluate scores the video model on the clips
+    only; register makes it a version of register.video_model_name, the peer of model_name."""
+    run_extract(video_params)
+    run_noise(video_params)
+    run_train(video_params)
+    models = Path(video_params.paths.models)
+    video = keras.models.load_model(models / f"{VIDEO}.keras", compile=False)
+    assert video.input_shape == (None, None, None, 15)
+    summary = json.loads((models / f"{VIDEO}.json").read_text())
+    assert summary["architecture"] == "fastdvdnet"
+    metrics = run_evaluate(video_params).metrics
+    assert all(VIDEO not in level for level in metrics["sets"]["test"]["levels"].values())
+    scored = metrics["clip_sets"]["clips-test"]["levels"]["gaussian-25"]
+    assert {VIDEO, PEER, "noisy", "bm4d"} <= set(scored)
+    assert np.isfinite(scored[VIDEO]["tpsnr"])
+    strips = Path(video_params.paths.evaluation) / "strips" / "clips-test" / "gaussian-25"
+    assert (strips / f"{VIDEO}.png").is_file()
+    decisions = {entry.model: entry for entry in run_register(video_params).decisions}
+    assert decisions[VIDEO].registered_model == video_params.register.video_model_name
+    assert decisions[PEER].registered_model == video_params.register.model_name
+    assert decisions[VIDEO].alias == decisions[PEER].alias == "champion"
+    assert decisions[VIDEO].score == pytest.approx(scored[VIDEO]["psnr"], abs=0.01)
