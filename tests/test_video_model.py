@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import keras
+import mlflow
 import numpy as np
 import pytest
 from conftest import tiny_params, write_tiny_video
@@ -19,11 +20,13 @@ from denoise.core.config import (
     params_from_dict,
     params_to_dict,
 )
-from denoise.core.errors import ConfigError
+from denoise.core.errors import ConfigError, InputError
 from denoise.core.temporal import as_channels, reflected, temporal_windows
 from denoise.data.extract import load_clips_manifest
+from denoise.data.video import read_image_float, read_video_rgb, write_image_float
 from denoise.models.fastdvdnet import fastdvdnet
 from denoise.models.registry import multiply_adds_per_pixel, required_multiple
+from denoise.serving import apply
 from denoise.serving.tiling import denoise_batch
 from denoise.stages.evaluate import run as run_evaluate
 from denoise.stages.extract import run as run_extract
@@ -34,6 +37,18 @@ from denoise.training.noise import TrainingNoise
 from denoise.training.stream import ClipStream, clip_validation
 
 VIDEO, PEER = "fastdvdnet_tiny", "drunet_peer_tiny"
+
+
+@pytest.fixture(autouse=True)
+def own_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A tracking store of the test's own: the champions it registers (or expects none of)
+    are nobody else's."""
+    uri = f"sqlite:///{tmp_path / 'registry.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    yield
+    mlflow.set_tracking_uri(previous)
 
 
 @pytest.fixture
@@ -108,6 +123,52 @@ def test_tiling_takes_window_stacks_and_returns_the_middle_frames() -> None:
     assert denoise_batch(model, windows, 16, 4, 4).shape == (2, 40, 36, 3)
 
 
+def _mixing_model(window: int, path: Path) -> keras.Model:
+    """A tiny fastdvdnet with small random weights in every layer (it mixes the frames), saved
+    at path."""
+    model = fastdvdnet(window, (4, 8), 1)
+    rng = np.random.default_rng(1)
+    for block in ("triplet_block", "fusion_block"):
+        for layer in model.get_layer(block).layers:
+            layer.set_weights([rng.normal(0, 0.05, w.shape) for w in layer.get_weights()])
+    model.save(path)
+    return model
+
+
+def test_apply_denoises_a_video_window_by_window_as_by_hand(params: Params, tmp_path: Path) -> None:
+    """Each output frame is the model on the reflect-padded window around it (the written
+    video is Motion-JPEG: equal within its quantisation)."""
+    model = _mixing_model(5, tmp_path / "video.keras")
+    source = write_tiny_video(tmp_path / "clip.avi", num_frames=9, fps=5.0)
+    summary = apply.run(params, [source], tmp_path / "out", str(tmp_path / "video.keras"))
+    (applied,) = summary.outputs
+    assert (applied.frames, applied.width, applied.height, applied.fps) == (9, 32, 32, 5.0)
+    frames = np.stack(list(read_video_rgb(source)))
+    padded = np.pad(frames, [(2, 2), (0, 0), (0, 0), (0, 0)], mode="reflect")
+    by_hand = np.clip(
+        np.concatenate([model(as_channels(padded[t : t + 5])[None]) for t in range(9)]), 0, 1
+    )
+    written = np.stack(list(read_video_rgb(applied.output)))
+    assert written.shape == by_hand.shape
+    assert np.abs(written - by_hand).mean() < 0.02
+    assert np.abs(written - frames).mean() > 2 * np.abs(written - by_hand).mean(), "it mixes"
+
+
+def test_a_temporal_model_refuses_stills_and_videos_shorter_than_half_its_window(
+    params: Params, tmp_path: Path
+) -> None:
+    _mixing_model(5, tmp_path / "video.keras")
+    model = str(tmp_path / "video.keras")
+    still = tmp_path / "still.png"
+    write_image_float(still, np.full((16, 16, 3), 0.5, np.float32), np.dtype(np.uint8))
+    with pytest.raises(InputError, match=r"still image cannot go to .*temporal model of 5"):
+        apply.run(params, [still], tmp_path / "out", model)
+    short = write_tiny_video(tmp_path / "short.avi", num_frames=2)
+    with pytest.raises(InputError, match=r"short\.avi: a clip of 2 frames is shorter"):
+        apply.run(params, [short], tmp_path / "out", model)
+    assert not (tmp_path / "out" / "short.avi").exists()
+
+
 def test_training_noise_is_independent_per_frame_of_a_window() -> None:
     clean = np.full((64, 16, 16, 15), 0.5, np.float32)
     noise = TrainingNoise({"kind": "gaussian_blind", "sigma_min": 20, "sigma_max": 30}, seed=3)
@@ -164,7 +225,7 @@ def test_a_temporal_model_needs_clips_long_enough_for_its_window(video_params: P
 
 
 def test_train_evaluate_register_a_video_model_beside_its_single_frame_peer(
-    video_params: Params,
+    video_params: Params, tmp_path: Path
 ) -> None:
     """The tiny pair trains on the same clips; evaluate scores the video model on the clips
     only; register makes it a version of register.video_model_name, the peer of model_name."""
@@ -183,8 +244,33 @@ def test_train_evaluate_register_a_video_model_beside_its_single_frame_peer(
     assert np.isfinite(scored[VIDEO]["tpsnr"])
     strips = Path(video_params.paths.evaluation) / "strips" / "clips-test" / "gaussian-25"
     assert (strips / f"{VIDEO}.png").is_file()
+    comparison = read_image_float(strips / f"{VIDEO}-vs-{PEER}.png")[0]
+    assert comparison.shape == (6 * 36 - 4, 4 * 32 + 12, 3), "noisy | peer | video | clean"
     decisions = {entry.model: entry for entry in run_register(video_params).decisions}
     assert decisions[VIDEO].registered_model == video_params.register.video_model_name
     assert decisions[PEER].registered_model == video_params.register.model_name
     assert decisions[VIDEO].alias == decisions[PEER].alias == "champion"
     assert decisions[VIDEO].score == pytest.approx(scored[VIDEO]["psnr"], abs=0.01)
+    # denoise apply: videos get the video champion, images the image champion.
+    video = Path(video_params.paths.raw) / "long.avi"
+    still = tmp_path / "still.png"
+    write_image_float(still, np.full((32, 32, 3), 0.5, np.float32), np.dtype(np.uint8))
+    summary = apply.run(video_params, [video, still], tmp_path / "out")
+    assert summary.video_model_uri == f"models:/{video_params.register.video_model_name}@champion"
+    assert summary.model_uri == f"models:/{video_params.register.model_name}@champion"
+    assert [entry.frames for entry in summary.outputs] == [1, 80]
+
+
+def test_videos_fall_back_to_the_image_model_frame_by_frame_then_the_shipped_one(
+    params: Params, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = write_tiny_video(tmp_path / "clip.avi", num_frames=4)
+    summary = apply.run(params, [source], tmp_path / "out")
+    assert summary.video_model_uri is not None and summary.video_model_uri.endswith(".keras")
+    said = capsys.readouterr().err
+    image_champion = f"models:/{params.register.model_name}@champion"
+    video_champion = f"models:/{params.register.video_model_name}@champion"
+    assert f"no {video_champion} yet" in said
+    assert f"using the image champion {image_champion} frame by frame" in said
+    assert f"no {image_champion} yet" in said
+    assert "using the shipped pretrained model" in said

@@ -280,8 +280,9 @@ def apply(
             "--model",
             "-m",
             help="models:/NAME@ALIAS, runs:/ID/model, a .keras file, or `pretrained` (the model "
-            "shipped with denoise) [default: models:/<register.model_name>@champion, or the "
-            "shipped model while none is registered].",
+            "shipped with denoise) [default: images: models:/<register.model_name>@champion, or "
+            "the shipped model while none is registered; videos: "
+            "models:/<register.video_model_name>@champion, or the image model frame by frame].",
         ),
     ] = None,
     tile: Annotated[
@@ -307,7 +308,9 @@ def apply(
 ) -> None:
     """Denoise images and videos at full resolution with tiled inference.
 
-    Videos come out at the source's size, frame rate and frame count; images at their bit
+    A temporal (video) model denoises each frame from the window of frames around it, the ends
+    reflected, holding only a window in memory. Videos come out at the source's size, frame
+    rate and frame count; images at their bit
     depth where the format keeps it (16-bit PNG and TIFF), else 8-bit. Greyscale stays
     greyscale (three neighbouring pixels go in as one RGB pixel, in six packings averaged: about
     twice the time); an alpha channel is copied through unchanged. An output that cannot be
@@ -339,6 +342,8 @@ def apply(
             size += f", {applied.frames} frames at {applied.fps:g} fps"
         typer.echo(f"{applied.source} -> {applied.output} ({size})")
     typer.echo(f"model: {summary.model_uri}")
+    if summary.video_model_uri not in (None, summary.model_uri):
+        typer.echo(f"video model: {summary.video_model_uri}")
 
 
 @app.command("model-summary")
@@ -517,6 +522,11 @@ def recipe(
         for key, value in values["recipes"][name].items()
     }
     settings = [f"{key}={text.removesuffix('...' + chr(10)).strip()}" for key, text in flow.items()]
+    if not Path(config.paths.raw).is_dir():
+        raise DenoiseError(
+            f"recipe {name}: {config.paths.raw} is missing; run `denoise samples` (make samples) "
+            "or put your videos there first"
+        )
     added = subprocess.run([dvc, "add", "--quiet", config.paths.raw], check=False)
     if added.returncode != 0:
         raise DenoiseError(f"recipe {name}: dvc add {config.paths.raw} failed")

@@ -61,3 +61,11 @@ def as_channels(window: np.ndarray) -> np.ndarray:
     oldest first: a temporal model's input."""
     height, width = window.shape[1:3]
     return np.moveaxis(window, 0, 2).reshape(height, width, -1)
+
+
+def channel_windows(frames: Iterable[np.ndarray], window: int) -> Iterator[np.ndarray]:
+    """A temporal model's inputs for every frame of a clip, in order: the window of `window`
+    frames (odd) around it, the ends reflected, stacked on the channel axis (as_channels).
+    Holds one window at a time; raises ValueError as temporal_windows does."""
+    for frames_around in temporal_windows(frames, window // 2):
+        yield as_channels(frames_around)

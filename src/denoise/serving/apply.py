@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import sys
 import tempfile
@@ -17,6 +18,7 @@ from denoise.core.config import INIT_PRETRAINED, Apply, Params
 from denoise.core.errors import InputError, NotRegisteredError
 from denoise.core.locations import tracking_uri
 from denoise.core.progress import progress
+from denoise.core.temporal import channel_windows
 from denoise.data.video import (
     IMAGE_SUFFIXES,
     VIDEO_SUFFIXES,
@@ -147,8 +149,9 @@ class Applied:
 class ApplySummary:
     """What `denoise apply` did: the model it used and every output."""
 
-    model_uri: str
+    model_uri: str  # the images' model (the videos' when there are only videos)
     outputs: list[Applied]
+    video_model_uri: str | None = None  # the videos' model, when there are videos
 
 
 def _chunks(frames: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
@@ -217,12 +220,36 @@ def apply_to_image(model: Any, source: Path, target: Path, config: Apply) -> App
     return Applied(source, target, noisy.shape[1], noisy.shape[0], 1, None)
 
 
+def model_window(model: Any) -> int:
+    """Frames a model takes per output frame: its input channels / 3 (1: an image model; a
+    Predictor, which hides its input, counts as one)."""
+    shape = getattr(model, "input_shape", None)
+    return int(shape[-1]) // 3 if shape is not None else 1
+
+
+def windows_of(frames: Iterable[np.ndarray], window: int, source: Path) -> Iterator[np.ndarray]:
+    """Each frame's window of `window` frames stacked on channels (core.temporal), the ends
+    reflected; a video too short for the window, or with frames of two sizes, is an
+    InputError naming it."""
+    try:
+        yield from channel_windows(frames, window)
+    except ValueError as error:  # too short, or frames of different sizes
+        raise InputError(f"{source}: {error}") from None
+
+
 def apply_to_video(model: Any, source: Path, target: Path, config: Apply) -> Applied:
-    """Denoise every frame of a video; write a video of the same size, rate and frame count."""
+    """Denoise every frame of a video; write a video of the same size, rate and frame count.
+
+    A temporal model denoises each frame from the window of frames around it, read as the
+    video plays: memory holds a window and a batch, whatever the video's length.
+    """
     info = probe(source)
-    frames = progress(
+    frames: Iterable[np.ndarray] = progress(
         read_video_rgb(source), description=f"denoise {source.name}", total=info.frame_count or None
     )
+    window = model_window(model)
+    if window > 1:
+        frames = windows_of(frames, window, source)
     written = 0
     # The writer closes before atomic_path renames the finished file into place.
     with (
@@ -237,13 +264,38 @@ def apply_to_video(model: Any, source: Path, target: Path, config: Apply) -> App
     return Applied(source, target, info.width, info.height, written, info.fps)
 
 
+def _load(params: Params, uri: str) -> Any:
+    """The model at uri, at params.apply.precision."""
+    model = load_denoiser(uri, None if _is_local(uri) else tracking_uri(params))
+    if hasattr(model, "layers"):
+        # lazy: Keras loads only once the inputs are known to be good
+        from denoise.models.precision import at_precision
+
+        model = at_precision(model, params.apply.precision)
+    return model
+
+
+def _first_registered(params: Params, choices: list[tuple[str, str]]) -> tuple[Any, str]:
+    """The model of the first (uri, what it is) of choices that loads, and its URI: each one
+    not registered is said on stderr, with what is used instead (the last must load)."""
+    for (uri, _), (_, instead) in itertools.pairwise(choices):
+        try:
+            return _load(params, uri), uri
+        except NotRegisteredError as error:
+            print(f"no {uri} yet ({error}); using {instead}", file=sys.stderr)
+    return _load(params, choices[-1][0]), choices[-1][0]
+
+
 def run(
     params: Params, inputs: list[Path], output: Path, model_uri: str | None = None
 ) -> ApplySummary:
-    """Denoise images and videos with a model (default: the registered champion).
+    """Denoise images and videos with a model (default: the registered champions).
 
-    Inputs and outputs are checked before the model loads; each output is written atomically, so
-    a failure part-way leaves complete outputs only.
+    Without model_uri, images get the image champion (register.model_name; the shipped model
+    while there is none) and videos the video champion (register.video_model_name; the image
+    model frame by frame while there is none). A temporal model given as model_uri denoises
+    videos only. Inputs and outputs are checked before the model loads; each output is
+    written atomically, so a failure part-way leaves complete outputs only.
     """
     pairs = plan_outputs(collect_inputs(inputs), Path(output))
     check_outputs(pairs)
@@ -255,26 +307,35 @@ def run(
             raise InputError(f"{source}: not an image OpenCV can read")
     if model_uri == INIT_PRETRAINED:
         model_uri = str(pretrained_model_path())
-    uri = model_uri or default_model_uri(params)
-    try:
-        model = load_denoiser(uri, None if _is_local(uri) else tracking_uri(params))
-    except NotRegisteredError as error:
-        if model_uri is not None:
-            raise
-        uri = str(pretrained_model_path())
-        print(f"no champion yet ({error}); using the shipped pretrained model", file=sys.stderr)
-        model = load_denoiser(uri)
-    if hasattr(model, "layers"):
-        # lazy: Keras loads only once the inputs are known to be good
-        from denoise.models.precision import at_precision
-
-        model = at_precision(model, params.apply.precision)
     images = [pair for pair in pairs if pair[0].suffix.lower() in IMAGE_SUFFIXES]
     videos = [pair for pair in pairs if pair[0].suffix.lower() in VIDEO_SUFFIXES]
+    shipped = (str(pretrained_model_path()), "the shipped pretrained model")
+    image_champion = (default_model_uri(params), f"the image champion {default_model_uri(params)}")
+    model: Any = None
+    video_model: Any = None
+    uri = video_uri = ""
+    if model_uri is not None:
+        model, uri = _load(params, model_uri), model_uri
+        window = model_window(model)
+        if images and window > 1:
+            raise InputError(
+                f"{images[0][0]}: a still image cannot go to {uri}, a temporal model of "
+                f"{window} frames; give it videos, or choose an image model (--model)"
+            )
+        video_model, video_uri = model, uri
+    else:
+        if images:
+            model, uri = _first_registered(params, [image_champion, shipped])
+        if videos:
+            video_champion = (default_model_uri(params, video=True), "")
+            frame_by_frame = (image_champion[0], f"{image_champion[1]} frame by frame")
+            video_model, video_uri = _first_registered(
+                params, [video_champion, frame_by_frame, shipped]
+            )
     outputs = []
     if images:
         for source, target in progress(images, description="denoise images"):
             outputs.append(apply_to_image(model, source, target, params.apply))
     for source, target in videos:
-        outputs.append(apply_to_video(model, source, target, params.apply))
-    return ApplySummary(uri, outputs)
+        outputs.append(apply_to_video(video_model, source, target, params.apply))
+    return ApplySummary(uri if images else video_uri, outputs, video_uri if videos else None)

@@ -16,9 +16,11 @@ KERAS_SUFFIXES = (".keras",)
 CHAMPION, CHALLENGER = "champion", "challenger"
 
 
-def default_model_uri(params: Params) -> str:
-    """models:/<register.model_name>@champion, the model the register stage promoted."""
-    return f"models:/{params.register.model_name}@{CHAMPION}"
+def default_model_uri(params: Params, video: bool = False) -> str:
+    """models:/<register.model_name>@champion, the model the register stage promoted (video:
+    register.video_model_name's, the temporal champion)."""
+    name = params.register.video_model_name if video else params.register.model_name
+    return f"models:/{name}@{CHAMPION}"
 
 
 def _is_local(uri: str) -> bool:

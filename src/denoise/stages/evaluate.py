@@ -21,7 +21,7 @@ from denoise.core.metrics import psnr, ssim, temporal_psnr
 from denoise.core.noise import level_name
 from denoise.core.progress import progress
 from denoise.core.tables import clip_table, markdown_table
-from denoise.core.temporal import as_channels, temporal_windows
+from denoise.core.temporal import channel_windows
 from denoise.data.evalsets import CLIP_SETS, CLIP_VALIDATION, list_sets, load_set
 from denoise.data.video import write_image
 from denoise.models.precision import at_precision
@@ -109,7 +109,8 @@ def _evaluate_clips(
 ) -> dict[str, Any]:
     """Every method on the test clips (extract.clips): the frame methods frame by frame, the
     video methods (BM4D) on whole clips; BM3D and BM4D at evaluate.bm3d_levels only. Adds
-    each method's first clip at noise.validation_sigma to images as a strip (clip_strip)."""
+    each method's first clip at noise.validation_sigma to images as a strip (clip_strip), and
+    for each temporal model a strip noisy | best single-frame model | it | clean."""
     heavy, limited = {"bm3d", *VIDEO_METHODS}, params.evaluate.bm3d_levels  # []: every level
     shown = level_name("gaussian", params.noise.validation_sigma)
     scored: dict[str, Any] = {}
@@ -131,15 +132,39 @@ def _evaluate_clips(
             for method, denoise in {**methods, **VIDEO_METHODS}.items()
             if method not in heavy or not limited or level in limited
         ]
+        first_clips: dict[str, np.ndarray] = {}  # each method's first clip at the shown level
         for level, method, denoise in progress(jobs, description=f"evaluate {set_name}"):
             scores, denoised = score_clips(
                 clean, noisy_levels[level], _told_sigma(info["levels"][level]), denoise
             )
             levels.setdefault(level, {})[method] = scores
             if level == shown and params.evaluate.num_triptychs > 0:
+                first_clips[method] = denoised
                 strip = clip_strip(noisy_levels[level][0], denoised, clean[0])
                 images.append((f"strips/{set_name}/{level}/{method}.png", strip))
+        strips = comparison_strips(params, first_clips, levels.get(shown, {}))
+        for name, (single, temporal) in strips.items():
+            columns = (noisy_levels[shown][0], single, temporal, clean[0])
+            images.append((f"strips/{set_name}/{shown}/{name}.png", clip_strip(*columns)))
     return scored
+
+
+def comparison_strips(
+    params: Params, first_clips: dict[str, np.ndarray], scores: dict[str, Any]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """For each temporal model with a first clip: {"<model>-vs-<best single-frame model>":
+    (that model's clip, the temporal one's)}, the best by PSNR in scores; none without a
+    single-frame model."""
+    trained = [name for name in params.train.models if name in first_clips]
+    single = [name for name in trained if params.train.window(name) == 1]
+    if not single:
+        return {}
+    best = max(single, key=lambda name: scores[name]["psnr"])
+    return {
+        f"{name}-vs-{best}": (first_clips[best], first_clips[name])
+        for name in trained
+        if params.train.window(name) > 1
+    }
 
 
 def per_image(function: Callable[[np.ndarray, float], np.ndarray]) -> BatchDenoiser:
@@ -173,12 +198,7 @@ def window_denoiser(frame_denoiser: BatchDenoiser, window: int) -> BatchDenoiser
     """A temporal model's denoiser of one clip (T, H, W, 3): every frame from the window of
     frames around it, the ends reflected (core.temporal); frame_denoiser: model_denoiser of
     the model, which takes windows stacked on the channel axis."""
-
-    def denoise_clip(noisy: np.ndarray, sigma: float) -> np.ndarray:
-        windows = [as_channels(frames) for frames in temporal_windows(noisy, window // 2)]
-        return frame_denoiser(np.stack(windows), sigma)
-
-    return denoise_clip
+    return lambda clip, sigma: frame_denoiser(np.stack(list(channel_windows(clip, window))), sigma)
 
 
 def _load_models(params: Params) -> dict[str, tuple[Any, dict[str, Any]]]:
@@ -244,6 +264,7 @@ def _log_evaluation(tracker: StageTracker, params: Params, metrics: dict[str, An
             mlflow.log_metrics(method_metrics(metrics, name))
             shown = [*evaluation.glob(f"triptychs/*/*/{name}-*.png")]
             shown += evaluation.glob(f"strips/*/*/{name}.png")  # clip sets (extract.clips)
+            shown += evaluation.glob(f"strips/*/*/{name}-vs-*.png")  # a temporal model's
             for image in sorted(shown):
                 relative = image.relative_to(evaluation).parent
                 mlflow.log_artifact(str(image), artifact_path=f"evaluation/{relative}")
