@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tracemalloc
 from pathlib import Path
 
 import keras
@@ -152,6 +153,30 @@ def test_apply_denoises_a_video_window_by_window_as_by_hand(params: Params, tmp_
     assert written.shape == by_hand.shape
     assert np.abs(written - by_hand).mean() < 0.02
     assert np.abs(written - frames).mean() > 2 * np.abs(written - by_hand).mean(), "it mixes"
+
+
+def test_apply_holds_a_window_and_a_batch_whatever_the_video_length(
+    params: Params, tmp_path: Path
+) -> None:
+    """Peak memory (numpy and Python allocations: frames, windows, batches) of applying a
+    temporal model to a 16- and a 128-frame video: the same, within a few frames."""
+    model = _mixing_model(5, tmp_path / "video.keras")
+    side = 64
+    frame_bytes = side * side * 3 * 4
+
+    def peak(frames: int) -> int:
+        source = write_tiny_video(tmp_path / f"v{frames}.avi", num_frames=frames, size=side)
+        tracemalloc.start()
+        try:
+            apply.apply_to_video(model, source, tmp_path / f"out{frames}.avi", params.apply)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    peak(16)  # traces the model's functions once, outside the measurements
+    short, long = peak(16), peak(128)
+    # Holding the video would add 112 frames (and their 5-frame windows: 560) at the long one.
+    assert long < short + 16 * frame_bytes, (short / frame_bytes, long / frame_bytes)
 
 
 def test_a_temporal_model_refuses_stills_and_videos_shorter_than_half_its_window(
