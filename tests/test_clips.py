@@ -102,6 +102,20 @@ def test_clip_sets_hold_independent_noise_per_frame(clip_params: Params) -> None
     )
 
 
+def test_noise_max_clips_keeps_clips_evenly_spaced_over_each_clip_set(
+    clip_params: Params,
+) -> None:
+    extract_frames(clip_params)
+    write_evaluation_sets(clip_params)
+    evalsets = Path(clip_params.paths.evalsets)
+    every = load_set(evalsets, "clips-test", CLIP_SETS)[0]
+    capped = dataclasses.replace(clip_params.noise, max_clips=1)
+    write_evaluation_sets(dataclasses.replace(clip_params, noise=capped))
+    for name in ("clips-validation", "clips-test"):
+        assert load_set(evalsets, name, CLIP_SETS)[0].shape[0] == 1
+    np.testing.assert_array_equal(load_set(evalsets, "clips-test", CLIP_SETS)[0], every[:1])
+
+
 def test_clips_are_off_by_default_and_checked() -> None:
     defaults = params_from_dict(params_to_dict(Params()))
     assert defaults.extract.clips.per_split == 0

@@ -182,6 +182,7 @@ class Noise:
     evaluation: EvaluationNoise = dataclasses.field(default_factory=EvaluationNoise)
     validation_sigma: float = 25.0
     max_frames: int = 12
+    max_clips: int | None = None  # clips per clip set, evenly spaced over it (None: all)
     photographs: list[str] = dataclasses.field(
         default_factory=lambda: ["astronaut", "chelsea", "coffee", "rocket"]
     )
@@ -195,6 +196,7 @@ class Noise:
             f"{self.validation_sigma} is not one of evaluation.gaussian {self.evaluation.gaussian}",
         )
         _check(self.max_frames >= 1, "max_frames", "must be >= 1")
+        _check(self.max_clips is None or self.max_clips >= 1, "max_clips", "must be >= 1 or null")
         _check(self.photograph_size >= 8, "photograph_size", "must be >= 8")
 
 

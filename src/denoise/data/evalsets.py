@@ -79,7 +79,8 @@ def _write_set(
 
 
 def _write_clip_sets(directory: Path, frames_dir: Path, params: Params) -> dict[str, object]:
-    """clips-validation and clips-test: every clip of the split, clean and noisy."""
+    """clips-validation and clips-test: the split's clips (at most noise.max_clips, evenly
+    spaced over it), clean and noisy."""
     clips = load_clips_manifest(frames_dir)
     written: dict[str, object] = {}
     for split in EVALUATION_SPLITS:
@@ -89,6 +90,8 @@ def _write_clip_sets(directory: Path, frames_dir: Path, params: Params) -> dict[
                 f"{frames_dir}: no {split} clips of {params.extract.clips.length} frames; "
                 f"shorten extract.clips.length or add longer videos"
             )
+        if params.noise.max_clips is not None:
+            rows = evenly_spaced(rows, params.noise.max_clips)
         clean = np.stack([np.load(frames_dir / file) for file in rows["file"]])
         sources = [
             f"{video}#{first}-{last}"
