@@ -32,6 +32,7 @@ from denoise import workspace
 from denoise.core import services
 from denoise.core.config import Services, load_params
 from denoise.core.errors import ServiceError
+from denoise.serving.load import ALREADY_CHAMPION
 from denoise.tracking.runs import PARENT_RUN_ENV, close_pipeline_run, configure, open_pipeline_run
 from flows import fanout
 from flows.stages import PER_MODEL, STAGES, StageFailed, expand, run_dvc
@@ -199,32 +200,39 @@ def publish_report(
     )
 
 
+def champion_moves(decisions: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """{registered model: the decision that last moved its champion alias} among the register
+    stage's decisions; a version that was the champion already moved nothing."""
+    moved: dict[str, dict[str, Any]] = {}
+    for entry in decisions:
+        if entry.get("alias") == "champion" and entry.get("reason") != ALREADY_CHAMPION:
+            moved[str(entry["registered_model"])] = entry
+    return moved
+
+
 @task(name="announce-champion", cache_policy=NO_CACHE)
-def announce_champion(registry: Path) -> dict[str, Any] | None:
-    """Emit CHAMPION_EVENT when the register stage that just ran moved the champion alias (its
-    decisions are in registry, reports/registry.json); return that decision."""
-    summary = json.loads(registry.read_text())
-    moved = [entry for entry in summary.get("decisions", []) if entry.get("alias") == "champion"]
-    if not moved:
-        return None
-    decision = moved[-1]
-    name = str(decision["registered_model"])
-    emit_event(
-        event=CHAMPION_EVENT,
-        resource={
-            "prefect.resource.id": f"denoise.registered-model.{name}",
-            "prefect.resource.name": name,
-        },
-        payload={
-            "version": decision["version"],
-            "model": decision["model"],
-            "score": decision["score"],
-            "previous_version": decision["champion_version"],
-            "reason": decision["reason"],
-        },
-    )
-    get_run_logger().info("champion of %s moved to version %s", name, decision["version"])
-    return dict(decision)
+def announce_champion(registry: Path) -> list[dict[str, Any]]:
+    """Emit CHAMPION_EVENT for each registered model (the image models', the video models')
+    whose champion alias the register stage that just ran moved (its decisions are in
+    registry, reports/registry.json); return those decisions."""
+    moved = champion_moves(json.loads(registry.read_text()).get("decisions", []))
+    for name, decision in moved.items():
+        emit_event(
+            event=CHAMPION_EVENT,
+            resource={
+                "prefect.resource.id": f"denoise.registered-model.{name}",
+                "prefect.resource.name": name,
+            },
+            payload={
+                "version": decision["version"],
+                "model": decision["model"],
+                "score": decision["score"],
+                "previous_version": decision["champion_version"],
+                "reason": decision["reason"],
+            },
+        )
+        get_run_logger().info("champion of %s moved to version %s", name, decision["version"])
+    return list(moved.values())
 
 
 @flow(name=FLOW_NAME, log_prints=True)

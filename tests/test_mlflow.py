@@ -20,8 +20,9 @@ from conftest import tiny_params
 from repository import build_repository, commit, sh
 from servers import start_mlflow_server, stop
 
+from denoise.stages.register import Decision, decide
 from flows.pipeline import STAGES as STAGE_GROUPS
-from flows.pipeline import expand
+from flows.pipeline import champion_moves, expand
 
 pytestmark = pytest.mark.slow
 EXPERIMENT = "denoise"
@@ -189,3 +190,22 @@ def test_models_trained_against_another_store_are_logged_there_and_registered(
     trained = json.loads((copy / "models" / "paper_cae.json").read_text())["mlflow_run_id"]
     assert client.get_run(version.run_id).data.tags["denoise.trained_run"] == trained
     assert version.run_id != trained
+
+
+def test_the_flow_announces_each_registered_models_champion_move_once() -> None:
+    """Image and video models are registered apart: a move of either is announced, and a
+    version that already was the champion (the other group) moved nothing."""
+
+    def decision(registered: str, model: str, version: str, champion: str | None) -> dict:
+        alias, reason = decide(30.0, True, version, champion, 29.0 if champion else None, 0.1)
+        return dataclasses.asdict(
+            Decision(registered, model, version, 30.0, champion, 29.0, alias, reason)
+        )
+
+    image_move = decision("denoise", "drunet", "3", "2")
+    video_stays = decision("denoise-video", "fastdvdnet", "1", "1")
+    assert video_stays["alias"] == "champion"
+    assert champion_moves([image_move, video_stays]) == {"denoise": image_move}
+    video_move = decision("denoise-video", "fastdvdnet", "2", "1")
+    moves = champion_moves([image_move, video_stays, video_move])
+    assert moves == {"denoise": image_move, "denoise-video": video_move}

@@ -13,7 +13,7 @@ from denoise.core.config import DnCNN, DRUNet, FFDNet, Train, params_from_dict
 from denoise.core.errors import ConfigError
 from denoise.models.dense_ae import AveragePatches, ExtractPatches
 from denoise.models.ffdnet import NoiseLevelMap
-from denoise.models.precision import at_precision, dtype_policy
+from denoise.models.precision import at_precision, computing_layers, dtype_policy
 from denoise.models.registry import build_model, count_parameters, required_multiple
 from denoise.serving.tiling import denoise_batch
 from denoise.stages.evaluate import model_denoiser
@@ -235,24 +235,28 @@ def test_drunet_settings_that_fit_are_accepted() -> None:
     assert params.train.drunet.multiple == 2
 
 
-@pytest.mark.parametrize("name", ["paper_cae", "dense_ae", "dncnn", "ffdnet", "drunet"])
+@pytest.mark.parametrize(
+    "name", ["paper_cae", "dense_ae", "dncnn", "ffdnet", "drunet", "fastdvdnet"]
+)
 def test_at_precision_computes_as_a_mixed_precision_build_with_the_same_weights(
     name: str,
 ) -> None:
     model = build_model(name, TINY)
-    for layer in model.layers:  # the zero-initialised last convs: make the output depend on them
+    for layer in computing_layers(model):  # the zero-initialised last convs: make the output
+        # depend on them (fastdvdnet's are in its nested blocks)
         if layer.name in ("noise", "correction"):
             layer.set_weights([np.full_like(w, 0.01) for w in layer.get_weights()])
     assert at_precision(model, "float32") is model
     half = at_precision(model, "bfloat16")
     with dtype_policy("mixed_bfloat16"):
         mixed = build_model(name, TINY)
-    policies = [[layer.dtype_policy.name for layer in m.layers[1:]] for m in (half, mixed)]
-    assert policies[0] == policies[1]  # the input layer aside, which computes nothing
-    assert "mixed_bfloat16" in policies[0] and half.layers[-1].dtype_policy.name == "float32"
+    policies = [[layer.dtype_policy.name for layer in computing_layers(m)] for m in (half, mixed)]
+    assert policies[0] == policies[1]
+    assert "mixed_bfloat16" in policies[0] and policies[0][-1] == "float32"
     for original, copied in zip(model.get_weights(), half.get_weights(), strict=True):
         np.testing.assert_array_equal(original, copied)
-    noisy = np.random.default_rng(2).random((2, 32, 32, 3), dtype=np.float32)
+    channels = model.input_shape[-1]  # fastdvdnet: a window of frames
+    noisy = np.random.default_rng(2).random((2, 32, 32, channels), dtype=np.float32)
     full = model.predict_on_batch(noisy)
     halved = half.predict_on_batch(noisy)
     assert halved.dtype == np.float32

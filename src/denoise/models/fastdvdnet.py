@@ -48,7 +48,7 @@ def denoising_block(
     """A U-Net from `frames` stacked frames to their middle one: the middle noisy frame plus a
     predicted correction (zero at the start, so an untrained block passes the middle frame)."""
     stacked = keras.Input(shape=(None, None, CHANNELS * frames), name=f"{name}_frames")
-    middle = FrameRange(frames // 2, 1, name=f"{name}_middle")(stacked)
+    middle = FrameRange(frames // 2, 1, name=f"{name}_middle", dtype="float32")(stacked)
     correction = correction_head(unet(stacked, widths, blocks_per_level), CHANNELS)
     denoised = layers.Add(name=f"{name}_denoised", dtype="float32")([middle, correction])
     return keras.Model(stacked, denoised, name=name)
@@ -73,10 +73,13 @@ def fastdvdnet(
     triplet_block = denoising_block(3, widths, blocks_per_level, "triplet_block")
     fusion_block = denoising_block(window - 2, widths, blocks_per_level, "fusion_block")
     triplets = [
-        triplet_block(FrameRange(first, 3, name=f"triplet_{first}")(noisy))
+        triplet_block(FrameRange(first, 3, name=f"triplet_{first}", dtype="float32")(noisy))
         for first in range(window - 2)
     ]
-    fused = triplets[0] if len(triplets) == 1 else layers.Concatenate(name="triplets")(triplets)
+    # The frame slices and the triplets' outputs carry the middle frames (the blocks' skips):
+    # float32 under any dtype policy (models.precision.FLOAT32_LAYERS).
+    concatenate = layers.Concatenate(name="triplets", dtype="float32")
+    fused = triplets[0] if len(triplets) == 1 else concatenate(triplets)
     denoised = fusion_block(fused)
     return keras.Model(noisy, denoised, name="fastdvdnet")
 

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 import keras
 from keras import layers
 
+from denoise.models.fastdvdnet import FrameRange
+
 
 def has_gpu() -> bool:
     """Whether the Keras backend sees a GPU."""
@@ -48,7 +50,11 @@ def dtype_policy(policy: str) -> Iterator[None]:
 
 # The layers the builders name and keep float32 under any global dtype policy: the output and
 # what feeds it directly, and the noise-level estimate (plus dense_ae's last Dense, decode_2).
-FLOAT32_LAYERS = frozenset({"denoised", "noise", "correction", "pack", "unpack", "noise_level"})
+# fastdvdnet's frame slices (FrameRange), the concatenated "triplets" and each block's
+# "<block>_denoised" carry the middle frames to its outputs, so they stay float32 too.
+FLOAT32_LAYERS = frozenset(
+    {"denoised", "noise", "correction", "pack", "unpack", "noise_level", "triplets"}
+)
 
 
 def _keeps_float32(layer: keras.layers.Layer) -> bool:
@@ -56,7 +62,20 @@ def _keeps_float32(layer: keras.layers.Layer) -> bool:
     is a Conv2DTranspose that follows the policy; dense_ae's is its float32 output Dense."""
     if isinstance(layer, layers.Dense):
         return layer.name == "decode_2"
-    return layer.name in FLOAT32_LAYERS
+    if isinstance(layer, FrameRange):
+        return True
+    return layer.name in FLOAT32_LAYERS or layer.name.endswith("_denoised")
+
+
+def computing_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """Every layer that computes, those of nested models (fastdvdnet's blocks) included."""
+    found: list[keras.layers.Layer] = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            found += computing_layers(layer)
+        elif not isinstance(layer, keras.layers.InputLayer):
+            found.append(layer)
+    return found
 
 
 def at_precision(model: keras.Model, precision: str) -> keras.Model:
@@ -73,13 +92,12 @@ def at_precision(model: keras.Model, precision: str) -> keras.Model:
     def wanted(layer: keras.layers.Layer) -> str:
         return "float32" if _keeps_float32(layer) else policy
 
-    computing = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-    if all(layer.dtype_policy.name == wanted(layer) for layer in computing):
+    if all(layer.dtype_policy.name == wanted(layer) for layer in computing_layers(model)):
         return model
 
     def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
         return layer.__class__.from_config({**layer.get_config(), "dtype": wanted(layer)})
 
-    copy = keras.models.clone_model(model, clone_function=clone)
+    copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
     copy.set_weights(model.get_weights())
     return copy

@@ -14,6 +14,8 @@ from denoise.core.errors import ModelError, NotRegisteredError
 KERAS_SUFFIXES = (".keras",)
 # The registry aliases the register stage sets: the served model, and a runner-up.
 CHAMPION, CHALLENGER = "champion", "challenger"
+# A decision's reason when the version registered is the champion already (nothing moved).
+ALREADY_CHAMPION = "already the champion"
 
 
 def default_model_uri(params: Params, video: bool = False) -> str:

@@ -25,7 +25,7 @@ from denoise.core.metrics import psnr
 from denoise.core.noise import level_name
 from denoise.core.temporal import temporal_windows
 from denoise.data.evalsets import CLIP_SETS, CLIP_TEST, load_set
-from denoise.serving.load import CHALLENGER, CHAMPION
+from denoise.serving.load import ALREADY_CHAMPION, CHALLENGER, CHAMPION
 from denoise.tracking.models import INIT_TAG, TRAINED_RUN_TAG, log_model_file, logged_model_uri
 from denoise.tracking.runs import StageTracker, stage
 from denoise.validation.outcomes import RESULTS, SUMMARY_HTML, SuiteResult, failures
@@ -52,7 +52,7 @@ def decide(
 ) -> tuple[str | None, str]:
     """The alias a new version gets (champion, challenger, or None when rejected), and why."""
     if champion_version == version:
-        return CHAMPION, "already the champion"
+        return CHAMPION, ALREADY_CHAMPION
     if not eligible:
         return None, "rejected: does not beat the noisy input by validate.results' margin"
     if should_promote(score, champion_score, margin):
