@@ -16,6 +16,7 @@ from conftest import tiny_params, write_tiny_video
 from denoise.core.config import (
     DRUNet,
     FastDVDnet,
+    ModelBudget,
     Params,
     Variant,
     params_from_dict,
@@ -31,6 +32,7 @@ from denoise.serving import apply
 from denoise.serving.tiling import denoise_batch
 from denoise.stages.evaluate import run as run_evaluate
 from denoise.stages.extract import run as run_extract
+from denoise.stages.init import resolve
 from denoise.stages.noise import run as run_noise
 from denoise.stages.register import run as run_register
 from denoise.stages.train import run as run_train
@@ -254,6 +256,11 @@ def test_train_evaluate_register_a_video_model_beside_its_single_frame_peer(
 ) -> None:
     """The tiny pair trains on the same clips; evaluate scores the video model on the clips
     only; register makes it a version of register.video_model_name, the peer of model_name."""
+    # init_from: champion, for a temporal model: the video champion; none yet, and no shipped
+    # video model, so it starts from scratch.
+    from_champion = video_params.train.with_active(per_model={VIDEO: ModelBudget("champion")})
+    fine_tuned = dataclasses.replace(video_params, train=from_champion)
+    assert resolve(VIDEO, fine_tuned, tmp_path / "init") is None
     run_extract(video_params)
     run_noise(video_params)
     run_train(video_params)
@@ -284,6 +291,9 @@ def test_train_evaluate_register_a_video_model_beside_its_single_frame_peer(
     assert summary.video_model_uri == f"models:/{video_params.register.video_model_name}@champion"
     assert summary.model_uri == f"models:/{video_params.register.model_name}@champion"
     assert [entry.frames for entry in summary.outputs] == [1, 80]
+    resolved = resolve(VIDEO, fine_tuned, tmp_path / "init")
+    assert resolved is not None
+    assert resolved.description.startswith(summary.video_model_uri)
 
 
 def test_videos_fall_back_to_the_image_model_frame_by_frame_then_the_shipped_one(

@@ -59,11 +59,13 @@ def _matches(name: str, params: Params, resolved: Resolved) -> None:
     )
 
 
-def resolve(name: str, params: Params, directory: Path) -> Resolved:
+def resolve(name: str, params: Params, directory: Path) -> Resolved | None:
     """Model `name`'s init_from as a checked .keras file (downloads go under directory).
 
     `champion` is the registry's champion when it matches the model, else the shipped model:
-    the first run of a fresh clone fine-tunes the shipped model, later runs the champion.
+    the first run of a fresh clone fine-tunes the shipped model, later runs the champion. A
+    temporal model's champion is the video champion (register.video_model_name); there is no
+    shipped video model, so without a matching one it starts from scratch (None).
     """
     source = params.train.init_from(name)
     key = f"train.profiles.{params.train.profile}.per_model.{name}.init_from"
@@ -74,7 +76,9 @@ def resolve(name: str, params: Params, directory: Path) -> Resolved:
         # server that does not answer is an error (ModelError), never a silent fallback.
         reason: ModelError
         try:
-            champion = _registered(default_model_uri(params), params, directory)
+            temporal = params.train.window(name) > 1
+            uri = default_model_uri(params, video=temporal)
+            champion = _registered(uri, params, directory)
         except NotRegisteredError as error:
             reason = error
         else:
@@ -83,6 +87,9 @@ def resolve(name: str, params: Params, directory: Path) -> Resolved:
                 return champion
             except ModelError as error:  # the champion's layers differ from the model's
                 reason = error
+        if temporal:
+            print(f"{name}: starting from scratch, not the champion: {reason}")
+            return None
         print(f"{name}: starting from the shipped model, not the champion: {reason}")
         resolved = _pretrained()
     elif source is not None and source.endswith(".keras"):
@@ -107,9 +114,10 @@ def run(params: Params) -> InitSummary:
             atomic_directory(params.paths.init) as staging,
         ):
             for name in params.train.models:
-                start = None
+                start, resolved = None, None
                 if params.train.init_from(name) is not None:
                     resolved = resolve(name, params, Path(downloads) / name)
+                if resolved is not None:
                     weights = staging / init_file(params, name, ".keras").name
                     shutil.copyfile(resolved.path, weights)
                     start = sources[name] = {
