@@ -157,6 +157,33 @@ def test_apply_denoises_a_video_window_by_window_as_by_hand(params: Params, tmp_
     assert np.abs(written - frames).mean() > 2 * np.abs(written - by_hand).mean(), "it mixes"
 
 
+def test_the_pyfunc_takes_windows_one_window_and_ragged_batches_of_windows(
+    tmp_path: Path,
+) -> None:
+    from types import SimpleNamespace
+
+    from denoise.serving.pyfunc import KERAS_ARTIFACT, DenoiserModel
+
+    model = _mixing_model(5, tmp_path / "video.keras")
+    served = DenoiserModel()
+    served.load_context(
+        SimpleNamespace(artifacts={KERAS_ARTIFACT: str(tmp_path / "video.keras")}, model_config={})
+    )
+    assert served.window == 5
+    rng = np.random.default_rng(2)
+    windows = rng.random((2, 5, 16, 24, 3), dtype=np.float32)
+    expected = np.clip(model(np.stack([as_channels(w) for w in windows])), 0, 1)
+    np.testing.assert_allclose(served.predict(None, windows), expected, atol=1e-5)
+    np.testing.assert_allclose(served.predict(None, windows[1]), expected[1], atol=1e-5)
+    ragged = np.empty(2, dtype=object)
+    ragged[0], ragged[1] = windows[0], rng.random((5, 8, 8, 3), dtype=np.float32)
+    denoised = served.predict(None, ragged)
+    assert denoised[1].shape == (8, 8, 3)
+    np.testing.assert_allclose(denoised[0], expected[0], atol=1e-5)
+    with pytest.raises(ValueError, match=r"takes windows \(N, 5, H, W, 3\)"):
+        served.predict(None, windows[:, :3])
+
+
 def test_apply_holds_a_window_and_a_batch_whatever_the_video_length(
     params: Params, tmp_path: Path
 ) -> None:
@@ -269,6 +296,13 @@ def test_train_evaluate_register_a_video_model_beside_its_single_frame_peer(
     assert video.input_shape == (None, None, None, 15)
     summary = json.loads((models / f"{VIDEO}.json").read_text())
     assert summary["architecture"] == "fastdvdnet"
+    runs = mlflow.search_runs(
+        experiment_names=[video_params.tracking.experiment],
+        filter_string=f"tags.`denoise.model` = '{VIDEO}'",
+        output_format="list",
+    )
+    datasets = {item.dataset.name for run in runs for item in run.inputs.dataset_inputs}
+    assert {"raw-videos", "frames", "clips"} <= datasets, "it trained on the clips"
     metrics = run_evaluate(video_params).metrics
     assert all(VIDEO not in level for level in metrics["sets"]["test"]["levels"].values())
     scored = metrics["clip_sets"]["clips-test"]["levels"]["gaussian-25"]
@@ -297,11 +331,18 @@ def test_train_evaluate_register_a_video_model_beside_its_single_frame_peer(
 
 
 def test_videos_fall_back_to_the_image_model_frame_by_frame_then_the_shipped_one(
-    params: Params, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    params: Params, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
 ) -> None:
     source = write_tiny_video(tmp_path / "clip.avi", num_frames=4)
-    summary = apply.run(params, [source], tmp_path / "out")
+    still = tmp_path / "still.png"
+    write_image_float(still, np.full((16, 16, 3), 0.5, np.float32), np.dtype(np.uint8))
+    tried: list[str] = []
+    load = apply._load
+    monkeypatch.setattr(apply, "_load", lambda p, uri: tried.append(uri) or load(p, uri))
+    summary = apply.run(params, [source, still], tmp_path / "out")
     assert summary.video_model_uri is not None and summary.video_model_uri.endswith(".keras")
+    assert summary.model_uri == summary.video_model_uri
+    assert sorted(tried) == sorted(set(tried)), "each model is tried once for both kinds"
     said = capsys.readouterr().err
     image_champion = f"models:/{params.register.model_name}@champion"
     video_champion = f"models:/{params.register.video_model_name}@champion"

@@ -275,15 +275,32 @@ def _load(params: Params, uri: str) -> Any:
     return model
 
 
-def _first_registered(params: Params, choices: list[tuple[str, str]]) -> tuple[Any, str]:
+def _first_registered(
+    params: Params, choices: list[tuple[str, str]], loaded: dict[str, Any]
+) -> tuple[Any, str]:
     """The model of the first (uri, what it is) of choices that loads, and its URI: each one
-    not registered is said on stderr, with what is used instead (the last must load)."""
+    not registered is said on stderr, with what is used instead (the last must load). loaded:
+    what each URI tried so far gave (a model, or the NotRegisteredError), so that images and
+    videos load a model they share once."""
+
+    def attempt(uri: str) -> Any:
+        if uri not in loaded:
+            try:
+                loaded[uri] = _load(params, uri)
+            except NotRegisteredError as error:
+                loaded[uri] = error
+        return loaded[uri]
+
     for (uri, _), (_, instead) in itertools.pairwise(choices):
-        try:
-            return _load(params, uri), uri
-        except NotRegisteredError as error:
-            print(f"no {uri} yet ({error}); using {instead}", file=sys.stderr)
-    return _load(params, choices[-1][0]), choices[-1][0]
+        found = attempt(uri)
+        if not isinstance(found, NotRegisteredError):
+            return found, uri
+        print(f"no {uri} yet ({found}); using {instead}", file=sys.stderr)
+    last = choices[-1][0]
+    found = attempt(last)
+    if isinstance(found, NotRegisteredError):
+        raise found
+    return found, last
 
 
 def run(
@@ -314,6 +331,7 @@ def run(
     model: Any = None
     video_model: Any = None
     uri = video_uri = ""
+    loaded: dict[str, Any] = {}
     if model_uri is not None:
         model, uri = _load(params, model_uri), model_uri
         window = model_window(model)
@@ -325,12 +343,12 @@ def run(
         video_model, video_uri = model, uri
     else:
         if images:
-            model, uri = _first_registered(params, [image_champion, shipped])
+            model, uri = _first_registered(params, [image_champion, shipped], loaded)
         if videos:
             video_champion = (default_model_uri(params, video=True), "")
             frame_by_frame = (image_champion[0], f"{image_champion[1]} frame by frame")
             video_model, video_uri = _first_registered(
-                params, [video_champion, frame_by_frame, shipped]
+                params, [video_champion, frame_by_frame, shipped], loaded
             )
     outputs = []
     if images:

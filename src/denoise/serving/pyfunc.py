@@ -75,10 +75,10 @@ class DenoiserModel(PythonModel):
     ) -> np.ndarray:
         """Denoise float32 RGB in [0, 1]: (N, H, W, 3) or one (H, W, 3) -> the same shape; a
         temporal model: windows (N, T, H, W, 3) of T consecutive frames -> their middle frames
-        (N, H, W, 3).
+        (N, H, W, 3), or one window (T, H, W, 3) -> (H, W, 3).
 
-        Integer images are scaled from their dtype's range; a 1-D object array of images of
-        different sizes (a ragged batch) returns an object array of denoised images.
+        Integer images are scaled from their dtype's range; a 1-D object array of images (or
+        windows) of different sizes (a ragged batch) returns an object array of denoised images.
         """
         if isinstance(model_input, np.ndarray) and model_input.dtype == object:
             denoised = np.empty(len(model_input), dtype=object)
@@ -95,6 +95,8 @@ class DenoiserModel(PythonModel):
     def _denoise(self, noisy: np.ndarray) -> np.ndarray:
         tiling = (self.tile_size, self.overlap, self.batch_size)
         if self.window > 1:
+            if noisy.ndim == 4 and noisy.shape[0] == self.window:  # one window
+                return self._denoise(noisy[None])[0]
             if noisy.ndim != 5 or noisy.shape[1] != self.window or noisy.shape[-1] != 3:
                 raise ValueError(
                     f"a temporal model of {self.window} frames takes windows "

@@ -1,7 +1,9 @@
-"""register stage: every trained model becomes a version of one registered model.
+"""register stage: every trained model becomes a version of a registered model: an image
+model of params.register.model_name, a temporal one of register.video_model_name.
 
-The alias `champion` moves to a version only if it beats the current champion on the same fixed
-evaluation set (params.register.score_set at noise.validation_sigma) by at least
+The alias `champion` of each moves to a version only if it beats that model's champion on the
+same fixed evaluation set (image models: params.register.score_set; temporal ones: the test
+clips, every frame from its window) at noise.validation_sigma by at least
 params.register.promotion_margin_db; both are scored here, through the same tiled pyfunc that
 users load, so the comparison never mixes data or code versions. A candidate that is not
 promoted gets `challenger`; one that fails the results checks is recorded but gets no alias.
@@ -12,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -99,15 +101,21 @@ def score_model(
     model = mlflow.pyfunc.load_model(model_uri)
     served = model.unwrap_python_model()
     served.serve_as(self_ensemble, precision)
-    if served.window > 1:
-        noisy = np.stack(
-            [window for clip in noisy for window in temporal_windows(clip, served.window // 2)]
+    # A temporal model gets one clip's windows at a time: memory holds one clip's.
+    batches: Iterable[tuple[np.ndarray, np.ndarray]] = (
+        (
+            (frames, np.stack(list(temporal_windows(clip, served.window // 2))))
+            for frames, clip in zip(clean, noisy, strict=True)
         )
-        clean = clean.reshape(-1, *clean.shape[2:])
-    denoised = np.clip(model.predict(noisy), 0.0, 1.0)
-    return float(
-        np.mean([psnr(image, output) for image, output in zip(clean, denoised, strict=True)])
+        if served.window > 1
+        else [(clean, noisy)]
     )
+    scores = [
+        psnr(image, output)
+        for images, inputs in batches
+        for image, output in zip(images, np.clip(model.predict(inputs), 0.0, 1.0), strict=True)
+    ]
+    return float(np.mean(scores))
 
 
 def _registered_version(client: Any, name: str, run_id: str) -> Any:

@@ -98,7 +98,8 @@ def _train(
                 tracker.child(name, tags=tags, system_metrics=True) as run_id,
                 data_parallel(params.train.budget(name).batch_size),  # every device of the node
             ):
-                log_frames_inputs(params, manifest)
+                clips = stream.clips if isinstance(stream, ClipStream) else None
+                log_frames_inputs(params, manifest, clips)
                 model, state = train_model(
                     name,
                     params,

@@ -350,10 +350,11 @@ def log_epoch(epoch: int, metrics: dict[str, float], samples: list[Any]) -> None
         mlflow.log_image(image, key=f"validation-frame-{index}", step=epoch, synchronous=True)
 
 
-def log_frames_inputs(params: Params, manifest: Any) -> None:
+def log_frames_inputs(params: Params, manifest: Any, clips: Any | None = None) -> None:
     """The raw videos and the frames a model was trained on, as MLflow datasets with DVC hashes.
 
-    manifest: the frames manifest (pandas DataFrame, one row per frame).
+    manifest: the frames manifest (pandas DataFrame, one row per frame); clips: for a model
+    trained on clips, the clips manifest (one row per clip), logged as its training data.
     """
     import mlflow
     from mlflow.data.pandas_dataset import from_pandas
@@ -370,4 +371,10 @@ def log_frames_inputs(params: Params, manifest: Any) -> None:
         raw = from_pandas(videos, source=params.paths.raw, name="raw-videos", digest=raw_md5)
         frames = from_pandas(manifest, source=params.paths.frames, name="frames", digest=frames_md5)
         mlflow.log_input(raw, context="raw")
-        mlflow.log_input(frames, context="training")
+        if clips is None:
+            mlflow.log_input(frames, context="training")
+        else:
+            source = f"{params.paths.frames}/clips"
+            trained = from_pandas(clips, source=source, name="clips", digest=frames_md5)
+            mlflow.log_input(frames, context="frames")
+            mlflow.log_input(trained, context="training")

@@ -115,6 +115,7 @@ class ClipStream(keras.utils.PyDataset):
             raise DataError(f"{frames_dir}: no train clips; set extract.clips.per_split")
         self.frames_dir = frames_dir
         self.manifest = frames_dir / CLIPS_MANIFEST
+        self.clips = clips  # the train clips' rows of the clips manifest
         self._clips = [np.load(frames_dir / file, mmap_mode="r") for file in clips["file"]]
         length, height, width = self._clips[0].shape[:3]
         if length < window:
