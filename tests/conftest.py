@@ -32,6 +32,7 @@ LONG_MODULES = (
     "test_mlflow",
     "test_profiles",
     "test_train",
+    "test_video_model",
 )
 
 
