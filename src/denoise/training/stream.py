@@ -15,7 +15,27 @@ from denoise.data.clips import CLIPS_MANIFEST
 from denoise.data.extract import MANIFEST_NAME
 
 
-class PatchStream(keras.utils.PyDataset):
+class _EndlessStream(keras.utils.PyDataset):
+    """Batches drawn without end from a seed: batch `index` is a pure function of (seed,
+    first_batch + index); fit's steps_per_epoch cuts them into epochs."""
+
+    def __init__(self, params: Params, first_batch: int, height: int, width: int) -> None:
+        super().__init__(workers=1, use_multiprocessing=False)
+        self.patch = min(params.train.patch_size, height, width)
+        self.patch -= self.patch % 4
+        self.batch_size = params.train.batch_size
+        self.seed = params.seed
+        self.first_batch = first_batch
+
+    @property
+    def num_batches(self) -> None:
+        return None  # endless
+
+    def _generator(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.first_batch + index])
+
+
+class PatchStream(_EndlessStream):
     """An endless stream of (clean, clean) batches of random patches, float32 (B, P, P, 3) in
     [0, 1], randomly flipped. The model fitted on it starts with a TrainingNoise layer, which
     turns the input half noisy in the training step. Batch `index` is a pure function of
@@ -32,7 +52,6 @@ class PatchStream(keras.utils.PyDataset):
         params: Params,
         first_batch: int = 0,
     ) -> None:
-        super().__init__(workers=1, use_multiprocessing=False)
         if rows.empty:
             raise DataError(f"{frames_dir}: no train frames; check extract.split")
         self.frames_dir = frames_dir
@@ -50,19 +69,11 @@ class PatchStream(keras.utils.PyDataset):
             codes, _ = pd.factorize(rows["video"])
             self._sources = [np.flatnonzero(codes == code) for code in range(codes.max() + 1)]
         height, width = self._frames[0][0].shape[1:3]
-        self.patch = min(params.train.patch_size, height, width)
-        self.patch -= self.patch % 4
-        self.batch_size = params.train.batch_size
-        self.seed = params.seed
-        self.first_batch = first_batch
-
-    @property
-    def num_batches(self) -> None:
-        return None  # endless: fit's steps_per_epoch cuts it into epochs
+        super().__init__(params, first_batch, height, width)
 
     def _draw(self, index: int) -> tuple[np.random.Generator, np.ndarray]:
         """Batch `index`'s generator, after it drew the batch's frames (positions in rows)."""
-        rng = np.random.default_rng([self.seed, self.first_batch + index])
+        rng = self._generator(index)
         if self._sources is None:
             return rng, rng.integers(len(self._frames), size=self.batch_size)
         sources = rng.integers(len(self._sources), size=self.batch_size)
@@ -90,7 +101,7 @@ class PatchStream(keras.utils.PyDataset):
         return clean, clean
 
 
-class ClipStream(keras.utils.PyDataset):
+class ClipStream(_EndlessStream):
     """An endless stream of (clean windows, clean middle frames) from the train clips.
 
     Windows of `window` frames, float32 (B, P, P, 3 * window) in [0, 1] stacked on the channel
@@ -110,7 +121,6 @@ class ClipStream(keras.utils.PyDataset):
         window: int,
         first_batch: int = 0,
     ) -> None:
-        super().__init__(workers=1, use_multiprocessing=False)
         if clips.empty:
             raise DataError(f"{frames_dir}: no train clips; set extract.clips.per_split")
         self.frames_dir = frames_dir
@@ -123,18 +133,10 @@ class ClipStream(keras.utils.PyDataset):
                 f"{frames_dir}: clips of {length} frames are shorter than the window of {window}"
             )
         self.window = window
-        self.patch = min(params.train.patch_size, height, width)
-        self.patch -= self.patch % 4
-        self.batch_size = params.train.batch_size
-        self.seed = params.seed
-        self.first_batch = first_batch
-
-    @property
-    def num_batches(self) -> None:
-        return None  # endless: fit's steps_per_epoch cuts it into epochs
+        super().__init__(params, first_batch, height, width)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        rng = np.random.default_rng([self.seed, self.first_batch + index])
+        rng = self._generator(index)
         size, radius = self.patch, self.window // 2
         windows = np.empty((self.batch_size, size, size, 3 * self.window), np.float32)
         middles = np.empty((self.batch_size, size, size, 3), np.float32)
