@@ -46,6 +46,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=rank)
 
 
+def tiny_clip_params(root: Path, fps: float = 8.0) -> Params:
+    """tiny_params with an 80-frame (10 s at 8 fps) video under paths.raw, every third frame
+    sampled, and two 6-frame clips per split."""
+    config = tiny_params(root)
+    extract = dataclasses.replace(
+        config.extract,
+        frame_stride=3,
+        split=dataclasses.replace(config.extract.split, gap_seconds=1.0),
+        clips=dataclasses.replace(config.extract.clips, length=6, per_split=2),
+    )
+    raw = Path(config.paths.raw)
+    raw.mkdir(parents=True)
+    write_tiny_video(raw / "long.avi", num_frames=80, fps=fps)
+    return dataclasses.replace(config, extract=extract)
+
+
 def write_tiny_video(
     path: Path,
     num_frames: int = 12,

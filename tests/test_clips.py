@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import tiny_params, write_tiny_video
+from conftest import tiny_clip_params
 
 from denoise.core.config import Params, params_from_dict, params_to_dict
 from denoise.core.errors import ConfigError
@@ -28,17 +28,7 @@ FPS = 8.0
 @pytest.fixture
 def clip_params(tmp_path: Path) -> Params:
     """A 10-second 8-fps video, every third frame sampled, two 6-frame clips per split."""
-    config = tiny_params(tmp_path)
-    extract = dataclasses.replace(
-        config.extract,
-        frame_stride=3,
-        split=dataclasses.replace(config.extract.split, gap_seconds=1.0),
-        clips=dataclasses.replace(config.extract.clips, length=6, per_split=2),
-    )
-    raw = Path(config.paths.raw)
-    raw.mkdir(parents=True)
-    write_tiny_video(raw / "long.avi", num_frames=80, fps=FPS)
-    return dataclasses.replace(config, extract=extract)
+    return tiny_clip_params(tmp_path, FPS)
 
 
 def test_clip_starts_keep_every_clip_inside_one_block() -> None:

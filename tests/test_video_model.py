@@ -11,7 +11,7 @@ import keras
 import mlflow
 import numpy as np
 import pytest
-from conftest import tiny_params, write_tiny_video
+from conftest import tiny_clip_params, write_tiny_video
 
 from denoise.core.config import (
     DRUNet,
@@ -58,13 +58,7 @@ def own_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 def video_params(tmp_path: Path) -> Params:
     """A 10-second 8-fps 32x32 video with two 6-frame clips per split; a tiny fastdvdnet and a
     single-frame drunet trained on the same clips."""
-    config = tiny_params(tmp_path)
-    extract = dataclasses.replace(
-        config.extract,
-        frame_stride=3,
-        split=dataclasses.replace(config.extract.split, gap_seconds=1.0),
-        clips=dataclasses.replace(config.extract.clips, length=6, per_split=2),
-    )
+    config = tiny_clip_params(tmp_path)
     variants = {
         **config.train.variants,
         VIDEO: Variant("fastdvdnet", fastdvdnet=FastDVDnet(5, [4, 8], 1)),
@@ -73,10 +67,7 @@ def video_params(tmp_path: Path) -> Params:
     train = dataclasses.replace(config.train, variants=variants).with_active(
         models=[VIDEO, PEER], sampling="clips"
     )
-    raw = Path(config.paths.raw)
-    raw.mkdir(parents=True)
-    write_tiny_video(raw / "long.avi", num_frames=80, fps=8.0)
-    return dataclasses.replace(config, extract=extract, train=train)
+    return dataclasses.replace(config, train=train)
 
 
 def test_the_model_denoises_the_middle_frame_of_its_window_and_starts_as_identity() -> None:
