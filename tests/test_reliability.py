@@ -167,7 +167,11 @@ _STAGE = textwrap.dedent(
     lifeline.watch(interval=0.2, grace=10)
     Path(sys.argv[1]).write_text("watching")
     try:
-        time.sleep(60)
+        try:
+            time.sleep(60)
+        except Exception:  # a library's broad handler, as AutoGraph's, must not end the stop
+            Path(sys.argv[1]).write_text("swallowed")
+            time.sleep(60)
     except StoppedError as error:
         Path(sys.argv[1]).write_text(f"stopped: {error}")
     """

@@ -26,7 +26,7 @@ from denoise.core import lifeline, runtime
 from denoise.core.architectures import ARCHITECTURES
 from denoise.core.atomic import is_disk_full
 from denoise.core.config import Params, load_params, params_from_dict, with_recipe
-from denoise.core.errors import DenoiseError
+from denoise.core.errors import DenoiseError, StoppedError
 from denoise.core.locations import tracking_uri
 from denoise.tracking.server import tracking_error
 
@@ -48,8 +48,8 @@ _KERAS_WRAPPED = "Exception encountered when calling"
 
 
 def _user_errors(command: Command) -> Command:
-    """Turn a DenoiseError, a tracking server that stopped answering or a full disk into one
-    line on standard error and exit status 1."""
+    """Turn a DenoiseError, a stop (StoppedError), a tracking server that stopped answering or
+    a full disk into one line on standard error and exit status 1."""
 
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -59,6 +59,8 @@ def _user_errors(command: Command) -> Command:
             message = str(error)
             if message.startswith(_KERAS_WRAPPED):  # raised inside a layer's call: unwrap
                 message = message.split("\n\n")[1]
+        except StoppedError as error:
+            message = str(error)
         except Exception as error:
             tracking = tracking_error(error)
             if tracking is not None:

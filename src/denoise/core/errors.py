@@ -1,4 +1,5 @@
-"""Project error types: anything a user can fix by changing an input or a parameter."""
+"""Project error types: anything a user can fix by changing an input or a parameter, and the
+stop of a stage whose starter ended (StoppedError)."""
 
 
 class DenoiseError(Exception):
@@ -49,5 +50,10 @@ class DiskFullError(DenoiseError):
     """A write failed for lack of space (or the file-size limit); the previous output stays."""
 
 
-class StoppedError(DenoiseError):
-    """The process was asked to stop (SIGTERM), or the process that started it ended."""
+class StoppedError(BaseException):
+    """The process was asked to stop (SIGTERM), or the process that started it ended.
+
+    Not an Exception, as KeyboardInterrupt is not: a library's broad `except Exception` (as
+    TensorFlow's AutoGraph has around converting a function while Keras traces a train step)
+    would swallow the stop and the stage would run on. The CLI prints it as one line.
+    """
