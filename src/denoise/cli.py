@@ -55,12 +55,10 @@ def _user_errors(command: Command) -> Command:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except DenoiseError as error:
+        except (DenoiseError, StoppedError) as error:
             message = str(error)
             if message.startswith(_KERAS_WRAPPED):  # raised inside a layer's call: unwrap
                 message = message.split("\n\n")[1]
-        except StoppedError as error:
-            message = str(error)
         except Exception as error:
             tracking = tracking_error(error)
             if tracking is not None:
