@@ -32,7 +32,8 @@ import json, sys
 from dvc.repo import Repo
 
 force = "--force" in sys.argv
-ran = Repo(".").reproduce(force=force)
+targets = [argument for argument in sys.argv[1:] if argument != "--force"] or None
+ran = Repo(".").reproduce(targets, force=force)
 print(json.dumps([stage.addressing for stage in ran if not stage.is_data_source]))
 """
 
@@ -76,9 +77,9 @@ def _out_hash(root: Path, stage: str, index: int = 0) -> str:
     return str(_lock(root)[stage]["outs"][index]["md5"])
 
 
-def _reproduce(root: Path, force: bool = False) -> list[str]:
-    """`dvc repro` through DVC's API: the stages that ran."""
-    result = sh(sys.executable, "-c", _REPRODUCE, *(["--force"] * force), cwd=root)
+def _reproduce(root: Path, *targets: str, force: bool = False) -> list[str]:
+    """`dvc repro [TARGET ...]` through DVC's API: the stages that ran."""
+    result = sh(sys.executable, "-c", _REPRODUCE, *targets, *(["--force"] * force), cwd=root)
     ran: list[str] = json.loads(result.stdout.strip().splitlines()[-1])
     return ran
 
@@ -242,17 +243,19 @@ def test_a_forced_run_in_a_fresh_clone_reproduces_the_first_run(
                 assert abs(result["psnr"] - other) <= 0.05, (set_name, level, method)
 
 
-def test_changing_one_model_s_settings_reruns_its_training_alone(
+def test_changing_one_model_s_settings_makes_its_training_alone_stale(
     first_run: FirstRun, workspace: Path
 ) -> None:
     """train@<model> depends on that model's settings alone (through init's <model>.json):
-    a change to dense_ae's architecture retrains dense_ae, not paper_cae."""
+    after a change to dense_ae's architecture, init makes dense_ae's training stale, not
+    paper_cae's (evaluate reads the whole train section)."""
     clone = _clone(first_run.root, workspace / "one-model")
     assert sh("dvc", "stage", "list", "--name-only", cwd=clone).stdout.split() == STAGES
     params = yaml.safe_load((clone / "params.yaml").read_text())
     params["train"]["dense_hidden"] = 48
     (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert _reproduce(clone) == [*ALWAYS_RUN, "train@dense_ae", "evaluate", "register"]
+    assert _reproduce(clone, "init") == ALWAYS_RUN
+    assert _changed(clone) == {*ALWAYS_RUN, "train@dense_ae", "evaluate"}
 
 
 def test_changing_a_noise_parameter_skips_extract(first_run: FirstRun, workspace: Path) -> None:
@@ -260,22 +263,28 @@ def test_changing_a_noise_parameter_skips_extract(first_run: FirstRun, workspace
     params = yaml.safe_load((clone / "params.yaml").read_text())
     params["noise"]["train"]["sigma_max"] = 40.0
     (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    # The evaluation sets come out identical, so validate is skipped too.
-    skipped = ("extract", "validate")
-    assert _reproduce(clone) == [stage for stage in STAGES if stage not in skipped]
+    # Up to the models' inputs: the evaluation sets come out identical, so validate is skipped
+    # too; init writes each model's new training noise, which makes its training stale.
+    assert _reproduce(clone, "validate", "init") == ["preflight", "noise", "init"]
+    trainings = {stage for stage in STAGES if stage.startswith("train@")}
+    assert _changed(clone) == {*ALWAYS_RUN, *trainings, "register"}
 
 
 def test_new_video_reruns_extract_and_joins_the_manifest(
     first_run: FirstRun, workspace: Path
 ) -> None:
+    """Up to validate; DVC's status then names every stage after it as changed (training and
+    scoring the whole chain is the forced run's test)."""
     import pandas as pd
 
     clone = _clone(first_run.root, workspace / "second-video")
     write_tiny_video(clone / "data" / "raw" / "second.avi", num_frames=8, seed=3)
     sh("dvc", "add", "-q", "data/raw", cwd=clone)
-    assert _reproduce(clone) == STAGES
+    assert _reproduce(clone, "validate") == ["preflight", "extract", "noise", "validate"]
     manifest = pd.read_parquet(clone / "data" / "frames" / "manifest.parquet")
     assert set(manifest["video"]) == {"tiny.avi", "second.avi"}
+    ran = ("extract", "noise", "validate")
+    assert _changed(clone) == {stage for stage in STAGES if stage not in ran}
 
 
 def test_a_corrupt_video_stops_the_run_before_any_stage_and_restore_sets_it_aside(
@@ -374,13 +383,12 @@ def test_a_recipe_runs_as_one_named_experiment(first_run: FirstRun, workspace: P
     """`denoise recipe NAME`: one command for a named set of params, as a DVC experiment."""
     clone = _clone(first_run.root, workspace / "recipe")
     params = yaml.safe_load((clone / "params.yaml").read_text())
-    params["recipes"] = {
-        "one-epoch": {"train.profiles.quick.epochs": 1, "evaluate.blur_sigma": 2.0}
-    }
+    # Evaluation settings alone, so that no model trains again (the sweep test likewise).
+    params["recipes"] = {"sharper": {"evaluate.blur_sigma": 2.0, "evaluate.median_size": 5}}
     (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _commit(clone, "a recipe")
-    result = sh("denoise", "recipe", "one-epoch", cwd=clone)
-    assert "exp run -n one-epoch -S train.profiles.quick.epochs=1 -S evaluate.blur_sigma=2.0" in (
+    result = sh("denoise", "recipe", "sharper", cwd=clone)
+    assert "exp run -n sharper -S evaluate.blur_sigma=2.0 -S evaluate.median_size=5" in (
         result.stdout
     )
     shown = json.loads(sh("dvc", "exp", "show", "--json", cwd=clone).stdout)
@@ -388,11 +396,11 @@ def test_a_recipe_runs_as_one_named_experiment(first_run: FirstRun, workspace: P
         experiment
         for commit in shown
         for experiment in commit.get("experiments") or []
-        if experiment.get("name") == "one-epoch"
+        if experiment.get("name") == "sharper"
     ]
     assert len(experiments) == 1, json.dumps(shown)[:2000]
     values = json.dumps(experiments[0])
-    assert '"epochs": 1' in values and '"blur_sigma": 2.0' in values
+    assert '"blur_sigma": 2.0' in values and '"median_size": 5' in values
     unknown = sh("denoise", "recipe", "absent", cwd=clone, check=False)
     assert unknown.returncode == 1
-    assert "error: recipes: no recipe 'absent' (known: one-epoch)" in unknown.stderr
+    assert "error: recipes: no recipe 'absent' (known: sharper)" in unknown.stderr
