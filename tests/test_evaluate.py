@@ -4,6 +4,7 @@ import dataclasses
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import cv2
 import keras
@@ -11,12 +12,12 @@ import numpy as np
 import pytest
 
 from denoise.core.baselines import bm3d, bm4d_video, gaussian_blur, median, non_local_means
-from denoise.core.config import Params
+from denoise.core.config import VIDEO_BASELINE_METHODS, Params
 from denoise.core.images import triptych
 from denoise.core.metrics import temporal_psnr
 from denoise.core.noise import add_gaussian_noise
 from denoise.data.evalsets import CLIP_SETS, load_set
-from denoise.stages.evaluate import model_denoiser, score
+from denoise.stages.evaluate import VIDEO_METHODS, EvaluateSummary, model_denoiser, score
 from denoise.stages.evaluate import run as run_evaluate
 from denoise.stages.extract import run as run_extract
 from denoise.stages.noise import run as run_noise
@@ -137,9 +138,9 @@ def test_bm4d_on_a_whole_clip_beats_bm3d_frame_by_frame() -> None:
     assert temporal_psnr(clean, whole) > temporal_psnr(clean, by_frame)
 
 
-def test_the_test_clips_are_scored_with_psnr_and_tpsnr(params: Params) -> None:
-    """With extract.clips on, every method is scored on the test clips (clips-validation
-    selects models, as validation does): frame methods frame by frame, BM4D on whole clips."""
+def _evaluate_with_clips(params: Params) -> tuple[EvaluateSummary, dict[str, Any]]:
+    """Extract with one 3-frame clip per split, noise, train, evaluate: the summary and
+    metrics.json."""
     extract = dataclasses.replace(
         params.extract, clips=dataclasses.replace(params.extract.clips, length=3, per_split=1)
     )
@@ -148,7 +149,13 @@ def test_the_test_clips_are_scored_with_psnr_and_tpsnr(params: Params) -> None:
     run_noise(params)
     run_train(params)
     summary = run_evaluate(params)
-    metrics = json.loads(Path(params.paths.metrics).read_text())
+    return summary, json.loads(Path(params.paths.metrics).read_text())
+
+
+def test_the_test_clips_are_scored_with_psnr_and_tpsnr(params: Params) -> None:
+    """With extract.clips on, every method is scored on the test clips (clips-validation
+    selects models, as validation does): frame methods frame by frame, BM4D on whole clips."""
+    summary, metrics = _evaluate_with_clips(params)
     (scored,) = metrics["clip_sets"].values()
     assert list(metrics["clip_sets"]) == ["clips-test"]
     assert (scored["clips"], scored["frames"], scored["height"]) == (1, 3, 32)
@@ -173,3 +180,13 @@ def test_the_test_clips_are_scored_with_psnr_and_tpsnr(params: Params) -> None:
     # The register stage's results suite checks the clip scores too.
     rows = results_table(metrics).set_index("row")
     assert rows.loc["clips-test/gaussian-25/bm4d", "images"] == 1
+
+
+def test_bm4d_runs_only_when_evaluate_methods_names_it(params: Params) -> None:
+    """BM4D takes seconds a clip frame: left out of evaluate.methods, no clip set runs it."""
+    assert set(VIDEO_METHODS) == set(VIDEO_BASELINE_METHODS)
+    evaluate = dataclasses.replace(params.evaluate, methods=["noisy", "nlm"])
+    _, metrics = _evaluate_with_clips(dataclasses.replace(params, evaluate=evaluate))
+    (scored,) = metrics["clip_sets"].values()
+    for level, results in scored["levels"].items():
+        assert set(results) == {"noisy", "nlm", *params.train.models}, level

@@ -20,7 +20,8 @@ from denoise.core.errors import ConfigError
 
 NOISE_KINDS = ("gaussian", "gaussian_blind", "poisson", "speckle", "salt_pepper")
 MODEL_NAMES = tuple(ARCHITECTURES)
-BASELINE_METHODS = ("noisy", "blur", "median", "nlm", "bm3d")
+BASELINE_METHODS = ("noisy", "blur", "median", "nlm", "bm3d")  # image by image
+VIDEO_BASELINE_METHODS = ("bm4d",)  # on whole clips: the clip sets only
 STILL_FOLDERS = ("photos", "wallpapers")  # train-only still folders samples can build
 
 
@@ -610,19 +611,26 @@ class Train:
 
 @dataclasses.dataclass(frozen=True)
 class Evaluate:
-    methods: list[str] = dataclasses.field(default_factory=lambda: list(BASELINE_METHODS))
+    methods: list[str] = dataclasses.field(
+        default_factory=lambda: [*BASELINE_METHODS, *VIDEO_BASELINE_METHODS]
+    )
     blur_sigma: float = 1.0
     median_size: int = 3
     nlm_h_factor: float = 0.8
-    # BM3D (seconds per frame) runs at these evaluation levels only, on the first
-    # bm3d_max_images images of each set (None: every image); [] runs it at every level.
+    # BM3D (seconds per frame) and BM4D (seconds per clip frame) run at these evaluation
+    # levels only, BM3D on the first bm3d_max_images images of each set (None: every
+    # image); [] runs them at every level.
     bm3d_levels: list[str] = dataclasses.field(default_factory=lambda: ["gaussian-25"])
     bm3d_max_images: int | None = None
     num_triptychs: int = 2
 
     def __post_init__(self) -> None:
         for index, name in enumerate(self.methods):
-            _check(name in BASELINE_METHODS, f"methods[{index}]", f"unknown method {name!r}")
+            _check(
+                name in (*BASELINE_METHODS, *VIDEO_BASELINE_METHODS),
+                f"methods[{index}]",
+                f"unknown method {name!r}",
+            )
         _check(self.blur_sigma > 0, "blur_sigma", "must be > 0")
         _check(self.median_size in (3, 5), "median_size", "must be 3 or 5 (float images)")
         _check(self.nlm_h_factor > 0, "nlm_h_factor", "must be > 0")

@@ -31,7 +31,8 @@ from denoise.tracking.runs import StageTracker, stage
 
 # Sets scored here; "validation" is used by training for model selection, so it is not.
 VALIDATION = "validation"
-# Methods that see a whole clip at once, scored on the clip sets only (at evaluate.bm3d_levels).
+# Methods that see a whole clip at once (config.VIDEO_BASELINE_METHODS), scored on the clip sets
+# only, when evaluate.methods names them (at evaluate.bm3d_levels).
 VIDEO_METHODS = {"bm4d": bm4d_video}
 BatchDenoiser = Callable[[np.ndarray, float], np.ndarray]
 
@@ -108,10 +109,12 @@ def _evaluate_clips(
     images: list[tuple[str, np.ndarray]],
 ) -> dict[str, Any]:
     """Every method on the test clips (extract.clips): the frame methods frame by frame, the
-    video methods (BM4D) on whole clips; BM3D and BM4D at evaluate.bm3d_levels only. Adds
-    each method's first clip at noise.validation_sigma to images as a strip (clip_strip), and
-    for each temporal model a strip noisy | best single-frame model | it | clean."""
+    video methods that evaluate.methods names (BM4D) on whole clips; BM3D and BM4D at
+    evaluate.bm3d_levels only. Adds each method's first clip at noise.validation_sigma to
+    images as a strip (clip_strip), and for each temporal model a strip noisy | best
+    single-frame model | it | clean."""
     heavy, limited = {"bm3d", *VIDEO_METHODS}, params.evaluate.bm3d_levels  # []: every level
+    video = {name: VIDEO_METHODS[name] for name in params.evaluate.methods if name in VIDEO_METHODS}
     shown = level_name("gaussian", params.noise.validation_sigma)
     scored: dict[str, Any] = {}
     for set_name in list_sets(evalsets_dir, CLIP_SETS):
@@ -129,7 +132,7 @@ def _evaluate_clips(
         jobs = [
             (level, method, denoise)
             for level in info["levels"]
-            for method, denoise in {**methods, **VIDEO_METHODS}.items()
+            for method, denoise in {**methods, **video}.items()
             if method not in heavy or not limited or level in limited
         ]
         first_clips: dict[str, np.ndarray] = {}  # each method's first clip at the shown level
@@ -247,8 +250,7 @@ def _log_evaluation(tracker: StageTracker, params: Params, metrics: dict[str, An
 
     evaluation = Path(params.paths.evaluation)
     with tracker.child("baselines", tags={"denoise.kind": "baselines"}):
-        video = list(VIDEO_METHODS) if "clip_sets" in metrics else []
-        for method in [*params.evaluate.methods, *video]:
+        for method in params.evaluate.methods:
             mlflow.log_metrics(
                 {f"{method}.{key}": value for key, value in method_metrics(metrics, method).items()}
             )
@@ -280,7 +282,9 @@ def _evaluate(params: Params) -> EvaluateSummary:
     evalsets_dir = Path(params.paths.evalsets)
     models = _load_models(params)
     methods: dict[str, BatchDenoiser] = {
-        name: per_image(baseline(name, config)) for name in config.methods
+        name: per_image(baseline(name, config))
+        for name in config.methods
+        if name not in VIDEO_METHODS
     }
     # Temporal models (train.window > 1) are scored on the clip sets only.
     temporal: dict[str, BatchDenoiser] = {}
