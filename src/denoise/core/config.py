@@ -22,6 +22,7 @@ NOISE_KINDS = ("gaussian", "gaussian_blind", "poisson", "speckle", "salt_pepper"
 MODEL_NAMES = tuple(ARCHITECTURES)
 BASELINE_METHODS = ("noisy", "blur", "median", "nlm", "bm3d")  # image by image
 VIDEO_BASELINE_METHODS = ("bm4d",)  # on whole clips: the clip sets only
+EVALUATE_METHODS = BASELINE_METHODS + VIDEO_BASELINE_METHODS  # what evaluate.methods may name
 STILL_FOLDERS = ("photos", "wallpapers")  # train-only still folders samples can build
 
 
@@ -611,9 +612,7 @@ class Train:
 
 @dataclasses.dataclass(frozen=True)
 class Evaluate:
-    methods: list[str] = dataclasses.field(
-        default_factory=lambda: [*BASELINE_METHODS, *VIDEO_BASELINE_METHODS]
-    )
+    methods: list[str] = dataclasses.field(default_factory=lambda: list(EVALUATE_METHODS))
     blur_sigma: float = 1.0
     median_size: int = 3
     nlm_h_factor: float = 0.8
@@ -626,11 +625,7 @@ class Evaluate:
 
     def __post_init__(self) -> None:
         for index, name in enumerate(self.methods):
-            _check(
-                name in (*BASELINE_METHODS, *VIDEO_BASELINE_METHODS),
-                f"methods[{index}]",
-                f"unknown method {name!r}",
-            )
+            _check(name in EVALUATE_METHODS, f"methods[{index}]", f"unknown method {name!r}")
         _check(self.blur_sigma > 0, "blur_sigma", "must be > 0")
         _check(self.median_size in (3, 5), "median_size", "must be 3 or 5 (float images)")
         _check(self.nlm_h_factor > 0, "nlm_h_factor", "must be > 0")
