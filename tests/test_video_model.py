@@ -23,9 +23,10 @@ from denoise.core.config import (
     params_to_dict,
 )
 from denoise.core.errors import ConfigError, InputError
-from denoise.core.temporal import as_channels, reflected, temporal_windows
+from denoise.core.temporal import REFLECTED_FRAME, as_channels, reflected, temporal_windows
 from denoise.data.extract import load_clips_manifest
 from denoise.data.video import read_image_float, read_video_rgb, write_image_float
+from denoise.models.drunet import drunet
 from denoise.models.fastdvdnet import fastdvdnet
 from denoise.models.registry import multiply_adds_per_pixel, required_multiple
 from denoise.serving import apply
@@ -94,6 +95,22 @@ def test_multiply_adds_count_each_call_of_the_shared_triplet_block() -> None:
     by_hand = 9 * 9 * 4 + 2 * 9 * 16 + 4 * 4 * 8 / 4 + 2 * 9 * 64 / 4 + 4 * 8 * 4 / 4
     by_hand += 2 * 9 * 16 + 9 * 4 * 3
     assert multiply_adds_per_pixel(triplet) == pytest.approx(by_hand)
+
+
+def test_one_stage_is_a_single_u_net_on_the_whole_window() -> None:
+    model = fastdvdnet(5, (4, 8), 1, stages=1)
+    window = np.random.default_rng(1).random((2, 16, 16, 15), dtype=np.float32)
+    np.testing.assert_array_equal(np.asarray(model(window)), window[..., 6:9])
+    assert [layer.name for layer in model.layers if isinstance(layer, keras.Model)] == [
+        "window_block"
+    ]
+    # The single-frame U-Net of the same widths but for its head conv's 12 more input channels.
+    single = drunet((4, 8), 1)
+    assert multiply_adds_per_pixel(model) == pytest.approx(
+        multiply_adds_per_pixel(single) + 12 * 9 * 4
+    )
+    with pytest.raises(ConfigError, match="stages: must be 1 or 2"):
+        FastDVDnet(stages=3)
 
 
 def test_reflected_positions_match_the_windows_of_a_clip() -> None:
@@ -228,6 +245,53 @@ def test_training_noise_is_independent_per_frame_of_a_window() -> None:
     hits = (np.asarray(salted(clean, training=True)) != 0.5).reshape(64, 16, 16, 5, 3)
     assert np.all(hits.all(axis=-1) == hits.any(axis=-1)), "a pixel's channels alike"
     assert not np.array_equal(hits[..., 0, 0], hits[..., 1, 0]), "each frame its own pixels"
+
+
+def test_reflected_frames_get_the_noise_of_the_frames_they_mirror_as_at_inference() -> None:
+    rng = np.random.default_rng(4)
+    clip = rng.random((3, 8, 8, 3), dtype=np.float32)  # a clip of 3 frames, window 5
+    first = as_channels(clip[reflected(0, 2, 3)])  # frames 2 1 0 1 2
+    last = as_channels(clip[reflected(2, 2, 3)][::-1])  # frames 0 1 2 1 0, run backwards
+    marked = np.stack([first, last])
+    marked[0, ..., :6] = REFLECTED_FRAME  # positions 0 and 1 lie before frame 0
+    marked[1, ..., :6] = REFLECTED_FRAME  # backwards, positions 0 and 1 lie after frame 2
+    layer = TrainingNoise({"kind": "gaussian", "sigma": 25}, seed=5)
+    noisy = np.asarray(layer(marked, training=True)).reshape(2, 8, 8, 5, 3)
+    for window in noisy:
+        np.testing.assert_array_equal(window[..., 0, :], window[..., 4, :])
+        np.testing.assert_array_equal(window[..., 1, :], window[..., 3, :])
+    # The real frames: the clean frame plus the noise a window without reflections gets.
+    plain = np.stack([first, last])
+    again = np.asarray(TrainingNoise(layer.noise, seed=5)(plain, training=True))
+    np.testing.assert_array_equal(noisy.reshape(again.shape)[..., 6:], again[..., 6:])
+    assert 0.08 < np.std(again - plain) < 0.12  # sigma 25 / 255
+    correlation = np.corrcoef((again - plain)[..., 0:3].ravel(), (again - plain)[..., 12:].ravel())
+    assert abs(correlation[0, 1]) < 0.2, "unmarked, the same clean frames get their own noise"
+
+
+def test_the_stream_marks_the_frames_its_windows_hold_by_reflection(video_params: Params) -> None:
+    run_extract(video_params)
+    frames = Path(video_params.paths.frames)
+    clips = load_clips_manifest(frames).query("split == 'train'")
+    stream = ClipStream(frames, clips, video_params, window=5)
+    patterns = set()
+    for index in range(8):
+        windows, middles = stream[index]
+        stacked = windows.reshape(*windows.shape[:3], 5, 3)
+        marked = (stacked == REFLECTED_FRAME).all(axis=(1, 2, 4))  # (B, 5)
+        assert np.all(marked == (stacked == REFLECTED_FRAME).any(axis=(1, 2, 4)))
+        assert np.all(stacked[~np.broadcast_to(marked[:, None, None, :, None], stacked.shape)] >= 0)
+        patterns.update(tuple(row) for row in marked)
+        np.testing.assert_array_equal(stacked[..., 2, :], middles)
+    # Clips of 6 frames: middle frames 0 and 5 reflect two positions, 1 and 4 one, either way.
+    assert patterns <= {
+        (False,) * 5,
+        (True, True, False, False, False),
+        (True, False, False, False, False),
+        (False, False, False, True, True),
+        (False, False, False, False, True),
+    }
+    assert len(patterns) == 5
 
 
 def test_temporal_and_single_frame_streams_draw_the_same_middle_frames(

@@ -305,11 +305,12 @@ class DRUNet:
 @dataclasses.dataclass(frozen=True)
 class FastDVDnet:
     """FastDVDnet-style: `window` frames; U-Net blocks (DRUNet's, `widths`) on each triplet,
-    then one on their outputs."""
+    then one on their outputs (stages 2), or one block on the whole window (stages 1)."""
 
     window: int = 5
     widths: list[int] = dataclasses.field(default_factory=lambda: [32, 64, 128])
     blocks_per_level: int = 1
+    stages: int = 2
 
     def __post_init__(self) -> None:
         _check(
@@ -317,6 +318,7 @@ class FastDVDnet:
             "window",
             f"must be odd and >= 3 (a triplet around the frame), got {self.window}",
         )
+        _check(self.stages in (1, 2), "stages", f"must be 1 or 2, got {self.stages}")
         DRUNet(self.widths, self.blocks_per_level)  # the same checks as a U-Net's
 
     @property

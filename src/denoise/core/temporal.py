@@ -49,6 +49,11 @@ def temporal_windows(frames: Iterable[np.ndarray], radius: int) -> Iterator[np.n
         yield np.stack(window)
 
 
+# The value of every pixel of a frame a training window holds by reflection (clean frames lie
+# in [0, 1]): training.noise gives it the noisy frame it mirrors, as at inference.
+REFLECTED_FRAME = -1.0
+
+
 def reflected(centre: int, radius: int, length: int) -> list[int]:
     """Positions of the frames of the window of radius around centre in a clip of length
     frames, the ends reflected as temporal_windows does (-i is i, length-1+i is length-1-i)."""

@@ -3,10 +3,11 @@
 The input is a window of consecutive noisy frames stacked on the channel axis, oldest first:
 float32 (N, H, W, 3 * window). Stage one denoises every triplet of neighbouring frames with one
 shared U-Net block; stage two fuses the triplets' outputs with a second block into the middle
-frame, float32 (N, H, W, 3). Like FastDVDnet, the motion between frames is left to the
-networks (no optical flow). Unlike it, the blocks are this package's DRUNet bodies
-(models.drunet.unet, bias-free residual blocks) and there is no noise-level map: a blind
-model infers the level, as drunet does.
+frame, float32 (N, H, W, 3). With one stage, a single block takes the whole window (early
+fusion): one wide U-Net where two stages spend the same work on four narrow ones. Like
+FastDVDnet, the motion between frames is left to the networks (no optical flow). Unlike it,
+the blocks are this package's DRUNet bodies (models.drunet.unet, bias-free residual blocks)
+and there is no noise-level map: a blind model infers the level, as drunet does.
 """
 
 from __future__ import annotations
@@ -59,17 +60,21 @@ def fastdvdnet(
     widths: Sequence[int] = (32, 64, 128),
     blocks_per_level: int = 1,
     input_size: int | None = None,
+    stages: int = 2,
 ) -> keras.Model:
     """Denoise the middle frame of `window` frames (odd, >= 3).
 
-    Stage one: one block, weights shared, on each of the window - 2 triplets of neighbouring
-    frames; stage two: a block on their window - 2 outputs. Per output frame that is
-    window - 1 blocks' work (4 for the default window of 5). Height and width must be multiples
-    of 2 ** (len(widths) - 1).
+    Two stages: one block, weights shared, on each of the window - 2 triplets of neighbouring
+    frames, then a block on their window - 2 outputs. Per output frame that is window - 1
+    blocks' work (4 for the default window of 5). One stage: a single block on the window.
+    Height and width must be multiples of 2 ** (len(widths) - 1).
     """
     if window < 3 or window % 2 == 0:
         raise ValueError(f"fastdvdnet's window must be odd and >= 3, got {window}")
     noisy = keras.Input(shape=(input_size, input_size, CHANNELS * window), name="noisy_window")
+    if stages == 1:
+        window_block = denoising_block(window, widths, blocks_per_level, "window_block")
+        return keras.Model(noisy, window_block(noisy), name="fastdvdnet")
     triplet_block = denoising_block(3, widths, blocks_per_level, "triplet_block")
     fusion_block = denoising_block(window - 2, widths, blocks_per_level, "fusion_block")
     triplets = [
@@ -88,5 +93,9 @@ def build(train: Train, spec: Variant, input_size: int | None = None) -> keras.M
     """The registry's builder (core.architectures), sized by the spec's fastdvdnet settings."""
     settings = spec.fastdvdnet or train.fastdvdnet
     return fastdvdnet(
-        settings.window, tuple(settings.widths), settings.blocks_per_level, input_size=input_size
+        settings.window,
+        tuple(settings.widths),
+        settings.blocks_per_level,
+        input_size=input_size,
+        stages=settings.stages,
     )

@@ -23,6 +23,7 @@ from keras import ops
 
 from denoise.core.config import TrainNoise
 from denoise.core.errors import ConfigError
+from denoise.core.temporal import REFLECTED_FRAME
 
 
 def _poisson(lam: Any, seed: Any) -> Any:
@@ -40,6 +41,27 @@ def _poisson(lam: Any, seed: Any) -> Any:
     raise ConfigError(f"poisson training noise needs the tensorflow or jax backend, not {backend}")
 
 
+def mirror_reflected(clean: Any, noisy: Any) -> Any:
+    """noisy (B, H, W, 3 * frames) with every frame that is REFLECTED_FRAME in clean replaced
+    by the noisy frame it mirrors. A window's reflected frames lie at its ends, before its first
+    real frame or after its last, and position p mirrors 2 * first - p or 2 * last - p."""
+    frames = clean.shape[-1] // 3
+    if len(clean.shape) != 4 or frames == 1:  # not a window of frames
+        return noisy
+    batch = ops.shape(clean)[0]
+    real = ops.cast(
+        ops.reshape(clean, (batch, -1, frames, 3))[:, 0, :, 0] != REFLECTED_FRAME, "int32"
+    )
+    first = ops.argmax(real, axis=1)[:, None]  # (B, 1): argmax gives the first maximum
+    last = frames - 1 - ops.argmax(ops.flip(real, axis=1), axis=1)[:, None]
+    position = ops.arange(frames)[None, :]
+    source = ops.where(position < first, 2 * first - position, position)
+    source = ops.where(position > last, 2 * last - position, source)
+    pick = ops.one_hot(source, frames, dtype=noisy.dtype)  # (B, frame out, frame in)
+    mirrored = ops.einsum("bpic,boi->bpoc", ops.reshape(noisy, (batch, -1, frames, 3)), pick)
+    return ops.reshape(mirrored, ops.shape(noisy))
+
+
 @keras.saving.register_keras_serializable(package="denoise")
 class TrainingNoise(keras.layers.Layer):
     """Adds a TrainNoise to clean float32 (B, H, W, 3 * frames) batches when training=True:
@@ -47,7 +69,9 @@ class TrainingNoise(keras.layers.Layer):
 
     Every frame of a window gets noise of its own (independent draws), at the same level:
     gaussian_blind draws one sigma per image or window from U(sigma_min, sigma_max), as the
-    network must serve every level in that range.
+    network must serve every level in that range. A frame the window holds by reflection
+    (core.temporal.REFLECTED_FRAME, training.stream.ClipStream) gets the noisy frame it
+    mirrors, noise and all, as a reflected noisy clip gives it at inference.
     """
 
     def __init__(self, noise: dict[str, Any] | TrainNoise, seed: int, **kwargs: Any) -> None:
@@ -90,7 +114,7 @@ class TrainingNoise(keras.layers.Layer):
             noisy = _poisson(lam, self.seed_generator.next()) / noise.peak
         if noise.as_saved:
             noisy = ops.round(ops.clip(noisy, 0.0, 1.0) * 255.0) / 255.0
-        return noisy
+        return mirror_reflected(clean, noisy)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "noise": dataclasses.asdict(self.noise), "seed": self.seed}

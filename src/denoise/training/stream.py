@@ -10,7 +10,7 @@ import pandas as pd
 
 from denoise.core.config import Params
 from denoise.core.errors import DataError
-from denoise.core.temporal import as_channels, reflected
+from denoise.core.temporal import REFLECTED_FRAME, as_channels, reflected
 from denoise.data.clips import CLIPS_MANIFEST
 from denoise.data.extract import MANIFEST_NAME
 
@@ -108,9 +108,11 @@ class ClipStream(_EndlessStream):
     axis oldest first, and their middle frames (B, P, P, 3); a window of 1 is a single-frame
     model's (B, P, P, 3) patches. Each patch draws a clip, a middle frame (any of the clip's,
     the window's ends reflected as at inference), a position, flips, and for a window whether
-    it runs backwards. The draws do not depend on the window, so models of different windows
-    with one seed see the same middle frames at the same positions. As PatchStream, batch
-    `index` is a pure function of (seed, first_batch + index).
+    it runs backwards. A frame a window holds by reflection is REFLECTED_FRAME throughout:
+    the training noise gives it its mirror's noisy frame (training.noise), as the reflected
+    noisy clip does at inference. The draws do not depend on the window, so models of
+    different windows with one seed see the same middle frames at the same positions. As
+    PatchStream, batch `index` is a pure function of (seed, first_batch + index).
     """
 
     def __init__(
@@ -139,6 +141,7 @@ class ClipStream(_EndlessStream):
         rng = self._generator(index)
         size, radius = self.patch, self.window // 2
         windows = np.empty((self.batch_size, size, size, 3 * self.window), np.float32)
+        mirrored = np.empty((self.batch_size, self.window), bool)
         middles = np.empty((self.batch_size, size, size, 3), np.float32)
         for slot in range(self.batch_size):
             clip = self._clips[rng.integers(len(self._clips))]
@@ -147,7 +150,12 @@ class ClipStream(_EndlessStream):
             top, left = rng.integers(height - size + 1), rng.integers(width - size + 1)
             flips = rng.random(3) < 0.5  # columns, rows, time
             frames = reflected(centre, radius, length)
-            patch = clip[frames[::-1] if flips[2] else frames, top : top + size, left : left + size]
+            spots = np.arange(centre - radius, centre + radius + 1)
+            outside = (spots < 0) | (spots >= length)
+            if flips[2]:
+                frames, outside = frames[::-1], outside[::-1]
+            mirrored[slot] = outside
+            patch = clip[frames, top : top + size, left : left + size]
             if flips[0]:
                 patch = patch[:, :, ::-1]
             if flips[1]:
@@ -156,6 +164,8 @@ class ClipStream(_EndlessStream):
             middles[slot] = patch[radius]
         windows /= 255.0
         middles /= 255.0
+        frames_first = windows.reshape(*windows.shape[:3], self.window, 3).transpose(0, 3, 1, 2, 4)
+        frames_first[mirrored] = REFLECTED_FRAME  # a view: marks the windows' reflected frames
         return (windows if self.window > 1 else middles), middles
 
 
