@@ -11,7 +11,8 @@ import keras
 import mlflow
 import numpy as np
 import pytest
-from conftest import tiny_clip_params, write_tiny_video
+import yaml
+from conftest import PROJECT_ROOT, tiny_clip_params, write_tiny_video
 
 from denoise.core.config import (
     DRUNet,
@@ -21,6 +22,7 @@ from denoise.core.config import (
     Variant,
     params_from_dict,
     params_to_dict,
+    with_recipe,
 )
 from denoise.core.errors import ConfigError, InputError
 from denoise.core.temporal import REFLECTED_FRAME, as_channels, reflected, temporal_windows
@@ -28,7 +30,7 @@ from denoise.data.extract import load_clips_manifest
 from denoise.data.video import read_image_float, read_video_rgb, write_image_float
 from denoise.models.drunet import drunet
 from denoise.models.fastdvdnet import fastdvdnet
-from denoise.models.registry import multiply_adds_per_pixel, required_multiple
+from denoise.models.registry import build_model, multiply_adds_per_pixel, required_multiple
 from denoise.serving import apply
 from denoise.serving.tiling import denoise_batch
 from denoise.stages.evaluate import run as run_evaluate
@@ -111,6 +113,21 @@ def test_one_stage_is_a_single_u_net_on_the_whole_window() -> None:
     )
     with pytest.raises(ConfigError, match="stages: must be 1 or 2"):
         FastDVDnet(stages=3)
+
+
+@pytest.mark.parametrize("recipe", ["video-cpu", "video-gpu"])
+def test_a_video_recipe_compares_models_of_similar_compute(recipe: str) -> None:
+    """Issue's "similar compute": each temporal model within 25% of its single-frame peer's
+    multiply-adds per output pixel, on the same clips (the peer's sampling is clips)."""
+    values = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    train = params_from_dict(with_recipe(values, recipe)).train
+    assert train.active.sampling == "clips"
+    work = {name: multiply_adds_per_pixel(build_model(name, train)) for name in train.models}
+    temporal = [name for name in train.models if train.window(name) > 1]
+    (peer,) = [name for name in train.models if train.window(name) == 1]
+    assert temporal
+    for name in temporal:
+        assert abs(work[name] / work[peer] - 1) <= 0.25, (name, work[name], peer, work[peer])
 
 
 def test_reflected_positions_match_the_windows_of_a_clip() -> None:
