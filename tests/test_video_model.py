@@ -117,8 +117,8 @@ def test_one_stage_is_a_single_u_net_on_the_whole_window() -> None:
 
 @pytest.mark.parametrize("recipe", ["video-cpu", "video-gpu"])
 def test_a_video_recipe_compares_models_of_similar_compute(recipe: str) -> None:
-    """Issue's "similar compute": each temporal model within 25% of its single-frame peer's
-    multiply-adds per output pixel, on the same clips (the peer's sampling is clips)."""
+    """Each temporal model within 25% of its single-frame peer's multiply-adds per output pixel
+    (the "similar compute" of docs/benchmarks.md, Video), on the same clips (sampling: clips)."""
     values = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
     train = params_from_dict(with_recipe(values, recipe)).train
     assert train.active.sampling == "clips"
