@@ -23,8 +23,8 @@ runtime.configure()
 from denoise.core.baselines import baseline
 from denoise.core.config import Apply, Evaluate
 from denoise.core.metrics import psnr
+from denoise.models.build import load_model
 from denoise.models.pretrained import pretrained_model_path
-from denoise.models.registry import load_model
 from denoise.serving.apply import denoise_channels
 
 IMAGES = ("camera", "coins", "moon")

@@ -38,7 +38,7 @@ def child(args: argparse.Namespace) -> None:
     import keras
 
     from denoise.core.config import load_params
-    from denoise.models.registry import build_model
+    from denoise.models.build import build_model
 
     params = load_params(args.params)
     rng = np.random.default_rng(0)

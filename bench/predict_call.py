@@ -35,7 +35,7 @@ from report import cpu_model  # bench/report.py, beside this script
 from throughput import load_average, model_names, noisy_frames  # bench/throughput.py
 
 from denoise.core.config import load_params
-from denoise.models.registry import build_model, load_model, required_multiple
+from denoise.models.build import build_model, load_model, required_multiple
 from denoise.serving.tiling import denoise_batch, keras_predictor
 
 

@@ -90,7 +90,7 @@ def find_models(directories: list[Path]) -> dict[str, Path]:
 
 def model_summary(path: Path, model: Any) -> dict[str, Any]:
     """The training summary beside a model (<name>.json): MODEL_FIELDS, None where absent."""
-    from denoise.models.registry import count_parameters
+    from denoise.models.build import count_parameters
 
     summary_path = path.with_suffix(".json")
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
@@ -102,7 +102,7 @@ def model_summary(path: Path, model: Any) -> dict[str, Any]:
 
 def load_models(paths: dict[str, Path]) -> dict[str, tuple[Any, dict[str, Any]]]:
     """Load each model (compile=False: inference only) with its training summary."""
-    from denoise.models.registry import load_model  # lazy: Keras loads after runtime.configure
+    from denoise.models.build import load_model  # lazy: Keras loads after runtime.configure
 
     models = {}
     for name, path in paths.items():

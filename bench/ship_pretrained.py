@@ -32,8 +32,8 @@ from denoise.core.config import load_params
 from denoise.data.evalsets import load_set
 from denoise.data.extract import frame_digests, load_manifest
 from denoise.data.stills import OPENCV_DOC_PHOTOS, WALLPAPERS
+from denoise.models.build import load_model
 from denoise.models.pretrained import PRETRAINED_CARD, PRETRAINED_DIR, PRETRAINED_MODEL
-from denoise.models.registry import load_model
 from denoise.stages.evaluate import model_denoiser, per_image, score
 
 SETS = ("test", "photographs")

@@ -48,9 +48,9 @@ from denoise.core.baselines import baseline
 from denoise.core.config import BASELINE_METHODS, MODEL_NAMES, PRECISIONS, Params, load_params
 from denoise.core.errors import DataError
 from denoise.data.extract import load_manifest
+from denoise.models.build import build_model, count_parameters, required_multiple
+from denoise.models.build import psnr as psnr_metric  # the Keras metric (val_psnr)
 from denoise.models.precision import dtype_policy, resolve_precision
-from denoise.models.registry import build_model, count_parameters, required_multiple
-from denoise.models.registry import psnr as psnr_metric  # the Keras metric (val_psnr)
 from denoise.serving.tiling import keras_predictor
 from denoise.training.loop import make_optimizer
 from denoise.training.noise import TrainingNoise, with_training_noise

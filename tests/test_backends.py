@@ -36,7 +36,7 @@ import mlflow
 import numpy as np
 
 from denoise.core.config import load_params
-from denoise.models.registry import build_model
+from denoise.models.build import build_model
 from denoise.tracking.models import log_denoiser
 
 folder = Path(sys.argv[1])

@@ -21,7 +21,7 @@ _SCRIPT = textwrap.dedent(
     import numpy as np
     from denoise.core.config import Params
     from denoise.core.errors import TrainingError
-    from denoise.models.registry import build_model
+    from denoise.models.build import build_model
     from denoise.training.distribution import data_parallel
 
     params = Params()

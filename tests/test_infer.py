@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from denoise.cli import app
 from denoise.core.config import Train
 from denoise.core.metrics import psnr
-from denoise.models.registry import build_model
+from denoise.models.build import build_model
 from denoise.serving.tiling import denoise_batch, denoise_image, self_ensemble
 
 HEIGHT, WIDTH = 701, 1001  # odd on purpose: neither is a multiple of 4 or of a tile

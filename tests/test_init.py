@@ -18,7 +18,7 @@ from denoise.core.config import DRUNet, ModelBudget, Params, Variant
 from denoise.core.errors import ModelError
 from denoise.core.locations import init_file
 from denoise.data.extract import file_sha256
-from denoise.models.registry import build_model, load_model, start_from
+from denoise.models.build import build_model, load_model, start_from
 from denoise.stages.init import run as run_init
 
 TINY_DRUNET = Variant(architecture="drunet", drunet=DRUNet(widths=[4, 8], blocks_per_level=1))

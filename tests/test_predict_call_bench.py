@@ -8,7 +8,7 @@ import sys
 from conftest import PROJECT_ROOT
 
 from denoise.core.config import Params
-from denoise.models.registry import build_model
+from denoise.models.build import build_model
 
 sys.path.insert(0, str(PROJECT_ROOT / "bench"))
 import predict_call  # bench/predict_call.py

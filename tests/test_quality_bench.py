@@ -39,8 +39,8 @@ def _write_evalsets(params: Params) -> dict[str, np.ndarray]:
 
 
 def _save_untrained_model(directory: Path) -> None:
+    from denoise.models.build import count_parameters
     from denoise.models.paper_cae import paper_cae
-    from denoise.models.registry import count_parameters
 
     directory.mkdir(parents=True)
     model = paper_cae()

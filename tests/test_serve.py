@@ -22,8 +22,8 @@ from typer.testing import CliRunner
 from denoise.cli import app
 from denoise.core.config import Train, load_params
 from denoise.core.metrics import psnr
+from denoise.models.build import build_model
 from denoise.models.precision import at_precision
-from denoise.models.registry import build_model
 from denoise.serving.pyfunc import KERAS_ARTIFACT, DenoiserModel
 from denoise.serving.tiling import denoise_batch
 from denoise.stages.register import score_model

@@ -28,9 +28,9 @@ from denoise.core.errors import ConfigError, InputError
 from denoise.core.temporal import REFLECTED_FRAME, as_channels, reflected, temporal_windows
 from denoise.data.extract import load_clips_manifest
 from denoise.data.video import read_image_float, read_video_rgb, write_image_float
+from denoise.models.build import build_model, multiply_adds_per_pixel, required_multiple
 from denoise.models.drunet import drunet
 from denoise.models.fastdvdnet import fastdvdnet
-from denoise.models.registry import build_model, multiply_adds_per_pixel, required_multiple
 from denoise.serving import apply
 from denoise.serving.tiling import denoise_batch
 from denoise.stages.evaluate import run as run_evaluate

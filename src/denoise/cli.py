@@ -357,7 +357,7 @@ def model_summary(
 ) -> None:
     """Print the Keras summary of a model at the configured frame size, and its multiply-adds
     per pixel (what "similar compute" compares)."""
-    from denoise.models.registry import build_model, multiply_adds_per_pixel
+    from denoise.models.build import build_model, multiply_adds_per_pixel
 
     config = _load(params)
     known = [*ARCHITECTURES, *config.train.variants]

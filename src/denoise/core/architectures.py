@@ -1,10 +1,10 @@
 """The architecture registry: one row per architecture, read by everything that needs one.
 
-Config validation (known names, size rules), model building (denoise.models.registry), the CLI
+Config validation (known names, size rules), model building (denoise.models.build), the CLI
 (`denoise model-summary`) and the tests all ask this table; none keeps a list of its own. A new
 architecture is a module under denoise.models with a `build(train, spec, input_size)` function
 and one row here. The builder is named by its module rather than held as a function because
-config validation must not import Keras; denoise.models.registry imports it.
+config validation must not import Keras; denoise.models.build imports it.
 """
 
 from __future__ import annotations

@@ -20,8 +20,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from denoise.core.errors import DiskFullError
 
 _NO_SPACE = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
@@ -89,11 +87,6 @@ def write_text(target: str | Path, text: str) -> None:
 
 def write_json(target: str | Path, value: Any) -> None:
     write_text(target, json.dumps(value, indent=2, sort_keys=True, allow_nan=True) + "\n")
-
-
-def save_array(target: str | Path, array: np.ndarray) -> None:
-    with atomic_path(target) as staging:
-        np.save(staging, array, allow_pickle=False)
 
 
 def is_disk_full(error: BaseException) -> bool:

@@ -200,14 +200,6 @@ def write_image(path: Path, rgb: np.ndarray) -> None:
         raise VideoError(f"{path}: OpenCV could not write this image")
 
 
-def read_image(path: Path) -> np.ndarray:
-    """Read an image file as RGB uint8 (H, W, 3), or raise VideoError naming the file."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise VideoError(f"{path}: not an image OpenCV can read")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
 # Codec per output container. .avi uses OpenCV's own Motion-JPEG writer, which keeps any frame
 # size; the others go through FFmpeg (MPEG-4 Part 2), whose writer only makes even sizes.
 _VIDEO_CODECS = {".avi": "MJPG", ".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v"}

@@ -1,1 +1,1 @@
-"""One module per architecture (Keras 3), the registry that builds and loads them, precision."""
+"""One module per architecture (Keras 3), `build` that builds and loads them, precision."""

@@ -92,7 +92,7 @@ def dense_ae(
 
 
 def build(train: Train, spec: Variant, input_size: int | None = None) -> keras.Model:
-    """The registry's builder (core.architectures), sized by train.dense_*."""
+    """The builder core.architectures names, sized by train.dense_*."""
     return dense_ae(
         train.dense_patch,
         train.dense_stride,

@@ -90,7 +90,7 @@ def fastdvdnet(
 
 
 def build(train: Train, spec: Variant, input_size: int | None = None) -> keras.Model:
-    """The registry's builder (core.architectures), sized by the spec's fastdvdnet settings."""
+    """The builder core.architectures names, sized by the spec's fastdvdnet settings."""
     settings = spec.fastdvdnet or train.fastdvdnet
     return fastdvdnet(
         settings.window,

@@ -80,7 +80,7 @@ def ffdnet(
 
 
 def build(train: Train, spec: Variant, input_size: int | None = None) -> keras.Model:
-    """The registry's builder (core.architectures), sized by the spec's ffdnet settings."""
+    """The builder core.architectures names, sized by the spec's ffdnet settings."""
     settings = spec.ffdnet or train.ffdnet
     return ffdnet(
         settings.depth,

@@ -33,5 +33,5 @@ def paper_cae(channels: int = 3, input_size: int | None = None) -> keras.Model:
 
 
 def build(train: Train, spec: Variant, input_size: int | None = None) -> keras.Model:
-    """The registry's builder (core.architectures): the paper's model has no settings."""
+    """The builder core.architectures names: the paper's model has no settings."""
     return paper_cae(input_size=input_size)

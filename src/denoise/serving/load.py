@@ -64,7 +64,7 @@ def load_denoiser(uri: str, tracking_uri: str | None = None) -> Any:
         path = Path(uri)
         if path.is_file() and path.suffix in KERAS_SUFFIXES:
             # lazy: Keras (and TensorFlow) load only when a Keras model is asked for
-            from denoise.models.registry import load_model
+            from denoise.models.build import load_model
 
             try:
                 return load_model(path)

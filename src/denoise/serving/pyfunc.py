@@ -53,7 +53,7 @@ class DenoiserModel(PythonModel):
                 "which this environment lacks)",
                 file=sys.stderr,
             )
-        from denoise.models.registry import load_model
+        from denoise.models.build import load_model
 
         self.model = load_model(context.artifacts[KERAS_ARTIFACT])
         self.tile_size = int(config["tile_size"])

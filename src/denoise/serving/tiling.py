@@ -179,9 +179,9 @@ def denoise_batch(
     if ensemble:
         predict = self_ensemble(predict)
     if multiple is None and hasattr(model, "layers"):
-        # lazy: the registry imports Keras, which `denoise apply` needs only once its inputs
+        # lazy: denoise.models.build imports Keras, which `denoise apply` needs only once its inputs
         # and outputs are known to be good
-        from denoise.models.registry import required_multiple
+        from denoise.models.build import required_multiple
 
         multiple = required_multiple(model)
     elif multiple is None:

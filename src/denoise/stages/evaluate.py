@@ -17,15 +17,15 @@ from denoise.core.baselines import baseline, bm4d_video
 from denoise.core.config import Params
 from denoise.core.errors import DataError
 from denoise.core.images import clip_strip, triptych
+from denoise.core.markdown import clip_table, markdown_table
 from denoise.core.metrics import psnr, ssim, temporal_psnr
 from denoise.core.noise import level_name
 from denoise.core.progress import progress
-from denoise.core.tables import clip_table, markdown_table
 from denoise.core.temporal import channel_windows
 from denoise.data.evalsets import CLIP_SETS, CLIP_VALIDATION, list_sets, load_set
 from denoise.data.video import write_image
+from denoise.models.build import load_model, required_multiple
 from denoise.models.precision import at_precision
-from denoise.models.registry import load_model, required_multiple
 from denoise.serving import tiling
 from denoise.tracking.runs import StageTracker, stage
 

@@ -23,8 +23,8 @@ from denoise.core.config import INIT_CHAMPION, INIT_PRETRAINED, Params
 from denoise.core.errors import ConfigError, ModelError, NotRegisteredError
 from denoise.core.locations import init_file, tracking_uri
 from denoise.data.extract import file_sha256
+from denoise.models.build import build_model, load_model, start_from
 from denoise.models.pretrained import pretrained_model_path
-from denoise.models.registry import build_model, load_model, start_from
 from denoise.serving.load import default_model_uri, download_keras
 from denoise.tracking.runs import stage
 

@@ -29,9 +29,9 @@ from denoise.core.errors import TrainingError
 from denoise.core.images import triptych
 from denoise.core.metrics import ssim
 from denoise.data.extract import file_sha256
+from denoise.models.build import build_model, count_parameters, load_model, start_from
+from denoise.models.build import psnr as psnr_metric  # the Keras metric (val_psnr)
 from denoise.models.precision import at_precision, dtype_policy, resolve_precision
-from denoise.models.registry import build_model, count_parameters, load_model, start_from
-from denoise.models.registry import psnr as psnr_metric  # the Keras metric (val_psnr)
 from denoise.training.noise import denoiser, with_training_noise
 from denoise.training.stream import ClipStream, PatchStream
 
