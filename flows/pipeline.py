@@ -202,9 +202,12 @@ def publish_report(
 
 def champion_moves(decisions: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """{registered model: the decision that last moved its champion alias} among the register
-    stage's decisions; a version that was the champion already moved nothing."""
+    stage's decisions; a version that was the champion already, or that an earlier run
+    decided, moved nothing."""
     moved: dict[str, dict[str, Any]] = {}
     for entry in decisions:
+        if entry.get("earlier"):
+            continue
         if entry.get("alias") == "champion" and entry.get("reason") != ALREADY_CHAMPION:
             moved[str(entry["registered_model"])] = entry
     return moved

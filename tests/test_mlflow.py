@@ -209,3 +209,6 @@ def test_the_flow_announces_each_registered_models_champion_move_once() -> None:
     video_move = decision("denoise-video", "fastdvdnet", "2", "1")
     moves = champion_moves([image_move, video_stays, video_move])
     assert moves == {"denoise": image_move, "denoise-video": video_move}
+    # A former champion whose training run is registered again was decided earlier: no move.
+    former = {**decision("denoise", "dncnn", "1", "3"), "alias": "champion", "earlier": True}
+    assert champion_moves([image_move, former]) == {"denoise": image_move}

@@ -229,7 +229,8 @@ def register(params: ParamsOption = Path("params.yaml")) -> None:
     for decision in summary.decisions:
         typer.echo(
             f"{decision.registered_model} v{decision.version} ({decision.model}): "
-            f"{decision.score:.2f} dB -> {decision.alias or 'no alias'} ({decision.reason})"
+            f"{decision.score:.2f} dB -> {decision.alias or 'rejected'} ({decision.reason})"
+            + (f"; holds {decision.holds}" if decision.holds else "")
         )
 
 

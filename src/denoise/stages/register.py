@@ -5,12 +5,16 @@ The alias `champion` of each moves to a version only if it beats that model's ch
 same fixed evaluation set (image models: params.register.score_set; temporal ones: the test
 clips, every frame from its window) at noise.validation_sigma by at least
 params.register.promotion_margin_db; both are scored here, through the same tiled pyfunc that
-users load, so the comparison never mixes data or code versions. A candidate that is not
-promoted gets `challenger`; one that fails the results checks is recorded but gets no alias.
+users load, so the comparison never mixes data or code versions. A version is decided once,
+when it is registered (its tags and description record the decision); registering the same
+training run again reports that decision and redoes nothing. After the new versions are
+decided, `challenger` points at the best version that passed the results checks and is not the
+champion, scored on the same set, or at nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -35,6 +39,11 @@ from denoise.validation.report import failure_message
 from denoise.validation.runner import validate_tables
 from denoise.validation.suites import results_expectations
 from denoise.validation.tables import results_table
+
+# Model version tags: what register decided for a version, once, when it was registered.
+MODEL_TAG, SCORE_TAG, SET_TAG = "denoise.model", "denoise.score_psnr", "denoise.score_set"
+CHAMPION_SCORE_TAG, DECISION_TAG = "denoise.champion_psnr", "denoise.decision"
+REASON_TAG, REJECTED = "denoise.reason", "rejected"
 
 
 def should_promote(candidate: float, champion: float | None, margin: float) -> bool:
@@ -73,8 +82,10 @@ class Decision:
     score: float
     champion_version: str | None
     champion_score: float | None
-    alias: str | None
+    alias: str | None  # champion, challenger or None: what the version was decided, once
     reason: str
+    holds: str | None = None  # the alias the version holds after this stage ran
+    earlier: bool = False  # decided when an earlier register run registered it, not now
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +136,73 @@ def _registered_version(client: Any, name: str, run_id: str) -> Any:
     for version in client.search_model_versions(f"name='{name}' and run_id='{run_id}'"):
         return version
     return mlflow.register_model(logged_model_uri(run_id), name)
+
+
+def _earlier_decision(version: Any, champion_version: str | None) -> Decision | None:
+    """The decision recorded on a version when it was registered, or None if it has none."""
+    tags = version.tags or {}
+    if DECISION_TAG not in tags:
+        return None
+    decided = tags[DECISION_TAG]
+    alias = None if decided == REJECTED else decided
+    number = str(version.version)
+    return Decision(
+        registered_model=version.name,
+        model=tags.get(MODEL_TAG, ""),
+        version=number,
+        score=float(tags.get(SCORE_TAG) or "nan"),
+        champion_version=champion_version,
+        champion_score=float(tags[CHAMPION_SCORE_TAG]) if tags.get(CHAMPION_SCORE_TAG) else None,
+        alias=CHAMPION if number == champion_version else alias,
+        reason=(
+            ALREADY_CHAMPION
+            if number == champion_version
+            else f"decided when registered: {tags.get(REASON_TAG, decided)}"
+        ),
+        earlier=True,
+    )
+
+
+def best_challenger(versions: Iterable[Any], champion_version: str | None, scored_on: str) -> Any:
+    """The version `challenger` points at: of those that passed the results checks when they
+    were registered (decided champion or challenger) and scored on `scored_on`, the best scoring
+    one that is not the champion (ties: the newest); None when there is none."""
+    candidates = [
+        version
+        for version in versions
+        if (version.tags or {}).get(DECISION_TAG) in (CHAMPION, CHALLENGER)
+        and version.tags.get(SET_TAG) == scored_on
+        and str(version.version) != champion_version
+        and math.isfinite(float(version.tags.get(SCORE_TAG) or "nan"))
+    ]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda v: (float(v.tags[SCORE_TAG]), int(v.version)))
+
+
+def _point_challenger(client: Any, name: str, scored_on: str) -> str | None:
+    """Move `challenger` to best_challenger's version, or remove it; return that version."""
+    from mlflow.exceptions import MlflowException
+
+    champion = _champion(client, name)
+    champion_version = None if champion is None else str(champion.version)
+    best = best_challenger(
+        client.search_model_versions(f"name='{name}'"), champion_version, scored_on
+    )
+    if best is not None:
+        client.set_registered_model_alias(name, CHALLENGER, best.version)
+        return str(best.version)
+    with contextlib.suppress(MlflowException):  # it had none
+        client.delete_registered_model_alias(name, CHALLENGER)
+    return None
+
+
+def _description(decision: Decision, scored_on: str) -> str:
+    """One line for the registry page: model, score, set and decision."""
+    return (
+        f"{decision.model}: {decision.score:.2f} dB PSNR on {scored_on}; "
+        f"{decision.alias or REJECTED} ({decision.reason})"
+    )
 
 
 def _champion(client: Any, name: str) -> Any | None:
@@ -227,7 +305,8 @@ def _register(
     noisy: np.ndarray,
     scored_on: str,
 ) -> list[Decision]:
-    """Register each model's run as a version of `name`, best first, and set its alias."""
+    """Register each model's run as a version of `name`, best first, decide each new version
+    once (moving `champion` when it wins), then point `challenger` (best_challenger)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
@@ -242,6 +321,10 @@ def _register(
         version = _registered_version(client, name, runs[model])
         champion = _champion(client, name)
         champion_version = None if champion is None else str(champion.version)
+        earlier = _earlier_decision(version, champion_version)
+        if earlier is not None:
+            decisions.append(earlier)
+            continue
         champion_score = None
         if champion_version not in (None, str(version.version)):
             champion_uri = f"models:/{name}@{CHAMPION}"
@@ -255,32 +338,38 @@ def _register(
             champion_score,
             params.register.promotion_margin_db,
         )
-        if alias is not None:
+        if alias == CHAMPION:
             client.set_registered_model_alias(name, alias, version.version)
+        decision = Decision(
+            registered_model=name,
+            model=model,
+            version=str(version.version),
+            score=score,
+            champion_version=champion_version,
+            champion_score=champion_score,
+            alias=alias,
+            reason=reason,
+        )
         tags = {
-            "denoise.model": model,
-            "denoise.score_psnr": f"{score:.4f}",
-            "denoise.score_set": scored_on,
-            "denoise.champion_psnr": "" if champion_score is None else f"{champion_score:.4f}",
-            "denoise.decision": alias or "rejected",
-            "denoise.reason": reason,
+            MODEL_TAG: model,
+            SCORE_TAG: f"{score:.4f}",
+            SET_TAG: scored_on,
+            CHAMPION_SCORE_TAG: "" if champion_score is None else f"{champion_score:.4f}",
+            REASON_TAG: reason,
             INIT_TAG: client.get_run(runs[model]).data.tags.get(INIT_TAG, ""),
         }
         for key, value in tags.items():
             client.set_model_version_tag(name, version.version, key, value)
-        decisions.append(
-            Decision(
-                registered_model=name,
-                model=model,
-                version=str(version.version),
-                score=score,
-                champion_version=champion_version,
-                champion_score=champion_score,
-                alias=alias,
-                reason=reason,
-            )
-        )
-    return decisions
+        client.update_model_version(name, version.version, _description(decision, scored_on))
+        # Last: a version with its decision tag is decided; one stopped before it is decided anew.
+        client.set_model_version_tag(name, version.version, DECISION_TAG, alias or REJECTED)
+        decisions.append(decision)
+    challenger = _point_challenger(client, name, scored_on)
+    champion = _champion(client, name)
+    holders = {challenger: CHALLENGER}
+    if champion is not None:
+        holders[str(champion.version)] = CHAMPION
+    return [dataclasses.replace(entry, holds=holders.get(entry.version)) for entry in decisions]
 
 
 @dataclasses.dataclass(frozen=True)
