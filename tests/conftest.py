@@ -176,6 +176,18 @@ def tracking_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
+def quick_model(tmp_path: Path) -> Path:
+    """An untrained paper_cae saved as .keras: for tests of apply's reading and writing, not
+    its denoising."""
+    from denoise.core.config import Train
+    from denoise.models.build import build_model
+
+    path = tmp_path / "paper_cae.keras"
+    build_model("paper_cae", Train()).save(path)
+    return path
+
+
+@pytest.fixture
 def params(tmp_path: Path) -> Params:
     """Tiny params with one 12-frame 32x32 colour video in paths.raw."""
     config = tiny_params(tmp_path)

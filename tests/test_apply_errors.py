@@ -195,3 +195,59 @@ def test_greyscale_comes_back_greyscale_at_its_depth_and_denoised(tmp_path: Path
         denoised = written[..., None].astype(np.float32) / scale
         gain = psnr(clean[..., None], denoised) - psnr(clean[..., None], noisy[..., None])
         assert gain > 6.0, name  # copied into three equal channels, grey gains about 1 dB
+
+
+def _apply_limited(limit_kb: int | None, *arguments: str) -> subprocess.CompletedProcess[str]:
+    """`denoise apply` as a user runs it, under a file-size limit (`ulimit -f`) when given."""
+    limit = f"ulimit -f {limit_kb}; " if limit_kb is not None else ""
+    return subprocess.run(
+        [
+            "bash",
+            "-c",
+            f'{limit}exec "{sys.executable}" -m denoise apply "$@"',
+            "apply",
+            *arguments,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_a_video_cut_short_by_a_size_limit_keeps_the_complete_output(
+    tmp_path: Path, quick_model: Path
+) -> None:
+    """OpenCV's writer reports no failed write: the finished file is read back, and a truncated
+    one never replaces the last complete output."""
+    from conftest import write_tiny_video
+
+    source = write_tiny_video(tmp_path / "clip.avi", num_frames=40, size=96, fps=10.0)
+    output = tmp_path / "out.avi"
+    first = _apply_limited(None, str(source), "-o", str(output), "--model", str(quick_model))
+    assert first.returncode == 0, first.stderr
+    complete = output.read_bytes()
+    limit_kb = max(1, len(complete) // 1024 // 3)
+    limited = _apply_limited(limit_kb, str(source), "-o", str(output), "--model", str(quick_model))
+    assert limited.returncode == 1, limited.stderr
+    assert "Traceback" not in limited.stderr
+    (line,) = [line for line in limited.stderr.splitlines() if line.startswith("error: ")]
+    assert line.startswith(f"error: {output}: no space to write it")
+    assert f"file-size limit (ulimit -f) {limit_kb}.0 KB" in line
+    assert output.read_bytes() == complete
+    assert sorted(path.name for path in tmp_path.iterdir() if path.name.startswith(".")) == []
+
+
+def test_an_image_past_a_size_limit_names_the_output_and_the_limit(
+    tmp_path: Path, quick_model: Path
+) -> None:
+    source = tmp_path / "big.png"
+    noise = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    cv2.imwrite(str(source), noise)
+    output = tmp_path / "out" / "big.tif"
+    limited = _apply_limited(64, str(source), "-o", str(output), "--model", str(quick_model))
+    assert limited.returncode == 1, limited.stderr
+    (line,) = [line for line in limited.stderr.splitlines() if line.startswith("error: ")]
+    assert line.startswith(f"error: {output}: no space to write it")
+    assert "file-size limit (ulimit -f) 64.0 KB" in line
+    assert ".tmp-" not in line
+    assert not output.exists()

@@ -415,6 +415,29 @@ def test_a_full_disk_during_extract_is_one_line_and_keeps_the_frames(
             assert result.returncode == 1, result.stderr[-2000:]
             lines[name] = _one_error_line(result.stderr)
             assert {path.name: path.read_bytes() for path in frames.iterdir()} == before
+        # Under `dvc repro`, DVC deletes a stage's outputs before it runs: the message says where
+        # the last good frames are, and that command brings them back. The limit is the stage's
+        # alone (DVC's own SQLite state would meet it first).
+        pipeline = (clone / "dvc.yaml").read_text()
+        limited = pipeline.replace(
+            "cmd: denoise extract", "cmd: bash -c 'ulimit -f 160; exec denoise extract'"
+        )
+        assert limited != pipeline
+        (clone / "dvc.yaml").write_text(limited)
+        result = subprocess.run(
+            ["dvc", "repro", "--single-item", "extract"],
+            cwd=clone,
+            env={
+                **os.environ,
+                "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+                "MLFLOW_TRACKING_URI": url,
+            },
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode != 0
+        lines["dvc"] = _one_error_line(result.stdout + result.stderr)
     finally:
         stop(server)
     assert lines["server"].startswith("error: data/frames: no space to write it: needs more than")
@@ -424,7 +447,14 @@ def test_a_full_disk_during_extract_is_one_line_and_keeps_the_frames(
         f"error: MLflow tracking store sqlite:///{store}: disk I/O error while writing (a full "
         "disk or the file-size limit); free space and run again"
     )
+    assert lines["dvc"].startswith("error: data/frames: no space to write it"), lines["dvc"]
+    assert lines["dvc"].endswith(
+        "the previous output is in DVC's cache: `dvc checkout extract` restores it)"
+    )
     (clone / "data" / "raw" / "big.avi").unlink()
+    (clone / "dvc.yaml").write_text(pipeline)
+    sh("dvc", "checkout", "extract", cwd=clone)
+    assert {path.name: path.read_bytes() for path in frames.iterdir()} == before
     _restored(clone, store, champion)
 
 

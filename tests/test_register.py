@@ -36,9 +36,18 @@ def _blend_model(path: Path, weight: float) -> Path:
 
 
 def _logged_runs(params: Params, weights: dict[str, float], folder: Path) -> dict[str, str]:
+    """Each model logged in a run of its own, its artifacts under folder."""
+    client = MlflowClient()
+    name = f"aliases-{folder.name}"
+    experiment = client.get_experiment_by_name(name)
+    experiment_id = (
+        experiment.experiment_id
+        if experiment is not None
+        else client.create_experiment(name, artifact_location=(folder / "mlruns").as_uri())
+    )
     runs = {}
     for model, weight in weights.items():
-        with mlflow.start_run(run_name=model) as run:
+        with mlflow.start_run(experiment_id=experiment_id, run_name=model) as run:
             log_model_file(params, _blend_model(folder / f"{model}.keras", weight), 1)
         runs[model] = run.info.run_id
     return runs

@@ -253,6 +253,29 @@ def test_a_write_past_the_file_size_limit_is_one_line_and_keeps_the_last_output(
     assert sorted(path.name for path in tmp_path.iterdir()) == ["frames"], "no temporary left"
 
 
+def test_under_dvc_the_message_names_the_cache_and_the_checkout_that_restores(
+    tmp_path: Path,
+) -> None:
+    """DVC deletes a stage's outputs before the stage runs: "intact" would be untrue there."""
+    result = subprocess.run(
+        [
+            "bash",
+            "-c",
+            f'ulimit -f 64; exec "{sys.executable}" -c "$0" "$1"',
+            _WRITER,
+            tmp_path / "x",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "DVC_STAGE": "train@paper_cae"},
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.strip().endswith(
+        "the previous output is in DVC's cache: `dvc checkout train@paper_cae` restores it)"
+    )
+
+
 def test_names_a_killed_write_left_are_removed_and_nothing_else(tmp_path: Path) -> None:
     (tmp_path / "frames").mkdir()
     leftovers = [

@@ -340,8 +340,10 @@ def apply(
     for applied in summary.outputs:
         size = f"{applied.width}x{applied.height}"
         if applied.fps is not None:
-            size += f", {applied.frames} frames at {applied.fps:g} fps"
+            size += f", {applied.frames} frames, {applied.video}"
         typer.echo(f"{applied.source} -> {applied.output} ({size})")
+        if applied.note:
+            typer.echo(f"note: {applied.note}", err=True)
     typer.echo(f"model: {summary.model_uri}")
     if summary.video_model_uri not in (None, summary.model_uri):
         typer.echo(f"video model: {summary.video_model_uri}")

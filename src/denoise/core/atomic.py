@@ -131,8 +131,29 @@ def _disk_full(target: Path, written: int) -> DiskFullError:
     return DiskFullError(
         f"{target}: no space to write it: needs more than {_human(needed)} "
         f"({_human(written)} written before the write failed), {_human(free)} free{limit}; "
-        "free space and run again (the previous output is intact)"
+        f"free space and run again ({_what_is_kept()})"
     )
+
+
+def _what_is_kept() -> str:
+    """Where the last good output is. A stage under `dvc repro` (DVC_STAGE set) had its
+    outputs deleted by DVC before it ran: they are in DVC's cache, not in place."""
+    stage = os.environ.get("DVC_STAGE")
+    if stage:
+        return f"the previous output is in DVC's cache: `dvc checkout {stage}` restores it"
+    return "the previous output is intact"
+
+
+def write_limit_error(target: Path, size: int) -> OSError | None:
+    """The OSError a write of about `size` bytes at target would meet (the file-size limit,
+    `ulimit -f`, or too little free space), for libraries that report a failed write with no
+    error code (OpenCV's imwrite returns False); None when neither explains it."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if soft != resource.RLIM_INFINITY and size > soft:
+        return OSError(errno.EFBIG, f"{target}: File too large")
+    if size > shutil.disk_usage(target.parent).free:
+        return OSError(errno.ENOSPC, f"{target}: No space left on device")
+    return None
 
 
 def remove_stale(*targets: str | Path) -> list[Path]:

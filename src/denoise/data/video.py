@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from denoise.core.atomic import write_limit_error
 from denoise.core.errors import DataError, VideoError
 
 # Largest per-pixel channel difference (0-255) still counted as grey: codecs round chroma.
@@ -259,7 +260,9 @@ def rgb_video_writer(
 ) -> Iterator[Callable[[np.ndarray], None]]:
     """Yield a function that appends a float32 RGB (H, W, 3) frame in [0, 1] to a new video.
 
-    Raises VideoError where video_codec does, or when OpenCV cannot open the writer.
+    Raises VideoError where video_codec does, or when OpenCV cannot open the writer. OpenCV's
+    writer reports no failed write, so the finished file is read back: one that does not hold
+    every frame written raises OSError (a size limit or a full disk explains it) or VideoError.
     """
     codec = video_codec(path, width, height)
     fourcc = cv2.VideoWriter.fourcc(*codec)
@@ -276,10 +279,42 @@ def rgb_video_writer(
         frame = np.round(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
         writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
 
+    written = 0
+
+    def counted(rgb: np.ndarray) -> None:
+        nonlocal written
+        write(rgb)
+        written += 1
+
     try:
-        yield write
+        yield counted
     finally:
         writer.release()
+    check_written(path, written, width * height * 3)
+
+
+def check_written(path: Path, written: int, frame_bytes: int) -> None:
+    """Raise unless the finished video at path decodes to the `written` frames: an OSError
+    where a size limit or a full disk explains it (one more frame of frame_bytes would not
+    fit), else a VideoError."""
+    readable = _count_frames(path)
+    if readable != written:
+        limit = write_limit_error(path, path.stat().st_size + frame_bytes)
+        if limit is not None:
+            raise limit
+        raise VideoError(f"{path}: holds {readable} readable frames of the {written} written")
+
+
+def _count_frames(path: Path) -> int:
+    """Frames OpenCV decodes from a video file (0 if it cannot open it)."""
+    capture = cv2.VideoCapture(str(path))
+    count = 0
+    try:
+        while capture.isOpened() and capture.grab():
+            count += 1
+    finally:
+        capture.release()
+    return count
 
 
 def can_read_image(path: Path) -> bool:
@@ -379,4 +414,9 @@ def write_image_float(path: Path, image: np.ndarray, dtype: np.dtype | None = No
         to_bgr = cv2.COLOR_RGBA2BGRA if stored.shape[2] == 4 else cv2.COLOR_RGB2BGR
         stored = cv2.cvtColor(stored, to_bgr)
     if not cv2.imwrite(str(path), stored):
+        # No error code: a size limit or a full disk is the likely cause when either is short
+        # of the pixels' size (atomic_path then names the output and the space).
+        limit = write_limit_error(path, stored.nbytes)
+        if limit is not None:
+            raise limit
         raise VideoError(f"{path}: OpenCV could not write this image")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import os
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,11 @@ import numpy as np
 
 from denoise.core.atomic import atomic_path
 from denoise.core.config import INIT_PRETRAINED, Apply, Params
-from denoise.core.errors import InputError, NotRegisteredError
+from denoise.core.errors import InputError, NotRegisteredError, VideoError
 from denoise.core.locations import tracking_uri
 from denoise.core.progress import progress
 from denoise.core.temporal import channel_windows
+from denoise.data import container
 from denoise.data.video import (
     IMAGE_SUFFIXES,
     VIDEO_SUFFIXES,
@@ -143,6 +145,8 @@ class Applied:
     height: int
     frames: int  # 1 for an image
     fps: float | None  # None for an image
+    video: str | None = None  # how a video was written: codec, exact rate, audio kept
+    note: str | None = None  # one line on what a video could not keep
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,12 +214,21 @@ def denoise_channels(model: Any, noisy: np.ndarray, config: Apply) -> np.ndarray
     return np.concatenate([denoised, noisy[..., 3:]], axis=2)
 
 
+@contextlib.contextmanager
+def _named(staging: Path, target: Path) -> Iterator[None]:
+    """A VideoError about the hidden staging file names the output the user asked for."""
+    try:
+        yield
+    except VideoError as error:
+        raise VideoError(str(error).replace(str(staging), str(target))) from None
+
+
 def apply_to_image(model: Any, source: Path, target: Path, config: Apply) -> Applied:
     """Denoise one image file at full resolution; write it atomically at its bit depth, with
     its channels (grey stays grey, alpha is kept where the output type stores it)."""
     noisy, dtype = read_image_float(source)
     denoised = denoise_channels(model, noisy, config)
-    with atomic_path(target) as staging:
+    with atomic_path(target) as staging, _named(staging, target):
         write_image_float(staging, denoised, dtype)
     return Applied(source, target, noisy.shape[1], noisy.shape[0], 1, None)
 
@@ -238,30 +251,57 @@ def windows_of(frames: Iterable[np.ndarray], window: int, source: Path) -> Itera
 
 
 def apply_to_video(model: Any, source: Path, target: Path, config: Apply) -> Applied:
-    """Denoise every frame of a video; write a video of the same size, rate and frame count.
+    """Denoise every frame of a video; write a video of the same size, timing and frame count.
 
-    A temporal model denoises each frame from the window of frames around it, read as the
-    video plays: memory holds a window and a batch, whatever the video's length.
+    With PyAV (the `video` extra) the output is H.264 (Motion-JPEG in .avi) with each frame's
+    source timestamp and every audio stream copied; without it, OpenCV writes MPEG-4 Part 2
+    at its float rate and no audio, and the note says so. A temporal model denoises each frame
+    from the window of frames around it, read as the video plays: memory holds a window and a
+    batch, whatever the video's length. The finished file is read back before it replaces
+    anything (data.video.check_written).
     """
     info = probe(source)
+    timed = container.TimedFrames(source) if container.available() else None
     frames: Iterable[np.ndarray] = progress(
-        read_video_rgb(source), description=f"denoise {source.name}", total=info.frame_count or None
+        timed if timed is not None else read_video_rgb(source),
+        description=f"denoise {source.name}",
+        total=info.frame_count or None,
     )
     window = model_window(model)
     if window > 1:
         frames = windows_of(frames, window, source)
     written = 0
-    # The writer closes before atomic_path renames the finished file into place.
-    with (
-        atomic_path(target) as staging,
-        rgb_video_writer(staging, info.fps, info.width, info.height) as write,
-    ):
-        for noisy in _chunks(frames, config.batch_size):
-            denoised = denoise_batch(model, noisy, **_inference_options(config))
-            for frame in denoised:
-                write(frame)
-            written += len(denoised)
-    return Applied(source, target, info.width, info.height, written, info.fps)
+    # The writer closes (and checks its file) before atomic_path renames it into place.
+    writer: contextlib.AbstractContextManager[Callable[[np.ndarray], None]]
+    with atomic_path(target) as staging, _named(staging, target):
+        if timed is not None:
+            writer = container.video_writer(staging, source, timed, info.width, info.height)
+        else:
+            writer = rgb_video_writer(staging, info.fps, info.width, info.height)
+        with writer as write:
+            for noisy in _chunks(frames, config.batch_size):
+                denoised = denoise_batch(model, noisy, **_inference_options(config))
+                for frame in denoised:
+                    write(frame)
+                written += len(denoised)
+    video: str
+    note: str | None
+    if timed is None:
+        codec = video_codec(target, info.width, info.height)
+        video, note = (
+            f"{codec} (OpenCV) at {info.fps:g} fps",
+            (
+                f"PyAV is not installed (pip install 'denoise[video]'): {target.name} is {codec} "
+                f"through OpenCV at {info.fps:g} fps, without the source's audio"
+            ),
+        )
+    else:
+        done = write.written if isinstance(write, container.VideoOutput) else None
+        if done is None:  # set when the writer's block ended cleanly
+            raise VideoError(f"{target}: the video writer did not finish")
+        audio = f", audio {' '.join(done.audio)} copied" if done.audio else ", no audio"
+        video, note = f"{done.codec} at {done.rate} fps{audio}", done.note
+    return Applied(source, target, info.width, info.height, written, info.fps, video, note)
 
 
 def _load(params: Params, uri: str) -> Any:
