@@ -455,6 +455,7 @@ def push(
     remote: Annotated[
         str | None, typer.Option("--remote", "-r", help="DVC remote (default: the default).")
     ] = None,
+    params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """`dvc push --run-cache`, with the objects the run cache needs that DVC does not send.
 
@@ -463,7 +464,7 @@ def push(
     """
     from denoise import workspace
 
-    pushed = workspace.push(Path.cwd(), remote)
+    pushed = workspace.push(Path.cwd(), _load(params).services, remote)
     if pushed.output:
         typer.echo(pushed.output)
     typer.echo(f"run cache: {pushed.sent} more objects sent")

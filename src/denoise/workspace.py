@@ -20,6 +20,8 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -38,14 +40,15 @@ SET_ASIDE = "-set-aside"  # data/raw-set-aside/: inputs the last commit does not
 SERVICE_CHECK_EXIT = 3
 
 
-def check_dvc_remote(root: Path, command: str, settings: Services) -> None:
-    """Raise ServiceError unless the default DVC remote can be reached for `command` (push or
-    pull), within settings.timeout_seconds + retry_seconds."""
+def check_dvc_remote(root: Path, command: str, settings: Services, name: str | None = None) -> None:
+    """Raise ServiceError unless the DVC remote `name` (None: the default) can be reached for
+    `command` (push or pull), within settings.timeout_seconds + retry_seconds. A local remote
+    to push to must take a real write."""
     from dvc.repo import Repo
 
     repo = Repo(str(root))
     try:
-        remote = repo.cloud.get_remote(None, command)
+        remote = repo.cloud.get_remote(name, command)
     except Exception as error:  # DVC's own NoRemoteError and config errors
         raise ServiceError(f"DVC remote for dvc {command}: {str(error).splitlines()[0]}") from None
     url = repo.config["remote"][remote.name].get("url", remote.path)
@@ -57,12 +60,28 @@ def check_dvc_remote(root: Path, command: str, settings: Services) -> None:
                 f"{where}: no such folder; push to it first, or point it elsewhere "
                 "(DENOISE_DVC_REMOTE, make remote)"
             )
-        existing = next(parent for parent in (folder, *folder.parents) if parent.exists())
-        if not os.access(existing, os.W_OK) and command == "push":
-            raise ServiceError(f"{where}: {existing} is not writable")
+        if command == "push":
+            try:  # what push itself would do; os.access passes a parent that is a file
+                folder.mkdir(parents=True, exist_ok=True)
+                with tempfile.NamedTemporaryFile(dir=folder, prefix=".denoise-write-check-"):
+                    pass
+            except OSError as error:
+                raise ServiceError(
+                    f"{where}: cannot write there ({error.strerror or error}: "
+                    f"{error.filename or folder})"
+                ) from None
         return
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-    answer = pool.submit(remote.fs.exists, remote.path)
+    # A daemon thread: one still waiting on a remote that never answers does not hold the
+    # process open after the error (an executor's worker would be joined at exit).
+    answer: concurrent.futures.Future[bool] = concurrent.futures.Future()
+
+    def ask() -> None:
+        try:
+            answer.set_result(remote.fs.exists(remote.path))
+        except BaseException as error:
+            answer.set_exception(error)
+
+    threading.Thread(target=ask, name="dvc-remote-check", daemon=True).start()
     try:
         answer.result(timeout=settings.timeout_seconds + settings.retry_seconds)
     except concurrent.futures.TimeoutError:
@@ -72,8 +91,6 @@ def check_dvc_remote(root: Path, command: str, settings: Services) -> None:
         raise ServiceError(
             f"{where} is unreachable ({reason}); check its URL and credentials"
         ) from None
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,8 +100,22 @@ class Pushed:
     missing: int  # objects of older run-cache entries no longer in the local cache
 
 
-def push(root: Path, remote: str | None = None) -> Pushed:
-    """`dvc push --run-cache`, then every object the run cache's entries name.
+# DVC's closing lines, printed after any error: never the cause.
+_DVC_FOOTER = ("Having any troubles?", "Hit us up at", "https://dvc.org/support")
+
+
+def dvc_cause(output: str) -> str:
+    """The line of a failed DVC command's output that says why: its first `ERROR:` line
+    (prefix dropped), else its last line that is not DVC's footer."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith(_DVC_FOOTER)]
+    errors = [line.removeprefix("ERROR:").strip() for line in lines if line.startswith("ERROR:")]
+    return (errors or lines or ["no output"])[0 if errors else -1]
+
+
+def push(root: Path, settings: Services, remote: str | None = None) -> Pushed:
+    """Check the remote (check_dvc_remote), then `dvc push --run-cache`, then every object the
+    run cache's entries name.
 
     DVC keeps a stage's uncached outputs (the reports git keeps, declared as plots and metrics
     in dvc.yaml) in the local cache for its run cache, but `dvc push --run-cache` sends only
@@ -93,11 +124,12 @@ def push(root: Path, remote: str | None = None) -> Pushed:
     """
     from dvc.repo import Repo
 
+    check_dvc_remote(root, "push", settings, remote)
     arguments = ["push", "--run-cache", *(["--remote", remote] if remote else [])]
     result = _dvc(root, *arguments)
     if result.returncode != 0:
-        lines = (result.stderr or result.stdout).strip().splitlines() or ["no output"]
-        raise DenoiseError(f"dvc {' '.join(arguments)} failed: {lines[-1]}")
+        cause = dvc_cause(f"{result.stdout}\n{result.stderr}")
+        raise DenoiseError(f"dvc {' '.join(arguments)} failed: {cause}")
     sent = missing = 0
     with Repo(str(root)) as repo:
         runs = Path(repo.stage_cache.cache_dir)
