@@ -20,9 +20,9 @@ from denoise.core import runtime
 
 runtime.configure()
 
-from denoise.core.baselines import baseline
 from denoise.core.config import Apply, Evaluate
 from denoise.core.metrics import psnr
+from denoise.evaluation.baselines import baseline
 from denoise.models.build import load_model
 from denoise.models.pretrained import pretrained_model_path
 from denoise.serving.apply import denoise_channels

@@ -27,14 +27,15 @@ from denoise.core import runtime
 
 runtime.configure()
 
-from denoise.core.baselines import baseline
 from denoise.core.config import load_params
 from denoise.data.evalsets import load_set
 from denoise.data.extract import frame_digests, load_manifest
 from denoise.data.stills import OPENCV_DOC_PHOTOS, WALLPAPERS
+from denoise.evaluation.adapters import model_denoiser
+from denoise.evaluation.baselines import baseline
+from denoise.evaluation.scoring import per_image, score
 from denoise.models.build import load_model
 from denoise.models.pretrained import PRETRAINED_CARD, PRETRAINED_DIR, PRETRAINED_MODEL
-from denoise.stages.evaluate import model_denoiser, per_image, score
 
 SETS = ("test", "photographs")
 LICENCES_NOTE = PRETRAINED_DIR / "LICENCES.md"

@@ -44,10 +44,10 @@ import keras
 import numpy as np
 import pandas as pd
 
-from denoise.core.baselines import baseline
 from denoise.core.config import BASELINE_METHODS, MODEL_NAMES, PRECISIONS, Params, load_params
 from denoise.core.errors import DataError
 from denoise.data.extract import load_manifest
+from denoise.evaluation.baselines import baseline
 from denoise.models.build import build_model, count_parameters, required_multiple
 from denoise.models.build import psnr as psnr_metric  # the Keras metric (val_psnr)
 from denoise.models.precision import dtype_policy, resolve_precision

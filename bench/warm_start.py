@@ -34,12 +34,13 @@ from denoise.core import runtime
 
 runtime.configure()
 
-from denoise.core.baselines import baseline
 from denoise.core.config import Params, load_params
 from denoise.core.noise import level_name
 from denoise.data.evalsets import load_set, write_evaluation_sets
 from denoise.data.extract import extract_frames, load_manifest
-from denoise.stages.evaluate import model_denoiser, per_image, score
+from denoise.evaluation.adapters import model_denoiser
+from denoise.evaluation.baselines import baseline
+from denoise.evaluation.scoring import per_image, score
 from denoise.training.loop import train_model
 from denoise.training.stream import PatchStream
 
