@@ -305,6 +305,8 @@ def markdown_report(report: dict[str, Any]) -> str:
         f"Command: `{report['command']}`",
         "",
         *[f"- {key}: {value}" for key, value in report["conventions"].items()],
+        "- targets (noise.validation_sigma, params.quality): "
+        + ", ".join(f"{key} {value:g}" for key, value in report["targets"].items()),
         "",
     ]
     for set_name, set_info in report["sets"].items():

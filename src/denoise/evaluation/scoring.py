@@ -84,9 +84,10 @@ def score_methods(
 def psnr_scores(
     clean: np.ndarray, noisy: np.ndarray, sigma: float, denoise_batch: BatchDenoiser
 ) -> list[float]:
-    """PSNR (dB) of each denoised image against its clean original, clipped outputs assumed.
+    """PSNR (dB) of each denoised image against its clean original, without SSIM or timing.
 
-    clean: float32 (N, H, W, 3); noisy: what denoise_batch takes for those N images.
+    clean: float32 (N, H, W, 3) in [0, 1]; noisy: what denoise_batch takes for those N images
+    (a temporal model's windows); denoise_batch returns (N, H, W, 3), clipped to [0, 1].
     """
     denoised = denoise_batch(noisy, sigma)
     return [psnr(reference, image) for reference, image in zip(clean, denoised, strict=True)]
