@@ -37,6 +37,8 @@ from conftest import tiny_params
 from report import machine
 from repository import BIN, build_repository, without_bm3d
 
+from denoise.core.markdown import markdown_table
+
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
 
 
@@ -144,16 +146,22 @@ def main() -> None:
         f"Fan-out of 2 tiny models ({arguments.epochs} x {arguments.steps_per_epoch} steps), "
         f"one thread per job, {where}",
         "",
-        "| jobs at once | training phase (s) | each job (s) | flow run (s) |",
-        "|---|---|---|---|",
     ]
-    for result in results:
-        each = ", ".join(f"{seconds:.0f}" for seconds in result["job_seconds"].values())
-        lines.append(
-            f"| {result['jobs_at_once']} | {result['training_seconds']:.0f} | {each} | "
-            f"{result['flow_seconds']:.0f} |"
-        )
-    lines += ["", f"ratio (2 at once / 1 at once, training phase): {ratio:.2f}"]
+    header = ["jobs at once", "training phase (s)", "each job (s)", "flow run (s)"]
+    rows = [
+        [
+            result["jobs_at_once"],
+            f"{result['training_seconds']:.0f}",
+            ", ".join(f"{seconds:.0f}" for seconds in result["job_seconds"].values()),
+            f"{result['flow_seconds']:.0f}",
+        ]
+        for result in results
+    ]
+    lines += [
+        markdown_table(header, rows),
+        "",
+        f"ratio (2 at once / 1 at once, training phase): {ratio:.2f}",
+    ]
     print("\n".join(lines))
     arguments.out.mkdir(parents=True, exist_ok=True)
     report = {"machine": where, "results": results, "ratio": ratio, **vars(arguments)}

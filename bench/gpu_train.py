@@ -33,6 +33,7 @@ import keras
 from denoise.core.atomic import write_json
 from denoise.core.config import Params, load_params
 from denoise.core.errors import DenoiseError
+from denoise.core.markdown import markdown_table
 from denoise.core.noise import level_name
 from denoise.data.evalsets import INDEX_NAME, load_set, write_evaluation_sets
 from denoise.data.extract import MANIFEST_NAME, extract_frames, load_manifest
@@ -135,21 +136,28 @@ def report(results: dict[str, dict[str, Any]], machine: dict[str, Any]) -> str:
         f"Machine: {machine['device']}, Keras {machine['keras']} ({machine['backend']} backend), "
         f"Python {machine['python']}, {machine['cpus']} CPUs",
         "",
-        "| model | parameters | precision | patch | batch | epochs | images/s | "
-        "best val PSNR | wall s |",
-        "|---|---|---|---|---|---|---|---|---|",
     ]
+    header = ["model", "parameters", "precision", "patch", "batch", "epochs", "images/s"]
+    rows = []
     for name, summary in results.items():
         rate = summary["images_per_second"]
         rate_text = "-" if rate is None else f"{rate:,.0f}"
         if summary["includes_compile"]:
             rate_text += " (incl. compile)"
-        lines.append(
-            f"| {name} | {summary['parameters']:,} | {summary['precision']} | "
-            f"{summary['patch_size']} | {summary['batch_size']} | {summary['epochs']} | "
-            f"{rate_text} | {summary['val_psnr']:.2f} | {summary['wall_seconds']:.0f} |"
+        rows.append(
+            [
+                name,
+                f"{summary['parameters']:,}",
+                summary["precision"],
+                summary["patch_size"],
+                summary["batch_size"],
+                summary["epochs"],
+                rate_text,
+                f"{summary['val_psnr']:.2f}",
+                f"{summary['wall_seconds']:.0f}",
+            ]
         )
-    return "\n".join(lines)
+    return "\n".join([*lines, markdown_table([*header, "best val PSNR", "wall s"], rows)])
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -20,9 +20,10 @@ from denoise.core import runtime
 
 runtime.configure()
 
-from denoise.core.baselines import baseline
 from denoise.core.config import Apply, Evaluate
+from denoise.core.markdown import markdown_table
 from denoise.core.metrics import psnr
+from denoise.evaluation.baselines import baseline
 from denoise.models.build import load_model
 from denoise.models.pretrained import pretrained_model_path
 from denoise.serving.apply import denoise_channels
@@ -43,8 +44,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     print(f"Machine: {machine()}\n")
     print(f"Model: {args.model}; Gaussian sigma {args.sigma:g}; PSNR (dB), seconds\n")
-    print("| image | noisy | NLM | copied to RGB | packed (apply) |")
-    print("|---|---|---|---|---|")
+    rows = []
     for name in IMAGES:
         clean = getattr(skimage.data, name)().astype(np.float32)[..., None] / 255.0
         noise = rng.normal(0.0, args.sigma / 255.0, clean.shape).astype(np.float32)
@@ -58,7 +58,8 @@ def main() -> None:
             seconds = time.perf_counter() - started
             grey = np.clip(denoised.mean(axis=2, keepdims=True), 0.0, 1.0)
             cells.append(f"{psnr(clean, grey):.2f} ({seconds:.1f} s)")
-        print(f"| {name} | " + " | ".join(cells) + " |")
+        rows.append([name, *cells])
+    print(markdown_table(["image", "noisy", "NLM", "copied to RGB", "packed (apply)"], rows))
 
 
 if __name__ == "__main__":

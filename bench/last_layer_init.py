@@ -26,6 +26,7 @@ import keras
 import numpy as np
 
 from denoise.core.config import load_params
+from denoise.core.markdown import markdown_table
 from denoise.core.noise import add_gaussian_noise
 from denoise.data.extract import load_frames, load_manifest
 from denoise.models.dncnn import dncnn
@@ -93,11 +94,8 @@ def main() -> None:
         )
     steps = list(range(19, args.steps, 20))
     print(f"identity loss (sigma {args.sigma:g}): {(args.sigma / 255) ** 2:.5f}")
-    print("| step | " + " | ".join(runs) + " |")
-    print("|---|" + "---|" * len(runs))
-    for step in steps:
-        cells = [f"{history[step]:.5f}" for history in runs.values()]
-        print(f"| {step + 1} | " + " | ".join(cells) + " |")
+    rows = [[step + 1, *[f"{history[step]:.5f}" for history in runs.values()]] for step in steps]
+    print(markdown_table(["step", *runs], rows))
 
 
 if __name__ == "__main__":

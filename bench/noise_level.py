@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from denoise.core.config import load_params
+from denoise.core.markdown import markdown_table
 from denoise.data.evalsets import list_sets, load_set
 from denoise.models.dense_ae import ExtractPatches
 from denoise.models.ffdnet import NoiseLevelMap
@@ -27,17 +28,16 @@ def main() -> None:
     args = parser.parse_args()
     evalsets = Path(load_params(args.params).paths.evalsets)
     pack, estimate = ExtractPatches(2, 2, 3), NoiseLevelMap(3)
-    print("| set | level | empirical sigma | estimate mean | min | max |")
-    print("|---|---|---|---|---|---|")
+    rows = []
     for name in list_sets(evalsets):
         clean, noisy, info = load_set(evalsets, name)
         for level, images in {"clean": clean, **noisy}.items():
             sigmas = np.asarray(estimate(pack(images.astype(np.float32))))[:, 0, 0, 0] * 255
             empirical = info["levels"][level]["empirical_sigma"] if level in noisy else 0.0
-            print(
-                f"| {name} | {level} | {empirical:.2f} | {sigmas.mean():.2f} "
-                f"| {sigmas.min():.2f} | {sigmas.max():.2f} |"
-            )
+            rows.append([name, level, f"{empirical:.2f}"])
+            rows[-1] += [f"{sigmas.mean():.2f}", f"{sigmas.min():.2f}", f"{sigmas.max():.2f}"]
+    header = ["set", "level", "empirical sigma", "estimate mean", "min", "max"]
+    print(markdown_table(header, rows))
 
 
 if __name__ == "__main__":

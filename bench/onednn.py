@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from denoise.core.atomic import write_json
+from denoise.core.markdown import markdown_table
 
 SETTINGS = ("0", "1")
 
@@ -112,11 +113,16 @@ def main() -> None:
             for name in args.models
         }
     print(f"Load average at end {os.getloadavg()[0]:.2f}\n")
-    print(
-        f"| model | train ms/step, oneDNN off | on | speed-up | infer ms/frame {args.size}x"
-        f"{args.size}, off | on | speed-up | max output difference |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
+    header = [
+        "model",
+        "train ms/step, oneDNN off",
+        "on",
+        "speed-up",
+        f"infer ms/frame {args.size}x{args.size}, off",
+        "on",
+        "speed-up",
+        "max output difference",
+    ]
     table = {}
     for name in args.models:
         row = {
@@ -126,13 +132,20 @@ def main() -> None:
         }
         row["max_output_difference"] = difference[name]
         table[name] = row
-        print(
-            f"| {name} | {row['train_ms_per_step_off']:.0f} | {row['train_ms_per_step_on']:.0f} "
-            f"| {row['train_ms_per_step_off'] / row['train_ms_per_step_on']:.2f}x "
-            f"| {row['infer_ms_per_frame_off']:.0f} | {row['infer_ms_per_frame_on']:.0f} "
-            f"| {row['infer_ms_per_frame_off'] / row['infer_ms_per_frame_on']:.2f}x "
-            f"| {row['max_output_difference']:.1e} |"
-        )
+    rows = [
+        [
+            name,
+            f"{row['train_ms_per_step_off']:.0f}",
+            f"{row['train_ms_per_step_on']:.0f}",
+            f"{row['train_ms_per_step_off'] / row['train_ms_per_step_on']:.2f}x",
+            f"{row['infer_ms_per_frame_off']:.0f}",
+            f"{row['infer_ms_per_frame_on']:.0f}",
+            f"{row['infer_ms_per_frame_off'] / row['infer_ms_per_frame_on']:.2f}x",
+            f"{row['max_output_difference']:.1e}",
+        ]
+        for name, row in table.items()
+    ]
+    print(markdown_table(header, rows))
     if args.out:
         write_json(
             args.out, {"args": vars(args) | {"out": str(args.out)}, "models": table, "runs": runs}

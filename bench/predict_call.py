@@ -35,6 +35,7 @@ from report import cpu_model  # bench/report.py, beside this script
 from throughput import load_average, model_names, noisy_frames  # bench/throughput.py
 
 from denoise.core.config import load_params
+from denoise.core.markdown import markdown_table
 from denoise.models.build import build_model, load_model, required_multiple
 from denoise.serving.tiling import denoise_batch, keras_predictor
 
@@ -105,17 +106,20 @@ def main() -> None:
             results.append(row)
             print(f"  {row}, load {load_average()}", flush=True)
     print(f"\nms per {args.size}x{args.size} frame, median of {args.repeats} calls:\n")
-    print(
-        "| model | frames per call | eager | predict_on_batch | eager / compiled | apply "
-        "| apply x8 |"
-    )
-    print("|---|---|---|---|---|---|---|")
-    for row in results:
-        print(
-            f"| {row['model']} | {row['frames']} | {row['eager']:.1f} | "
-            f"{row['predict_on_batch']:.1f} | {row['eager'] / row['predict_on_batch']:.2f} | "
-            f"{row['apply']:.1f} | {row['apply_x8']:.1f} |"
-        )
+    header = ["model", "frames per call", "eager", "predict_on_batch", "eager / compiled"]
+    rows = [
+        [
+            row["model"],
+            row["frames"],
+            f"{row['eager']:.1f}",
+            f"{row['predict_on_batch']:.1f}",
+            f"{row['eager'] / row['predict_on_batch']:.2f}",
+            f"{row['apply']:.1f}",
+            f"{row['apply_x8']:.1f}",
+        ]
+        for row in results
+    ]
+    print(markdown_table([*header, "apply", "apply x8"], rows))
     print(f"\nLoad average at end {load_average()}.")
     if args.out is not None:
         args.out.write_text(json.dumps({"machine": cpu_model(), "results": results}, indent=2))

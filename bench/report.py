@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from denoise.core.config import load_params
+from denoise.core.markdown import markdown_table
 
 
 def cpu_model() -> str:
@@ -57,15 +58,15 @@ def same_images_table(per_image: pd.DataFrame) -> str:
         count = rows[rows["method"] == "bm3d"].groupby("level").size().iloc[0]
         levels = list(dict.fromkeys(rows["level"]))
         lines.append(f"**{set_name}**, the {count} images BM3D ran on\n")
-        lines.append("| method | " + " | ".join(f"{level} PSNR / SSIM" for level in levels) + " |")
-        lines.append("|---|" + "---|" * len(levels))
+        table = []
         for method in dict.fromkeys(rows["method"]):
-            cells = []
+            cells = [method]
             for level in levels:
                 values = rows[(rows["method"] == method) & (rows["level"] == level)]
                 cells.append(f"{values['psnr'].mean():.2f} / {values['ssim'].mean():.3f}")
-            lines.append(f"| {method} | " + " | ".join(cells) + " |")
-        lines.append("")
+            table.append(cells)
+        header = ["method", *[f"{level} PSNR / SSIM" for level in levels]]
+        lines += [markdown_table(header, table), ""]
     return "\n".join(lines)
 
 

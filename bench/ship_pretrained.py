@@ -27,14 +27,16 @@ from denoise.core import runtime
 
 runtime.configure()
 
-from denoise.core.baselines import baseline
 from denoise.core.config import load_params
+from denoise.core.markdown import markdown_table
 from denoise.data.evalsets import load_set
 from denoise.data.extract import frame_digests, load_manifest
 from denoise.data.stills import OPENCV_DOC_PHOTOS, WALLPAPERS
+from denoise.evaluation.adapters import model_denoiser
+from denoise.evaluation.baselines import baseline
+from denoise.evaluation.scoring import per_image, score
 from denoise.models.build import load_model
 from denoise.models.pretrained import PRETRAINED_CARD, PRETRAINED_DIR, PRETRAINED_MODEL
-from denoise.stages.evaluate import model_denoiser, per_image, score
 
 SETS = ("test", "photographs")
 LICENCES_NOTE = PRETRAINED_DIR / "LICENCES.md"
@@ -92,28 +94,31 @@ def render(card: dict[str, Any]) -> str:
         "holds the SHA-256 of every training frame's pixels; tests/test_pretrained.py checks "
         "that none is a validation or test frame.",
         "",
-        "| source | frames | what | licence |",
-        "|---|---|---|---|",
+        markdown_table(
+            ["source", "frames", "what", "licence"],
+            [
+                [source["name"], source["frames"], source["what"], source["licence"]]
+                for source in card["training_data"]
+            ],
+        ),
     ]
-    for source in card["training_data"]:
-        lines.append(
-            f"| {source['name']} | {source['frames']} | {source['what']} | {source['licence']} |"
-        )
     lines += ["", "## Scores", "", card["scores_note"], ""]
     for set_name in SETS:
         result = card["scores"][set_name]
         levels = [level for level in result if level != "images"]
         lines.append(f"**{set_name}** ({result['images']} images), PSNR dB / SSIM:")
         lines.append("")
-        lines.append("| method | " + " | ".join(levels) + " |")
-        lines.append("|---|" + "---|" * len(levels))
-        for method, label in (("model", card["name"]), ("nlm", "NLM")):
-            cells = [
-                f"{result[level][method]['psnr']:.2f} / {result[level][method]['ssim']:.3f}"
-                for level in levels
+        rows = [
+            [
+                label,
+                *[
+                    f"{result[level][method]['psnr']:.2f} / {result[level][method]['ssim']:.3f}"
+                    for level in levels
+                ],
             ]
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
-        lines.append("")
+            for method, label in (("model", card["name"]), ("nlm", "NLM"))
+        ]
+        lines += [markdown_table(["method", *levels], rows), ""]
     return "\n".join(lines)
 
 

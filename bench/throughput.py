@@ -44,10 +44,11 @@ import keras
 import numpy as np
 import pandas as pd
 
-from denoise.core.baselines import baseline
 from denoise.core.config import BASELINE_METHODS, MODEL_NAMES, PRECISIONS, Params, load_params
 from denoise.core.errors import DataError
+from denoise.core.markdown import markdown_table
 from denoise.data.extract import load_manifest
+from denoise.evaluation.baselines import baseline
 from denoise.models.build import build_model, count_parameters, required_multiple
 from denoise.models.build import psnr as psnr_metric  # the Keras metric (val_psnr)
 from denoise.models.precision import dtype_policy, resolve_precision
@@ -321,26 +322,29 @@ def measure_inference(
 
 
 def training_table(results: list[dict[str, Any]]) -> str:
-    lines = [
-        "| model | patch | batch | timed steps | PatchStream img/s | in-memory img/s | ratio "
-        "| in-memory, in-step noise img/s | ratio |",
-        "|---|---|---|---|---|---|---|---|---|",
+    header = ["model", "patch", "batch", "timed steps", "PatchStream img/s", "in-memory img/s"]
+    header += ["ratio", "in-memory, in-step noise img/s", "ratio"]
+    rows = [
+        [
+            row["model"],
+            row["patch"],
+            row["batch_size"],
+            row["timed_steps"],
+            f"{row['stream_images_per_s']:.1f}",
+            f"{row['memory_images_per_s']:.1f}",
+            f"{100 * row['stream_over_memory']:.0f}%",
+            f"{row['memory_noise_images_per_s']:.1f}",
+            f"{100 * row['stream_over_memory_noise']:.0f}%",
+        ]
+        for row in results
     ]
-    for row in results:
-        lines.append(
-            f"| {row['model']} | {row['patch']} | {row['batch_size']} | {row['timed_steps']} | "
-            f"{row['stream_images_per_s']:.1f} | {row['memory_images_per_s']:.1f} | "
-            f"{100 * row['stream_over_memory']:.0f}% | "
-            f"{row['memory_noise_images_per_s']:.1f} | "
-            f"{100 * row['stream_over_memory_noise']:.0f}% |"
-        )
-    return "\n".join(lines)
+    return markdown_table(header, rows)
 
 
 def inference_table(results: list[dict[str, Any]], sizes: tuple[int, ...] = SIZES) -> str:
     methods = list(dict.fromkeys(row["method"] for row in results))
     header = ["method", "parameters", *[f"ms/frame {size}x{size}" for size in sizes]]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    table = []
     for method in methods:
         rows = {row["size"]: row for row in results if row["method"] == method}
         first = next(iter(rows.values()))
@@ -353,8 +357,8 @@ def inference_table(results: list[dict[str, Any]], sizes: tuple[int, ...] = SIZE
                 continue
             note = f" (n={row['frames']})" if row["frames"] == 1 else ""
             cells.append(f"{row['ms_per_frame']:.1f}{note}")
-        lines.append(f"| {method} | {parameters} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        table.append([method, parameters, *cells])
+    return markdown_table(header, table)
 
 
 def main() -> None:

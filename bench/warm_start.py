@@ -28,18 +28,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from denoise.core import runtime
 
 runtime.configure()
 
-from denoise.core.baselines import baseline
 from denoise.core.config import Params, load_params
+from denoise.core.markdown import markdown_table
 from denoise.core.noise import level_name
 from denoise.data.evalsets import load_set, write_evaluation_sets
 from denoise.data.extract import extract_frames, load_manifest
-from denoise.stages.evaluate import model_denoiser, per_image, score
+from denoise.evaluation.adapters import model_denoiser
+from denoise.evaluation.baselines import image_baselines
+from denoise.evaluation.scoring import score_methods
 from denoise.training.loop import train_model
 from denoise.training.stream import PatchStream
 
@@ -146,15 +146,14 @@ def main() -> None:
     )
     clean, noisy_levels, info = load_set(Path(every.paths.evalsets), "test")
     methods = {name: model_denoiser(run["model"], 4) for name, run in runs.items()}
-    methods["nlm"] = per_image(baseline("nlm", params.evaluate))
+    methods |= image_baselines(["nlm"], params.evaluate)
     results: dict[str, dict[str, float]] = {}
     levels = [level for level in noisy_levels if info["levels"][level]["kind"] == "gaussian"]
     levels = [level for level in levels if not info["levels"][level]["as_saved"]]
     for level in levels:
         sigma = float(info["levels"][level]["level"])
-        for name, method in methods.items():
-            measured = score(clean, noisy_levels[level], sigma, method, keep=0)
-            results.setdefault(name, {})[level] = float(np.mean(measured.psnr))
+        for name, measured in score_methods(clean, noisy_levels[level], sigma, methods):
+            results.setdefault(name, {})[level] = measured.summary()["psnr"]
     report = {
         "machine": f"{platform.processor() or platform.machine()}, {platform.system()}",
         "model": args.model,
@@ -168,17 +167,13 @@ def main() -> None:
         "psnr": results,
     }
     (out / "warm_start.json").write_text(json.dumps(report, indent=1))
-    print(
-        f"| PSNR dB, {len(clean)} test frames of every video | "
-        + " | ".join(levels)
-        + " | steps | s |"
-    )
-    print("|---|" + "---|" * (len(levels) + 2))
+    rows = []
     for name in ("first", "scratch", "warm", "nlm"):
         run = runs.get(name, {})
         cells = [f"{results[name][level]:.2f}" for level in levels]
-        cells += [str(run.get("steps", "-")), f"{run['seconds']:.0f}" if run else "-"]
-        print(f"| {name} | " + " | ".join(cells) + " |")
+        rows.append([name, *cells, run.get("steps", "-"), f"{run['seconds']:.0f}" if run else "-"])
+    header = [f"PSNR dB, {len(clean)} test frames of every video", *levels, "steps", "s"]
+    print(markdown_table(header, rows))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from denoise import workspace
 from denoise.core import services
 from denoise.core.config import Services, load_params
 from denoise.core.errors import ServiceError
+from denoise.core.markdown import markdown_table
 from denoise.serving.load import ALREADY_CHAMPION
 from denoise.tracking.runs import PARENT_RUN_ENV, close_pipeline_run, configure, open_pipeline_run
 from flows import fanout
@@ -186,13 +187,11 @@ def publish_report(
     """A markdown artifact with the stages that ran, the MLflow run and the metrics table."""
     table_path = root / evaluation / "metrics.md"
     table = table_path.read_text() if table_path.is_file() else "(no metrics table)"
-    stages = "\n".join(
-        f"| {result['stage']} | {DESCRIBED[_status(result)]} |" for result in results
+    stages = markdown_table(
+        ["stage", "status"],
+        [[result["stage"], DESCRIBED[_status(result)]] for result in results],
     )
-    markdown = (
-        f"## denoise pipeline\n\nMLflow run: {tracking_link}\n\n"
-        f"| stage | status |\n|---|---|\n{stages}\n\n{table}"
-    )
+    markdown = f"## denoise pipeline\n\nMLflow run: {tracking_link}\n\n{stages}\n\n{table}"
     create_markdown_artifact(
         markdown=markdown,
         key=ARTIFACT_KEY,

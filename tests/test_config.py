@@ -62,6 +62,10 @@ def test_project_params_load() -> None:
             "extract.train_only[0]: must name a source under paths.raw",
         ),
         ({"seed": True}, "seed: expected an integer"),
+        (
+            {"quality": {"fast_speedup": 30, "stretch_speedup": 20}},
+            "quality.stretch_speedup: must be >= fast_speedup",
+        ),
     ],
 )
 def test_bad_values_name_the_key(values: dict, message: str) -> None:

@@ -11,12 +11,12 @@ import pytest
 
 from denoise.core.config import DnCNN, DRUNet, FFDNet, Train, params_from_dict
 from denoise.core.errors import ConfigError
+from denoise.evaluation.adapters import model_denoiser
 from denoise.models.build import build_model, count_parameters, required_multiple
 from denoise.models.dense_ae import AveragePatches, ExtractPatches
 from denoise.models.ffdnet import NoiseLevelMap
 from denoise.models.precision import at_precision, computing_layers, dtype_policy
 from denoise.serving.tiling import denoise_batch
-from denoise.stages.evaluate import model_denoiser
 
 
 def test_model_summary_reports_the_papers_parameter_count() -> None:

@@ -19,9 +19,10 @@ from denoise.core.noise import apply_noise, set_rng
 from denoise.data.evalsets import PHOTOGRAPHS, load_photograph
 from denoise.data.extract import frame_digests, load_manifest
 from denoise.data.samples import find_sample
+from denoise.evaluation.adapters import model_denoiser
+from denoise.evaluation.scoring import score
 from denoise.models.build import build_model, load_model, start_from
 from denoise.models.pretrained import PRETRAINED_MODEL, pretrained_card
-from denoise.stages.evaluate import model_denoiser, score
 from denoise.stages.extract import run as run_extract
 from denoise.stages.samples import run as run_samples
 

@@ -733,6 +733,24 @@ class Apply:
 
 
 @dataclasses.dataclass(frozen=True)
+class Quality:
+    """Targets of bench/quality.py (no stage reads them). Its sigmas are noise.evaluation's
+    Gaussian levels and its headline level noise.validation_sigma."""
+
+    bm3d_goal_db: float = 0.5  # the best model should beat BM3D by this much
+    blind_gap_db: float = 0.3  # a blind model may trail its twin trained at the headline sigma
+    fast_speedup: float = 20.0  # "fast": at most BM3D's time per frame / this ...
+    stretch_speedup: float = 50.0  # ... and the stretch goal: / this
+
+    def __post_init__(self) -> None:
+        _check(self.blind_gap_db >= 0, "blind_gap_db", "must be >= 0")
+        _check(self.fast_speedup >= 1, "fast_speedup", "must be >= 1")
+        _check(
+            self.stretch_speedup >= self.fast_speedup, "stretch_speedup", "must be >= fast_speedup"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class Params:
     seed: int = 0
     paths: Paths = dataclasses.field(default_factory=Paths)
@@ -747,6 +765,7 @@ class Params:
     alerts: Alerts = dataclasses.field(default_factory=Alerts)
     register: Register = dataclasses.field(default_factory=Register)
     apply: Apply = dataclasses.field(default_factory=Apply)
+    quality: Quality = dataclasses.field(default_factory=Quality)
     # Named sets of params a profile cannot hold, {dotted key: value} each: `denoise recipe`.
     recipes: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 

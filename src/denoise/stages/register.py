@@ -18,7 +18,7 @@ import contextlib
 import dataclasses
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +27,10 @@ import numpy as np
 from denoise.core.atomic import atomic_directory, write_json
 from denoise.core.config import Params
 from denoise.core.errors import DataError, ValidationError
-from denoise.core.metrics import psnr
 from denoise.core.noise import level_name
 from denoise.core.temporal import temporal_windows
 from denoise.data.evalsets import CLIP_SETS, CLIP_TEST, load_set
+from denoise.evaluation.scoring import psnr_scores
 from denoise.serving.load import ALREADY_CHAMPION, CHALLENGER, CHAMPION
 from denoise.tracking.models import INIT_TAG, TRAINED_RUN_TAG, log_model_file, logged_model_uri
 from denoise.tracking.runs import StageTracker, stage
@@ -112,20 +112,23 @@ def score_model(
     model = mlflow.pyfunc.load_model(model_uri)
     served = model.unwrap_python_model()
     served.serve_as(self_ensemble, precision)
-    # A temporal model gets one clip's windows at a time: memory holds one clip's.
-    batches: Iterable[tuple[np.ndarray, np.ndarray]] = (
-        (
-            (frames, np.stack(list(temporal_windows(clip, served.window // 2))))
+
+    def denoise_batch(inputs: np.ndarray, sigma: float) -> np.ndarray:  # sigma: not told
+        return np.clip(model.predict(inputs), 0.0, 1.0)
+
+    if served.window == 1:
+        scores = psnr_scores(clean, noisy, 0.0, denoise_batch)
+    else:  # one clip's windows at a time: memory holds one clip's
+        scores = [
+            value
             for frames, clip in zip(clean, noisy, strict=True)
-        )
-        if served.window > 1
-        else [(clean, noisy)]
-    )
-    scores = [
-        psnr(image, output)
-        for images, inputs in batches
-        for image, output in zip(images, np.clip(model.predict(inputs), 0.0, 1.0), strict=True)
-    ]
+            for value in psnr_scores(
+                frames,
+                np.stack(list(temporal_windows(clip, served.window // 2))),
+                0.0,
+                denoise_batch,
+            )
+        ]
     return float(np.mean(scores))
 
 

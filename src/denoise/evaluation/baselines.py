@@ -2,7 +2,7 @@
 
 noisy: float32 (H, W, 3) RGB, nominally [0, 1] but unclipped; sigma on the 0-255 scale (the
 noise level each method is told, where it takes one). Every method returns float32 (H, W, 3)
-clipped to [0, 1], as an image written to disk would be.
+clipped to [0, 1], as an image written to disk would be. BM4D (`bm4d_video`) sees a whole clip.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from denoise.core.config import Evaluate
+from denoise.core.config import BASELINE_METHODS, Evaluate
+from denoise.evaluation.scoring import BatchDenoiser, per_image
 
 Denoiser = Callable[[np.ndarray, float], np.ndarray]
 
@@ -103,3 +104,12 @@ def baseline(name: str, config: Evaluate) -> Denoiser:
     if name == "bm3d":
         return bm3d
     raise ValueError(f"unknown baseline {name!r}")
+
+
+# Methods that see a whole clip at once (config.VIDEO_BASELINE_METHODS): the clip sets only.
+VIDEO_METHODS: dict[str, BatchDenoiser] = {"bm4d": bm4d_video}
+
+
+def image_baselines(names: list[str], config: Evaluate) -> dict[str, BatchDenoiser]:
+    """The named image methods (others skipped), each applied image by image, in names' order."""
+    return {name: per_image(baseline(name, config)) for name in names if name in BASELINE_METHODS}
