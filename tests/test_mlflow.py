@@ -20,7 +20,7 @@ from conftest import tiny_params
 from repository import build_repository, commit, sh
 from servers import start_mlflow_server, stop
 
-from denoise.stages.register import Decision, decide
+from denoise.tracking.aliases import Decision, decide
 from flows.pipeline import STAGES as STAGE_GROUPS
 from flows.pipeline import champion_moves, expand
 

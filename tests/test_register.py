@@ -14,7 +14,8 @@ from mlflow import MlflowClient
 
 from denoise.core.config import Params
 from denoise.serving.load import CHALLENGER, CHAMPION
-from denoise.stages.register import _register, best_challenger
+from denoise.stages.register import _register
+from denoise.tracking.aliases import best_challenger
 from denoise.tracking.models import log_model_file
 
 NAME = "denoise-aliases"

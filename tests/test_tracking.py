@@ -14,7 +14,7 @@ from conftest import PROJECT_ROOT
 from denoise.core.config import load_params
 from denoise.core.locations import repository_root, tracking_uri
 from denoise.serving.load import CHALLENGER, CHAMPION
-from denoise.stages.register import decide, should_promote
+from denoise.tracking.aliases import decide, should_promote
 from denoise.tracking.runs import flatten
 
 
