@@ -106,23 +106,33 @@ def _status(result: dict[str, Any]) -> str:
     return "ran" if result["ran"] else "skipped"
 
 
+def transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect's retry condition: only a service that did not answer is worth trying again; a
+    refusal (DVC's, a failed stage, bad params) fails the same way every time."""
+    error = state.data if isinstance(state.data, BaseException) else None
+    return isinstance(error, ServiceError | ConnectionError | TimeoutError)
+
+
 @task(
     name="dvc-transfer",
     task_run_name="dvc-{command}",
     retries=3,
     retry_delay_seconds=exponential_backoff(backoff_factor=5),
+    retry_condition_fn=transient,
     cache_policy=NO_CACHE,
 )
 def dvc_transfer(command: str, root: Path) -> None:
-    """`dvc pull` or `dvc push`, with the run cache (`denoise push`): they touch the network, so
-    they retry with backoff."""
+    """`dvc pull` or `dvc push`, with the run cache (`denoise push`), after a check of the
+    remote: an unreachable remote is retried with backoff, DVC's refusal is not."""
+    services = load_params(root / "params.yaml").services
     if command == "push":
-        pushed = workspace.push(root)
+        pushed = workspace.push(root, services)
         get_run_logger().info("%s\nrun cache: %d more objects sent", pushed.output, pushed.sent)
         return
+    workspace.check_dvc_remote(root, "pull", services)
     status, output = run_dvc(["pull", "--run-cache", "--allow-missing"], root)
     if status != 0:
-        raise RuntimeError(f"dvc {command} failed: {output.strip()[-500:]}")
+        raise StageFailed(f"dvc {command} failed: {workspace.dvc_cause(output)}")
 
 
 @task(
@@ -261,6 +271,9 @@ def denoise_pipeline(
         checkout_branch(branch, project)
     params = load_params(project / "params.yaml")
     if pull:
+        # Inputs already in the tree (`make serve` copies the sample videos) are recorded and
+        # cached first, as they would be after the pull: DVC never has to overwrite them.
+        track_raw_data(project, params.paths.raw)
         dvc_transfer("pull", project)
     track_raw_data(project, params.paths.raw)
     first, *rest = expand(STAGES, params.train.models)

@@ -124,3 +124,17 @@ def test_dvcs_failure_is_reduced_to_its_cause() -> None:
     )
     assert dvc_cause("Everything is up to date.\n") == "Everything is up to date."
     assert dvc_cause("") == "no output"
+
+
+def test_the_flow_retries_a_transfer_only_when_the_remote_did_not_answer() -> None:
+    """DVC refusing (unsaved files, a full remote) fails the same way every time: no retry."""
+    from prefect.states import Failed
+
+    from flows.pipeline import dvc_transfer, transient
+    from flows.stages import StageFailed
+
+    assert dvc_transfer.retry_condition_fn is transient
+    assert transient(dvc_transfer, None, Failed(data=ServiceError("no answer")))
+    assert transient(dvc_transfer, None, Failed(data=TimeoutError()))
+    assert not transient(dvc_transfer, None, Failed(data=StageFailed("dvc pull failed: refused")))
+    assert not transient(dvc_transfer, None, Failed(data=ValueError("bad params")))
