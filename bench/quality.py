@@ -44,9 +44,10 @@ import numpy as np
 
 from denoise.core.atomic import write_json, write_text
 from denoise.core.baselines import baseline
-from denoise.core.config import BASELINE_METHODS, Params, load_params
+from denoise.core.config import Params, load_params
 from denoise.core.errors import DataError, DenoiseError
 from denoise.core.noise import add_gaussian_noise, as_saved, set_rng
+from denoise.core.schema import BASELINE_METHODS
 from denoise.data.evalsets import list_sets, load_set
 from denoise.stages.evaluate import BatchDenoiser, model_denoiser, per_image, score
 

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from denoise.core.baselines import bm3d, bm4d_video, gaussian_blur, median, non_local_means
-from denoise.core.config import VIDEO_BASELINE_METHODS, Params
+from denoise.core.config import Params
 from denoise.core.images import triptych
 from denoise.core.metrics import temporal_psnr
 from denoise.core.noise import add_gaussian_noise
+from denoise.core.schema import VIDEO_BASELINE_METHODS
 from denoise.data.evalsets import CLIP_SETS, load_set
 from denoise.stages.evaluate import VIDEO_METHODS, EvaluateSummary, model_denoiser, score
 from denoise.stages.evaluate import run as run_evaluate
