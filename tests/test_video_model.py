@@ -247,9 +247,14 @@ def test_a_temporal_model_refuses_stills_and_videos_shorter_than_half_its_window
     assert not (tmp_path / "out" / "short.avi").exists()
 
 
+def _noise(**changes: object) -> dict[str, object]:
+    """A TrainingNoise layer's config: params.yaml's noise.train with `changes`."""
+    return {**dataclasses.asdict(default_params().noise.train), **changes}
+
+
 def test_training_noise_is_independent_per_frame_of_a_window() -> None:
     clean = np.full((64, 16, 16, 15), 0.5, np.float32)
-    noise = TrainingNoise({"kind": "gaussian_blind", "sigma_min": 20, "sigma_max": 30}, seed=3)
+    noise = TrainingNoise(_noise(kind="gaussian_blind", sigma_min=20, sigma_max=30), seed=3)
     drawn = np.asarray(noise(clean, training=True)) - clean
     frames = drawn.reshape(64, 16, 16, 5, 3)
     correlation = np.corrcoef(frames[..., 1, :].ravel(), frames[..., 2, :].ravel())[0, 1]
@@ -257,7 +262,7 @@ def test_training_noise_is_independent_per_frame_of_a_window() -> None:
     # One level per window: every frame's std-dev about the same within a window.
     per_frame = frames.std(axis=(1, 2, 4))
     assert np.all(per_frame.std(axis=1) / per_frame.mean(axis=1) < 0.15)
-    salted = TrainingNoise({"kind": "salt_pepper", "amount": 0.3}, seed=3)
+    salted = TrainingNoise(_noise(kind="salt_pepper", amount=0.3), seed=3)
     hits = (np.asarray(salted(clean, training=True)) != 0.5).reshape(64, 16, 16, 5, 3)
     assert np.all(hits.all(axis=-1) == hits.any(axis=-1)), "a pixel's channels alike"
     assert not np.array_equal(hits[..., 0, 0], hits[..., 1, 0]), "each frame its own pixels"
@@ -271,7 +276,7 @@ def test_reflected_frames_get_the_noise_of_the_frames_they_mirror_as_at_inferenc
     marked = np.stack([first, last])
     marked[0, ..., :6] = REFLECTED_FRAME  # positions 0 and 1 lie before frame 0
     marked[1, ..., :6] = REFLECTED_FRAME  # backwards, positions 0 and 1 lie after frame 2
-    layer = TrainingNoise({"kind": "gaussian", "sigma": 25}, seed=5)
+    layer = TrainingNoise(_noise(kind="gaussian", sigma=25), seed=5)
     noisy = np.asarray(layer(marked, training=True)).reshape(2, 8, 8, 5, 3)
     for window in noisy:
         np.testing.assert_array_equal(window[..., 0, :], window[..., 4, :])

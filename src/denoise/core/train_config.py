@@ -123,7 +123,7 @@ class FastDVDnet:
 class ModelBudget:
     """One model's own settings within a profile; each one left null takes the profile's."""
 
-    # Starting weights: pretrained, champion (config.INIT_*), a .keras path, an MLflow URI.
+    # Starting weights: pretrained, champion (schema.INIT_*), a .keras path, an MLflow URI.
     init_from: InitSource | None = None
     learning_rate: Positive | None = None
     warmup_steps: Int | None = None
@@ -170,7 +170,7 @@ class Profile:
         if self.min_learning_rate > self.learning_rate:
             fail("min_learning_rate", "must be in [0, learning_rate]")
         if self.warmup_steps >= self.epochs * self.steps_per_epoch:
-            fail("warmup_steps", "must be >= 0 and less than epochs * steps_per_epoch")
+            fail("warmup_steps", "must be less than epochs * steps_per_epoch")
         return self
 
 
