@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import PROJECT_ROOT
 
 from denoise.core.config import Params, load_params
@@ -93,3 +94,13 @@ def test_the_gpu_recipe_stays_finite_in_mixed_bfloat16_at_tiny_size(
         losses = [epoch["loss"] for epoch in state.history]
         assert len(losses) == 3 and all(math.isfinite(loss) for loss in losses), (name, losses)
         assert state.rollbacks == [] and not state.diverged, name
+
+
+def test_measured_rates_are_no_params() -> None:
+    """The measured rates live in bench/rates.json, which no stage reads: editing them
+    reruns nothing, as a change to params.yaml's train section would."""
+    assert "images_per_second" not in (PROJECT_ROOT / "params.yaml").read_text()
+    dvc = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())
+    for name, stage in dvc["stages"].items():
+        for dep in stage.get("deps", []):
+            assert not str(dep).startswith("bench"), (name, dep)
