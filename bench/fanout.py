@@ -38,6 +38,7 @@ from report import machine
 from repository import BIN, build_repository, without_bm3d
 
 from denoise.core.markdown import markdown_table
+from denoise.training.settings import with_active
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
 
@@ -112,7 +113,7 @@ print(json.dumps([
 
 def measure(folder: Path, jobs: int, epochs: int, steps: int) -> dict[str, Any]:
     params = tiny_params(folder / "repo")
-    train = params.train.with_active(epochs=epochs, steps_per_epoch=steps)
+    train = with_active(params.train, epochs=epochs, steps_per_epoch=steps)
     root = build_repository(folder / "repo", without_bm3d(dataclasses.replace(params, train=train)))
     with served(root, jobs) as env:
         started = time.monotonic()

@@ -38,6 +38,7 @@ from denoise.core.noise import level_name
 from denoise.data.evalsets import INDEX_NAME, load_set, write_evaluation_sets
 from denoise.data.extract import MANIFEST_NAME, extract_frames, load_manifest
 from denoise.training.loop import summarise, train_model
+from denoise.training.settings import model_budget, with_active
 from denoise.training.stream import PatchStream
 
 
@@ -87,7 +88,7 @@ def configure(args: argparse.Namespace) -> Params:
         if value is not None
     }
     paths = dataclasses.replace(params.paths, checkpoints=str(args.out / "checkpoints"))
-    return dataclasses.replace(params, paths=paths, train=train.with_active(**overrides))
+    return dataclasses.replace(params, paths=paths, train=with_active(train, **overrides))
 
 
 def prepare(params: Params) -> None:
@@ -116,7 +117,7 @@ def train_one(name: str, params: Params, out: Path) -> dict[str, Any]:
         extra_callbacks=[clock],
     )
     wall = time.perf_counter() - start
-    images = params.train.steps_per_epoch * stream.batch_size
+    images = model_budget(params.train, name).steps_per_epoch * stream.batch_size
     steady = clock.seconds[1:] or clock.seconds
     summary = {
         **summarise(name, params, model, state, stream),

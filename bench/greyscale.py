@@ -20,7 +20,7 @@ from denoise.core import runtime
 
 runtime.configure()
 
-from denoise.core.config import Apply, Evaluate
+from denoise.core.config import default_params
 from denoise.core.markdown import markdown_table
 from denoise.core.metrics import psnr
 from denoise.evaluation.baselines import baseline
@@ -40,7 +40,7 @@ def main() -> None:
     from report import machine
 
     model = load_model(pretrained_model_path() if args.model == "pretrained" else args.model)
-    config = Apply()
+    config = default_params().apply
     rng = np.random.default_rng(0)
     print(f"Machine: {machine()}\n")
     print(f"Model: {args.model}; Gaussian sigma {args.sigma:g}; PSNR (dB), seconds\n")
@@ -50,7 +50,7 @@ def main() -> None:
         noise = rng.normal(0.0, args.sigma / 255.0, clean.shape).astype(np.float32)
         noisy = clean + noise
         cells = [f"{psnr(clean, noisy):.2f}"]
-        nlm = baseline("nlm", Evaluate())(noisy, args.sigma)
+        nlm = baseline("nlm", default_params().evaluate)(noisy, args.sigma)
         cells.append(f"{psnr(clean, np.asarray(nlm).reshape(clean.shape)):.2f}")
         for channels in (np.repeat(noisy, 3, axis=2), noisy):
             started = time.perf_counter()

@@ -47,10 +47,11 @@ from typing import Any
 import numpy as np
 
 from denoise.core.atomic import write_json, write_text
-from denoise.core.config import BASELINE_METHODS, Params, load_params
+from denoise.core.config import Params, load_params
 from denoise.core.errors import DataError, DenoiseError
 from denoise.core.markdown import markdown_table
 from denoise.core.noise import add_gaussian_noise, as_saved, set_rng
+from denoise.core.schema import BASELINE_METHODS
 from denoise.data.evalsets import list_sets, load_set
 from denoise.evaluation.adapters import model_denoiser
 from denoise.evaluation.baselines import image_baselines

@@ -15,11 +15,13 @@ import json
 import os
 import platform
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from denoise.core.config import load_params
+from denoise.core.config import Params, load_params
 from denoise.core.markdown import markdown_table
+from denoise.training.settings import model_budget
 
 
 def cpu_model() -> str:
@@ -70,6 +72,19 @@ def same_images_table(per_image: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def model_line(name: str, info: dict[str, Any], params: Params) -> str:
+    """One trained model's line: its parameters, its own budget (per_model settings included)
+    and what it reached; info: its entry of metrics.json's models."""
+    budget = model_budget(params.train, name)
+    return (
+        f"- {name}: {info['parameters']:,} parameters, {info['epochs']} epochs of "
+        f"{budget.steps_per_epoch} x {budget.batch_size} patches of "
+        f"{info['patch_size']}x{info['patch_size']}, {info['train_seconds']:.0f} s "
+        f"({info['train_patches_per_second']:.1f} patches/s), best val PSNR "
+        f"{info['val_psnr']:.2f} dB at sigma {params.noise.validation_sigma:g}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
@@ -84,13 +99,7 @@ def main() -> None:
         + "\n"
     )
     for name, info in metrics["models"].items():
-        print(
-            f"- {name}: {info['parameters']:,} parameters, {info['epochs']} epochs of "
-            f"{params.train.steps_per_epoch} x {params.train.batch_size} patches of "
-            f"{info['patch_size']}x{info['patch_size']}, {info['train_seconds']:.0f} s "
-            f"({info['train_patches_per_second']:.1f} patches/s), best val PSNR "
-            f"{info['val_psnr']:.2f} dB at sigma {params.noise.validation_sigma:g}"
-        )
+        print(model_line(name, info, params))
     print()
     print((evaluation / "metrics.md").read_text())
     print(same_images_table(pd.read_csv(evaluation / "per_image.csv")))

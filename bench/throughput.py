@@ -44,9 +44,10 @@ import keras
 import numpy as np
 import pandas as pd
 
-from denoise.core.config import BASELINE_METHODS, MODEL_NAMES, PRECISIONS, Params, load_params
+from denoise.core.config import Params, load_params
 from denoise.core.errors import DataError
 from denoise.core.markdown import markdown_table
+from denoise.core.schema import BASELINE_METHODS, MODEL_NAMES, PRECISIONS
 from denoise.data.extract import load_manifest
 from denoise.evaluation.baselines import baseline
 from denoise.models.build import build_model, count_parameters, required_multiple
@@ -55,6 +56,7 @@ from denoise.models.precision import dtype_policy, resolve_precision
 from denoise.serving.tiling import keras_predictor
 from denoise.training.loop import make_optimizer
 from denoise.training.noise import TrainingNoise, with_training_noise
+from denoise.training.settings import with_active
 from denoise.training.stream import PatchStream
 
 SIZES = (200, 512)
@@ -389,7 +391,7 @@ def main() -> None:
     params = load_params(args.params)
     if args.precision is not None:
         params = dataclasses.replace(
-            params, train=params.train.with_active(precision=args.precision)
+            params, train=with_active(params.train, precision=args.precision)
         )
     known = [*MODEL_NAMES, *params.train.variants]
     for name in train_models:

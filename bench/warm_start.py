@@ -41,6 +41,7 @@ from denoise.evaluation.adapters import model_denoiser
 from denoise.evaluation.baselines import image_baselines
 from denoise.evaluation.scoring import score_methods
 from denoise.training.loop import train_model
+from denoise.training.settings import model_budget, with_active
 from denoise.training.stream import PatchStream
 
 PROFILE = "cpu"
@@ -75,7 +76,7 @@ def fit(
     budget: dict[str, Any] = {"epochs": epochs, "early_stopping_patience": epochs}
     if learning_rate is not None:
         budget["learning_rate"] = learning_rate
-    train = params.train.with_active(models=[model], per_model={}, **budget)
+    train = with_active(params.train, models=[model], per_model={}, **budget)
     params = dataclasses.replace(params, train=train)
     frames = Path(params.paths.frames)
     manifest = load_manifest(frames)
@@ -98,9 +99,9 @@ def fit(
         "path": str(path),
         "model": trained,
         "seconds": time.perf_counter() - start,
-        "steps": state.epochs_done * train.budget(model).steps_per_epoch,
+        "steps": state.epochs_done * model_budget(train, model).steps_per_epoch,
         "train_frames": int((manifest["split"] == "train").sum()),
-        "learning_rate": train.budget(model).learning_rate,
+        "learning_rate": model_budget(train, model).learning_rate,
     }
 
 
@@ -125,7 +126,7 @@ def main() -> None:
         parser.error("--epochs must be a multiple of 4 (the warm start trains a quarter)")
     params = load_params(args.params)
     train = dataclasses.replace(params.train, profile=PROFILE)
-    train = train.with_active(steps_per_epoch=args.steps_per_epoch, warmup_steps=0)
+    train = with_active(train, steps_per_epoch=args.steps_per_epoch, warmup_steps=0)
     params = dataclasses.replace(params, train=train)
     out = args.out.resolve()
     shutil.rmtree(out, ignore_errors=True)

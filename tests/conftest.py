@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -14,6 +16,7 @@ import yaml
 
 from denoise.core import runtime
 from denoise.core.config import Params, load_params, params_to_dict
+from denoise.training.settings import with_active
 
 runtime.configure()  # before any test imports keras: TensorFlow as `denoise` runs it
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -111,6 +114,21 @@ def write_dark_camera_video(path: Path, num_frames: int = 12, size: int = 32) ->
     return path
 
 
+def project_values(changes: dict[str, Any]) -> dict[str, Any]:
+    """The project's params.yaml mapping with `changes` merged in, section by section."""
+
+    def merge(into: dict[str, Any], changed: dict[str, Any]) -> None:
+        for key, value in changed.items():
+            if isinstance(value, dict) and isinstance(into.get(key), dict):
+                merge(into[key], value)
+            else:
+                into[key] = value
+
+    values = copy.deepcopy(yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text()))
+    merge(values, changes)
+    return values
+
+
 def tiny_params(root: Path) -> Params:
     """Default params shrunk for 32x32 videos, every path under root."""
     params = load_params(PROJECT_ROOT / "params.yaml")
@@ -130,7 +148,8 @@ def tiny_params(root: Path) -> Params:
         params.noise, max_frames=3, photographs=["astronaut", "coffee"], photograph_size=32
     )
     # The paper's two models, from scratch: tests/test_init.py covers starting weights.
-    train = params.train.with_active(
+    train = with_active(
+        params.train,
         models=TINY_MODELS,
         per_model={},
         patch_size=16,
@@ -148,6 +167,7 @@ def tiny_params(root: Path) -> Params:
     )
     return dataclasses.replace(
         params,
+        recipes={},  # the project's are for its 200-pixel frames
         paths=type(params.paths)(**paths),
         extract=extract,
         noise=noise,
@@ -179,11 +199,11 @@ def tracking_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def quick_model(tmp_path: Path) -> Path:
     """An untrained paper_cae saved as .keras: for tests of apply's reading and writing, not
     its denoising."""
-    from denoise.core.config import Train
+    from denoise.core.config import default_params
     from denoise.models.build import build_model
 
     path = tmp_path / "paper_cae.keras"
-    build_model("paper_cae", Train()).save(path)
+    build_model("paper_cae", default_params().train).save(path)
     return path
 
 

@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from denoise.cli import app
-from denoise.core.config import Apply
+from denoise.core.config import default_params
 from denoise.core.metrics import psnr
 from denoise.data.video import read_image_float
 from denoise.serving.apply import denoise_channels
@@ -177,7 +177,7 @@ def test_packing_grey_and_setting_alpha_aside_give_the_input_back(shape: tuple[i
     """With the identity as the model, grey of any size (three-pixel packings at every offset,
     along rows and columns, reflect-padded) and RGBA come back exactly."""
     image = np.random.default_rng(0).random(shape, dtype=np.float32)
-    result = denoise_channels(lambda tiles: tiles, image, Apply())
+    result = denoise_channels(lambda tiles: tiles, image, default_params().apply)
     np.testing.assert_allclose(result, image, atol=1e-6)
 
 

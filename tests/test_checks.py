@@ -25,7 +25,7 @@ from test_extract import _write_stills
 from typer.testing import CliRunner
 
 from denoise.cli import app
-from denoise.core.config import Params, params_from_dict
+from denoise.core.config import Params, default_params, params_from_dict, params_to_dict
 from denoise.core.errors import ConfigError, ValidationError
 from denoise.data.extract import MANIFEST_NAME
 from denoise.stages.extract import run as run_extract
@@ -236,15 +236,30 @@ def test_validate_command_prints_one_error_line(params: Params, tmp_path: Path) 
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"frames": {"mean_min": 0.9, "mean_max": 0.1}}, "validate.frames.mean_min: need 0 <="),
+        (
+            {"frames": {"mean_min": 0.9, "mean_max": 0.1}},
+            "validate.frames.mean_min: must be < mean_max, got 0.9 and 0.1",
+        ),
+        ({"frames": {"mean_max": 1.5}}, "validate.frames.mean_max: must be <= 1, got 1.5"),
         ({"frames": {"min_frames": 3}}, "validate.frames.min_frames: unknown key"),
-        ({"evaluation_sets": {"sigma_tolerance": 0}}, "sigma_tolerance: must be > 0"),
+        (
+            {"evaluation_sets": {"sigma_tolerance": 0}},
+            "validate.evaluation_sets.sigma_tolerance: must be > 0",
+        ),
         ({"results": {"psnr_min": 70}}, "validate.results.psnr_min: must be < psnr_max"),
     ],
 )
 def test_bad_thresholds_name_the_key(values: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
-        params_from_dict({"validate": values})
+        params_from_dict(_validate_with(values))
+
+
+def _validate_with(changes: dict[str, dict[str, float]]) -> dict:
+    """params.yaml's mapping with the validate section's `changes` applied."""
+    values = params_to_dict(default_params())
+    for section, settings in changes.items():
+        values["validate"][section].update(settings)
+    return values
 
 
 # ----------------------------------------------------------------------------- results

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import tiny_clip_params
 
-from denoise.core.config import Params, params_from_dict, params_to_dict
+from denoise.core.config import Params, default_params, params_from_dict, params_to_dict
 from denoise.core.errors import ConfigError
 from denoise.data.clips import clip_starts
 from denoise.data.evalsets import CLIP_SETS, load_set, write_evaluation_sets
@@ -107,9 +107,9 @@ def test_noise_max_clips_keeps_clips_evenly_spaced_over_each_clip_set(
 
 
 def test_clips_are_off_by_default_and_checked() -> None:
-    defaults = params_from_dict(params_to_dict(Params()))
+    defaults = params_from_dict(params_to_dict(default_params()))
     assert defaults.extract.clips.per_split == 0
-    values = params_to_dict(Params())
+    values = params_to_dict(default_params())
     values["extract"]["clips"] = {"length": 1, "per_split": 2}
     with pytest.raises(ConfigError, match="length"):
         params_from_dict(values)

@@ -1,11 +1,17 @@
 from __future__ import annotations
 
+import dataclasses
+import re
+import typing
 from pathlib import Path
+from typing import Any
 
 import pytest
+from conftest import project_values
 
-from denoise.core.config import load_params, params_from_dict
+from denoise.core.config import Params, default_params, load_params, params_from_dict
 from denoise.core.errors import ConfigError
+from denoise.core.train_config import ModelBudget, Variant, VariantNoise
 
 PROJECT_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
@@ -27,10 +33,10 @@ def test_project_params_load() -> None:
         ({"colour": 1}, "colour: unknown key"),
         (
             {"noise": {"evaluation": {"gaussian": [25, -5]}}},
-            "noise.evaluation.gaussian[1]: sigma must be >= 0, got -5",
+            "noise.evaluation.gaussian[1]: must be >= 0, got -5",
         ),
         ({"noise": {"train": {"sigma": -1}}}, "noise.train.sigma: must be >= 0"),
-        ({"extract": {"size": 202}}, "extract.size: must be divisible by 4 for the models of"),
+        ({"extract": {"size": 202}}, "extract.size: must be divisible by 8 for the models of"),
         ({"extract": {"size": "big"}}, "extract.size: expected an integer, got 'big'"),
         (
             {"train": {"models": ["resnet"]}},
@@ -43,7 +49,8 @@ def test_project_params_load() -> None:
         ),
         (
             {"train": {"variants": {"big": {"architecture": "resnet"}}}},
-            "train.variants.big.architecture: unknown architecture 'resnet'",
+            "train.variants.big.architecture: must be one of paper_cae, dense_ae, dncnn, ffdnet, "
+            "drunet, fastdvdnet, got 'resnet'",
         ),
         (
             {"train": {"profiles": {"quick": {"schedule": "linear"}}}},
@@ -59,9 +66,28 @@ def test_project_params_load() -> None:
         ),
         (
             {"extract": {"train_only": [""]}},
-            "extract.train_only[0]: must name a source under paths.raw",
+            "extract.train_only[0]: must be a name of letters, digits, _ and -",
         ),
+        ({"extract": {"train_only": ["../photos"]}}, "extract.train_only[0]: must be a name"),
         ({"seed": True}, "seed: expected an integer"),
+        ({"extract": {"size": 64.0}}, "extract.size: expected an integer, got 64.0"),
+        (
+            {"train": {"profiles": {"quick": {"epochs": 0}}}},
+            "train.profiles.quick.epochs: must be >= 1",
+        ),
+        (
+            {"train": {"profiles": {"quick": {"patch_size": 256}}}},
+            "train.profiles.quick.patch_size: 256 is larger than the frames (extract.size 200)",
+        ),
+        (
+            {"train": {"profiles": {"quick": {"per_model": {"drunet_light": {"epochs": 0}}}}}},
+            "train.profiles.quick.per_model.drunet_light.epochs: must be >= 1",
+        ),
+        (
+            {"train": {"variants": {"dncnn_s25": {"noise": {"sigma_min": 60}}}}},
+            "train.variants.dncnn_s25.noise.sigma_min: must be <= sigma_max",
+        ),
+        ({"apply": {"overlap": 200}}, "apply.overlap: must be at most tile_size / 2, got 200"),
         (
             {"quality": {"fast_speedup": 30, "stretch_speedup": 20}},
             "quality.stretch_speedup: must be >= fast_speedup",
@@ -69,8 +95,100 @@ def test_project_params_load() -> None:
     ],
 )
 def test_bad_values_name_the_key(values: dict, message: str) -> None:
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        params_from_dict(project_values(values))
+
+
+@pytest.mark.parametrize("name", ["../../x", "x;touch PWNED;", "a b", ".hidden", ""])
+def test_model_variant_and_source_names_are_plain_names(name: str) -> None:
+    variants = {name: {"architecture": "dncnn"}}
+    with pytest.raises(ConfigError, match=r"^train\.variants: must be a name of letters"):
+        params_from_dict(project_values({"train": {"variants": variants}}))
+    with pytest.raises(ConfigError, match=r"^train\.models\[0\]: must be a name of letters"):
+        params_from_dict(project_values({"train": {"models": [name]}}))
+    with pytest.raises(ConfigError, match=r"^samples\.videos\[0\]: must be a name"):
+        params_from_dict(project_values({"samples": {"videos": [name]}}))
+    per_model = {name: {"epochs": 2}}
+    with pytest.raises(ConfigError, match=r"^train\.profiles\.quick\.per_model: must be a name"):
+        params_from_dict(
+            project_values({"train": {"profiles": {"quick": {"per_model": per_model}}}})
+        )
+
+
+def test_a_source_may_be_a_file_name() -> None:
+    values = project_values({"extract": {"train_only": ["box.mp4", "photos"]}})
+    assert params_from_dict(values).extract.train_only == ["box.mp4", "photos"]
+
+
+def test_every_key_must_be_set() -> None:
+    values = project_values({})
+    del values["extract"]["split"]["gap_seconds"]
+    with pytest.raises(ConfigError, match=r"^extract\.split\.gap_seconds: missing"):
         params_from_dict(values)
+
+
+def test_params_yaml_is_the_only_home_of_defaults() -> None:
+    """No section declares a default value: only a per-model budget, a variant's noise and
+    sections, and a profile's per_model may be left out, and then mean "not set"."""
+    not_set = {ModelBudget, VariantNoise, Variant}
+    seen: set[type] = set()
+
+    def visit(section: type) -> None:
+        if section in seen:
+            return
+        seen.add(section)
+        hints = typing.get_type_hints(section)
+        for field in dataclasses.fields(section):
+            has_default = field.default is not dataclasses.MISSING
+            has_default |= field.default_factory is not dataclasses.MISSING
+            if section not in not_set and (section.__name__, field.name) != (
+                "Profile",
+                "per_model",
+            ):
+                assert not has_default, f"{section.__name__}.{field.name} has a default in code"
+            if has_default and field.default is not dataclasses.MISSING:
+                assert field.default is None, f"{section.__name__}.{field.name}"
+            for inner in _dataclasses_in(hints[field.name]):
+                visit(inner)
+
+    visit(Params)
+    assert len(seen) > 20
+
+
+def _dataclasses_in(annotation: Any) -> list[type]:
+    found = [annotation] if dataclasses.is_dataclass(annotation) else []
+    for argument in typing.get_args(annotation):
+        found += _dataclasses_in(argument)
+    return found
+
+
+def test_the_package_ships_the_project_params() -> None:
+    assert default_params() == load_params(PROJECT_PARAMS)
+
+
+def test_a_changed_copy_is_validated_again() -> None:
+    params = load_params(PROJECT_PARAMS)
+    with pytest.raises(ConfigError, match=r"^epochs: must be >= 1, got 0$"):
+        dataclasses.replace(params.train.active, epochs=0)
+    with pytest.raises(ConfigError, match=r"^extract\.size: must be divisible by 8"):
+        dataclasses.replace(params, extract=dataclasses.replace(params.extract, size=204))
+
+
+def test_duplicate_keys_and_an_empty_file_are_refused_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    text = PROJECT_PARAMS.read_text()
+    path.write_text(text.replace("  size: 200", "  size: 200\n  size: 96", 1))
+    with pytest.raises(ConfigError, match=r"duplicate key 'size'") as caught:
+        load_params(path)
+    assert "\n" not in str(caught.value) and str(path) in str(caught.value)
+    nested = text.replace("seed: 0\n", "seed: 0\nseed: 1\n", 1)
+    path.write_text(nested)
+    with pytest.raises(ConfigError, match=r"line \d+: duplicate key 'seed'"):
+        load_params(path)
+    for empty in ("", "\n# only a comment\n"):
+        path.write_text(empty)
+        with pytest.raises(ConfigError, match=r"params\.yaml: empty"):
+            load_params(path)
 
 
 def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:

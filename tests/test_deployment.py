@@ -31,6 +31,8 @@ from conftest import PROJECT_ROOT, tiny_params
 from repository import BIN, STAGES, build_repository, sh, without_bm3d
 from servers import WebhookReceiver
 
+from denoise.training.settings import with_active
+
 DEPLOYMENT = "denoise-pipeline/scheduled-retrain"
 CRON = "17 4 * * 2"  # not the default, so reading it back shows the setting took effect
 RESULTS_BRANCH = "results/main"
@@ -260,7 +262,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     folder = tmp_path_factory.mktemp("deployment")
     params = tiny_params(folder / "repo")
     # Training long enough to be killed after the first epoch's checkpoint, before the last.
-    train = params.train.with_active(epochs=8, steps_per_epoch=10)
+    train = with_active(params.train, epochs=8, steps_per_epoch=10)
     alerts = dataclasses.replace(params.alerts, late_after_seconds=LATE_AFTER_SECONDS)
     params = without_bm3d(dataclasses.replace(params, train=train, alerts=alerts))
     root = build_repository(folder / "repo", params)

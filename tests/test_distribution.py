@@ -19,12 +19,12 @@ _SCRIPT = textwrap.dedent(
     import json
     import keras
     import numpy as np
-    from denoise.core.config import Params
+    from denoise.core.config import default_params
     from denoise.core.errors import TrainingError
     from denoise.models.build import build_model
     from denoise.training.distribution import data_parallel
 
-    params = Params()
+    params = default_params()
     rng = np.random.default_rng(0)
     clean = rng.random((8, 16, 16, 3), dtype=np.float32)
     noisy = clean + rng.normal(0, 25 / 255, clean.shape).astype(np.float32)  # pre-drawn

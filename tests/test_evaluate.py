@@ -11,10 +11,11 @@ import keras
 import numpy as np
 import pytest
 
-from denoise.core.config import VIDEO_BASELINE_METHODS, Params
+from denoise.core.config import Params
 from denoise.core.images import triptych
 from denoise.core.metrics import temporal_psnr
 from denoise.core.noise import add_gaussian_noise
+from denoise.core.schema import VIDEO_BASELINE_METHODS
 from denoise.data.evalsets import CLIP_SETS, load_set
 from denoise.evaluation.adapters import model_denoiser
 from denoise.evaluation.baselines import (

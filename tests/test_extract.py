@@ -207,7 +207,9 @@ def test_bad_params_fail_with_one_line(params: Params, tmp_path: Path) -> None:
     path.write_text(text.replace("seed: 0", "seed: 0\nsneed: 1"))
     _expect_one_line_error(_run_cli_on(path), "sneed: unknown key")
     path.write_text(text.replace("- 15.0", "- -15.0"))
-    _expect_one_line_error(_run_cli_on(path), "noise.evaluation.gaussian[0]", "sigma must be >= 0")
+    _expect_one_line_error(
+        _run_cli_on(path), "noise.evaluation.gaussian[0]", "must be >= 0, got -15"
+    )
 
 
 def test_empty_raw_directory(params: Params, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from servers import free_port
 from typer.testing import CliRunner
 
 from denoise.cli import app
-from denoise.core.config import Train
+from denoise.core.config import default_params
 from denoise.core.metrics import psnr
 from denoise.models.build import build_model
 from denoise.serving.tiling import denoise_batch, denoise_image, self_ensemble
@@ -48,7 +48,7 @@ def trained() -> dict[str, keras.Model]:
     clean_patches = np.stack([clean[top : top + 32, left : left + 32] for top, left in corners])
     models = {}
     for name in ("paper_cae", "dense_ae"):
-        model = build_model(name, Train())
+        model = build_model(name, default_params().train)
         model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
         model.fit(noisy_patches, clean_patches, batch_size=16, epochs=5, verbose=0)
         models[name] = model

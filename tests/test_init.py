@@ -14,12 +14,14 @@ import numpy as np
 import pytest
 from conftest import write_params
 
-from denoise.core.config import DRUNet, ModelBudget, Params, Variant
+from denoise.core.config import Params
 from denoise.core.errors import ModelError
 from denoise.core.locations import init_file
+from denoise.core.train_config import DRUNet, ModelBudget, Variant
 from denoise.data.extract import file_sha256
 from denoise.models.build import build_model, load_model, start_from
 from denoise.stages.init import run as run_init
+from denoise.training.settings import training_settings, with_active
 
 TINY_DRUNET = Variant(architecture="drunet", drunet=DRUNet(widths=[4, 8], blocks_per_level=1))
 
@@ -29,7 +31,7 @@ def _with_model(params: Params, init_from: str | None) -> Params:
     train = dataclasses.replace(
         params.train, variants={**params.train.variants, "small": TINY_DRUNET}
     )
-    train = train.with_active(models=["small"], per_model={"small": ModelBudget(init_from)})
+    train = with_active(train, models=["small"], per_model={"small": ModelBudget(init_from)})
     return dataclasses.replace(params, train=train)
 
 
@@ -73,7 +75,7 @@ def test_the_init_stage_copies_the_source_byte_for_byte(params: Params, tmp_path
             "sha256": file_sha256(path),
         }
     )
-    assert recorded["settings"] == configured.training_settings("small")
+    assert recorded["settings"] == training_settings(configured, "small")
 
 
 def test_models_without_init_from_start_from_scratch(params: Params) -> None:
@@ -81,25 +83,25 @@ def test_models_without_init_from_start_from_scratch(params: Params) -> None:
     assert summary.sources == {}
     for name in params.train.models:
         recorded = json.loads(init_file(params, name).read_text())
-        assert recorded == {"settings": params.training_settings(name), "init": None}
+        assert recorded == {"settings": training_settings(params, name), "init": None}
         assert not init_file(params, name, ".keras").exists()
 
 
 def test_each_model_s_settings_file_changes_with_its_own_settings_alone(params: Params) -> None:
     """What train@<model> depends on: one model's budget or variant changes its file only."""
     first, second = params.train.models[:2]
-    before = {name: params.training_settings(name) for name in params.train.models}
+    before = {name: training_settings(params, name) for name in params.train.models}
     own = dataclasses.replace(params.train.active, per_model={first: ModelBudget(epochs=7)})
     changed = dataclasses.replace(
         params, train=dataclasses.replace(params.train, profiles={params.train.profile: own})
     )
-    assert changed.training_settings(first)["budget"]["epochs"] == 7
-    assert changed.training_settings(second) == before[second]
+    assert training_settings(changed, first)["budget"]["epochs"] == 7
+    assert training_settings(changed, second) == before[second]
     budget = dataclasses.replace(params.train.active, learning_rate=0.01)
     shared = dataclasses.replace(
         params, train=dataclasses.replace(params.train, profiles={params.train.profile: budget})
     )
-    assert all(shared.training_settings(name) != before[name] for name in params.train.models)
+    assert all(training_settings(shared, name) != before[name] for name in params.train.models)
 
 
 def test_a_source_of_another_architecture_is_one_line_naming_both(
@@ -160,8 +162,10 @@ def test_champion_resolves_to_the_registered_file_or_else_the_shipped_model(
         shipped = _with_model(params, "champion")
         shipped = dataclasses.replace(
             shipped,
-            train=shipped.train.with_active(
-                models=["drunet_light"], per_model={"drunet_light": ModelBudget("champion")}
+            train=with_active(
+                shipped.train,
+                models=["drunet_light"],
+                per_model={"drunet_light": ModelBudget("champion")},
             ),
         )
         assert run_init(shipped).sources["drunet_light"]["resolved"].startswith("pretrained")
@@ -196,8 +200,8 @@ def test_champion_with_a_tracking_server_that_does_not_answer_is_an_error_not_th
 
     url = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
-    shipped = params.train.with_active(
-        models=["drunet_light"], per_model={"drunet_light": ModelBudget("champion")}
+    shipped = with_active(
+        params.train, models=["drunet_light"], per_model={"drunet_light": ModelBudget("champion")}
     )
     with pytest.raises(ModelError, match=f"no MLflow tracking server answers at {url}"):
         resolve("drunet_light", dataclasses.replace(params, train=shipped), tmp_path)

@@ -21,6 +21,7 @@ from repository import build_repository, commit, sh
 from servers import start_mlflow_server, stop
 
 from denoise.tracking.aliases import Decision, decide
+from denoise.training.settings import with_active
 from flows.pipeline import STAGES as STAGE_GROUPS
 from flows.pipeline import champion_moves, expand
 
@@ -45,7 +46,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # System metrics sampled often enough to land in a training run of a few seconds.
     params = dataclasses.replace(
         params,
-        train=params.train.with_active(models=["paper_cae"], epochs=3),
+        train=with_active(params.train, models=["paper_cae"], epochs=3),
         evaluate=dataclasses.replace(params.evaluate, methods=["noisy", "blur"]),
         tracking=dataclasses.replace(params.tracking, system_metrics_seconds=0.5),
     )

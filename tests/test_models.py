@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import subprocess
 import sys
@@ -8,15 +9,20 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from conftest import project_values
 
-from denoise.core.config import DnCNN, DRUNet, FFDNet, Train, params_from_dict
+from denoise.core.config import default_params, params_from_dict
 from denoise.core.errors import ConfigError
+from denoise.core.train_config import DnCNN, DRUNet, FFDNet
 from denoise.evaluation.adapters import model_denoiser
 from denoise.models.build import build_model, count_parameters, required_multiple
 from denoise.models.dense_ae import AveragePatches, ExtractPatches
 from denoise.models.ffdnet import NoiseLevelMap
 from denoise.models.precision import at_precision, computing_layers, dtype_policy
 from denoise.serving.tiling import denoise_batch
+from denoise.training.settings import with_active
+
+DEFAULT = default_params().train  # params.yaml's train section
 
 
 def test_model_summary_reports_the_papers_parameter_count() -> None:
@@ -32,13 +38,13 @@ def test_model_summary_reports_the_papers_parameter_count() -> None:
 
 
 def test_dense_ae_has_the_same_order_of_parameters() -> None:
-    assert count_parameters(build_model("dense_ae", Train())) == 29_024
+    assert count_parameters(build_model("dense_ae", DEFAULT)) == 29_024
 
 
 @pytest.mark.parametrize("name", ["paper_cae", "dense_ae"])
 @pytest.mark.parametrize("size", [32, 48, 200])
 def test_any_valid_size_in_same_size_out(name: str, size: int) -> None:
-    model = build_model(name, Train())
+    model = build_model(name, DEFAULT)
     noisy = np.random.default_rng(0).random((2, size, size, 3), dtype=np.float32)
     denoised = np.asarray(model(noisy))
     assert denoised.shape == noisy.shape
@@ -54,9 +60,10 @@ def test_patch_extraction_and_averaging_invert_each_other() -> None:
 
 
 # Tiny configurations of the two larger architectures keep these tests to a few seconds.
-TINY = Train(
-    dncnn=DnCNN(depth=3, width=8),
-    ffdnet=FFDNet(depth=3, width=8),
+TINY = dataclasses.replace(
+    DEFAULT,
+    dncnn=DnCNN(depth=3, width=8, batch_norm=True),
+    ffdnet=FFDNet(depth=3, width=8, batch_norm=True, noise_map=True),
     drunet=DRUNet(widths=[4, 8, 16], blocks_per_level=1),
 )
 
@@ -93,20 +100,23 @@ def _drunet_parameters(widths: list[int], blocks: int, channels: int = 3) -> int
     [
         (DnCNN(depth=4, width=8, batch_norm=True), 1_627),
         (DnCNN(depth=4, width=8, batch_norm=False), 1_611),
-        (DnCNN(), 558_403),
+        (DEFAULT.dncnn, 558_403),
     ],
 )
 def test_dncnn_parameter_count_matches_the_formula(config: DnCNN, expected: int) -> None:
     assert _dncnn_parameters(config.depth, config.width, config.batch_norm) == expected
-    assert count_parameters(build_model("dncnn", Train(dncnn=config))) == expected
+    assert (
+        count_parameters(build_model("dncnn", dataclasses.replace(DEFAULT, dncnn=config)))
+        == expected
+    )
 
 
 @pytest.mark.parametrize(
     ("config", "expected"),
     [
-        (FFDNet(depth=3, width=8), 2_412),
+        (FFDNet(depth=3, width=8, batch_norm=True, noise_map=True), 2_412),
         (FFDNet(depth=3, width=8, noise_map=False, batch_norm=False), 2_332),
-        (FFDNet(), 384_396),
+        (DEFAULT.ffdnet, 384_396),
     ],
 )
 def test_ffdnet_parameter_count_matches_the_formula(config: FFDNet, expected: int) -> None:
@@ -114,7 +124,10 @@ def test_ffdnet_parameter_count_matches_the_formula(config: FFDNet, expected: in
         _ffdnet_parameters(config.depth, config.width, config.batch_norm, config.noise_map)
         == expected
     )
-    assert count_parameters(build_model("ffdnet", Train(ffdnet=config))) == expected
+    assert (
+        count_parameters(build_model("ffdnet", dataclasses.replace(DEFAULT, ffdnet=config)))
+        == expected
+    )
 
 
 @pytest.mark.parametrize("sigma", [5.0, 15.0, 25.0, 50.0])
@@ -136,14 +149,17 @@ def test_noise_level_map_estimates_sigma(sigma: float) -> None:
 )
 def test_drunet_parameter_count_matches_the_formula(config: DRUNet, expected: int) -> None:
     assert _drunet_parameters(config.widths, config.blocks_per_level) == expected
-    assert count_parameters(build_model("drunet", Train(drunet=config))) == expected
+    assert (
+        count_parameters(build_model("drunet", dataclasses.replace(DEFAULT, drunet=config)))
+        == expected
+    )
 
 
 @pytest.mark.parametrize(("name", "multiple"), [("dncnn", 1), ("ffdnet", 2), ("drunet", 4)])
 def test_new_models_keep_the_shape_directly_and_padded(name: str, multiple: int) -> None:
     model = build_model(name, TINY)
     assert required_multiple(model) == multiple
-    assert TINY.with_active(models=[name]).size_multiple == multiple
+    assert with_active(TINY, models=[name]).size_multiple == multiple
     rng = np.random.default_rng(0)
     whole = rng.random((2, 24, 32, 3), dtype=np.float32)
     assert np.asarray(model(whole)).shape == whole.shape
@@ -207,7 +223,7 @@ def test_new_models_survive_save_and_load(name: str, tmp_path: Path) -> None:
             {"train": {"models": ["ffdnet"]}, "extract": {"size": 99}},
             "extract.size: must be divisible by 2",
         ),
-        ({"train": {"drunet": {"widths": []}}}, "train.drunet.widths: must name at least one"),
+        ({"train": {"drunet": {"widths": []}}}, "train.drunet.widths: must not be empty"),
         ({"train": {"drunet": {"widths": [8, 0]}}}, r"train.drunet.widths\[1\]: must be >= 1"),
         ({"train": {"drunet": {"blocks_per_level": 0}}}, "train.drunet.blocks_per_level: must"),
         (
@@ -222,16 +238,15 @@ def test_new_models_survive_save_and_load(name: str, tmp_path: Path) -> None:
 )
 def test_new_model_settings_are_validated(values: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        params_from_dict(values)
+        params_from_dict(project_values(values))
 
 
 def test_drunet_settings_that_fit_are_accepted() -> None:
-    params = params_from_dict(
-        {
-            "train": {"models": ["drunet"], "drunet": {"widths": [8, 16]}},
-            "extract": {"size": 98},
-        }
+    values = project_values(
+        {"train": {"models": ["drunet"], "drunet": {"widths": [8, 16]}}, "extract": {"size": 98}}
     )
+    values["recipes"] = {}  # theirs are for 200-pixel frames
+    params = params_from_dict(values)
     assert params.train.drunet.multiple == 2
 
 

@@ -5,6 +5,7 @@ writes under a real file-size limit (`ulimit -f`), and the clean-up of a killed 
 
 from __future__ import annotations
 
+import dataclasses
 import http.server
 import os
 import signal
@@ -22,7 +23,7 @@ from servers import free_port
 
 from denoise.core import services
 from denoise.core.atomic import atomic_directory, remove_stale
-from denoise.core.config import Services
+from denoise.core.config import Services, default_params
 from denoise.core.errors import BusyError, ServiceError
 from denoise.core.locks import exclusive
 
@@ -107,7 +108,9 @@ def test_refused_credentials_fail_at_once_and_say_so(
 
 @pytest.mark.parametrize("seconds", [0, 2, 6, 30, 60])
 def test_mlflows_retry_schedule_waits_at_most_the_bound(seconds: float) -> None:
-    retries, factor = services.retry_schedule(Services(retry_seconds=seconds))
+    retries, factor = services.retry_schedule(
+        dataclasses.replace(default_params().services, retry_seconds=seconds)
+    )
     # urllib3 2: the first retry at once, then factor * 2**(n - 1) after the n-th failure.
     waits = [factor * 2 ** (n - 1) for n in range(2, retries + 1)]
     assert sum(waits) <= seconds

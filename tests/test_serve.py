@@ -20,7 +20,7 @@ from servers import start_mlflow_server, start_model_server, stop
 from typer.testing import CliRunner
 
 from denoise.cli import app
-from denoise.core.config import Train, load_params
+from denoise.core.config import default_params, load_params
 from denoise.core.metrics import psnr
 from denoise.models.build import build_model
 from denoise.models.precision import at_precision
@@ -54,7 +54,7 @@ def tracking_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def champion(tracking_server: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     """models:/<name>@champion of a paper_cae logged with 64 px tiles, so tiling is exercised."""
     path = tmp_path_factory.mktemp("model") / "paper_cae.keras"
-    build_model("paper_cae", Train()).save(path)
+    build_model("paper_cae", default_params().train).save(path)
     client = MlflowClient(tracking_server)
     experiment_id = client.create_experiment("serve-test")
     with mlflow.start_run(experiment_id=experiment_id):
@@ -114,7 +114,7 @@ def test_register_scores_with_the_ensemble_a_model_logged_before_the_option(
     the option existed are) is scored with the ensemble all the same: MLflow would drop the
     override key."""
     path = tmp_path / "paper_cae.keras"
-    build_model("paper_cae", Train()).save(path)
+    build_model("paper_cae", default_params().train).save(path)
     mlflow.set_experiment("serve-test-old-config")
     with mlflow.start_run():
         info = mlflow.pyfunc.log_model(

@@ -9,6 +9,7 @@ import sys
 from conftest import PROJECT_ROOT
 
 from denoise.core.config import Params
+from denoise.training.settings import with_active
 
 sys.path.insert(0, str(PROJECT_ROOT / "bench"))
 import throughput  # bench/throughput.py
@@ -29,6 +30,6 @@ def test_stream_and_memory_rates_of_the_same_patches(params: Params) -> None:
 
 
 def test_training_rates_in_the_profiles_precision(params: Params) -> None:
-    mixed = dataclasses.replace(params, train=params.train.with_active(precision="mixed_bfloat16"))
+    mixed = dataclasses.replace(params, train=with_active(params.train, precision="mixed_bfloat16"))
     (result,), _ = throughput.measure_training(mixed, ["paper_cae"], 2, 1, 1)
     assert all(result[f"{kind}_images_per_s"] > 0 for kind in ("stream", "memory", "memory_noise"))

@@ -15,8 +15,9 @@ import pytest
 from conftest import write_params
 from test_extract import _write_stills
 
-from denoise.core.config import DnCNN, Params, TrainNoise, Variant
+from denoise.core.config import Params
 from denoise.core.errors import ConfigError, TrainingError
+from denoise.core.train_config import DnCNN, Variant, VariantNoise
 from denoise.data.evalsets import load_set
 from denoise.data.extract import load_manifest
 from denoise.stages.extract import run as run_extract
@@ -29,6 +30,7 @@ from denoise.training.loop import (
     make_optimizer,
     train_model,
 )
+from denoise.training.settings import model_budget, with_active
 from denoise.training.stream import PatchStream
 
 
@@ -109,7 +111,7 @@ def test_stream_is_a_pure_function_of_seed_and_batch(prepared: Params) -> None:
 @pytest.mark.parametrize("name", ["paper_cae", "dense_ae"])
 def test_two_epochs_lower_the_loss(prepared: Params, tmp_path: Path, name: str) -> None:
     params = dataclasses.replace(
-        prepared, train=prepared.train.with_active(epochs=2, steps_per_epoch=10)
+        prepared, train=with_active(prepared.train, epochs=2, steps_per_epoch=10)
     )
     _, state = _fit(params, name, tmp_path / "ckpt")
     losses = [epoch["loss"] for epoch in state.history]
@@ -122,7 +124,8 @@ def test_resumed_training_ends_with_the_same_weights(
 ) -> None:
     params = dataclasses.replace(
         prepared,
-        train=prepared.train.with_active(
+        train=with_active(
+            prepared.train,
             epochs=3,
             steps_per_epoch=3,
             early_stopping_patience=10,
@@ -141,7 +144,8 @@ def test_resumed_training_ends_with_the_same_weights(
 
 
 def test_cosine_schedule_warms_up_then_decays_to_the_minimum(params: Params) -> None:
-    profile = params.train.with_active(
+    profile = with_active(
+        params.train,
         epochs=2,
         steps_per_epoch=10,
         learning_rate=0.01,
@@ -159,7 +163,7 @@ def test_cosine_schedule_warms_up_then_decays_to_the_minimum(params: Params) -> 
     assert [float(halved(step)) for step in (0, 2, 4, 12, 20)] == pytest.approx(
         [rate / 2 for rate in rates]
     )
-    constant = params.train.with_active(learning_rate=0.002).active
+    constant = with_active(params.train, learning_rate=0.002).active
     assert learning_rate(constant) == 0.002
     assert float(make_optimizer(constant).learning_rate) == pytest.approx(0.002)
 
@@ -169,13 +173,13 @@ def test_a_variant_trains_on_its_own_noise_in_mixed_precision_and_saves_float32(
 ) -> None:
     variant = Variant(
         architecture="dncnn",
-        noise=TrainNoise(kind="gaussian", sigma=25.0, as_saved=True),
+        noise=VariantNoise(kind="gaussian", sigma=25.0, as_saved=True),
         dncnn=DnCNN(depth=3, width=4, batch_norm=True),
     )
     variants = {**prepared.train.variants, "tiny_s25": variant}
     training = dataclasses.replace(prepared.train, variants=variants)
-    training = training.with_active(
-        models=["tiny_s25"], precision="mixed_bfloat16", schedule="cosine"
+    training = with_active(
+        training, models=["tiny_s25"], precision="mixed_bfloat16", schedule="cosine"
     )
     summary = run_train(dataclasses.replace(prepared, train=training)).models["tiny_s25"]
     assert summary["architecture"] == "dncnn" and summary["precision"] == "mixed_bfloat16"
@@ -192,7 +196,7 @@ def test_a_variant_trains_on_its_own_noise_in_mixed_precision_and_saves_float32(
 def _diverging(prepared: Params, **changes) -> Params:
     """Three short epochs, no early stopping, and `changes`."""
     settings = {"epochs": 3, "steps_per_epoch": 3, "early_stopping_patience": 10, **changes}
-    return dataclasses.replace(prepared, train=prepared.train.with_active(**settings))
+    return dataclasses.replace(prepared, train=with_active(prepared.train, **settings))
 
 
 def test_a_diverged_epoch_is_trained_again_from_the_last_checkpoint_at_half_the_rate(
@@ -240,7 +244,7 @@ def test_training_that_keeps_diverging_ends_with_its_best_epoch(
 
 
 def test_divergence_is_a_non_finite_loss_or_a_jump_over_the_lowest(params: Params) -> None:
-    profile = params.train.with_active(divergence_factor=10.0).active
+    profile = with_active(params.train, divergence_factor=10.0).active
     state = TrainingState(fingerprint="")
     checkpointer = Checkpointer(Path("unused"), state, profile)
     assert checkpointer.diverged(float("nan")) and checkpointer.diverged(float("inf"))
@@ -250,20 +254,20 @@ def test_divergence_is_a_non_finite_loss_or_a_jump_over_the_lowest(params: Param
 
 
 def test_clip_norm_clips_the_global_gradient_norm(params: Params) -> None:
-    optimizer = make_optimizer(params.train.with_active(clip_norm=0.5).active)
+    optimizer = make_optimizer(with_active(params.train, clip_norm=0.5).active)
     assert optimizer.global_clipnorm == 0.5
     assert make_optimizer(params.train.active).global_clipnorm is None
-    with pytest.raises(ConfigError, match="clip_norm: must be > 0 or null"):
-        params.train.with_active(clip_norm=0.0)
+    with pytest.raises(ConfigError, match=r"clip_norm: must be > 0, got 0\.0"):
+        with_active(params.train, clip_norm=0.0)
 
 
 def test_checkpoint_of_other_inputs_is_not_resumed(prepared: Params, tmp_path: Path) -> None:
     params = dataclasses.replace(
-        prepared, train=prepared.train.with_active(epochs=2, steps_per_epoch=2)
+        prepared, train=with_active(prepared.train, epochs=2, steps_per_epoch=2)
     )
     with pytest.raises(KeyboardInterrupt):
         _fit(params, "dense_ae", tmp_path / "ckpt", [CrashAfterEpoch(1)])
-    changed = dataclasses.replace(params, train=params.train.with_active(learning_rate=0.01))
+    changed = dataclasses.replace(params, train=with_active(params.train, learning_rate=0.01))
     _, state = _fit(changed, "dense_ae", tmp_path / "ckpt")
     assert len(state.history) == 2 and state.history[0]["epoch"] == 1
 
@@ -287,7 +291,8 @@ def _train_params(params: Params, root: Path) -> Params:
         checkpoints=str(root / "checkpoints"),
         train_reports=str(root / "reports"),
     )
-    training = params.train.with_active(
+    training = with_active(
+        params.train,
         models=["paper_cae"],
         epochs=6,
         steps_per_epoch=25,
@@ -323,7 +328,7 @@ def test_sigkilled_training_resumes_to_the_same_weights(prepared: Params, tmp_pa
     os.killpg(process.pid, signal.SIGKILL)
     assert process.wait(timeout=60) == -signal.SIGKILL, "training ended before it was killed"
     epochs_done = json.loads(state.read_text())["epochs_done"]
-    assert 1 <= epochs_done < killed.train.epochs
+    assert 1 <= epochs_done < model_budget(killed.train, "paper_cae").epochs
     assert not (Path(killed.paths.models) / "paper_cae.keras").exists()
 
     resumed = subprocess.run(
@@ -342,7 +347,7 @@ def test_sampling_weighs_frames_or_sources(params: Params, sampling: str) -> Non
     params = dataclasses.replace(
         params,
         extract=dataclasses.replace(params.extract, train_only=["photos"]),
-        train=params.train.with_active(sampling=sampling),
+        train=with_active(params.train, sampling=sampling),
     )
     run_extract(params)
     frames = Path(params.paths.frames)

@@ -15,17 +15,15 @@ import yaml
 from conftest import PROJECT_ROOT, tiny_clip_params, write_tiny_video
 
 from denoise.core.config import (
-    DRUNet,
-    FastDVDnet,
-    ModelBudget,
     Params,
-    Variant,
+    default_params,
     params_from_dict,
     params_to_dict,
     with_recipe,
 )
 from denoise.core.errors import ConfigError, InputError
 from denoise.core.temporal import REFLECTED_FRAME, as_channels, reflected, temporal_windows
+from denoise.core.train_config import DRUNet, FastDVDnet, ModelBudget, Variant
 from denoise.data.extract import load_clips_manifest
 from denoise.data.video import read_image_float, read_video_rgb, write_image_float
 from denoise.models.build import build_model, multiply_adds_per_pixel, required_multiple
@@ -40,6 +38,7 @@ from denoise.stages.noise import run as run_noise
 from denoise.stages.register import run as run_register
 from denoise.stages.train import run as run_train
 from denoise.training.noise import TrainingNoise
+from denoise.training.settings import with_active
 from denoise.training.stream import ClipStream, clip_validation
 
 VIDEO, PEER = "fastdvdnet_tiny", "drunet_peer_tiny"
@@ -64,11 +63,11 @@ def video_params(tmp_path: Path) -> Params:
     config = tiny_clip_params(tmp_path)
     variants = {
         **config.train.variants,
-        VIDEO: Variant("fastdvdnet", fastdvdnet=FastDVDnet(5, [4, 8], 1)),
+        VIDEO: Variant("fastdvdnet", fastdvdnet=FastDVDnet(5, [4, 8], 1, 2)),
         PEER: Variant("drunet", drunet=DRUNet([8, 16], 1)),
     }
-    train = dataclasses.replace(config.train, variants=variants).with_active(
-        models=[VIDEO, PEER], sampling="clips"
+    train = with_active(
+        dataclasses.replace(config.train, variants=variants), models=[VIDEO, PEER], sampling="clips"
     )
     return dataclasses.replace(config, train=train)
 
@@ -111,8 +110,8 @@ def test_one_stage_is_a_single_u_net_on_the_whole_window() -> None:
     assert multiply_adds_per_pixel(model) == pytest.approx(
         multiply_adds_per_pixel(single) + 12 * 9 * 4
     )
-    with pytest.raises(ConfigError, match="stages: must be 1 or 2"):
-        FastDVDnet(stages=3)
+    with pytest.raises(ConfigError, match="stages: must be one of 1, 2, got 3"):
+        dataclasses.replace(default_params().train.fastdvdnet, stages=3)
 
 
 @pytest.mark.parametrize("recipe", ["video-cpu", "video-gpu"])
@@ -248,9 +247,14 @@ def test_a_temporal_model_refuses_stills_and_videos_shorter_than_half_its_window
     assert not (tmp_path / "out" / "short.avi").exists()
 
 
+def _noise(**changes: object) -> dict[str, object]:
+    """A TrainingNoise layer's config: params.yaml's noise.train with `changes`."""
+    return {**dataclasses.asdict(default_params().noise.train), **changes}
+
+
 def test_training_noise_is_independent_per_frame_of_a_window() -> None:
     clean = np.full((64, 16, 16, 15), 0.5, np.float32)
-    noise = TrainingNoise({"kind": "gaussian_blind", "sigma_min": 20, "sigma_max": 30}, seed=3)
+    noise = TrainingNoise(_noise(kind="gaussian_blind", sigma_min=20, sigma_max=30), seed=3)
     drawn = np.asarray(noise(clean, training=True)) - clean
     frames = drawn.reshape(64, 16, 16, 5, 3)
     correlation = np.corrcoef(frames[..., 1, :].ravel(), frames[..., 2, :].ravel())[0, 1]
@@ -258,7 +262,7 @@ def test_training_noise_is_independent_per_frame_of_a_window() -> None:
     # One level per window: every frame's std-dev about the same within a window.
     per_frame = frames.std(axis=(1, 2, 4))
     assert np.all(per_frame.std(axis=1) / per_frame.mean(axis=1) < 0.15)
-    salted = TrainingNoise({"kind": "salt_pepper", "amount": 0.3}, seed=3)
+    salted = TrainingNoise(_noise(kind="salt_pepper", amount=0.3), seed=3)
     hits = (np.asarray(salted(clean, training=True)) != 0.5).reshape(64, 16, 16, 5, 3)
     assert np.all(hits.all(axis=-1) == hits.any(axis=-1)), "a pixel's channels alike"
     assert not np.array_equal(hits[..., 0, 0], hits[..., 1, 0]), "each frame its own pixels"
@@ -272,7 +276,7 @@ def test_reflected_frames_get_the_noise_of_the_frames_they_mirror_as_at_inferenc
     marked = np.stack([first, last])
     marked[0, ..., :6] = REFLECTED_FRAME  # positions 0 and 1 lie before frame 0
     marked[1, ..., :6] = REFLECTED_FRAME  # backwards, positions 0 and 1 lie after frame 2
-    layer = TrainingNoise({"kind": "gaussian", "sigma": 25}, seed=5)
+    layer = TrainingNoise(_noise(kind="gaussian", sigma=25), seed=5)
     noisy = np.asarray(layer(marked, training=True)).reshape(2, 8, 8, 5, 3)
     for window in noisy:
         np.testing.assert_array_equal(window[..., 0, :], window[..., 4, :])
@@ -345,8 +349,8 @@ def test_a_temporal_model_needs_clips_long_enough_for_its_window(video_params: P
     values["extract"]["clips"] = {"length": 4, "per_split": 2}
     with pytest.raises(ConfigError, match="window of 5 frames"):
         params_from_dict(values)
-    values["train"]["fastdvdnet"] = {"window": 4}
-    with pytest.raises(ConfigError, match="window"):
+    values["train"]["fastdvdnet"]["window"] = 4
+    with pytest.raises(ConfigError, match=r"train\.fastdvdnet\.window: must be one of 3, 5"):
         params_from_dict(values)
 
 
@@ -357,7 +361,7 @@ def test_train_evaluate_register_a_video_model_beside_its_single_frame_peer(
     only; register makes it a version of register.video_model_name, the peer of model_name."""
     # init_from: champion, for a temporal model: the video champion; none yet, and no shipped
     # video model, so it starts from scratch.
-    from_champion = video_params.train.with_active(per_model={VIDEO: ModelBudget("champion")})
+    from_champion = with_active(video_params.train, per_model={VIDEO: ModelBudget("champion")})
     fine_tuned = dataclasses.replace(video_params, train=from_champion)
     assert resolve(VIDEO, fine_tuned, tmp_path / "init") is None
     run_extract(video_params)

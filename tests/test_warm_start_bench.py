@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -18,6 +19,11 @@ def test_compares_a_warm_retrain_with_training_from_scratch(params: Params, tmp_
     raw.mkdir()
     for name, seed in (("a.avi", 1), ("b.avi", 2), ("c.avi", 3)):
         write_tiny_video(raw / name, num_frames=16, seed=seed)
+    # The bench trains on the cpu profile: its patches shrunk to fit the tiny frames.
+    profiles = params.train.profiles
+    cpu = dataclasses.replace(profiles["cpu"], patch_size=16)
+    train = dataclasses.replace(params.train, profiles={**profiles, "cpu": cpu})
+    params = dataclasses.replace(params, train=train)
     out = tmp_path / "out"
     result = subprocess.run(
         [

@@ -25,9 +25,10 @@ import yaml
 from denoise.core import lifeline, runtime
 from denoise.core.architectures import ARCHITECTURES
 from denoise.core.atomic import is_disk_full
-from denoise.core.config import Params, load_params, params_from_dict, with_recipe
+from denoise.core.config import Params, default_params, load_params, params_from_dict
 from denoise.core.errors import DenoiseError, StoppedError
 from denoise.core.locations import tracking_uri
+from denoise.core.params_file import read_values, with_recipe
 from denoise.tracking.server import tracking_error
 
 app = typer.Typer(
@@ -323,7 +324,7 @@ def apply(
 
     # Outside the project (no ./params.yaml), the defaults serve: apply needs no data paths.
     default = params == Path("params.yaml") and not params.exists()
-    config = Params() if default else _load(params)
+    config = default_params() if default else _load(params)
     options: dict[str, Any] = {
         "tile_size": tile,
         "self_ensemble": self_ensemble,
@@ -515,7 +516,7 @@ def recipe(
     """
     from denoise.stages import samples
 
-    values = yaml.safe_load(Path("params.yaml").read_text()) or {}
+    values = read_values("params.yaml")
     config = params_from_dict(with_recipe(values, name))
     for folder, content in samples.build_stills(config).items():
         typer.echo(f"{config.paths.raw}/{folder}: {content}")

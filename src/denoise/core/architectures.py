@@ -17,7 +17,7 @@ from typing import Any
 @dataclasses.dataclass(frozen=True)
 class Architecture:
     """module: denoise.models.<module> builds it. side_multiple(spec): frames and patches must
-    be multiples of this (spec: the model's resolved config.Variant). size_rule(train,
+    be multiples of this (spec: the model's resolved train_config.Variant). size_rule(train,
     patch_size): a message when the train section's sizes cannot work, else None.
     window(spec): frames per output frame; above 1 a temporal model, whose input is that many
     consecutive frames stacked on the channel axis (oldest first) and whose output is the

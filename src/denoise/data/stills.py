@@ -24,8 +24,8 @@ import cv2
 import numpy as np
 
 from denoise.core.atomic import atomic_directory
-from denoise.core.config import STILL_FOLDERS
 from denoise.core.errors import DataError
+from denoise.core.schema import STILL_FOLDERS
 
 PHOTOS_FOLDER, WALLPAPERS_FOLDER = STILL_FOLDERS
 MIN_TILE_STD = 0.04  # 0-1 scale

@@ -12,7 +12,8 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from denoise.core.config import BASELINE_METHODS, Evaluate
+from denoise.core.config import Evaluate
+from denoise.core.schema import BASELINE_METHODS
 from denoise.evaluation.scoring import BatchDenoiser, per_image
 
 Denoiser = Callable[[np.ndarray, float], np.ndarray]

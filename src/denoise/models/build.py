@@ -17,8 +17,8 @@ import numpy as np
 from keras import ops
 
 from denoise.core.architectures import ARCHITECTURES
-from denoise.core.config import Train
 from denoise.core.errors import ModelError
+from denoise.core.train_config import Train
 
 # Every architecture module, so that their custom layers are registered for load_model.
 from denoise.models import dense_ae, dncnn, drunet, fastdvdnet, ffdnet, paper_cae  # noqa: F401

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from denoise.core.config import Train, Variant
+from denoise.core.train_config import Train, Variant
 
 
 def _identity_patch_kernel(patch: int, channels: int) -> np.ndarray:

@@ -7,7 +7,7 @@ from typing import Any
 import keras
 from keras import layers
 
-from denoise.core.config import Train, Variant
+from denoise.core.train_config import Train, Variant
 
 
 def _conv_stack(features: Any, depth: int, width: int, batch_norm: bool) -> Any:

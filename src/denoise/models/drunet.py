@@ -8,7 +8,7 @@ from typing import Any
 import keras
 from keras import layers
 
-from denoise.core.config import Train, Variant
+from denoise.core.train_config import Train, Variant
 
 
 def _residual_block(features: Any, width: int, name: str) -> Any:

@@ -18,7 +18,7 @@ from typing import Any
 import keras
 from keras import layers
 
-from denoise.core.config import Train, Variant
+from denoise.core.train_config import Train, Variant
 from denoise.models.drunet import correction_head, unet
 
 CHANNELS = 3  # RGB per frame

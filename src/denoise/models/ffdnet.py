@@ -7,7 +7,7 @@ from typing import Any
 import keras
 from keras import layers, ops
 
-from denoise.core.config import Train, Variant
+from denoise.core.train_config import Train, Variant
 from denoise.models.dense_ae import AveragePatches, ExtractPatches
 from denoise.models.dncnn import _conv_stack
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from denoise.core.config import Train, Variant
+from denoise.core.train_config import Train, Variant
 
 
 def paper_cae(channels: int = 3, input_size: int | None = None) -> keras.Model:

@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 
 from denoise.core.atomic import atomic_path
-from denoise.core.config import INIT_PRETRAINED, Apply, Params
+from denoise.core.config import Apply, Params
 from denoise.core.errors import InputError, NotRegisteredError, VideoError
 from denoise.core.locations import tracking_uri
 from denoise.core.progress import progress
+from denoise.core.schema import INIT_PRETRAINED
 from denoise.core.temporal import channel_windows
 from denoise.data import container
 from denoise.data.video import (

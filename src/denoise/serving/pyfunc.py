@@ -17,14 +17,12 @@ from typing import Any
 import numpy as np
 from mlflow.pyfunc import PythonModel
 
-from denoise.core.config import Apply
+from denoise.core.config import default_params
 from denoise.core.temporal import as_channels
 from denoise.serving.tiling import denoise_batch, denoise_image
 
 KERAS_ARTIFACT = "keras_model"  # key in context.artifacts: the .keras file
 BACKEND_KEY = "keras_backend"  # in model_config and the MLmodel metadata: what trained it
-# What a model logged without some apply key (an older version) serves with: params' defaults.
-TILING_DEFAULTS = dataclasses.asdict(Apply())
 
 
 class DenoiserModel(PythonModel):
@@ -43,7 +41,9 @@ class DenoiserModel(PythonModel):
         from denoise.core import runtime
 
         runtime.configure()
-        config = {**TILING_DEFAULTS, **(context.model_config or {})}
+        # A model logged without some apply key (an older version): the shipped params'.
+        defaults = dataclasses.asdict(default_params().apply)
+        config = {**defaults, **(context.model_config or {})}
         # The backend it was trained on where this environment has it, else one it has.
         trained_on = config.get(BACKEND_KEY)
         chosen = runtime.choose_keras_backend(trained_on)

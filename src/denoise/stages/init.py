@@ -1,9 +1,9 @@
 """init stage: each model's starting point, as files DVC tracks: its settings and weights.
 
 For every model to train, paths.init/<model>.json holds the settings its training reads
-(Params.training_settings) and, when the model names init_from, what that resolved to (the
-shipped model, a file, or a registry version) with the SHA-256 of the starting weights, which
-are copied byte for byte to paths.init/<model>.keras. DVC runs this stage every time
+(training.settings.training_settings) and, when the model names init_from, what that resolved
+to (the shipped model, a file, or a registry version) with the SHA-256 of the starting weights,
+which are copied byte for byte to paths.init/<model>.keras. DVC runs this stage every time
 (always_changed); train@<model> depends on <model>.json alone, so a new champion or a change to
 one model's settings reruns that model's training, and an unchanged one nothing. dvc.lock shows
 which version training started from. A source whose layers do not match the model stops here,
@@ -19,14 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from denoise.core.atomic import atomic_directory, write_json
-from denoise.core.config import INIT_CHAMPION, INIT_PRETRAINED, Params
+from denoise.core.config import Params
 from denoise.core.errors import ConfigError, ModelError, NotRegisteredError
 from denoise.core.locations import init_file, tracking_uri
+from denoise.core.schema import INIT_CHAMPION, INIT_PRETRAINED
 from denoise.data.extract import file_sha256
 from denoise.models.build import build_model, load_model, start_from
 from denoise.models.pretrained import pretrained_model_path
 from denoise.serving.load import default_model_uri, download_keras
 from denoise.tracking.runs import stage
+from denoise.training.settings import model_init_from, training_settings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +69,7 @@ def resolve(name: str, params: Params, directory: Path) -> Resolved | None:
     temporal model's champion is the video champion (register.video_model_name); there is no
     shipped video model, so without a matching one it starts from scratch (None).
     """
-    source = params.train.init_from(name)
+    source = model_init_from(params.train, name)
     key = f"train.profiles.{params.train.profile}.per_model.{name}.init_from"
     if source == INIT_PRETRAINED:
         resolved = _pretrained()
@@ -115,19 +117,19 @@ def run(params: Params) -> InitSummary:
         ):
             for name in params.train.models:
                 start, resolved = None, None
-                if params.train.init_from(name) is not None:
+                if model_init_from(params.train, name) is not None:
                     resolved = resolve(name, params, Path(downloads) / name)
                 if resolved is not None:
                     weights = staging / init_file(params, name, ".keras").name
                     shutil.copyfile(resolved.path, weights)
                     start = sources[name] = {
-                        "init_from": params.train.init_from(name),
+                        "init_from": model_init_from(params.train, name),
                         "resolved": resolved.description,
                         "sha256": file_sha256(weights),
                     }
                 write_json(
                     staging / init_file(params, name).name,
-                    {"settings": params.training_settings(name), "init": start},
+                    {"settings": training_settings(params, name), "init": start},
                 )
         tracker.log_to_parent(summary={"sources": sources})
     return InitSummary(sources)

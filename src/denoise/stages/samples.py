@@ -50,7 +50,7 @@ def build_stills(params: Params) -> dict[str, str]:
     """Build each train-only still folder samples.stills names under paths.raw (those present
     are kept): folder -> what it holds."""
     raw_dir = Path(params.paths.raw)
-    stills = {}
+    stills: dict[str, str] = {}
     for folder in params.samples.stills:
         target = raw_dir / folder
         if target.is_dir():

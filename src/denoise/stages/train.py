@@ -24,6 +24,7 @@ from denoise.tracking.models import INIT_TAG, log_trained_model
 from denoise.tracking.runs import log_epoch, log_frames_inputs, stage
 from denoise.training.distribution import data_parallel
 from denoise.training.loop import _write_history, summarise, train_model
+from denoise.training.settings import model_init_from
 from denoise.training.stream import ClipStream, PatchStream, clip_validation
 
 
@@ -54,7 +55,7 @@ class TrainSummary:
 def _init_weights(params: Params, name: str) -> tuple[Path | None, str]:
     """The starting weights the init stage resolved for `name`, and what they are in words;
     (None, "") when it trains from scratch (no init_from)."""
-    if params.train.init_from(name) is None:
+    if model_init_from(params.train, name) is None:
         return None, ""
     weights = init_file(params, name, ".keras")
     try:
@@ -96,7 +97,7 @@ def _train(
             tags = {"denoise.model": name, INIT_TAG: described}
             with (
                 tracker.child(name, tags=tags, system_metrics=True) as run_id,
-                data_parallel(params.train.budget(name).batch_size),  # every device of the node
+                data_parallel(params.train.batch_size),  # every device of the node
             ):
                 clips = stream.clips if isinstance(stream, ClipStream) else None
                 log_frames_inputs(params, manifest, clips)

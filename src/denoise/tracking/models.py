@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from denoise.core.config import Apply, Params
+from denoise.core.config import Params, default_params
 from denoise.core.errors import ModelError
 from denoise.models.pretrained import PRETRAINED_DIR
 from denoise.serving.pyfunc import BACKEND_KEY, KERAS_ARTIFACT, DenoiserModel
@@ -52,7 +52,7 @@ def log_denoiser(
     Call it inside an active run (mlflow.start_run): the model is logged to that run under
     `name`, so runs:/<run id>/<name> and the returned ModelInfo.model_uri (models:/m-...) both
     load it; registered_model_name also registers it as a new version. Tiling comes from the
-    arguments, else params.apply, else the Apply defaults; it is stored as model_config,
+    arguments, else params.apply, else the shipped params.yaml's; it is stored as model_config,
     with apply.self_ensemble.
     The signature is float32 (-1, -1, -1, 3) in and out (any batch, height and width), with a
     2x16x16x3 input example; a temporal model's (window > 1) input is (-1, window, -1, -1, 3)
@@ -71,7 +71,7 @@ def log_denoiser(
     keras_path = Path(keras_path)
     if not keras_path.is_file():
         raise ModelError(f"{keras_path}: no such model file; run `denoise train` first")
-    config = params.apply if params is not None else Apply()
+    config = (params or default_params()).apply
     model_config = {
         "tile_size": tile_size if tile_size is not None else config.tile_size,
         "overlap": overlap if overlap is not None else config.overlap,

@@ -24,17 +24,20 @@ import keras
 import numpy as np
 
 from denoise.core.atomic import atomic_path, write_json
-from denoise.core.config import Params, Profile
+from denoise.core.config import Params
 from denoise.core.errors import TrainingError
 from denoise.core.images import triptych
 from denoise.core.metrics import ssim
+from denoise.core.train_config import Profile
 from denoise.data.extract import file_sha256
 from denoise.models.build import build_model, count_parameters, load_model, start_from
 from denoise.models.build import psnr as psnr_metric  # the Keras metric (val_psnr)
 from denoise.models.precision import at_precision, dtype_policy, resolve_precision
 from denoise.training.noise import denoiser, with_training_noise
+from denoise.training.settings import model_budget, training_noise
 from denoise.training.stream import ClipStream, PatchStream
 
+DENSE_KEYS = ("patch", "stride", "hidden", "code")  # dense_ae's train.dense_* settings
 HISTORY_FIELDS = ("epoch", "loss", "val_loss", "val_psnr", "val_ssim", "seconds")
 EPOCH_METRICS = ("loss", "val_loss", "val_psnr", "val_ssim")
 # Called after every epoch with (epoch, metrics, triptychs of the first validation frames).
@@ -191,15 +194,10 @@ def fingerprint(
         "model": name,
         "seed": params.seed,
         "spec": dataclasses.asdict(spec),
-        "dense": [
-            params.train.dense_patch,
-            params.train.dense_stride,
-            params.train.dense_hidden,
-            params.train.dense_code,
-        ],
-        "profile": dataclasses.asdict(params.train.budget(name)),
+        "dense": [getattr(params.train, f"dense_{key}") for key in DENSE_KEYS],
+        "profile": dataclasses.asdict(model_budget(params.train, name)),
         "init": file_sha256(init) if init is not None else None,
-        "noise": dataclasses.asdict(params.training_noise(name)),
+        "noise": dataclasses.asdict(training_noise(params, name)),
         "manifest": file_sha256(stream.manifest),
         "validation": hashlib.sha256(validation.tobytes()).hexdigest(),
         "keras": keras.__version__,
@@ -281,7 +279,7 @@ def train_model(
     inside training.distribution.data_parallel to train on every device of the node.
     """
     config = params.train
-    budget = config.budget(name)
+    budget = model_budget(config, name)
     expected = fingerprint(name, params, stream, validation[0], init)
     _make_deterministic(params.seed)
     state = _load_state(checkpoint_dir, expected)
@@ -294,7 +292,7 @@ def train_model(
             network = build_model(name, config)
             if init is not None:
                 start_from(network, load_model(init), name, str(init))
-            model = with_training_noise(network, params.training_noise(name), params.seed)
+            model = with_training_noise(network, training_noise(params, name), params.seed)
         model.compile(optimizer=make_optimizer(budget), loss="mse", metrics=[psnr_metric])
         # Epoch 0's model: what a divergence in the first epoch rolls back to (state.json,
         # which a resume needs as well, comes with the first epoch or rollback).
@@ -378,9 +376,9 @@ def summarise(
         "architecture": params.train.spec(name).architecture,
         "profile": params.train.profile,
         "precision": resolve_precision(params.train.active.precision),
-        "schedule": params.train.budget(name).schedule,
-        "learning_rate": params.train.budget(name).learning_rate,
-        "noise": dataclasses.asdict(params.training_noise(name)),
+        "schedule": model_budget(params.train, name).schedule,
+        "learning_rate": model_budget(params.train, name).learning_rate,
+        "noise": dataclasses.asdict(training_noise(params, name)),
         "patch_size": stream.patch,
         "batch_size": stream.batch_size,
         "epochs": state.epochs_done,
@@ -391,7 +389,7 @@ def summarise(
         "train_seconds": state.seconds,
         # every epoch trained counts, the undone ones too: they took time as well
         "train_patches_per_second": (state.epochs_done + len(state.rollbacks) + state.diverged)
-        * params.train.budget(name).steps_per_epoch
+        * model_budget(params.train, name).steps_per_epoch
         * stream.batch_size
         / max(state.seconds, 1e-9),
         "rollbacks": state.rollbacks,

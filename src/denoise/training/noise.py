@@ -21,9 +21,9 @@ from typing import Any
 import keras
 from keras import ops
 
-from denoise.core.config import TrainNoise
 from denoise.core.errors import ConfigError
 from denoise.core.temporal import REFLECTED_FRAME
+from denoise.core.train_config import TrainNoise
 
 
 def _poisson(lam: Any, seed: Any) -> Any:
