@@ -21,8 +21,8 @@ from repository import build_repository, commit, sh
 from servers import start_mlflow_server, stop
 
 from denoise.stages.register import Decision, decide
-from flows.pipeline import STAGES as STAGE_GROUPS
-from flows.pipeline import champion_moves, expand
+from flows.pipeline import champion_moves
+from flows.stages import read_stages
 
 pytestmark = pytest.mark.slow
 EXPERIMENT = "denoise"
@@ -100,7 +100,7 @@ def test_a_pipeline_run_is_tracked_and_registered(
         for run in runs
         if "mlflow.parentRunId" not in run.data.tags
     }
-    stages = expand(STAGE_GROUPS, ["paper_cae"])  # the one model these params train
+    stages = read_stages(repository).expand(["paper_cae"])  # the one model these params train
     # preflight checks the tracking server before anything logs; it opens no run.
     assert set(flat) == set(stages) - {"preflight"}, "one flat run per stage"
     for stage, run in flat.items():

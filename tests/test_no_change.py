@@ -20,25 +20,19 @@ from denoise.tracking import store
 HEAVY = ("tensorflow", "keras", "mlflow", "great_expectations", "pandas")
 
 
-def _denoise(root: Path, command: str) -> tuple[str, set[str]]:
-    """`denoise <command>` in root: its output and the top-level packages it imported."""
+def imported_by(root: Path, command: str, env: dict[str, str] | None = None) -> set[str]:
+    """The top-level packages `denoise <command>` imports, run in root."""
     result = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "denoise", command],
         cwd=root,
         capture_output=True,
         text=True,
         timeout=600,
-        # A store of its own: a RUNNING run in it (another test's) takes MLflow's path.
-        env={
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(sys.path),
-            "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-        },
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), **(env or {})},
     )
     assert result.returncode == 0, result.stdout + result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith("import time:")]
-    imported = {line.split("|")[-1].strip().split(".")[0] for line in lines}
-    return result.stdout, imported
+    return {line.split("|")[-1].strip().split(".")[0] for line in lines}
 
 
 def _contents(folder: Path) -> dict[str, bytes]:
@@ -49,19 +43,21 @@ def test_preflight_and_init_load_nothing_heavy_when_nothing_changed(
     params: Params, tmp_path: Path
 ) -> None:
     write_params(params, tmp_path / "params.yaml")
-    _denoise(tmp_path, "preflight")
-    _denoise(tmp_path, "init")
+    # A store of its own: a RUNNING run in it (another test's) would take MLflow's path.
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    imported_by(tmp_path, "preflight", env)
+    imported_by(tmp_path, "init", env)
     written = _contents(Path(params.paths.init))
 
     for command in ("preflight", "init"):
-        _, imported = _denoise(tmp_path, command)
-        assert not imported & set(HEAVY), f"denoise {command} imported {imported & set(HEAVY)}"
+        heavy = imported_by(tmp_path, command, env) & set(HEAVY)
+        assert not heavy, f"denoise {command} imported {heavy}"
     assert _contents(Path(params.paths.init)) == written
 
     # A changed setting is written: the training of that model reruns.
     changed = dataclasses.replace(params, seed=params.seed + 1)
     write_params(changed, tmp_path / "params.yaml")
-    _denoise(tmp_path, "init")
+    imported_by(tmp_path, "init", env)
     assert _contents(Path(params.paths.init)) != written
 
 
