@@ -1,4 +1,5 @@
-"""The DVC stages as the flows run them, and DVC run with the project's environment."""
+"""The DVC stages as the flows run them (dvc.yaml lists them), and DVC run with the
+project's environment."""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ def read_stages(root: Path) -> Stages:
     stages = yaml.safe_load((root / DVC_YAML).read_text())["stages"]
     per_model = [name for name, stage in stages.items() if "foreach" in stage]
     if len(per_model) != 1:
-        raise StageFailed(f"{root / DVC_YAML}: one foreach stage (per model) expected")
+        raise ValueError(f"{root / DVC_YAML}: one foreach stage (per model) expected")
     return Stages(tuple(stages), per_model[0])
 
 
