@@ -118,7 +118,10 @@ def measure(folder: Path, jobs: int, epochs: int, steps: int) -> dict[str, Any]:
     with served(root, jobs) as env:
         started = time.monotonic()
         subprocess.run(
-            [sys.executable, "-m", "flows.pipeline", "--fan-out"], cwd=root, env=env, check=True
+            [sys.executable, "-m", "flows.pipeline", '{"fan_out": true}'],
+            cwd=root,
+            env=env,
+            check=True,
         )
         flow_seconds = time.monotonic() - started
         runs = _job_runs(env)

@@ -40,15 +40,12 @@ from denoise import workspace
 from denoise.core.config import load_params
 from denoise.core.locations import tracking_uri
 from denoise.tracking.runs import PARENT_RUN_ENV
-from flows.stages import PER_MODEL, STAGES, StageFailed, run_dvc
+from flows.stages import StageFailed, read_stages, run_dvc
 
 JOB_FLOW = "denoise-train-model"
 DEPLOYMENT = f"{JOB_FLOW}/train-model"
 # Where jobs make their clones (default: the system's temporary folder).
 JOBS_DIR_ENV = "DENOISE_JOBS_DIR"
-# The stages whose outputs a job pulls: those before training but the preflight check, whose
-# report (not cached) comes with the job's parameters.
-UPSTREAM = STAGES[1 : STAGES.index(PER_MODEL)]
 # Committed code the jobs run: an edit here would make a job's stage differ from the pipeline's.
 CODE = ("src", "flows")
 
@@ -90,19 +87,20 @@ def job_parameters(root: Path, tracking_run_id: str | None) -> dict[str, Any]:
     }
 
 
-@task(name="train-on-pool", task_run_name="train@{model} on the pool", cache_policy=NO_CACHE)
-def train_on_pool(model: str, job: dict[str, Any]) -> str:
-    """Run the train-model deployment for model and wait for it; its flow run's id."""
+@task(name="train-on-pool", task_run_name="{stage} on the pool", cache_policy=NO_CACHE)
+def train_on_pool(stage: str, job: dict[str, Any]) -> str:
+    """Run the train-model deployment for stage (<per-model stage>@<model>) and wait for it;
+    its flow run's id."""
     run = run_deployment(
         DEPLOYMENT,
-        parameters={"model": model, **job},
-        flow_run_name=f"{PER_MODEL}@{model}",
+        parameters={"model": stage.split("@", 1)[1], **job},
+        flow_run_name=stage,
         poll_interval=2,
     )
     if run.state is None or not run.state.is_completed():
         state = run.state.name if run.state else "no state"
         message = run.state.message if run.state else ""
-        raise StageFailed(f"{PER_MODEL}@{model} on the pool ended {state}: {message}")
+        raise StageFailed(f"{stage} on the pool ended {state}: {message}")
     return str(run.id)
 
 
@@ -140,11 +138,14 @@ def train_model(
             return output
 
         dvc("remote", "add", "--local", "--default", "--force", "pipeline", remote)
-        dvc("pull", *UPSTREAM)
+        # The outputs of the stages before training; the checks' report (not cached) came with
+        # the job's files.
+        stages = read_stages(clone)
+        dvc("pull", *stages.before_training())
         env = {"MLFLOW_TRACKING_URI": tracking_uri}
         if parent_run_id:
             env[PARENT_RUN_ENV] = parent_run_id
-        output = dvc("repro", "--pull", "--single-item", f"{PER_MODEL}@{model}", env=env)
+        output = dvc("repro", "--pull", "--single-item", f"{stages.per_model}@{model}", env=env)
         with contextlib.chdir(clone):  # DVC's run cache reads stages relative to the cwd
             pushed = workspace.push(clone)
         logger.info("%s\nrun cache: %d more objects sent", pushed.output, pushed.sent)

@@ -2,8 +2,9 @@
 
 Prefect wiring only. Each stage task runs `dvc repro --single-item <stage>`, so DVC decides
 from content hashes whether the stage must run, records every run in dvc.lock, and the stage
-itself runs `denoise <stage>`. Run it with `denoise run` or `python -m flows.pipeline`; with no
-PREFECT_API_URL set, Prefect starts a temporary local server for the run (ephemeral mode).
+itself runs `denoise <stage>`; the stages and their order are dvc.yaml's. Run it with
+`denoise run` (or `python -m flows.pipeline`, main() below); with no PREFECT_API_URL set,
+Prefect starts a temporary local server for the run (ephemeral mode).
 
 On a worker (the `scheduled-retrain` deployment in prefect.yaml, docs/orchestration.md) the flow
 also checks out the configured branch, `dvc pull`s before the stages, `dvc push`es after them and
@@ -12,7 +13,6 @@ commits dvc.lock with the git-tracked reports to a results branch, never to the 
 
 from __future__ import annotations
 
-import argparse
 import base64
 import contextlib
 import json
@@ -36,7 +36,7 @@ from denoise.core.markdown import markdown_table
 from denoise.serving.load import ALREADY_CHAMPION
 from denoise.tracking.runs import PARENT_RUN_ENV, close_pipeline_run, configure, open_pipeline_run
 from flows import fanout
-from flows.stages import PER_MODEL, STAGES, StageFailed, expand, run_dvc
+from flows.stages import StageFailed, read_stages, run_dvc
 
 ARTIFACT_KEY = "denoise-metrics"
 FLOW_NAME = "denoise-pipeline"
@@ -276,10 +276,11 @@ def denoise_pipeline(
         track_raw_data(project, params.paths.raw)
         dvc_transfer("pull", project)
     track_raw_data(project, params.paths.raw)
-    first, *rest = expand(STAGES, params.train.models)
+    stages = read_stages(project)
+    first, *rest = stages.expand(params.train.models)
     results: list[dict[str, Any]] = [run_stage(first, project, None, pull)]
     tracking_run_id = open_tracking_run(project)
-    trains = [stage for stage in rest if stage.startswith(f"{PER_MODEL}@")]
+    trains = [stage for stage in rest if stage.startswith(f"{stages.per_model}@")]
     for stage in rest:
         try:
             if fan_out and stage == trains[0]:
@@ -311,7 +312,7 @@ def train_on_the_pool(root: Path, stages: list[str], tracking_run_id: str | None
         return
     job = fanout.job_parameters(root, tracking_run_id)
     dvc_transfer("push", root)
-    futures = [fanout.train_on_pool.submit(stage.split("@", 1)[1], job) for stage in pending]
+    futures = [fanout.train_on_pool.submit(stage, job) for stage in pending]
     for future in futures:
         future.wait()
     for future in futures:
@@ -344,29 +345,16 @@ def check_prefect(settings: Services) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Run the denoise-pipeline flow.")
-    parser.add_argument("--root", default=".", help="the DVC project (default: here)")
-    parser.add_argument("--pull", action="store_true", help="dvc pull before the stages")
-    parser.add_argument("--push", action="store_true", help="dvc push after the stages")
-    parser.add_argument("--branch", help="git branch to check out first")
-    parser.add_argument("--results-branch", help="git branch that receives dvc.lock and reports")
-    parser.add_argument(
-        "--fan-out", action="store_true", help="train each model as its own run on the pool"
-    )
-    arguments = parser.parse_args()
+    """`python -m flows.pipeline ['{"pull": true, ...}']`: the flow, called with the keyword
+    arguments in the JSON object (none: its defaults). `denoise run` passes its options so: the
+    flow's signature is their one definition, as it is for the deployments (prefect.yaml)."""
+    options = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
     try:  # before the flow: an unreachable API would fail its first call only after retries
-        check_prefect(load_params(Path(arguments.root) / "params.yaml").services)
+        check_prefect(load_params(Path(options.get("root", ".")) / "params.yaml").services)
     except ServiceError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(workspace.SERVICE_CHECK_EXIT)
-    denoise_pipeline(
-        root=arguments.root,
-        pull=arguments.pull,
-        push=arguments.push,
-        branch=arguments.branch,
-        results_branch=arguments.results_branch,
-        fan_out=arguments.fan_out,
-    )
+    denoise_pipeline(**options)
 
 
 if __name__ == "__main__":

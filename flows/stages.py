@@ -1,7 +1,9 @@
-"""The DVC stages as the flows run them, and DVC run with the project's environment."""
+"""The DVC stages as the flows run them (dvc.yaml lists them), and DVC run with the
+project's environment."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -9,11 +11,46 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-# The stages of dvc.yaml, in order (tests/test_consistency.py keeps the two in step). The first
-# checks params, inputs and the tracking server before any stage deletes an output. PER_MODEL
-# is a foreach stage: one train@<model> per model of train.models.
-STAGES = ("preflight", "extract", "noise", "validate", "init", "train", "evaluate", "register")
-PER_MODEL = "train"
+import yaml
+
+DVC_YAML = "dvc.yaml"
+
+
+@dataclasses.dataclass(frozen=True)
+class Stages:
+    """The stages of a project's dvc.yaml, in file order: that file is their one list.
+
+    per_model: the `foreach` stage, which DVC runs once per model of train.models, as
+    <per_model>@<model>. The first stage checks params, inputs and the tracking server before
+    any stage deletes an output.
+    """
+
+    names: tuple[str, ...]
+    per_model: str
+
+    def expand(self, models: list[str]) -> list[str]:
+        """The stages to run in order, as DVC names them: per_model as <per_model>@<model>
+        for each of models (a foreach over a list)."""
+        return [
+            item
+            for name in self.names
+            for item in (
+                [f"{name}@{model}" for model in models] if name == self.per_model else [name]
+            )
+        ]
+
+    def before_training(self) -> tuple[str, ...]:
+        """The stages between the first (the checks) and per_model."""
+        return self.names[1 : self.names.index(self.per_model)]
+
+
+def read_stages(root: Path) -> Stages:
+    """The stages of root/dvc.yaml."""
+    stages = yaml.safe_load((root / DVC_YAML).read_text())["stages"]
+    per_model = [name for name, stage in stages.items() if "foreach" in stage]
+    if len(per_model) != 1:
+        raise ValueError(f"{root / DVC_YAML}: one foreach stage (per model) expected")
+    return Stages(tuple(stages), per_model[0])
 
 
 class StageFailed(RuntimeError):
@@ -45,12 +82,3 @@ def run_dvc(
             echo(line)
         lines.append(line)
     return process.wait(), "".join(lines)
-
-
-def expand(stages: tuple[str, ...], models: list[str]) -> list[str]:
-    """The stages to run in order, PER_MODEL as train@<model> for each of models."""
-    return [
-        item
-        for name in stages
-        for item in ([f"{name}@{model}" for model in models] if name == PER_MODEL else [name])
-    ]

@@ -17,14 +17,13 @@ from pathlib import Path
 from conftest import PROJECT_ROOT, TINY_MODELS, tiny_params, write_params, write_tiny_video
 
 from denoise.core.config import Params
-from flows.pipeline import STAGES as STAGE_GROUPS
-from flows.pipeline import expand
+from flows.stages import read_stages
 
 BIN = Path(sys.executable).parent
 COPIED_FILES = ("dvc.yaml", ".gitignore", ".dvcignore", ".dvc/config", "prefect.yaml")
 COPIED_FOLDERS = ("flows", "src/denoise", "infra")
 # The stages of a repository built with tiny params, in order: train@<model> for each model.
-STAGES = expand(STAGE_GROUPS, TINY_MODELS)
+STAGES = read_stages(PROJECT_ROOT).expand(TINY_MODELS)
 
 
 def sh(

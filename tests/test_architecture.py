@@ -30,17 +30,19 @@ def _module_file(module: str) -> Path:
 
 
 def _cli_imports(command: str) -> set[str]:
-    """The denoise modules cli.py imports at its top and inside the command's function (the
-    other commands' lazy imports do not run)."""
-    tree = ast.parse((SOURCE / "denoise" / "cli.py").read_text())
-    nodes: list[ast.stmt] = [
-        node for node in tree.body if isinstance(node, ast.Import | ast.ImportFrom)
-    ]
-    for node in tree.body:
-        if isinstance(node, ast.FunctionDef) and node.name == command:
-            nodes += [
-                inner for inner in ast.walk(node) if isinstance(inner, ast.Import | ast.ImportFrom)
-            ]
+    """The denoise modules the cli package's modules import at their top and inside the
+    command's function (the other commands' lazy imports do not run), the cli's own aside."""
+    nodes: list[ast.stmt] = []
+    for path in sorted((SOURCE / "denoise" / "cli").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        nodes += [node for node in tree.body if isinstance(node, ast.Import | ast.ImportFrom)]
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef) and node.name == command:
+                nodes += [
+                    inner
+                    for inner in ast.walk(node)
+                    if isinstance(inner, ast.Import | ast.ImportFrom)
+                ]
     modules = set()
     for node in nodes:
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("denoise"):
@@ -49,14 +51,15 @@ def _cli_imports(command: str) -> set[str]:
                 modules.add(candidate if _module_file(candidate).is_file() else node.module)
         elif isinstance(node, ast.Import):
             modules |= {alias.name for alias in node.names if alias.name.startswith("denoise")}
-    return modules
+    return {module for module in modules if module.split(".")[:2] != ["denoise", "cli"]}
 
 
 def _stage_command_modules(graph: grimp.ImportGraph, stage: str) -> set[str]:
-    """The modules `denoise <stage>` runs: cli.py, what it and the command import, all they
-    import in turn, and the packages that hold them (whose __init__ Python runs first)."""
+    """The modules `denoise <stage>` runs: the cli package, what it and the command import,
+    all they import in turn, and the packages that hold them (whose __init__ Python runs
+    first)."""
     roots = _cli_imports(stage)
-    modules = {"denoise.cli", *roots}
+    modules = {module for module in graph.modules if module.startswith("denoise.cli")} | roots
     for root in roots:
         modules |= graph.find_upstream_modules(root)
     packages = set()

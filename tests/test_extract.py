@@ -12,7 +12,8 @@ from conftest import write_params, write_tiny_video
 
 from denoise.core.config import Params, Split
 from denoise.core.errors import DataError
-from denoise.data.extract import assign_splits, list_sources, load_frames, load_manifest
+from denoise.data.extract import assign_splits, load_frames, load_manifest
+from denoise.data.sources import list_sources
 from denoise.data.video import IMAGE_SUFFIXES
 from denoise.stages.extract import run as run_extract
 

@@ -18,9 +18,11 @@ from denoise.core.config import Params
 from denoise.core.errors import ModelError
 from denoise.core.locations import init_file
 from denoise.core.train_config import DRUNet, ModelBudget, Variant
-from denoise.data.extract import file_sha256
+from denoise.data.sources import file_sha256
 from denoise.models.build import build_model, load_model, start_from
 from denoise.stages.init import run as run_init
+from denoise.stages.init import unchanged
+from denoise.tracking import store
 from denoise.training.settings import training_settings, with_active
 
 TINY_DRUNET = Variant(architecture="drunet", drunet=DRUNet(widths=[4, 8], blocks_per_level=1))
@@ -171,6 +173,7 @@ def test_champion_resolves_to_the_registered_file_or_else_the_shipped_model(
         assert run_init(shipped).sources["drunet_light"]["resolved"].startswith("pretrained")
         copied = Path(shipped.paths.init) / "drunet_light.keras"
         assert copied.read_bytes() == PRETRAINED_MODEL.read_bytes()
+        assert unchanged(shipped) == run_init(shipped), "still no champion: nothing to do"
 
         keras.utils.set_random_seed(3)
         champion_file = _saved(build_model("drunet_light", params.train), tmp_path / "c.keras")
@@ -178,8 +181,15 @@ def test_champion_resolves_to_the_registered_file_or_else_the_shipped_model(
             log_denoiser(champion_file, name="model", params=params, registered_model_name=name)
         client = mlflow.MlflowClient()
         client.set_registered_model_alias(name, CHAMPION, "1")
+        assert store.alias_version(uri, name, CHAMPION) == "1"
+        assert unchanged(shipped) is None, "a new champion is a change"
         resolved = run_init(shipped).sources["drunet_light"]["resolved"]
         assert resolved == f"models:/{name}@{CHAMPION} (version 1)"
+        assert copied.read_bytes() == champion_file.read_bytes()
+        assert unchanged(shipped) == run_init(shipped)
+        copied.write_bytes(PRETRAINED_MODEL.read_bytes())
+        assert unchanged(shipped) is None, "a file that changed is written again"
+        run_init(shipped)
         assert copied.read_bytes() == champion_file.read_bytes()
 
         paper = _saved(build_model("paper_cae", params.train), tmp_path / "p.keras")

@@ -22,8 +22,8 @@ from servers import start_mlflow_server, stop
 
 from denoise.tracking.aliases import Decision, decide
 from denoise.training.settings import with_active
-from flows.pipeline import STAGES as STAGE_GROUPS
-from flows.pipeline import champion_moves, expand
+from flows.pipeline import champion_moves
+from flows.stages import read_stages
 
 pytestmark = pytest.mark.slow
 EXPERIMENT = "denoise"
@@ -101,7 +101,7 @@ def test_a_pipeline_run_is_tracked_and_registered(
         for run in runs
         if "mlflow.parentRunId" not in run.data.tags
     }
-    stages = expand(STAGE_GROUPS, ["paper_cae"])  # the one model these params train
+    stages = read_stages(repository).expand(["paper_cae"])  # the one model these params train
     # preflight checks the tracking server before anything logs; it opens no run.
     assert set(flat) == set(stages) - {"preflight"}, "one flat run per stage"
     for stage, run in flat.items():

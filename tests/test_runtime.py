@@ -30,7 +30,7 @@ def test_the_command_line_sets_the_options_before_tensorflow_loads(
     if user_value is not None:
         env["TF_ENABLE_ONEDNN_OPTS"] = user_value
     probe = (
-        "import os, sys; from denoise.cli import main; main(); "
+        "import os, sys; from denoise.cli.base import main; main(); "
         "print('tensorflow' in sys.modules, os.environ['TF_ENABLE_ONEDNN_OPTS'])"
     )
     result = subprocess.run(

@@ -85,8 +85,13 @@ def write_text(target: str | Path, text: str) -> None:
         staging.write_text(text)
 
 
+def json_text(value: Any) -> str:
+    """value as the JSON text write_json writes."""
+    return json.dumps(value, indent=2, sort_keys=True, allow_nan=True) + "\n"
+
+
 def write_json(target: str | Path, value: Any) -> None:
-    write_text(target, json.dumps(value, indent=2, sort_keys=True, allow_nan=True) + "\n")
+    write_text(target, json_text(value))
 
 
 def is_disk_full(error: BaseException) -> bool:

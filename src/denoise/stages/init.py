@@ -8,27 +8,36 @@ which are copied byte for byte to paths.init/<model>.keras. DVC runs this stage 
 one model's settings reruns that model's training, and an unchanged one nothing. dvc.lock shows
 which version training started from. A source whose layers do not match the model stops here,
 before DVC deletes anything downstream.
+
+Running every time must cost little: when paths.init already holds what run would write (the
+same settings, the same files, alias versions unchanged in the store), unchanged() says so in
+about a second, loading neither Keras nor MLflow, and run leaves the files as they are.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from denoise.core.atomic import atomic_directory, write_json
+from denoise.core.atomic import atomic_directory, json_text, write_json
 from denoise.core.config import Params
 from denoise.core.errors import ConfigError, ModelError, NotRegisteredError
 from denoise.core.locations import init_file, tracking_uri
 from denoise.core.schema import INIT_CHAMPION, INIT_PRETRAINED
-from denoise.data.extract import file_sha256
-from denoise.models.build import build_model, load_model, start_from
+from denoise.data.sources import file_sha256
 from denoise.models.pretrained import pretrained_model_path
-from denoise.serving.load import default_model_uri, download_keras
+from denoise.serving.load import CHAMPION, default_model_uri, download_keras
+from denoise.tracking import store
 from denoise.tracking.runs import stage
 from denoise.training.settings import model_init_from, training_settings
+
+# A URI that names the same weights for ever: a run's artifact, or a registered version.
+_FIXED_URI = re.compile(r"^(runs:/.+|models:/[^@/]+/\d+)$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +65,8 @@ def _registered(uri: str, params: Params, directory: Path) -> Resolved:
 
 def _matches(name: str, params: Params, resolved: Resolved) -> None:
     """ModelError naming both architectures unless the file's layers match model `name`."""
+    from denoise.models.build import build_model, load_model, start_from  # Keras: seconds
+
     start_from(
         build_model(name, params.train), load_model(resolved.path), name, resolved.description
     )
@@ -106,9 +117,81 @@ def resolve(name: str, params: Params, directory: Path) -> Resolved | None:
     return resolved
 
 
+def _resolves_to(name: str, params: Params, recorded: str | None) -> str | None:
+    """What model `name`'s init_from resolves to now, in the words run records, found without
+    Keras or MLflow (tracking/store.py reads alias versions); store.Unknown when only the full
+    resolution can tell (such as a champion the record does not name: of another
+    architecture, or new). recorded: what the last run resolved it to."""
+    source = model_init_from(params.train, name)
+    if source is None:
+        return None
+    if source == INIT_PRETRAINED or (source != INIT_CHAMPION and source.endswith(".keras")):
+        return _pretrained().description if source == INIT_PRETRAINED else source
+    if _FIXED_URI.match(source):
+        return source
+    uri, alias = source, None
+    if source == INIT_CHAMPION:
+        uri, alias = default_model_uri(params, video=params.train.window(name) > 1), CHAMPION
+    elif source.startswith("models:/") and "@" in source:
+        alias = source.split("@", 1)[1]
+    if alias is None:  # such as models:/name/latest
+        raise store.Unknown(source)
+    version = store.alias_version(tracking_uri(params), uri[len("models:/") :].split("@")[0], alias)
+    if version is None and source == INIT_CHAMPION:  # no champion yet: the fallback
+        return None if params.train.window(name) > 1 else _pretrained().description
+    if version is None or recorded != f"{uri} (version {version})":
+        raise store.Unknown(f"{uri}: version {version}")
+    return recorded
+
+
+def _copied_from(source: str, resolved: str) -> Path | None:
+    """The file a model's starting weights are copied from: the shipped model or a named
+    .keras file; None for a registry version, whose files never change."""
+    if source.endswith(".keras") and resolved == source:
+        return Path(source)
+    return _pretrained().path if resolved == _pretrained().description else None
+
+
+def unchanged(params: Params) -> InitSummary | None:
+    """The summary of what paths.init holds when it is what run would write, else None; reads
+    params, the files and the store's alias versions, loads neither Keras nor MLflow."""
+    written: set[Path] = set()
+    sources: dict[str, dict[str, Any]] = {}
+    try:
+        for name in params.train.models:
+            settings = init_file(params, name)
+            recorded = json.loads(settings.read_text()).get("init")
+            start = None
+            resolved = _resolves_to(name, params, recorded and recorded.get("resolved"))
+            if resolved is not None:
+                weights = init_file(params, name, ".keras")
+                source = model_init_from(params.train, name)
+                start = sources[name] = {
+                    "init_from": source,
+                    "resolved": resolved,
+                    "sha256": file_sha256(weights),
+                }
+                copied = _copied_from(str(source), resolved)
+                if copied is not None and file_sha256(copied) != start["sha256"]:
+                    return None
+                written.add(weights)
+            expected = {"settings": training_settings(params, name), "init": start}
+            if settings.read_text() != json_text(expected):
+                return None
+            written.add(settings)
+        if set(Path(params.paths.init).iterdir()) != written:
+            return None
+    except (OSError, ValueError, ModelError, store.Unknown):
+        return None
+    return InitSummary(sources)
+
+
 def run(params: Params) -> InitSummary:
     """Write paths.init: <model>.json for each model to train, <model>.keras for each with
-    init_from."""
+    init_from; when it holds that already (the same settings and starting points), leave it."""
+    summary = unchanged(params)
+    if summary is not None:
+        return summary
     sources: dict[str, dict[str, Any]] = {}
     with stage(params, "init") as tracker:
         with (

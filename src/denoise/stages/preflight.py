@@ -18,7 +18,7 @@ from pathlib import Path
 
 from denoise.core.atomic import remove_stale, write_json
 from denoise.core.config import Params
-from denoise.data.extract import check_sources
+from denoise.data.sources import check_sources
 from denoise.tracking.runs import fail_abandoned_runs
 from denoise.tracking.server import check_server
 

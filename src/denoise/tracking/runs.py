@@ -29,6 +29,7 @@ import yaml
 from denoise.core import lifeline, locks, services
 from denoise.core.config import Params, params_to_dict
 from denoise.core.locations import tracking_uri
+from denoise.tracking import store
 
 PARENT_RUN_ENV = "DENOISE_MLFLOW_PARENT_RUN_ID"
 STAGE_TAG = "denoise.stage"
@@ -49,11 +50,17 @@ def _process_tags() -> dict[str, str]:
 def fail_abandoned_runs(params: Params) -> list[str]:
     """End FAILED every RUNNING run whose process on this host is gone (killed or crashed),
     tagged with why; return their ids. Runs opened on other hosts are left alone."""
+    host = socket.gethostname()
+    try:  # usually none is RUNNING here: tell without loading MLflow (seconds)
+        uri = tracking_uri(params)
+        if not store.has_running_runs(uri, params.tracking.experiment, HOST_TAG, host):
+            return []
+    except store.Unknown:
+        pass
     from mlflow.tracking import MlflowClient
 
     experiment_id = configure(params)
     client = MlflowClient()
-    host = socket.gethostname()
     abandoned = []
     for run in client.search_runs(
         [experiment_id],

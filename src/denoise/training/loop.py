@@ -29,7 +29,7 @@ from denoise.core.errors import TrainingError
 from denoise.core.images import triptych
 from denoise.core.metrics import ssim
 from denoise.core.train_config import Profile
-from denoise.data.extract import file_sha256
+from denoise.data.sources import file_sha256
 from denoise.models.build import build_model, count_parameters, load_model, start_from
 from denoise.models.build import psnr as psnr_metric  # the Keras metric (val_psnr)
 from denoise.models.precision import at_precision, dtype_policy, resolve_precision

@@ -1,0 +1,88 @@
+"""The inputs under paths.raw: which videos and still-image folders there are, and whether
+they open, read without pandas or Keras (the preflight stage checks them on every run)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+from denoise.core.config import Params
+from denoise.core.errors import DataError
+from denoise.data.video import IMAGE_SUFFIXES, can_read_image, probe
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """One input under paths.raw: a video file, or a folder of still images (`images`)."""
+
+    path: Path
+    images: tuple[Path, ...] = ()  # in name order; empty for a video
+
+
+def list_sources(raw_dir: Path) -> list[Source]:
+    """The videos and still-image folders under raw_dir, in name order.
+
+    Every non-hidden file (DVC's .dvc files excepted) whose suffix is an image type belongs to
+    its folder's still-image source; every other one is a video.
+    """
+    if not raw_dir.is_dir():
+        raise DataError(f"{raw_dir}: no such directory (run `denoise samples` or add videos)")
+    files = sorted(
+        path
+        for path in raw_dir.rglob("*")
+        if path.is_file()
+        and not any(part.startswith(".") for part in path.relative_to(raw_dir).parts)
+        and path.suffix != ".dvc"
+    )
+    if not files:
+        raise DataError(
+            f"{raw_dir}: no videos or image folders (run `denoise samples`, or copy a video or "
+            "a folder of images there)"
+        )
+    videos = [Source(path) for path in files if path.suffix.lower() not in IMAGE_SUFFIXES]
+    folders: dict[Path, list[Path]] = {}
+    for path in files:
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            if path.parent == raw_dir:
+                raise DataError(
+                    f"{path}: still images must be in a folder under {raw_dir} (one folder per "
+                    "series of photos), not directly in it"
+                )
+            folders.setdefault(path.parent, []).append(path)
+    stills = [Source(folder, tuple(images)) for folder, images in folders.items()]
+    return sorted(videos + stills, key=lambda source: source.path)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_sources(params: Params, open_files: bool = False) -> list[Source]:
+    """The sources under paths.raw, after checking that extract.train_only names only them.
+
+    open_files: also check that each video opens and each image has a decoder (headers only),
+    so a bad file is named before any stage deletes an output.
+    """
+    raw_dir = Path(params.paths.raw)
+    sources = list_sources(raw_dir)
+    names = {source.path.relative_to(raw_dir).as_posix() for source in sources}
+    for name in params.extract.train_only:
+        if name not in names:
+            raise DataError(
+                f"extract.train_only names {name!r}, which is not a video or image folder "
+                f"under {raw_dir} (sources: {', '.join(sorted(names)) or 'none'})"
+            )
+    for source in sources if open_files else []:
+        for image in source.images:
+            if not can_read_image(image):
+                raise DataError(
+                    f"{image}: not an image OpenCV can read (unknown format or corrupt)"
+                )
+        if not source.images:
+            probe(source.path)
+    return sources
