@@ -298,9 +298,9 @@ def test_kill_9_of_dvc_stops_the_trainer_and_restore_returns_the_last_state(
     run, trainer = _training(clone, store)
     os.kill(run.pid, signal.SIGKILL)
     run.wait()
-    started = time.monotonic()
-    _wait_gone(clone, "denoise train", 30)
-    assert time.monotonic() - started < 30
+    # The lifeline notices within a second, and a stopped stage exits at once after its line
+    # (about 2 s in all, docs/reliability.md): 20 s allows for a loaded machine.
+    _wait_gone(clone, "denoise train", 20)
     # The trainer ended its own runs FAILED on the way out.
     assert not _runs(store, f"attributes.status = 'RUNNING' and tags.`denoise.pid` = '{trainer}'")
     assert _runs(store, f"attributes.status = 'FAILED' and tags.`denoise.pid` = '{trainer}'")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -42,7 +44,16 @@ def _user_errors(command: Command) -> Command:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except (DenoiseError, StoppedError) as error:
+        except StoppedError as error:
+            # The stage's runs have ended FAILED on the way out. What remains of an ordinary
+            # exit (TensorFlow's and MLflow's threads, atexit hooks) took 20 s and more after
+            # the line: a stopped process leaves at once.
+            with contextlib.suppress(OSError):  # a killed parent takes the pipe with it
+                typer.echo(f"error: {error}", err=True)
+                sys.stdout.flush()
+                sys.stderr.flush()
+            os._exit(1)
+        except DenoiseError as error:
             message = str(error)
             if message.startswith(_KERAS_WRAPPED):  # raised inside a layer's call: unwrap
                 message = message.split("\n\n")[1]
