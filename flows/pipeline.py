@@ -29,7 +29,7 @@ from prefect.tasks import exponential_backoff
 
 from denoise import results_branch as branches
 from denoise import workspace
-from denoise.core import services
+from denoise.core import locks, services
 from denoise.core.config import Services, load_params
 from denoise.core.errors import ServiceError
 from denoise.core.markdown import markdown_table
@@ -261,8 +261,23 @@ def denoise_pipeline(
     branch: check it out (fetched first when the clone has a remote) before anything else.
     results_branch: commit the lineage there afterwards (pushed when there is a remote).
     fan_out: train each model in a flow run of its own on the work pool (flows/fanout.py).
+    One flow run per working tree: another running in it (`denoise run`, a worker's) is a
+    BusyError naming it, before anything changes.
     """
     project = Path(root).resolve()
+    with locks.pipeline_run(project, f"the {FLOW_NAME} flow"):
+        return _reproduce(project, pull, push, branch, results_branch, fan_out)
+
+
+def _reproduce(
+    project: Path,
+    pull: bool,
+    push: bool,
+    branch: str | None,
+    results_branch: str | None,
+    fan_out: bool,
+) -> list[dict]:
+    """The flow's body, holding the tree's pipeline lock."""
     if results_branch is not None:
         branches.check_results_branch(project, branch, results_branch)
     if branch is not None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import PROJECT_ROOT
 from servers import free_port
 
 from denoise.core import services
@@ -307,3 +308,63 @@ def test_pulling_from_a_remote_that_does_not_exist_fails_before_the_flow(tmp_pat
         f"error: DVC remote 'local' ({remote}): no such folder; "
         "push to it first, or point it elsewhere (DENOISE_DVC_REMOTE, make remote)"
     )
+
+
+_RUN_HOLDER = textwrap.dedent(
+    """
+    import os, subprocess, sys, time
+    from pathlib import Path
+    from denoise.core import locks
+
+    root = Path(sys.argv[1])
+    with locks.pipeline_run(root, "denoise run") as descriptor:
+        # The flow's process, as `denoise run` starts it: it inherits the lock, so taking it
+        # there is no refusal.
+        child = subprocess.run(
+            [sys.executable, "-c", "from pathlib import Path; import sys; "
+             "from denoise.core import locks; "
+             "ctx = locks.pipeline_run(Path(sys.argv[1]), 'the flow'); ctx.__enter__(); "
+             "print('inherited')", str(root)],
+            env={**os.environ, locks.RUN_LOCK_FD: str(descriptor)},
+            pass_fds=(descriptor,), capture_output=True, text=True,
+        )
+        print(child.stdout.strip() or child.stderr.strip(), flush=True)
+        print("holding", flush=True)
+        time.sleep(120)
+    """
+)
+
+
+def test_a_second_run_in_the_tree_refuses_at_once_naming_the_first(tmp_path: Path) -> None:
+    """`denoise run` takes the tree's pipeline lock before any check or change; the flow's
+    process it starts inherits it. A second run gets one line naming the first's pid."""
+    root = tmp_path / "project"
+    for folder in (".dvc", "flows", "data"):
+        (root / folder).mkdir(parents=True)
+    (root / "params.yaml").write_text((PROJECT_ROOT / "params.yaml").read_text())
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _RUN_HOLDER, str(root)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "inherited"
+        assert holder.stdout.readline().strip() == "holding"
+        before = sorted(str(path) for path in root.rglob("*"))
+        started = time.monotonic()
+        second = subprocess.run(
+            [sys.executable, "-m", "denoise", "run"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        seconds = time.monotonic() - started
+    finally:
+        holder.kill()
+        holder.wait()
+    assert second.returncode == 1 and "Traceback" not in second.stderr
+    (line,) = second.stderr.splitlines()
+    assert line.startswith("error: ") and f"in use by denoise run (pid {holder.pid})" in line
+    assert sorted(str(path) for path in root.rglob("*")) == before
+    # About 2 s, most of it the interpreter's start: 30 s allows for a loaded machine.
+    assert seconds < 30

@@ -14,7 +14,8 @@ import typer
 import yaml
 
 from denoise.cli.base import ParamsOption, _load, _user_errors, app
-from denoise.core.config import params_from_dict
+from denoise.core import locks
+from denoise.core.config import Params, params_from_dict
 from denoise.core.errors import DenoiseError
 from denoise.core.locations import tracking_uri
 from denoise.core.params_file import read_values, with_recipe
@@ -87,6 +88,22 @@ def run(
     for required in (".dvc", "flows"):
         if not Path(required).is_dir():
             raise DenoiseError(f"{Path.cwd()}: no {required}/ here; run from the project root")
+    # One run per tree, decided before anything is checked or changed: the flow's process
+    # inherits the lock, and holds it on if this one is killed.
+    with locks.pipeline_run(Path.cwd(), "denoise run") as descriptor:
+        _run_flow(context, config, pull, push, branch, fan_out, descriptor)
+
+
+def _run_flow(
+    context: typer.Context,
+    config: Params,
+    pull: bool,
+    push: bool,
+    branch: str | None,
+    fan_out: bool,
+    lock: int | None,
+) -> None:
+    """The checks before the flow, the flow in a process of its own, and its table."""
     # Before the flow starts: the DVC remote answers, and (unless a pull or another branch
     # brings them) the raw inputs open; the flow's process checks the Prefect API before its
     # first task, and its preflight stage checks again.
@@ -111,7 +128,10 @@ def run(
     }
     options = {name: value for name, value in context.params.items() if name != "params"}
     command = [sys.executable, "-m", "flows.pipeline", json.dumps(options)]
-    completed = subprocess.run(command, check=False, env=env)
+    if lock is not None:
+        env[locks.RUN_LOCK_FD] = str(lock)
+    passed = (lock,) if lock is not None else ()
+    completed = subprocess.run(command, check=False, env=env, pass_fds=passed)
     if completed.returncode == workspace.SERVICE_CHECK_EXIT:  # the Prefect API: line printed
         raise typer.Exit(1)
     if completed.returncode != 0:

@@ -18,11 +18,19 @@ from denoise.core.errors import BusyError
 LOCK_NAME = ".lock"
 
 
+# The pipeline's lock: one `denoise run` or flow run per working tree (in DVC's own ignored
+# temporary folder). A child that holds it by inheritance finds its descriptor in RUN_LOCK_FD.
+RUN_LOCK = Path(".dvc") / "tmp" / "denoise-run"
+RUN_LOCK_FD = "DENOISE_RUN_LOCK_FD"
+
+
 @contextlib.contextmanager
-def exclusive(folder: str | Path, holder: str) -> Iterator[None]:
+def exclusive(folder: str | Path, holder: str) -> Iterator[int]:
     """Hold folder's lock for the block; raise BusyError naming the holder's pid if taken.
 
-    holder: what takes it, for the other process's message (`denoise train`).
+    holder: what takes it, for the other process's message (`denoise train`). Yields the
+    lock's file descriptor: a child process given it (subprocess pass_fds) holds the lock on
+    for as long as it lives, whatever becomes of this process.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -39,9 +47,35 @@ def exclusive(folder: str | Path, holder: str) -> Iterator[None]:
             ) from None
         os.ftruncate(descriptor, 0)
         os.pwrite(descriptor, f"{holder} (pid {os.getpid()})\n".encode(), 0)
-        yield
+        yield descriptor
     finally:
         os.close(descriptor)
+
+
+@contextlib.contextmanager
+def pipeline_run(root: Path, holder: str) -> Iterator[int | None]:
+    """Hold the tree's pipeline lock (RUN_LOCK under root) for the block, unless this process
+    inherited it from the `denoise run` that started it (RUN_LOCK_FD names a descriptor it
+    holds); raise BusyError at once, naming the running process, when another holds it."""
+    inherited = os.environ.get(RUN_LOCK_FD, "")
+    if inherited.isdigit() and _holds(int(inherited), root / RUN_LOCK / LOCK_NAME):
+        yield None
+        return
+    with exclusive(root / RUN_LOCK, holder) as descriptor:
+        yield descriptor
+
+
+def _holds(descriptor: int, path: Path) -> bool:
+    """Whether descriptor is open on the lock file at path and its lock is this process's (a
+    descriptor of the same open file takes the lock again at once)."""
+    try:
+        opened, named = os.fstat(descriptor), os.stat(path)
+        if (opened.st_dev, opened.st_ino) != (named.st_dev, named.st_ino):
+            return False
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
 
 
 @contextlib.contextmanager
