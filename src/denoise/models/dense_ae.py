@@ -92,11 +92,8 @@ def dense_ae(
 
 
 def build(train: Train, spec: Variant, input_size: int | None = None) -> keras.Model:
-    """The builder core.architectures names, sized by train.dense_*."""
+    """The builder core.architectures names, sized by the spec's settings."""
+    settings = spec.settings
     return dense_ae(
-        train.dense_patch,
-        train.dense_stride,
-        train.dense_hidden,
-        train.dense_code,
-        input_size=input_size,
+        settings.patch, settings.stride, settings.hidden, settings.code, input_size=input_size
     )

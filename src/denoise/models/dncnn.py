@@ -54,6 +54,6 @@ def dncnn(
 
 
 def build(train: Train, spec: Variant, input_size: int | None = None) -> keras.Model:
-    """The builder core.architectures names, sized by the spec's dncnn settings."""
-    settings = spec.dncnn or train.dncnn
+    """The builder core.architectures names, sized by the spec's settings."""
+    settings = spec.settings
     return dncnn(settings.depth, settings.width, settings.batch_norm, input_size=input_size)

@@ -88,6 +88,6 @@ def correction_head(features: Any, channels: int) -> Any:
 
 
 def build(train: Train, spec: Variant, input_size: int | None = None) -> keras.Model:
-    """The builder core.architectures names, sized by the spec's drunet settings."""
-    settings = spec.drunet or train.drunet
+    """The builder core.architectures names, sized by the spec's settings."""
+    settings = spec.settings
     return drunet(tuple(settings.widths), settings.blocks_per_level, input_size=input_size)

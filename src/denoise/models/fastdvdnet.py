@@ -90,8 +90,8 @@ def fastdvdnet(
 
 
 def build(train: Train, spec: Variant, input_size: int | None = None) -> keras.Model:
-    """The builder core.architectures names, sized by the spec's fastdvdnet settings."""
-    settings = spec.fastdvdnet or train.fastdvdnet
+    """The builder core.architectures names, sized by the spec's settings."""
+    settings = spec.settings
     return fastdvdnet(
         settings.window,
         tuple(settings.widths),

@@ -80,8 +80,8 @@ def ffdnet(
 
 
 def build(train: Train, spec: Variant, input_size: int | None = None) -> keras.Model:
-    """The builder core.architectures names, sized by the spec's ffdnet settings."""
-    settings = spec.ffdnet or train.ffdnet
+    """The builder core.architectures names, sized by the spec's settings."""
+    settings = spec.settings
     return ffdnet(
         settings.depth,
         settings.width,
