@@ -101,5 +101,8 @@ def test_a_new_architecture_is_two_modules_and_a_row(tiny_net: str, tmp_path: Pa
     model.save(path)
     loaded = load_model(path)
     np.testing.assert_allclose(loaded.predict(noisy, verbose=0), model.predict(noisy, verbose=0))
+    # No keeps_float32 in its builder: its output stays float32, the convolutions go bfloat16.
     mixed = at_precision(loaded, "bfloat16")
     assert mixed.get_layer("denoised").dtype_policy.name == "float32"
+    convolutions = [layer for layer in mixed.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert {layer.dtype_policy.name for layer in convolutions} == {"mixed_bfloat16"}

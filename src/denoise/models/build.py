@@ -11,6 +11,7 @@ import importlib
 import math
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import keras
@@ -22,10 +23,15 @@ from denoise.core.errors import ModelError
 from denoise.core.train_config import Train
 
 
+def builder_module(architecture: str) -> ModuleType:
+    """The module of the architecture's builder (its row's "module:function"), imported."""
+    return importlib.import_module(ARCHITECTURES[architecture].builder.split(":")[0])
+
+
 def builder(architecture: str) -> Callable[..., keras.Model]:
-    """The build function the architecture's row names ("module:function"), imported."""
-    module, function = ARCHITECTURES[architecture].builder.split(":")
-    built: Callable[..., keras.Model] = getattr(importlib.import_module(module), function)
+    """The build function the architecture's row names ("module:function")."""
+    function = ARCHITECTURES[architecture].builder.split(":")[1]
+    built: Callable[..., keras.Model] = getattr(builder_module(architecture), function)
     return built
 
 
@@ -40,7 +46,7 @@ def load_model(path: str | Path) -> keras.Model:
     """A saved .keras model, uncompiled. Every row's builder module is imported first, which
     registers the custom layers it defines."""
     for architecture in ARCHITECTURES:
-        builder(architecture)
+        builder_module(architecture)
     return keras.models.load_model(path, compile=False)
 
 

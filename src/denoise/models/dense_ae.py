@@ -97,3 +97,9 @@ def build(train: Train, spec: Variant, input_size: int | None = None) -> keras.M
     return dense_ae(
         settings.patch, settings.stride, settings.hidden, settings.code, input_size=input_size
     )
+
+
+def keeps_float32(layer: keras.layers.Layer) -> bool:
+    """Whether the builder makes this layer float32 under any dtype policy (the last Dense and the
+    output): models.precision asks, to compute the rest in bfloat16."""
+    return layer.name in {"decode_2", "denoised"}
