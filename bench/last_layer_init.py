@@ -4,7 +4,7 @@ Usage (after `denoise extract`):  .venv/bin/python bench/last_layer_init.py [--s
     [--depth 10] [--width 32] [--batch 16] [--patch 48] [--sigma 25] [--params params.yaml]
     [--packed]
 
-Trains a DnCNN (params.train.dncnn's layout at --depth x --width) on random patches of the
+Trains a DnCNN (train.architectures.dncnn's layout at --depth x --width) on random patches of the
 training frames with Gaussian noise of --sigma, fixed seed, Adam 1e-3, and prints the batch
 loss every 20 steps for: batch norm with the last conv at zero (the builder's default), batch
 norm with the last conv at Keras' default Glorot-uniform initialisation, and no batch norm

@@ -44,10 +44,11 @@ import keras
 import numpy as np
 import pandas as pd
 
+from denoise.core.architectures import ARCHITECTURES
 from denoise.core.config import Params, load_params
 from denoise.core.errors import DataError
 from denoise.core.markdown import markdown_table
-from denoise.core.schema import BASELINE_METHODS, MODEL_NAMES, PRECISIONS
+from denoise.core.schema import BASELINE_METHODS, PRECISIONS
 from denoise.data.extract import load_manifest
 from denoise.evaluation.baselines import baseline
 from denoise.models.build import build_model, count_parameters, required_multiple
@@ -257,7 +258,7 @@ def model_names(params: Params) -> list[str]:
     """Every architecture, then the variants whose layer sizes differ (noise-only variants
     cost the same as their architecture)."""
     names, shapes = [], set()
-    for name in [*MODEL_NAMES, *params.train.variants]:
+    for name in [*ARCHITECTURES, *params.train.variants]:
         shape = repr(dataclasses.replace(params.train.spec(name), noise=None))
         if shape not in shapes:
             names.append(name)
@@ -393,7 +394,7 @@ def main() -> None:
         params = dataclasses.replace(
             params, train=with_active(params.train, precision=args.precision)
         )
-    known = [*MODEL_NAMES, *params.train.variants]
+    known = [*ARCHITECTURES, *params.train.variants]
     for name in train_models:
         if name not in known:
             parser.error(f"unknown model {name!r} (known: {', '.join(known)})")

@@ -16,6 +16,7 @@ import yaml
 
 from denoise.core import runtime
 from denoise.core.config import Params, load_params, params_to_dict
+from denoise.core.train_config import Train
 from denoise.training.settings import with_active
 
 runtime.configure()  # before any test imports keras: TensorFlow as `denoise` runs it
@@ -112,6 +113,11 @@ def write_dark_camera_video(path: Path, num_frames: int = 12, size: int = 32) ->
         writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     writer.release()
     return path
+
+
+def with_settings(train: Train, **settings: Any) -> Train:
+    """`train` with these architectures' settings (train.architectures.<name>) replaced."""
+    return dataclasses.replace(train, architectures={**train.architectures, **settings})
 
 
 def project_values(changes: dict[str, Any]) -> dict[str, Any]:

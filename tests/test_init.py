@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 from conftest import write_params
 
+from denoise.core.architecture_settings.drunet import DRUNet
 from denoise.core.config import Params
 from denoise.core.errors import ModelError
 from denoise.core.locations import init_file
-from denoise.core.train_config import DRUNet, ModelBudget, Variant
+from denoise.core.train_config import ModelBudget, Variant
 from denoise.data.sources import file_sha256
 from denoise.models.build import build_model, load_model, start_from
 from denoise.stages.init import run as run_init
@@ -25,7 +26,7 @@ from denoise.stages.init import unchanged
 from denoise.tracking import store
 from denoise.training.settings import training_settings, with_active
 
-TINY_DRUNET = Variant(architecture="drunet", drunet=DRUNet(widths=[4, 8], blocks_per_level=1))
+TINY_DRUNET = Variant(architecture="drunet", settings=DRUNet(widths=[4, 8], blocks_per_level=1))
 
 
 def _with_model(params: Params, init_from: str | None) -> Params:

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import subprocess
 import sys
@@ -9,11 +8,13 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import project_values
+from conftest import project_values, with_settings
 
+from denoise.core.architecture_settings.dncnn import DnCNN
+from denoise.core.architecture_settings.drunet import DRUNet
+from denoise.core.architecture_settings.ffdnet import FFDNet
 from denoise.core.config import default_params, params_from_dict
 from denoise.core.errors import ConfigError
-from denoise.core.train_config import DnCNN, DRUNet, FFDNet
 from denoise.evaluation.adapters import model_denoiser
 from denoise.models.build import build_model, count_parameters, required_multiple
 from denoise.models.dense_ae import AveragePatches, ExtractPatches
@@ -60,7 +61,7 @@ def test_patch_extraction_and_averaging_invert_each_other() -> None:
 
 
 # Tiny configurations of the two larger architectures keep these tests to a few seconds.
-TINY = dataclasses.replace(
+TINY = with_settings(
     DEFAULT,
     dncnn=DnCNN(depth=3, width=8, batch_norm=True),
     ffdnet=FFDNet(depth=3, width=8, batch_norm=True, noise_map=True),
@@ -100,15 +101,12 @@ def _drunet_parameters(widths: list[int], blocks: int, channels: int = 3) -> int
     [
         (DnCNN(depth=4, width=8, batch_norm=True), 1_627),
         (DnCNN(depth=4, width=8, batch_norm=False), 1_611),
-        (DEFAULT.dncnn, 558_403),
+        (DEFAULT.architectures["dncnn"], 558_403),
     ],
 )
 def test_dncnn_parameter_count_matches_the_formula(config: DnCNN, expected: int) -> None:
     assert _dncnn_parameters(config.depth, config.width, config.batch_norm) == expected
-    assert (
-        count_parameters(build_model("dncnn", dataclasses.replace(DEFAULT, dncnn=config)))
-        == expected
-    )
+    assert count_parameters(build_model("dncnn", with_settings(DEFAULT, dncnn=config))) == expected
 
 
 @pytest.mark.parametrize(
@@ -116,7 +114,7 @@ def test_dncnn_parameter_count_matches_the_formula(config: DnCNN, expected: int)
     [
         (FFDNet(depth=3, width=8, batch_norm=True, noise_map=True), 2_412),
         (FFDNet(depth=3, width=8, noise_map=False, batch_norm=False), 2_332),
-        (DEFAULT.ffdnet, 384_396),
+        (DEFAULT.architectures["ffdnet"], 384_396),
     ],
 )
 def test_ffdnet_parameter_count_matches_the_formula(config: FFDNet, expected: int) -> None:
@@ -125,8 +123,7 @@ def test_ffdnet_parameter_count_matches_the_formula(config: FFDNet, expected: in
         == expected
     )
     assert (
-        count_parameters(build_model("ffdnet", dataclasses.replace(DEFAULT, ffdnet=config)))
-        == expected
+        count_parameters(build_model("ffdnet", with_settings(DEFAULT, ffdnet=config))) == expected
     )
 
 
@@ -145,13 +142,12 @@ def test_noise_level_map_estimates_sigma(sigma: float) -> None:
 
 @pytest.mark.parametrize(
     ("config", "expected"),
-    [(DRUNet(widths=[4, 8], blocks_per_level=1), 2_200), (TINY.drunet, 8_984)],
+    [(DRUNet(widths=[4, 8], blocks_per_level=1), 2_200), (TINY.architectures["drunet"], 8_984)],
 )
 def test_drunet_parameter_count_matches_the_formula(config: DRUNet, expected: int) -> None:
     assert _drunet_parameters(config.widths, config.blocks_per_level) == expected
     assert (
-        count_parameters(build_model("drunet", dataclasses.replace(DEFAULT, drunet=config)))
-        == expected
+        count_parameters(build_model("drunet", with_settings(DEFAULT, drunet=config))) == expected
     )
 
 
@@ -213,19 +209,46 @@ def test_new_models_survive_save_and_load(name: str, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"train": {"dncnn": {"depth": 2}}}, "train.dncnn.depth: must be >= 3"),
-        ({"train": {"dncnn": {"width": 0}}}, "train.dncnn.width: must be >= 1"),
-        ({"train": {"dncnn": {"batch_norm": "yes"}}}, "train.dncnn.batch_norm: expected true or"),
-        ({"train": {"dncnn": {"depht": 17}}}, "train.dncnn.depht: unknown key"),
-        ({"train": {"ffdnet": {"depth": 1}}}, "train.ffdnet.depth: must be >= 3"),
-        ({"train": {"ffdnet": {"noise_map": 1}}}, "train.ffdnet.noise_map: expected true or"),
+        (
+            {"train": {"architectures": {"dncnn": {"depth": 2}}}},
+            "train.architectures.dncnn.depth: must be >= 3",
+        ),
+        (
+            {"train": {"architectures": {"dncnn": {"width": 0}}}},
+            "train.architectures.dncnn.width: must be >= 1",
+        ),
+        (
+            {"train": {"architectures": {"dncnn": {"batch_norm": "yes"}}}},
+            "train.architectures.dncnn.batch_norm: expected true or",
+        ),
+        (
+            {"train": {"architectures": {"dncnn": {"depht": 17}}}},
+            "train.architectures.dncnn.depht: unknown key",
+        ),
+        (
+            {"train": {"architectures": {"ffdnet": {"depth": 1}}}},
+            "train.architectures.ffdnet.depth: must be >= 3",
+        ),
+        (
+            {"train": {"architectures": {"ffdnet": {"noise_map": 1}}}},
+            "train.architectures.ffdnet.noise_map: expected true or",
+        ),
         (
             {"train": {"models": ["ffdnet"]}, "extract": {"size": 99}},
             "extract.size: must be divisible by 2",
         ),
-        ({"train": {"drunet": {"widths": []}}}, "train.drunet.widths: must not be empty"),
-        ({"train": {"drunet": {"widths": [8, 0]}}}, r"train.drunet.widths\[1\]: must be >= 1"),
-        ({"train": {"drunet": {"blocks_per_level": 0}}}, "train.drunet.blocks_per_level: must"),
+        (
+            {"train": {"architectures": {"drunet": {"widths": []}}}},
+            "train.architectures.drunet.widths: must not be empty",
+        ),
+        (
+            {"train": {"architectures": {"drunet": {"widths": [8, 0]}}}},
+            r"train.architectures.drunet.widths\[1\]: must be >= 1",
+        ),
+        (
+            {"train": {"architectures": {"drunet": {"blocks_per_level": 0}}}},
+            "train.architectures.drunet.blocks_per_level: must",
+        ),
         (
             {"train": {"models": ["drunet"], "profiles": {"quick": {"patch_size": 100}}}},
             "train.profiles.quick.patch_size: must be a multiple of 8",
@@ -243,11 +266,14 @@ def test_new_model_settings_are_validated(values: dict, message: str) -> None:
 
 def test_drunet_settings_that_fit_are_accepted() -> None:
     values = project_values(
-        {"train": {"models": ["drunet"], "drunet": {"widths": [8, 16]}}, "extract": {"size": 98}}
+        {
+            "train": {"models": ["drunet"], "architectures": {"drunet": {"widths": [8, 16]}}},
+            "extract": {"size": 98},
+        }
     )
     values["recipes"] = {}  # theirs are for 200-pixel frames
     params = params_from_dict(values)
-    assert params.train.drunet.multiple == 2
+    assert params.train.architectures["drunet"].multiple == 2
 
 
 @pytest.mark.parametrize(

@@ -258,7 +258,7 @@ def test_changing_one_model_s_settings_makes_its_training_alone_stale(
     clone = _clone(first_run.root, workspace / "one-model")
     assert sh("dvc", "stage", "list", "--name-only", cwd=clone).stdout.split() == STAGES
     params = yaml.safe_load((clone / "params.yaml").read_text())
-    params["train"]["dense_hidden"] = 48
+    params["train"]["architectures"]["dense_ae"]["hidden"] = 48
     (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert _reproduce(clone, "init") == ALWAYS_RUN
     assert _changed(clone) == {*ALWAYS_RUN, "train@dense_ae", "evaluate"}

@@ -15,9 +15,10 @@ import pytest
 from conftest import write_params
 from test_extract import _write_stills
 
+from denoise.core.architecture_settings.dncnn import DnCNN
 from denoise.core.config import Params
 from denoise.core.errors import ConfigError, TrainingError
-from denoise.core.train_config import DnCNN, Variant, VariantNoise
+from denoise.core.train_config import Variant, VariantNoise
 from denoise.data.evalsets import load_set
 from denoise.data.extract import load_manifest
 from denoise.stages.extract import run as run_extract
@@ -174,7 +175,7 @@ def test_a_variant_trains_on_its_own_noise_in_mixed_precision_and_saves_float32(
     variant = Variant(
         architecture="dncnn",
         noise=VariantNoise(kind="gaussian", sigma=25.0, as_saved=True),
-        dncnn=DnCNN(depth=3, width=4, batch_norm=True),
+        settings=DnCNN(depth=3, width=4, batch_norm=True),
     )
     variants = {**prepared.train.variants, "tiny_s25": variant}
     training = dataclasses.replace(prepared.train, variants=variants)

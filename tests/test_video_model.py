@@ -14,6 +14,8 @@ import pytest
 import yaml
 from conftest import PROJECT_ROOT, tiny_clip_params, write_tiny_video
 
+from denoise.core.architecture_settings.drunet import DRUNet
+from denoise.core.architecture_settings.fastdvdnet import FastDVDnet
 from denoise.core.config import (
     Params,
     default_params,
@@ -23,7 +25,7 @@ from denoise.core.config import (
 )
 from denoise.core.errors import ConfigError, InputError
 from denoise.core.temporal import REFLECTED_FRAME, as_channels, reflected, temporal_windows
-from denoise.core.train_config import DRUNet, FastDVDnet, ModelBudget, Variant
+from denoise.core.train_config import ModelBudget, Variant
 from denoise.data.extract import load_clips_manifest
 from denoise.data.video import read_image_float, read_video_rgb, write_image_float
 from denoise.models.build import build_model, multiply_adds_per_pixel, required_multiple
@@ -63,8 +65,8 @@ def video_params(tmp_path: Path) -> Params:
     config = tiny_clip_params(tmp_path)
     variants = {
         **config.train.variants,
-        VIDEO: Variant("fastdvdnet", fastdvdnet=FastDVDnet(5, [4, 8], 1, 2)),
-        PEER: Variant("drunet", drunet=DRUNet([8, 16], 1)),
+        VIDEO: Variant("fastdvdnet", settings=FastDVDnet(5, [4, 8], 1, 2)),
+        PEER: Variant("drunet", settings=DRUNet([8, 16], 1)),
     }
     train = with_active(
         dataclasses.replace(config.train, variants=variants), models=[VIDEO, PEER], sampling="clips"
@@ -111,7 +113,7 @@ def test_one_stage_is_a_single_u_net_on_the_whole_window() -> None:
         multiply_adds_per_pixel(single) + 12 * 9 * 4
     )
     with pytest.raises(ConfigError, match="stages: must be one of 1, 2, got 3"):
-        dataclasses.replace(default_params().train.fastdvdnet, stages=3)
+        dataclasses.replace(default_params().train.architectures["fastdvdnet"], stages=3)
 
 
 @pytest.mark.parametrize("recipe", ["video-cpu", "video-gpu"])
@@ -349,8 +351,10 @@ def test_a_temporal_model_needs_clips_long_enough_for_its_window(video_params: P
     values["extract"]["clips"] = {"length": 4, "per_split": 2}
     with pytest.raises(ConfigError, match="window of 5 frames"):
         params_from_dict(values)
-    values["train"]["fastdvdnet"]["window"] = 4
-    with pytest.raises(ConfigError, match=r"train\.fastdvdnet\.window: must be one of 3, 5"):
+    values["train"]["architectures"]["fastdvdnet"]["window"] = 4
+    with pytest.raises(
+        ConfigError, match=r"train\.architectures\.fastdvdnet\.window: must be one of 3, 5"
+    ):
         params_from_dict(values)
 
 

@@ -342,15 +342,14 @@ class Params:
                     dataclasses.replace(self.noise.train, **variant.noise.overrides())
             except ConfigError as error:
                 raise Invalid(f"train.variants.{name}.noise.{error}") from None
-        if "dense_ae" in train.architectures:
-            for key, side in (
-                ("extract.size", size),
-                ("noise.photograph_size", self.noise.photograph_size),
-            ):
-                if (side - train.dense_patch) % train.dense_stride:
-                    fail(
-                        key, f"{side} - train.dense_patch must be a multiple of train.dense_stride"
-                    )
+        for key, side in (
+            ("extract.size", size),
+            ("noise.photograph_size", self.noise.photograph_size),
+        ):
+            for name in train.models:
+                problem = train.size_problem(name, side)
+                if problem is not None:
+                    fail(key, f"{problem} for {name}, got {side}")
         return self
 
 

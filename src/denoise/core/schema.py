@@ -16,7 +16,6 @@ from pydantic import ConfigDict, Field, Strict, ValidationError
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 from typing_extensions import dataclass_transform
 
-from denoise.core.architectures import ARCHITECTURES
 from denoise.core.errors import ConfigError
 
 NoiseKind = Literal["gaussian", "gaussian_blind", "poisson", "speckle", "salt_pepper"]
@@ -32,17 +31,14 @@ Schedule = Literal["constant", "cosine"]
 Precision = Literal["float32", "mixed_bfloat16", "mixed_float16", "auto"]
 ApplyPrecision = Literal["float32", "bfloat16"]  # what apply computes in
 NOISE_KINDS: tuple[str, ...] = get_args(NoiseKind)
-MODEL_NAMES = tuple(ARCHITECTURES)
 BASELINE_METHODS: tuple[str, ...] = get_args(BaselineMethod)
 VIDEO_BASELINE_METHODS: tuple[str, ...] = get_args(VideoBaselineMethod)
 EVALUATE_METHODS = BASELINE_METHODS + VIDEO_BASELINE_METHODS  # what evaluate.methods may name
 STILL_FOLDERS: tuple[str, ...] = get_args(StillFolder)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 if TYPE_CHECKING:
-    ArchitectureName = str
     EvaluateMethod = str
 else:
-    ArchitectureName = Literal[MODEL_NAMES]
     EvaluateMethod = Literal[EVALUATE_METHODS]
 
 # Where a model's starting weights come from (ModelBudget.init_from), besides a .keras path

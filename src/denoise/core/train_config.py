@@ -8,15 +8,14 @@ writes) is resolved in denoise.training.settings, above the model builders.
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from denoise.core.architectures import ARCHITECTURES
 from denoise.core.errors import ConfigError
 from denoise.core.schema import (
-    MODEL_NAMES,
-    ArchitectureName,
     AtLeast1,
     Bool,
     Float,
@@ -32,7 +31,6 @@ from denoise.core.schema import (
     Precision,
     Sampling,
     Schedule,
-    Widths,
     fail,
     section,
 )
@@ -72,51 +70,6 @@ class VariantNoise:
     def overrides(self) -> dict[str, Any]:
         """The keys this variant sets, to apply to noise.train."""
         return {key: value for key, value in dataclasses.asdict(self).items() if value is not None}
-
-
-@section
-class DnCNN:
-    """DnCNN (Zhang et al. 2017): `depth` 3x3 conv layers of `width` channels."""
-
-    depth: Annotated[Int, Field(ge=3)]  # first, middle, last
-    width: AtLeast1
-    batch_norm: Bool
-
-
-@section
-class FFDNet(DnCNN):
-    """FFDNet-style: DnCNN's stack on 2x2-packed pixels, with an estimated noise-level map."""
-
-    noise_map: Bool  # false: no map, the network infers the level itself
-
-
-@section
-class DRUNet:
-    """A DRUNet-style U-Net: one level per width, `blocks_per_level` residual blocks each."""
-
-    widths: Widths
-    blocks_per_level: AtLeast1
-
-    @property
-    def multiple(self) -> int:
-        """Height and width must be multiples of this: one 2x downsampling per extra level."""
-        return 2 ** (len(self.widths) - 1)
-
-
-@section
-class FastDVDnet:
-    """FastDVDnet-style: `window` frames; U-Net blocks (DRUNet's, `widths`) on each triplet,
-    then one on their outputs (stages 2), or one block on the whole window (stages 1)."""
-
-    window: Literal[3, 5, 7, 9, 11]  # odd: a triplet around the middle frame, or more
-    widths: Widths
-    blocks_per_level: AtLeast1
-    stages: Literal[1, 2]
-
-    @property
-    def multiple(self) -> int:
-        """Height and width must be multiples of this: one 2x downsampling per extra level."""
-        return 2 ** (len(self.widths) - 1)
 
 
 @section
@@ -174,20 +127,50 @@ class Profile:
         return self
 
 
+def _settings(architecture: str, value: Any) -> Any:
+    """`value` (a mapping, or already settings) as the settings of `architecture`; raises
+    Invalid starting with the key within them that is wrong."""
+    kind = ARCHITECTURES[architecture].settings
+    if kind is None:
+        raise PydanticCustomError("no_settings", f"{architecture} has no settings")
+    if type(value) is kind:
+        return value
+    if not isinstance(value, dict):
+        raise PydanticCustomError("dict_type", "expected a mapping")
+    try:
+        return kind(**value)
+    except ConfigError as error:
+        raise Invalid(str(error)) from None
+
+
 @section
 class Variant:
     """A named model: an architecture with its own settings and training noise.
 
-    Unset sections take the train section's architecture settings, and unset noise keys
-    noise.train's (config.Params checks the noise they make).
+    Unset settings are the train section's for its architecture (train.architectures), and
+    unset noise keys noise.train's (config.Params checks the noise they make).
     """
 
-    architecture: ArchitectureName
+    architecture: Name
     noise: VariantNoise | None = None
-    dncnn: DnCNN | None = None
-    ffdnet: FFDNet | None = None
-    drunet: DRUNet | None = None
-    fastdvdnet: FastDVDnet | None = None
+    settings: Any = None  # its architecture's settings, whole (train.architectures.<its>)
+
+    @field_validator("architecture")
+    @classmethod
+    def _known(cls, architecture: str) -> str:
+        if architecture not in ARCHITECTURES:
+            raise PydanticCustomError(
+                "literal_error", "unknown architecture", {"expected": ", ".join(ARCHITECTURES)}
+            )
+        return architecture
+
+    @field_validator("settings")
+    @classmethod
+    def _settings(cls, settings: Any, info: ValidationInfo) -> Any:
+        architecture = info.data.get("architecture")
+        if settings is None or architecture is None:  # None: an unknown one, already reported
+            return settings
+        return _settings(architecture, settings)
 
 
 @section
@@ -197,23 +180,39 @@ class Train:
     models: Annotated[list[Name], Field(min_length=1)]
     profiles: dict[Name, Profile]
     variants: dict[Name, Variant]
-    dense_patch: AtLeast1
-    dense_stride: AtLeast1
-    dense_hidden: AtLeast1
-    dense_code: AtLeast1
-    dncnn: DnCNN
-    ffdnet: FFDNet
-    drunet: DRUNet
-    fastdvdnet: FastDVDnet
+    # Each architecture's settings, by name: those of every row of core.architectures that
+    # has settings, each validated by its row's settings class.
+    architectures: dict[Name, Any]
+
+    @field_validator("architectures")
+    @classmethod
+    def _architectures(cls, architectures: dict[str, Any]) -> dict[str, Any]:
+        for name in architectures:
+            if name not in ARCHITECTURES:
+                fail(name, f"unknown architecture (known: {', '.join(ARCHITECTURES)})")
+            if ARCHITECTURES[name].settings is None:
+                fail(name, f"{name} has no settings")
+        for name, row in ARCHITECTURES.items():
+            if row.settings is not None and name not in architectures:
+                fail(name, "missing: params.yaml must set every key")
+        resolved = {}
+        for name, value in architectures.items():
+            try:
+                resolved[name] = _settings(name, value)
+            except Invalid as error:
+                raise Invalid(f"{name}.{error}") from None
+            except PydanticCustomError as error:
+                raise Invalid(f"{name}: {error.message()}") from None
+        return resolved
 
     @model_validator(mode="after")
     def _models(self) -> Train:
         if self.profile not in self.profiles:
             fail("profile", f"{self.profile!r} is not one of profiles ({', '.join(self.profiles)})")
         for name in self.variants:
-            if name in MODEL_NAMES:
+            if name in ARCHITECTURES:
                 fail(f"variants.{name}", "must not reuse an architecture's name")
-        known = (*MODEL_NAMES, *self.variants)
+        known = (*ARCHITECTURES, *self.variants)
         for index, name in enumerate(self.models):
             if name not in known:
                 fail(f"models[{index}]", f"unknown model {name!r} (known: {', '.join(known)})")
@@ -228,13 +227,11 @@ class Train:
                     dataclasses.replace(profile, **own.overrides())
                 except ConfigError as error:
                     raise Invalid(f"{where}.{error}") from None
-        if self.dense_stride > self.dense_patch:
-            fail("dense_stride", "must be <= dense_patch")
         patch_size = self.active.patch_size
-        for architecture in sorted(self.architectures):
-            problem = ARCHITECTURES[architecture].size_rule(self, patch_size)
+        for name in self.models:
+            problem = self.size_problem(name, patch_size)
             if problem is not None:
-                fail(f"profiles.{self.profile}.patch_size", problem)
+                fail(f"profiles.{self.profile}.patch_size", f"{problem}, got {patch_size}")
         if patch_size % self.size_multiple:
             fail(
                 f"profiles.{self.profile}.patch_size",
@@ -258,21 +255,23 @@ class Train:
         return self.active.batch_size
 
     def spec(self, name: str) -> Variant:
-        """The model `name` resolved: its architecture and architecture settings, and its own
-        training noise (None: noise.train)."""
+        """The model `name` resolved: its architecture and that architecture's settings (None
+        for one that has none), and its own training noise (None: noise.train)."""
         variant = self.variants[name] if name in self.variants else Variant(architecture=name)
-        return dataclasses.replace(
-            variant,
-            dncnn=variant.dncnn or self.dncnn,
-            ffdnet=variant.ffdnet or self.ffdnet,
-            drunet=variant.drunet or self.drunet,
-            fastdvdnet=variant.fastdvdnet or self.fastdvdnet,
-        )
+        if variant.settings is not None:
+            return variant
+        return dataclasses.replace(variant, settings=self.architectures.get(variant.architecture))
 
     def window(self, name: str) -> int:
         """Frames model `name` sees per output frame: 1 for an image model."""
         spec = self.spec(name)
-        return ARCHITECTURES[spec.architecture].window(spec)
+        return ARCHITECTURES[spec.architecture].window(spec.settings)
+
+    def size_problem(self, name: str, side: int) -> str | None:
+        """Why model `name` cannot take frames or patches of `side` pixels (its architecture's
+        size rule), else None."""
+        spec = self.spec(name)
+        return ARCHITECTURES[spec.architecture].size_rule(spec.settings, side)
 
     def on_clips(self, name: str) -> bool:
         """Whether model `name` trains on the train clips: a temporal model always, an image
@@ -280,12 +279,7 @@ class Train:
         return self.window(name) > 1 or self.active.sampling == "clips"
 
     @property
-    def architectures(self) -> set[str]:
-        """The architectures of the active profile's models."""
-        return {self.spec(name).architecture for name in self.models}
-
-    @property
     def size_multiple(self) -> int:
         """Patches and validation frames must be multiples of this for every active model."""
         specs = [self.spec(name) for name in self.models]
-        return max(ARCHITECTURES[spec.architecture].side_multiple(spec) for spec in specs)
+        return max(ARCHITECTURES[spec.architecture].side_multiple(spec.settings) for spec in specs)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import importlib
 import math
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import keras
@@ -20,20 +22,31 @@ from denoise.core.architectures import ARCHITECTURES
 from denoise.core.errors import ModelError
 from denoise.core.train_config import Train
 
-# Every architecture module, so that their custom layers are registered for load_model.
-from denoise.models import dense_ae, dncnn, drunet, fastdvdnet, ffdnet, paper_cae  # noqa: F401
+
+def builder_module(architecture: str) -> ModuleType:
+    """The module of the architecture's builder (its row's "module:function"), imported."""
+    return importlib.import_module(ARCHITECTURES[architecture].builder.split(":")[0])
+
+
+def builder(architecture: str) -> Callable[..., keras.Model]:
+    """The build function the architecture's row names ("module:function")."""
+    function = ARCHITECTURES[architecture].builder.split(":")[1]
+    built: Callable[..., keras.Model] = getattr(builder_module(architecture), function)
+    return built
 
 
 def build_model(name: str, config: Train, input_size: int | None = None) -> keras.Model:
     """Build the named model (an architecture or a params.train.variants entry)."""
     spec = config.spec(name)
-    module = importlib.import_module(f"denoise.models.{ARCHITECTURES[spec.architecture].module}")
-    model: keras.Model = module.build(config, spec, input_size)
+    model: keras.Model = builder(spec.architecture)(config, spec, input_size)
     return model
 
 
 def load_model(path: str | Path) -> keras.Model:
-    """A saved .keras model, uncompiled; the custom layers are registered by the imports above."""
+    """A saved .keras model, uncompiled. Every row's builder module is imported first, which
+    registers the custom layers it defines."""
+    for architecture in ARCHITECTURES:
+        builder_module(architecture)
     return keras.models.load_model(path, compile=False)
 
 
@@ -53,7 +66,7 @@ def count_parameters(model: keras.Model) -> int:
 def required_multiple(model: Any) -> int:
     """Side multiple a model accepts: product of pooling and conv strides, lcm with patch strides.
 
-    4 for paper_cae (two 2x poolings); dense_stride (4) for dense_ae, whose patch must be a
+    4 for paper_cae (two 2x poolings); its stride (4) for dense_ae, whose patch must be a
     multiple of its stride so that any padded size that is a multiple of the stride works;
     1 for dncnn; 2 ** (levels - 1) for drunet (one stride-2 conv per level down), and for
     fastdvdnet's blocks.

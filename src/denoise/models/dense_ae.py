@@ -92,11 +92,14 @@ def dense_ae(
 
 
 def build(train: Train, spec: Variant, input_size: int | None = None) -> keras.Model:
-    """The builder core.architectures names, sized by train.dense_*."""
+    """The builder core.architectures names, sized by the spec's settings."""
+    settings = spec.settings
     return dense_ae(
-        train.dense_patch,
-        train.dense_stride,
-        train.dense_hidden,
-        train.dense_code,
-        input_size=input_size,
+        settings.patch, settings.stride, settings.hidden, settings.code, input_size=input_size
     )
+
+
+def keeps_float32(layer: keras.layers.Layer) -> bool:
+    """Whether the builder makes this layer float32 under any dtype policy (the last Dense and the
+    output): models.precision asks, to compute the rest in bfloat16."""
+    return layer.name in {"decode_2", "denoised"}

@@ -54,6 +54,12 @@ def dncnn(
 
 
 def build(train: Train, spec: Variant, input_size: int | None = None) -> keras.Model:
-    """The builder core.architectures names, sized by the spec's dncnn settings."""
-    settings = spec.dncnn or train.dncnn
+    """The builder core.architectures names, sized by the spec's settings."""
+    settings = spec.settings
     return dncnn(settings.depth, settings.width, settings.batch_norm, input_size=input_size)
+
+
+def keeps_float32(layer: keras.layers.Layer) -> bool:
+    """Whether the builder makes this layer float32 under any dtype policy (the predicted noise and
+    the output): models.precision asks, to compute the rest in bfloat16."""
+    return layer.name in {"noise", "denoised"}

@@ -88,6 +88,12 @@ def correction_head(features: Any, channels: int) -> Any:
 
 
 def build(train: Train, spec: Variant, input_size: int | None = None) -> keras.Model:
-    """The builder core.architectures names, sized by the spec's drunet settings."""
-    settings = spec.drunet or train.drunet
+    """The builder core.architectures names, sized by the spec's settings."""
+    settings = spec.settings
     return drunet(tuple(settings.widths), settings.blocks_per_level, input_size=input_size)
+
+
+def keeps_float32(layer: keras.layers.Layer) -> bool:
+    """Whether the builder makes this layer float32 under any dtype policy (the predicted
+    correction and the output): models.precision asks, to compute the rest in bfloat16."""
+    return layer.name in {"correction", "denoised"}

@@ -82,7 +82,7 @@ def fastdvdnet(
         for first in range(window - 2)
     ]
     # The frame slices and the triplets' outputs carry the middle frames (the blocks' skips):
-    # float32 under any dtype policy (models.precision.FLOAT32_LAYERS).
+    # float32 under any dtype policy (keeps_float32).
     concatenate = layers.Concatenate(name="triplets", dtype="float32")
     fused = triplets[0] if len(triplets) == 1 else concatenate(triplets)
     denoised = fusion_block(fused)
@@ -90,8 +90,8 @@ def fastdvdnet(
 
 
 def build(train: Train, spec: Variant, input_size: int | None = None) -> keras.Model:
-    """The builder core.architectures names, sized by the spec's fastdvdnet settings."""
-    settings = spec.fastdvdnet or train.fastdvdnet
+    """The builder core.architectures names, sized by the spec's settings."""
+    settings = spec.settings
     return fastdvdnet(
         settings.window,
         tuple(settings.widths),
@@ -99,3 +99,12 @@ def build(train: Train, spec: Variant, input_size: int | None = None) -> keras.M
         input_size=input_size,
         stages=settings.stages,
     )
+
+
+def keeps_float32(layer: keras.layers.Layer) -> bool:
+    """Whether the builder makes this layer float32 under any dtype policy: the frame slices
+    (FrameRange), the concatenated triplets and each block's correction and output, which carry
+    the middle frames to the output. models.precision asks, to compute the rest in bfloat16."""
+    if isinstance(layer, FrameRange):
+        return True
+    return layer.name in {"triplets", "correction"} or layer.name.endswith("_denoised")

@@ -80,8 +80,8 @@ def ffdnet(
 
 
 def build(train: Train, spec: Variant, input_size: int | None = None) -> keras.Model:
-    """The builder core.architectures names, sized by the spec's ffdnet settings."""
-    settings = spec.ffdnet or train.ffdnet
+    """The builder core.architectures names, sized by the spec's settings."""
+    settings = spec.settings
     return ffdnet(
         settings.depth,
         settings.width,
@@ -89,3 +89,10 @@ def build(train: Train, spec: Variant, input_size: int | None = None) -> keras.M
         settings.noise_map,
         input_size=input_size,
     )
+
+
+def keeps_float32(layer: keras.layers.Layer) -> bool:
+    """Whether the builder makes this layer float32 under any dtype policy (the packing, the
+    noise-level estimate, the predicted noise and the output): models.precision asks, to compute
+    the rest in bfloat16."""
+    return layer.name in {"pack", "noise_level", "noise", "unpack", "denoised"}

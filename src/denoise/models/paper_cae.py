@@ -35,3 +35,9 @@ def paper_cae(channels: int = 3, input_size: int | None = None) -> keras.Model:
 def build(train: Train, spec: Variant, input_size: int | None = None) -> keras.Model:
     """The builder core.architectures names: the paper's model has no settings."""
     return paper_cae(input_size=input_size)
+
+
+def keeps_float32(layer: keras.layers.Layer) -> bool:
+    """Whether the builder makes this layer float32 under any dtype policy (the output):
+    models.precision asks, to compute the rest in bfloat16."""
+    return layer.name == "denoised"

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import keras
-from keras import layers
 
-from denoise.models.fastdvdnet import FrameRange
+from denoise.core.architectures import ARCHITECTURES
+from denoise.models.build import builder_module
 
 
 def has_gpu() -> bool:
@@ -48,23 +48,17 @@ def dtype_policy(policy: str) -> Iterator[None]:
         keras.config.set_dtype_policy(previous)
 
 
-# The layers the builders name and keep float32 under any global dtype policy: the output and
-# what feeds it directly, and the noise-level estimate (plus dense_ae's last Dense, decode_2).
-# fastdvdnet's frame slices (FrameRange), the concatenated "triplets" and each block's
-# "<block>_denoised" carry the middle frames to its outputs, so they stay float32 too.
-FLOAT32_LAYERS = frozenset(
-    {"denoised", "noise", "correction", "pack", "unpack", "noise_level", "triplets"}
-)
-
-
-def _keeps_float32(layer: keras.layers.Layer) -> bool:
-    """Whether the builders make this layer float32 whatever the policy. paper_cae's decode_2
-    is a Conv2DTranspose that follows the policy; dense_ae's is its float32 output Dense."""
-    if isinstance(layer, layers.Dense):
-        return layer.name == "decode_2"
-    if isinstance(layer, FrameRange):
-        return True
-    return layer.name in FLOAT32_LAYERS or layer.name.endswith("_denoised")
+def float32_rule(model: keras.Model) -> Callable[[keras.layers.Layer], bool]:
+    """Which layers of `model` (nested ones included) its builder makes float32 under any
+    dtype policy: the `keeps_float32(layer)` its builder module defines (a model is named after
+    its architecture), else the model's output layers."""
+    rule: Callable[[keras.layers.Layer], bool] | None = None
+    if model.name in ARCHITECTURES:
+        rule = getattr(builder_module(model.name), "keeps_float32", None)
+    if rule is not None:
+        return rule
+    outputs = set(model.output_names)
+    return lambda layer: layer.name in outputs
 
 
 def computing_layers(model: keras.Model) -> list[keras.layers.Layer]:
@@ -82,15 +76,17 @@ def at_precision(model: keras.Model, precision: str) -> keras.Model:
     """The model with its weights, computing in `precision` (config.APPLY_PRECISIONS).
 
     bfloat16 is Keras's mixed_bfloat16 policy, as mixed-precision training builds the model:
-    float32 weights, bfloat16 arithmetic, the FLOAT32_LAYERS and so the output in float32. On a
-    CPU with native bfloat16 (AVX512_BF16, AMX) or a GPU it is faster, and the output differs
-    by about bfloat16's resolution (docs/benchmarks.md). Returns `model` itself when
-    every layer already computes as asked; otherwise a clone with the same weights.
+    float32 weights, bfloat16 arithmetic, the layers its builder keeps float32 (float32_rule)
+    and so the output in float32. On a CPU with native bfloat16 (AVX512_BF16, AMX) or a GPU it
+    is faster, and the output differs by about bfloat16's resolution (docs/benchmarks.md).
+    Returns `model` itself when every layer already computes as asked; otherwise a clone with
+    the same weights.
     """
     policy = "float32" if precision == "float32" else f"mixed_{precision}"
+    keeps_float32 = float32_rule(model)
 
     def wanted(layer: keras.layers.Layer) -> str:
-        return "float32" if _keeps_float32(layer) else policy
+        return "float32" if keeps_float32(layer) else policy
 
     if all(layer.dtype_policy.name == wanted(layer) for layer in computing_layers(model)):
         return model

@@ -37,7 +37,6 @@ from denoise.training.noise import denoiser, with_training_noise
 from denoise.training.settings import model_budget, training_noise
 from denoise.training.stream import ClipStream, PatchStream
 
-DENSE_KEYS = ("patch", "stride", "hidden", "code")  # dense_ae's train.dense_* settings
 HISTORY_FIELDS = ("epoch", "loss", "val_loss", "val_psnr", "val_ssim", "seconds")
 EPOCH_METRICS = ("loss", "val_loss", "val_psnr", "val_ssim")
 # Called after every epoch with (epoch, metrics, triptychs of the first validation frames).
@@ -193,8 +192,7 @@ def fingerprint(
         "checkpoint": 2,  # 2: the fitted model holds TrainingNoise (noise drawn in the step)
         "model": name,
         "seed": params.seed,
-        "spec": dataclasses.asdict(spec),
-        "dense": [getattr(params.train, f"dense_{key}") for key in DENSE_KEYS],
+        "spec": dataclasses.asdict(spec),  # its architecture's settings resolved
         "profile": dataclasses.asdict(model_budget(params.train, name)),
         "init": file_sha256(init) if init is not None else None,
         "noise": dataclasses.asdict(training_noise(params, name)),

@@ -54,19 +54,14 @@ def training_settings(params: Params, name: str) -> dict[str, Any]:
     spec = train.spec(name)
     own_budget = dataclasses.asdict(model_budget(train, name))
     del own_budget["per_model"]
-    architecture = getattr(spec, spec.architecture, None)
     settings: dict[str, Any] = {
         "seed": params.seed,
         "profile": train.profile,
         "architecture": spec.architecture,
-        spec.architecture: dataclasses.asdict(architecture) if architecture else {},
+        spec.architecture: dataclasses.asdict(spec.settings) if spec.settings else {},
         "noise": dataclasses.asdict(training_noise(params, name)),
         "validation_sigma": params.noise.validation_sigma,
         "budget": own_budget,
         "init_from": model_init_from(train, name),
     }
-    if spec.architecture == "dense_ae":
-        settings["dense_ae"] = {
-            key: getattr(train, f"dense_{key}") for key in ("patch", "stride", "hidden", "code")
-        }
     return settings
