@@ -29,9 +29,9 @@ from prefect.tasks import exponential_backoff
 
 from denoise import results_branch as branches
 from denoise import workspace
-from denoise.core import locks, services
+from denoise.core import lifeline, locks, services
 from denoise.core.config import Services, load_params
-from denoise.core.errors import ServiceError
+from denoise.core.errors import ServiceError, StoppedError
 from denoise.core.markdown import markdown_table
 from denoise.serving.load import ALREADY_CHAMPION
 from denoise.tracking.runs import PARENT_RUN_ENV, close_pipeline_run, configure, open_pipeline_run
@@ -179,15 +179,21 @@ def open_tracking_run(root: Path) -> str:
 
 @task(name="close-tracking-run", cache_policy=NO_CACHE)
 def close_tracking_run(
-    root: Path, run_id: str, results: list[dict[str, Any]], failed: str | None
+    root: Path,
+    run_id: str,
+    results: list[dict[str, Any]],
+    failed: str | None,
+    stopped: bool = False,
 ) -> str:
-    """Record which stages ran, were skipped or failed, end the run; return its UI link."""
+    """Record which stages ran, were skipped, failed or were stopped, end the run (KILLED when
+    stopped, FAILED when a stage failed); return its UI link."""
     with contextlib.chdir(root):
         configure(load_params("params.yaml"))
         statuses = {result["stage"]: _status(result) for result in results}
         if failed is not None:
-            statuses[failed] = "failed"
-        return close_pipeline_run(run_id, statuses, "FAILED" if failed else "FINISHED")
+            statuses[failed] = "stopped" if stopped else "failed"
+        status = "KILLED" if stopped else "FAILED" if failed else "FINISHED"
+        return close_pipeline_run(run_id, statuses, status)
 
 
 @task(name="publish-report", cache_policy=NO_CACHE)
@@ -305,8 +311,9 @@ def _reproduce(
             results.append(run_stage(stage, project, tracking_run_id, restore))
             if stage == "register" and results[-1]["ran"]:
                 announce_champion(project / params.paths.registry)
-        except Exception:
-            close_tracking_run(project, tracking_run_id, results, failed=stage)
+        except BaseException as error:  # a stop is no Exception: SIGTERM, Ctrl-C, a cancel
+            stopped = not isinstance(error, Exception)
+            close_tracking_run(project, tracking_run_id, results, failed=stage, stopped=stopped)
             raise
     tracking_link = close_tracking_run(project, tracking_run_id, results, failed=None)
     if push:
@@ -364,12 +371,19 @@ def main() -> None:
     arguments in the JSON object (none: its defaults). `denoise run` passes its options so: the
     flow's signature is their one definition, as it is for the deployments (prefect.yaml)."""
     options = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+    # Stops with the `denoise run` that started it (kill -9 included), and on SIGTERM: the
+    # stage running ends, and the tracking run ends KILLED.
+    lifeline.watch()
     try:  # before the flow: an unreachable API would fail its first call only after retries
         check_prefect(load_params(Path(options.get("root", ".")) / "params.yaml").services)
     except ServiceError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(workspace.SERVICE_CHECK_EXIT)
-    denoise_pipeline(**options)
+    try:
+        denoise_pipeline(**options)
+    except StoppedError as error:  # its stage and tracking run have ended: one line, no trace
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

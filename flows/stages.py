@@ -14,6 +14,9 @@ from typing import Any
 import yaml
 
 DVC_YAML = "dvc.yaml"
+# How long a stopped flow waits for DVC to end on SIGTERM before it kills it. The stage under
+# it stops by its lifeline within a second of DVC's end.
+DVC_STOP_SECONDS = 5.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,8 +80,16 @@ def run_dvc(
     )
     assert process.stdout is not None
     lines = []
-    for line in process.stdout:
-        if echo is not None:
-            echo(line)
-        lines.append(line)
-    return process.wait(), "".join(lines)
+    try:
+        for line in process.stdout:
+            if echo is not None:
+                echo(line)
+            lines.append(line)
+        return process.wait(), "".join(lines)
+    except BaseException:  # a stop (SIGTERM, Ctrl-C, a cancel): DVC and its stage go too
+        process.terminate()
+        try:
+            process.wait(timeout=DVC_STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        raise

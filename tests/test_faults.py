@@ -308,6 +308,33 @@ def test_kill_9_of_dvc_stops_the_trainer_and_restore_returns_the_last_state(
     _restored(clone, store, champion)
 
 
+def test_sigterm_to_denoise_run_stops_every_process_and_ends_the_runs_killed(
+    repo: tuple[Path, Path],
+) -> None:
+    """`denoise run` passes a stop to the flow's process, which stops DVC and the stage and
+    ends the pipeline's tracking run KILLED: nothing is left running or RUNNING."""
+    clone, store, champion = _prepared(repo, "stop-run")
+    _edit_params(clone, steps_per_epoch=5000, epochs=3)
+    run = _background(clone, _env(store), "denoise", "run")
+    trainer = _wait_for_process(clone, "denoise train", 300)
+    _training_started(f"sqlite:///{store}", trainer)
+    (flow,) = _processes(clone, "python -m flows.pipeline")
+    run.send_signal(signal.SIGTERM)
+    output, _ = run.communicate(timeout=120)
+    assert run.returncode == 1 and "Traceback" not in output, output[-3000:]
+    assert output.strip().splitlines()[-1] == (
+        "error: stopped by SIGTERM; the pipeline's tracking run ended KILLED"
+    )
+    # Within about 2 s (docs/reliability.md); 30 s allows for a loaded machine.
+    for needle in ("denoise train", "python -m flows.pipeline", "dvc repro"):
+        _wait_gone(clone, needle, 30)
+    assert not _runs(store, "attributes.status = 'RUNNING'")
+    (pipeline,) = _runs(store, f"tags.`denoise.pid` = '{flow}'")
+    assert pipeline.info.status == "KILLED"
+    sh("git", "checkout", "params.yaml", cwd=clone)
+    _restored(clone, store, champion)
+
+
 def test_kill_9_of_the_trainer_leaves_runs_that_the_next_start_ends_failed(
     repo: tuple[Path, Path],
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ import yaml
 from denoise.cli.base import ParamsOption, _load, _user_errors, app
 from denoise.core import locks
 from denoise.core.config import Params, params_from_dict
-from denoise.core.errors import DenoiseError
+from denoise.core.errors import DenoiseError, StoppedError
 from denoise.core.locations import tracking_uri
 from denoise.core.params_file import read_values, with_recipe
 
@@ -131,12 +132,29 @@ def _run_flow(
     if lock is not None:
         env[locks.RUN_LOCK_FD] = str(lock)
     passed = (lock,) if lock is not None else ()
-    completed = subprocess.run(command, check=False, env=env, pass_fds=passed)
-    if completed.returncode == workspace.SERVICE_CHECK_EXIT:  # the Prefect API: line printed
+    flow = subprocess.Popen(command, env=env, pass_fds=passed)
+    stops: list[int] = []
+
+    def forward(signum: int, frame: object) -> None:
+        """A stop of `denoise run` stops the flow, which ends its stage and tracking run."""
+        stops.append(signum)
+        flow.send_signal(signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        returncode = flow.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if stops:
+        raise StoppedError(
+            f"stopped by {signal.Signals(stops[0]).name}; the pipeline's tracking run ended KILLED"
+        )
+    if returncode == workspace.SERVICE_CHECK_EXIT:  # the Prefect API: line printed
         raise typer.Exit(1)
-    if completed.returncode != 0:
+    if returncode != 0:
         raise DenoiseError(
-            f"the pipeline failed (exit status {completed.returncode}): remove the bad input, "
+            f"the pipeline failed (exit status {returncode}): remove the bad input, "
             "or return to the last commit's outputs with `denoise restore` (stages that passed "
             "recorded the bad input in dvc.lock)"
         )
