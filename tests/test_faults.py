@@ -425,20 +425,24 @@ def test_a_full_disk_during_extract_is_one_line_and_keeps_the_frames(
     write_tiny_video(clone / "data" / "raw" / "big.avi", num_frames=60, size=96)
     url, server = _mlflow_server(store, tmp_path)
     lines = {}
+
+    def run(*command: str, uri: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            command,
+            cwd=clone,
+            env={
+                **os.environ,
+                "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+                "MLFLOW_TRACKING_URI": uri,
+            },
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
     try:
         for name, uri in (("server", url), ("sqlite", f"sqlite:///{store}")):
-            result = subprocess.run(
-                ["bash", "-c", "ulimit -f 160; exec denoise extract"],
-                cwd=clone,
-                env={
-                    **os.environ,
-                    "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-                    "MLFLOW_TRACKING_URI": uri,
-                },
-                capture_output=True,
-                text=True,
-                timeout=300,
-            )
+            result = run("bash", "-c", "ulimit -f 160; exec denoise extract", uri=uri)
             assert result.returncode == 1, result.stderr[-2000:]
             lines[name] = _one_error_line(result.stderr)
             assert {path.name: path.read_bytes() for path in frames.iterdir()} == before
@@ -451,18 +455,7 @@ def test_a_full_disk_during_extract_is_one_line_and_keeps_the_frames(
         )
         assert limited != pipeline
         (clone / "dvc.yaml").write_text(limited)
-        result = subprocess.run(
-            ["dvc", "repro", "--single-item", "extract"],
-            cwd=clone,
-            env={
-                **os.environ,
-                "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-                "MLFLOW_TRACKING_URI": url,
-            },
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        result = run("dvc", "repro", "--single-item", "extract", uri=url)
         assert result.returncode != 0
         lines["dvc"] = _one_error_line(result.stdout + result.stderr)
     finally:
