@@ -31,7 +31,7 @@ from denoise import results_branch as branches
 from denoise import workspace
 from denoise.core import lifeline, locks, services
 from denoise.core.config import Services, load_params
-from denoise.core.errors import ServiceError, StoppedError
+from denoise.core.errors import ServiceError, StoppedError, UnreachableError
 from denoise.core.markdown import markdown_table
 from denoise.serving.load import ALREADY_CHAMPION
 from denoise.tracking.runs import PARENT_RUN_ENV, close_pipeline_run, configure, open_pipeline_run
@@ -108,9 +108,10 @@ def _status(result: dict[str, Any]) -> str:
 
 def transient(task: Any, task_run: Any, state: Any) -> bool:
     """Prefect's retry condition: only a service that did not answer is worth trying again; a
-    refusal (DVC's, a failed stage, bad params) fails the same way every time."""
+    refusal (DVC's, a remote that is not there, a failed stage, bad params) fails the same way
+    every time."""
     error = state.data if isinstance(state.data, BaseException) else None
-    return isinstance(error, ServiceError | ConnectionError | TimeoutError)
+    return isinstance(error, UnreachableError | ConnectionError | TimeoutError)
 
 
 @task(
@@ -129,7 +130,8 @@ def dvc_transfer(command: str, root: Path) -> None:
         pushed = workspace.push(root, services)
         get_run_logger().info("%s\nrun cache: %d more objects sent", pushed.output, pushed.sent)
         return
-    workspace.check_dvc_remote(root, "pull", services)
+    # A local remote that a first run has not pushed to yet has nothing to pull.
+    workspace.check_dvc_remote(root, "pull", services, empty_ok=True)
     status, output = run_dvc(["pull", "--run-cache", "--allow-missing"], root)
     if status != 0:
         raise StageFailed(f"dvc {command} failed: {workspace.dvc_cause(output)}")
@@ -294,7 +296,8 @@ def _reproduce(
     if pull:
         # Inputs already in the tree (`make serve` copies the sample videos) are recorded and
         # cached first, as they would be after the pull: DVC never has to overwrite them.
-        track_raw_data(project, params.paths.raw)
+        if any((project / params.paths.raw).glob("*")):
+            track_raw_data(project, params.paths.raw)
         dvc_transfer("pull", project)
     track_raw_data(project, params.paths.raw)
     stages = read_stages(project)

@@ -16,7 +16,7 @@ import yaml
 from conftest import PROJECT_ROOT
 
 from denoise.core.config import Services
-from denoise.core.errors import ServiceError
+from denoise.core.errors import ServiceError, UnreachableError
 from denoise.workspace import check_dvc_remote, dvc_cause
 
 BIN = Path(sys.executable).parent
@@ -134,7 +134,8 @@ def test_the_flow_retries_a_transfer_only_when_the_remote_did_not_answer() -> No
     from flows.stages import StageFailed
 
     assert dvc_transfer.retry_condition_fn is transient
-    assert transient(dvc_transfer, None, Failed(data=ServiceError("no answer")))
+    assert transient(dvc_transfer, None, Failed(data=UnreachableError("no answer")))
+    assert not transient(dvc_transfer, None, Failed(data=ServiceError("no such folder")))
     assert transient(dvc_transfer, None, Failed(data=TimeoutError()))
     assert not transient(dvc_transfer, None, Failed(data=StageFailed("dvc pull failed: refused")))
     assert not transient(dvc_transfer, None, Failed(data=ValueError("bad params")))

@@ -29,7 +29,7 @@ import yaml
 
 from denoise.core.atomic import remove_stale
 from denoise.core.config import Params, Services
-from denoise.core.errors import DenoiseError, ServiceError
+from denoise.core.errors import DenoiseError, ServiceError, UnreachableError
 
 LOCK_FILE = "dvc.lock"
 SET_ASIDE = "-set-aside"  # data/raw-set-aside/: inputs the last commit does not hold
@@ -40,10 +40,17 @@ SET_ASIDE = "-set-aside"  # data/raw-set-aside/: inputs the last commit does not
 SERVICE_CHECK_EXIT = 3
 
 
-def check_dvc_remote(root: Path, command: str, settings: Services, name: str | None = None) -> None:
+def check_dvc_remote(
+    root: Path,
+    command: str,
+    settings: Services,
+    name: str | None = None,
+    empty_ok: bool = False,
+) -> None:
     """Raise ServiceError unless the DVC remote `name` (None: the default) can be reached for
-    `command` (push or pull), within settings.timeout_seconds + retry_seconds. A local remote
-    to push to must take a real write."""
+    `command` (push or pull), within settings.timeout_seconds + retry_seconds: an
+    UnreachableError when it did not answer. A local remote to push to must take a real
+    write; one to pull from must exist, unless empty_ok (a first run has pushed nothing)."""
     from dvc.repo import Repo
 
     repo = Repo(str(root))
@@ -55,7 +62,7 @@ def check_dvc_remote(root: Path, command: str, settings: Services, name: str | N
     where = f"DVC remote {remote.name!r} ({url})"
     if remote.fs.protocol == "local":
         folder = Path(remote.path)
-        if command == "pull" and not folder.is_dir():
+        if command == "pull" and not folder.is_dir() and not empty_ok:
             raise ServiceError(
                 f"{where}: no such folder; push to it first, or point it elsewhere "
                 "(DENOISE_DVC_REMOTE, make remote)"
@@ -85,10 +92,10 @@ def check_dvc_remote(root: Path, command: str, settings: Services, name: str | N
     try:
         answer.result(timeout=settings.timeout_seconds + settings.retry_seconds)
     except concurrent.futures.TimeoutError:
-        raise ServiceError(f"{where}: no answer within the services bounds") from None
+        raise UnreachableError(f"{where}: no answer within the services bounds") from None
     except Exception as error:
         reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
-        raise ServiceError(
+        raise UnreachableError(
             f"{where} is unreachable ({reason}); check its URL and credentials"
         ) from None
 

@@ -42,6 +42,11 @@ class ServiceError(DenoiseError):
     """A server the pipeline needs (tracking, Prefect API, DVC remote) is down or refuses us."""
 
 
+class UnreachableError(ServiceError):
+    """A server that did not answer in time, or refused the connection: perhaps transient, so
+    a scheduled run may try again."""
+
+
 class BusyError(DenoiseError):
     """Another process holds what this one needs (a trainer's checkpoint folder)."""
 
