@@ -147,6 +147,6 @@ def train_model(
             env[PARENT_RUN_ENV] = parent_run_id
         output = dvc("repro", "--pull", "--single-item", f"{stages.per_model}@{model}", env=env)
         with contextlib.chdir(clone):  # DVC's run cache reads stages relative to the cwd
-            pushed = workspace.push(clone)
+            pushed = workspace.push(clone, load_params(clone / "params.yaml").services)
         logger.info("%s\nrun cache: %d more objects sent", pushed.output, pushed.sent)
     return {"model": model, "restored": "is cached - skipping run" in output}
