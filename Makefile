@@ -10,7 +10,7 @@ export DVC_NO_ANALYTICS := 1
 # subprocess chains and servers (one busy core on average), so two workers suit two cores.
 TEST_WORKERS ?= 2
 
-.PHONY: setup remote samples run serve ui push pull team-up team-down test test-fast lint lineage clean
+.PHONY: setup remote samples run serve ui push pull team-init team-up team-down test test-fast lint lineage clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,7 +47,11 @@ ui: setup
 	denoise ui
 
 # The team's shared services on loopback: PostgreSQL, an S3 store, MLflow with basic auth,
-# Prefect with an auth string (settings in .env, see infra/team/example.env and docs/team.md).
+# Prefect with an auth string (settings in .env, which `make team-init` writes with generated
+# secrets; see infra/team/example.env and docs/team.md).
+team-init:
+	infra/team/team.sh init
+
 team-up: setup
 	infra/team/team.sh up
 

@@ -1,37 +1,95 @@
 #!/usr/bin/env bash
 # The team's shared services as plain processes on loopback: PostgreSQL 15 (MLflow's tracking
-# and auth databases, Prefect's database), an S3-compatible object store (moto's emulator),
-# an MLflow server with basic auth and proxied artifacts in the store, a Prefect server with an
-# auth string, the alerts of flows/alerts.py (with DENOISE_ALERT_WEBHOOK_URL), and a Prefect
-# worker on the `gpu` pool that sees only the client settings.
+# and auth databases, Prefect's database, each with a login role of its own), an S3-compatible
+# object store (`rclone serve s3`, objects on disk, the team's keys checked), an MLflow server
+# with basic auth and proxied artifacts in the store, a Prefect server with an auth string, the
+# alerts of flows/alerts.py (with DENOISE_ALERT_WEBHOOK_URL), and a Prefect worker on the `gpu`
+# pool that holds the client settings of an MLflow user of its own.
 # compose.yaml beside this file runs the same MLflow, Prefect and worker command lines on a
 # Docker host. See docs/team.md.
 #
-#   infra/team/team.sh up        start every service (each waits, bounded, until it answers)
-#   infra/team/team.sh down      stop every service; safe to run twice
-#   infra/team/team.sh env       print the client settings as `export` lines (eval them)
-#   infra/team/team.sh commands  print the MLflow, Prefect and worker command lines, one a line
+#   infra/team/team.sh init           write .env with generated secrets (mode 600; never over one)
+#   infra/team/team.sh up             start every service (each waits, bounded, until it answers)
+#   infra/team/team.sh down           stop every service; safe to run twice
+#   infra/team/team.sh add-user NAME  a teammate's MLflow user: print the lines to hand over
+#   infra/team/team.sh grant NAME     give an existing MLflow user what a pipeline run needs
+#   infra/team/team.sh env            print the admin's client settings as `export` lines
+#   infra/team/team.sh commands       print the MLflow, Prefect and worker command lines
 #
 # Settings and secrets come from the environment, else from the untracked .env at the
-# repository root (example.env lists them). The state (databases, objects, logs, pid files) is
-# under DENOISE_TEAM_DIR [.team]. The worker runs flow runs in DENOISE_PROJECT_DIR [this
-# working tree].
+# repository root (DENOISE_TEAM_ENV_FILE; example.env lists them). The state (databases,
+# objects, logs, pid files) is under DENOISE_TEAM_DIR [.team]. The worker runs flow runs in
+# DENOISE_PROJECT_DIR [this working tree].
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
 
-if [ -f .env ]; then
+env_file="${DENOISE_TEAM_ENV_FILE:-.env}"
+# The secrets init generates and up checks (the Prefect auth string: its password part).
+SECRETS=(DENOISE_TEAM_MLFLOW_DB_PASSWORD DENOISE_TEAM_MLFLOW_AUTH_DB_PASSWORD
+    DENOISE_TEAM_PREFECT_DB_PASSWORD AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
+    MLFLOW_AUTH_ADMIN_PASSWORD MLFLOW_FLASK_SERVER_SECRET_KEY PREFECT_SERVER_API_AUTH_STRING
+    DENOISE_TEAM_WORKER_MLFLOW_PASSWORD)
+MIN_SECRET_LENGTH=16
+# The worker's MLflow user.
+WORKER_MLFLOW_USER=denoise-worker
+
+fail() {
+    echo "error: $*" >&2
+    exit 2
+}
+
+init() {
+    # Every change-me of example.env becomes 32 random letters and digits (URL-safe, and no
+    # leading "-" for command-line tools).
+    if [ -e "$env_file" ]; then
+        fail "$env_file exists: team.sh init never overwrites it (move it away to start afresh)"
+    fi
+    (
+        umask 077
+        set -o noclobber
+        python - infra/team/example.env >"$env_file" <<'PY'
+import re, secrets, string, sys
+
+alphabet = string.ascii_letters + string.digits
+for line in open(sys.argv[1]).read().splitlines():
+    if not line.startswith("#"):
+        line = re.sub(
+            "change-me", lambda _: "".join(secrets.choice(alphabet) for _ in range(32)), line
+        )
+    print(line)
+PY
+    )
+    echo "wrote $env_file (mode 600) with generated secrets; start the services: make team-up"
+}
+
+load_env_file() {
+    [ -f "$env_file" ] || return 0
+    local mode
+    mode="$(stat -c %a "$env_file")"
+    if [ $((8#$mode & 8#077)) -ne 0 ]; then
+        fail "$env_file (mode $mode) can be read by others: chmod 600 $env_file"
+    fi
     # Values already in the environment win over the file.
     while IFS= read -r line || [ -n "$line" ]; do
         case "$line" in '' | '#'*) continue ;; esac
         name="${line%%=*}"
         if [ -z "${!name+set}" ]; then export "$line"; fi
-    done <.env
-fi
+    done <"$env_file"
+}
+
 if [ -d "${VENV:-.venv}/bin" ]; then
     PATH="$(cd "${VENV:-.venv}/bin" && pwd):$PATH"
 fi
 export PATH DVC_NO_ANALYTICS=1
+case "${1:-}" in
+    init)
+        init
+        exit 0
+        ;;
+    commands) ;;
+    *) load_env_file ;;
+esac
 
 state="${DENOISE_TEAM_DIR:-.team}"
 mkdir -p "$state"
@@ -43,6 +101,9 @@ prefect_port="${DENOISE_TEAM_PREFECT_PORT:-4200}"
 bucket="${DENOISE_TEAM_BUCKET:-denoise}"
 pg_bin="${DENOISE_TEAM_POSTGRES_BIN:-/usr/lib/postgresql/15/bin}"
 start_timeout="${DENOISE_TEAM_START_TIMEOUT:-180}"
+project="${DENOISE_PROJECT_DIR:-$root}"
+# Where team.sh runs as root, the system user the worker (and so every flow run) runs as.
+worker_system_user="${DENOISE_TEAM_WORKER_USER:-denoise-worker}"
 
 # The command lines compose.yaml runs too (tests/test_team.py compares them); every other
 # setting reaches the servers through the environment.
@@ -55,27 +116,43 @@ need() {
     local name
     for name in "$@"; do
         if [ -z "${!name:-}" ]; then
-            echo "error: $name is not set: put it in the environment or in .env" \
-                "(infra/team/example.env lists the settings)" >&2
-            exit 2
+            fail "$name is not set: run infra/team/team.sh init (make team-init), or put it in" \
+                "the environment or in $env_file (infra/team/example.env lists the settings)"
         fi
     done
 }
 
-url_safe() {
-    # A password that goes into a connection URL unescaped.
-    if ! [[ "${!1}" =~ ^[A-Za-z0-9._~-]+$ ]]; then
-        echo "error: $1 may hold only letters, digits and . _ ~ - (it goes into URLs)" >&2
-        exit 2
-    fi
+check_secrets() {
+    # Refuse example.env's placeholders and short secrets, one line naming the setting.
+    local name value
+    need MLFLOW_AUTH_ADMIN_USERNAME "${SECRETS[@]}"
+    for name in "${SECRETS[@]}"; do
+        value="${!name}"
+        if [ "$name" = PREFECT_SERVER_API_AUTH_STRING ]; then
+            [[ "$value" == *:* ]] || fail "$name must be user:password"
+            value="${value#*:}"
+        fi
+        if [[ "$value" == *change-me* ]]; then
+            fail "$name is still example.env's placeholder: run infra/team/team.sh init" \
+                "(make team-init) for generated secrets, or set one of your own"
+        fi
+        if [ "${#value}" -lt "$MIN_SECRET_LENGTH" ]; then
+            fail "$name is shorter than $MIN_SECRET_LENGTH characters: run infra/team/team.sh" \
+                "init (make team-init) for generated secrets, or set a longer one"
+        fi
+    done
+    # Passwords and keys that go into connection URLs and rclone's key list unescaped.
+    for name in DENOISE_TEAM_MLFLOW_DB_PASSWORD DENOISE_TEAM_MLFLOW_AUTH_DB_PASSWORD \
+        DENOISE_TEAM_PREFECT_DB_PASSWORD AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY; do
+        if ! [[ "${!name}" =~ ^[A-Za-z0-9._~-]+$ ]]; then
+            fail "$name may hold only letters, digits and . _ ~ - (it goes into URLs)"
+        fi
+    done
 }
 
 server_env() {
-    need DENOISE_TEAM_DB_PASSWORD AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY \
-        MLFLOW_AUTH_ADMIN_USERNAME MLFLOW_AUTH_ADMIN_PASSWORD MLFLOW_FLASK_SERVER_SECRET_KEY \
-        PREFECT_SERVER_API_AUTH_STRING
-    url_safe DENOISE_TEAM_DB_PASSWORD
-    local database="postgresql+psycopg2://denoise:${DENOISE_TEAM_DB_PASSWORD}@127.0.0.1:${pg_port}"
+    check_secrets
+    local database="postgresql+psycopg2://mlflow:${DENOISE_TEAM_MLFLOW_DB_PASSWORD}@127.0.0.1:${pg_port}"
     export MLFLOW_S3_ENDPOINT_URL="http://127.0.0.1:${s3_port}"
     export MLFLOW_HOST=127.0.0.1 MLFLOW_PORT="$mlflow_port"
     export MLFLOW_BACKEND_STORE_URI="${database}/mlflow"
@@ -86,7 +163,7 @@ server_env() {
     export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
     export PREFECT_HOME="$state/prefect"
     export PREFECT_SERVER_API_HOST=127.0.0.1 PREFECT_SERVER_API_PORT="$prefect_port"
-    export PREFECT_API_DATABASE_CONNECTION_URL="postgresql+asyncpg://denoise:${DENOISE_TEAM_DB_PASSWORD}@127.0.0.1:${pg_port}/prefect"
+    export PREFECT_API_DATABASE_CONNECTION_URL="postgresql+asyncpg://prefect:${DENOISE_TEAM_PREFECT_DB_PASSWORD}@127.0.0.1:${pg_port}/prefect"
     export PREFECT_SERVER_ANALYTICS_ENABLED=false
     export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}"
 }
@@ -101,40 +178,64 @@ as_postgres() {
 }
 
 wait_http() {
-    # wait_http NAME URL PROCESS [AUTH]: poll URL until it answers 200, at most start_timeout
-    # seconds, while PROCESS (its pid file and log in the state folder) runs. With AUTH (a
-    # Prefect auth string), POST {} to URL, a workers filter, until it lists a worker online.
+    # wait_http NAME URL PROCESS [AUTH|any]: poll URL until it answers 200, at most
+    # start_timeout seconds, while PROCESS (its pid file and log in the state folder) runs; a
+    # PROCESS that exits is reported at once with the seconds since its start and its log's
+    # last lines. With `any`, any HTTP answer will do (the object store answers an anonymous
+    # request 400). With AUTH (a Prefect auth string), POST {} to URL, a workers filter, until
+    # it lists a worker online.
     python - "$1" "$2" "$state/$3" "$start_timeout" "${4:-}" <<'PY'
-import base64, json, os, sys, time, urllib.request
+import base64, json, os, sys, time, urllib.error, urllib.request
 
 name, url, stem, auth = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[5]
 timeout = float(sys.argv[4])
 log, pid = f"{stem}.log", int(open(f"{stem}.pid").read())
+started = float(open(f"{stem}.started").read())
 request = urllib.request.Request(url)
-if auth:
+if auth and auth != "any":
     request = urllib.request.Request(
         url, data=b"{}", method="POST",
         headers={"Content-Type": "application/json",
                  "Authorization": "Basic " + base64.b64encode(auth.encode()).decode()},
     )
+
+
+def running() -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def tail() -> str:
+    lines = open(log, errors="replace").read().splitlines()[-20:]
+    return f"; last lines of {log}:\n" + "\n".join(lines)
+
+
 deadline = time.monotonic() + timeout
 while time.monotonic() < deadline:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        break
+    if not running():
+        sys.exit(f"error: {name} exited {time.time() - started:.1f} s after it started{tail()}")
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
-            online = not auth or any(item["status"] == "ONLINE" for item in json.load(response))
+            online = auth in ("", "any") or any(
+                item["status"] == "ONLINE" for item in json.load(response)
+            )
             if response.status == 200 and online:
                 sys.exit(0)
+    except urllib.error.HTTPError:
+        if auth == "any":
+            sys.exit(0)
     except OSError:
         pass
     time.sleep(0.5)
-tail = open(log, errors="replace").read().splitlines()[-20:]
-sys.exit(f"error: {name} did not answer at {url} within {timeout:g} s; log {log}:\n" + "\n".join(tail))
+sys.exit(f"error: {name} did not answer at {url} within {timeout:g} s{tail()}")
 PY
 }
+
+# What this call of `up` started, stopped again when it fails.
+started=()
 
 start_process() {
     # start_process NAME COMMAND...: in a process group of its own, output in NAME.log.
@@ -142,10 +243,12 @@ start_process() {
     shift
     if [ -f "$state/$name.pid" ] && kill -0 "$(cat "$state/$name.pid")" 2>/dev/null; then
         echo "$name is running (pid $(cat "$state/$name.pid"))"
-        return 1
+        return 0
     fi
+    date +%s.%N >"$state/$name.started"
     setsid "$@" >>"$state/$name.log" 2>&1 </dev/null &
     echo $! >"$state/$name.pid"
+    started+=("$name")
 }
 
 stop_process() {
@@ -164,71 +267,90 @@ stop_process() {
     echo "$name stopped"
 }
 
+postgres_stop() {
+    if [ -f "$state/postgres/PG_VERSION" ] \
+        && as_postgres "$pg_bin/pg_ctl" -D "$state/postgres" status >/dev/null 2>&1; then
+        as_postgres "$pg_bin/pg_ctl" -D "$state/postgres" -m fast -w -t 60 stop >/dev/null
+        echo "postgres stopped"
+    fi
+}
+
 postgres_up() {
     local data="$state/postgres" sockets="$state/postgres-run"
     if [ ! -x "$pg_bin/initdb" ]; then
         infra/apt-install.sh postgresql "PostgreSQL cannot start"
     fi
     if [ ! -x "$pg_bin/initdb" ]; then
-        echo "error: PostgreSQL 15 is not installed ($pg_bin/initdb missing):" \
-            "apt-get install postgresql, or set DENOISE_TEAM_POSTGRES_BIN" >&2
-        exit 1
+        fail "PostgreSQL 15 is not installed ($pg_bin/initdb missing):" \
+            "apt-get install postgresql, or set DENOISE_TEAM_POSTGRES_BIN"
     fi
     mkdir -p "$data" "$sockets"
     touch "$state/postgres.log"
     if [ "$(id -u)" -eq 0 ]; then
         chown postgres: "$data" "$sockets" "$state/postgres.log"
         if ! runuser -u postgres -- test -w "$data"; then
-            echo "error: the postgres user cannot reach $data: every folder above it must be" \
-                "searchable by others (chmod o+x), or set DENOISE_TEAM_DIR elsewhere" >&2
-            exit 1
+            fail "the postgres user cannot reach $data: every folder above it must be" \
+                "searchable by others (chmod o+x), or set DENOISE_TEAM_DIR elsewhere"
         fi
     fi
-    chmod 700 "$data"
+    chmod 700 "$data" "$sockets"
     if [ ! -f "$data/PG_VERSION" ]; then
-        local password_file="$state/postgres-run/initdb-password"
-        (umask 077 && printf '%s\n' "$DENOISE_TEAM_DB_PASSWORD" >"$password_file")
-        [ "$(id -u)" -ne 0 ] || chown postgres: "$password_file"
-        # The superuser is `denoise`, password-protected on TCP; the socket is for its owner.
-        as_postgres "$pg_bin/initdb" -D "$data" -U denoise --pwfile="$password_file" \
-            --auth-host=scram-sha-256 --auth-local=peer -E UTF8 --locale=C.UTF-8 \
-            >>"$state/postgres.log" 2>&1
-        rm -f "$password_file"
+        # The superuser is the system user that runs the server (postgres as root), with no
+        # password: it logs in over the local socket alone, and only team.sh uses it.
+        as_postgres "$pg_bin/initdb" -D "$data" --auth-host=scram-sha-256 --auth-local=peer \
+            -E UTF8 --locale=C.UTF-8 >>"$state/postgres.log" 2>&1
     fi
     if as_postgres "$pg_bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
         echo "postgres is running"
     else
+        started+=(postgres)
         as_postgres "$pg_bin/pg_ctl" -D "$data" -l "$state/postgres.log" -w -t "$start_timeout" \
             -o "-c listen_addresses=127.0.0.1 -p $pg_port -k $sockets" start >/dev/null
     fi
-    PGPASSWORD="$DENOISE_TEAM_DB_PASSWORD" python - "$pg_port" <<'PY'
-import os, sys, psycopg2
-
-connection = psycopg2.connect(
-    host="127.0.0.1", port=int(sys.argv[1]), user="denoise",
-    password=os.environ["PGPASSWORD"], dbname="postgres", connect_timeout=10,
-)
-connection.autocommit = True
-with connection.cursor() as cursor:
-    for name in ("mlflow", "mlflow_auth", "prefect"):
-        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-        if cursor.fetchone() is None:
-            cursor.execute(f'CREATE DATABASE "{name}"')
-PY
-    echo "postgres on 127.0.0.1:$pg_port (databases mlflow, mlflow_auth, prefect)"
+    # One login role per service, owning its database alone, none a superuser; the passwords
+    # are set on every start (rotation: change .env, team-down, team-up). They reach psql on
+    # its standard input, never its command line.
+    local role password
+    {
+        echo '\set ON_ERROR_STOP on'
+        echo 'SET log_statement = none;'
+        for role in mlflow mlflow_auth prefect; do
+            case "$role" in
+                mlflow) password="$DENOISE_TEAM_MLFLOW_DB_PASSWORD" ;;
+                mlflow_auth) password="$DENOISE_TEAM_MLFLOW_AUTH_DB_PASSWORD" ;;
+                prefect) password="$DENOISE_TEAM_PREFECT_DB_PASSWORD" ;;
+            esac
+            cat <<SQL
+SELECT 'CREATE ROLE $role' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$role')\gexec
+ALTER ROLE $role WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS
+    PASSWORD '$password';
+SELECT 'CREATE DATABASE $role OWNER $role'
+    WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$role')\gexec
+ALTER DATABASE $role OWNER TO $role;
+REVOKE ALL ON DATABASE $role FROM PUBLIC;
+SQL
+        done
+    } | as_postgres "$pg_bin/psql" -X -q -h "$sockets" -p "$pg_port" -d postgres \
+        >>"$state/postgres.log" 2>&1 || fail "PostgreSQL: setting up the roles failed; see" \
+        "$state/postgres.log"
+    echo "postgres on 127.0.0.1:$pg_port (databases mlflow, mlflow_auth, prefect, each with" \
+        "its own role)"
 }
 
 s3_up() {
-    if start_process s3 moto_server -H 127.0.0.1 -p "$s3_port"; then :; fi
-    wait_http "S3 store" "http://127.0.0.1:${s3_port}/moto-api/" s3
-    python - "$MLFLOW_S3_ENDPOINT_URL" "$bucket" <<'PY'
-import sys, boto3
-
-s3 = boto3.client("s3", endpoint_url=sys.argv[1])
-if sys.argv[2] not in {bucket["Name"] for bucket in s3.list_buckets()["Buckets"]}:
-    s3.create_bucket(Bucket=sys.argv[2])
-PY
-    echo "S3 store (moto emulator) on http://127.0.0.1:$s3_port, bucket $bucket"
+    # rclone's S3 server on a folder: each top-level folder is a bucket. The keys reach it in
+    # its environment (RCLONE_AUTH_KEY, one CSV field), never its command line.
+    local objects="$state/objects"
+    (umask 077 && mkdir -p "$objects/$bucket")
+    local umask_was
+    umask_was="$(umask)"
+    umask 077
+    export RCLONE_CONFIG=/dev/null RCLONE_AUTH_KEY="\"$AWS_ACCESS_KEY_ID,$AWS_SECRET_ACCESS_KEY\""
+    start_process s3 rclone serve s3 --addr "127.0.0.1:${s3_port}" "$objects"
+    unset RCLONE_CONFIG RCLONE_AUTH_KEY
+    umask "$umask_was"
+    wait_http "S3 store" "http://127.0.0.1:${s3_port}/" s3 any
+    echo "S3 store (rclone serve s3) on http://127.0.0.1:$s3_port, bucket $bucket in $objects"
 }
 
 mlflow_up() {
@@ -237,60 +359,190 @@ mlflow_up() {
         cat >"$MLFLOW_AUTH_CONFIG_PATH" <<EOF
 [mlflow]
 default_permission = READ
-database_uri = postgresql+psycopg2://denoise:${DENOISE_TEAM_DB_PASSWORD}@127.0.0.1:${pg_port}/mlflow_auth
+database_uri = postgresql+psycopg2://mlflow_auth:${DENOISE_TEAM_MLFLOW_AUTH_DB_PASSWORD}@127.0.0.1:${pg_port}/mlflow_auth
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
 EOF
     )
-    if start_process mlflow "${MLFLOW_COMMAND[@]}"; then :; fi
+    start_process mlflow "${MLFLOW_COMMAND[@]}"
     wait_http "MLflow server" "http://127.0.0.1:${mlflow_port}/health" mlflow
-    echo "mlflow on http://127.0.0.1:$mlflow_port (basic auth)"
+    # The experiment and registered models exist before anyone runs the pipeline (a non-admin
+    # asking for a model that does not exist is answered 403), and the worker has its user.
+    mlflow_admin setup "$WORKER_MLFLOW_USER"
+    echo "mlflow on http://127.0.0.1:$mlflow_port (basic auth; worker user $WORKER_MLFLOW_USER)"
+}
+
+mlflow_admin() {
+    # mlflow_admin setup|add-user|grant USER: as the MLflow admin, make the experiment and the
+    # registered models of params.yaml (setup), a user (add-user, password generated, printed
+    # on stdout), and grant USER what a pipeline run needs: EDIT on the experiment, MANAGE on
+    # the registered models. Passwords travel in the environment.
+    MLFLOW_TRACKING_URI="http://127.0.0.1:${mlflow_port}" \
+        MLFLOW_TRACKING_USERNAME="$MLFLOW_AUTH_ADMIN_USERNAME" \
+        MLFLOW_TRACKING_PASSWORD="$MLFLOW_AUTH_ADMIN_PASSWORD" \
+        DENOISE_USER_PASSWORD="${DENOISE_TEAM_WORKER_MLFLOW_PASSWORD:-}" \
+        MLFLOW_HTTP_REQUEST_MAX_RETRIES=0 \
+        python -W ignore - "$1" "$2" params.yaml <<'PY'
+import os, re, secrets, string, sys
+
+import yaml
+from mlflow.exceptions import MlflowException
+from mlflow.server import get_app_client
+from mlflow.tracking import MlflowClient
+
+action, user, params_path = sys.argv[1:4]
+if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", user):
+    sys.exit(f"error: {user!r} is not a user name: letters, digits and . _ - (at most 64)")
+params = yaml.safe_load(open(params_path))
+experiment_name = params["tracking"]["experiment"]
+models = [params["register"]["model_name"], params["register"]["video_model_name"]]
+uri = os.environ["MLFLOW_TRACKING_URI"]
+client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+auth = get_app_client("basic-auth", tracking_uri=uri)
+
+
+def exists(call) -> bool:
+    try:
+        call()
+        return True
+    except MlflowException as error:
+        if error.get_http_status_code() == 404:
+            return False
+        raise
+
+
+def grant(resource_type: str, resource_id: str, permission: str) -> None:
+    try:
+        auth.grant_user_permission(user, resource_type, resource_id, permission)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        auth.revoke_user_permission(user, resource_type, resource_id)
+        auth.grant_user_permission(user, resource_type, resource_id, permission)
+
+
+try:
+    experiment = client.get_experiment_by_name(experiment_name)
+    experiment_id = (
+        experiment.experiment_id if experiment else client.create_experiment(experiment_name)
+    )
+    for model in models:
+        if not exists(lambda: client.get_registered_model(model)):
+            client.create_registered_model(model)
+    password = os.environ["DENOISE_USER_PASSWORD"]
+    if action == "add-user":
+        alphabet = string.ascii_letters + string.digits
+        password = "".join(secrets.choice(alphabet) for _ in range(32))
+    if action in ("setup", "add-user"):
+        if exists(lambda: auth.get_user(user)):
+            if action == "add-user":
+                sys.exit(f"error: MLflow user {user} exists: infra/team/team.sh grant {user} gives "
+                         "it what a pipeline run needs")
+            auth.update_user_password(user, password)
+        else:
+            auth.create_user(user, password)
+    elif not exists(lambda: auth.get_user(user)):
+        sys.exit(f"error: no MLflow user {user}: infra/team/team.sh add-user {user} makes one")
+    grant("experiment", experiment_id, "EDIT")
+    for model in models:
+        grant("registered_model", model, "MANAGE")
+except MlflowException as error:
+    sys.exit(f"error: MLflow at {uri}: {str(error).splitlines()[0]}")
+if action == "add-user":
+    print(password)
+PY
 }
 
 prefect_up() {
     mkdir -p "$PREFECT_HOME"
-    if start_process prefect "${PREFECT_COMMAND[@]}"; then :; fi
+    start_process prefect "${PREFECT_COMMAND[@]}"
     wait_http "Prefect server" "http://127.0.0.1:${prefect_port}/api/health" prefect
     echo "prefect on http://127.0.0.1:$prefect_port (auth string)"
 }
 
+# The worker's command prefix: as root, setpriv to the worker's system user (it execs, so the
+# pid file names the worker itself).
+as_user=()
+
+worker_user() {
+    # Checked before anything starts: the system user exists, and can run this environment.
+    mkdir -p "$state/worker"
+    if [ "$(id -u)" -eq 0 ] && [ "$worker_system_user" != root ]; then
+        if ! id -u "$worker_system_user" >/dev/null 2>&1; then
+            useradd --system --no-create-home --home-dir /nonexistent \
+                --shell /usr/sbin/nologin "$worker_system_user"
+        fi
+        as_user=(setpriv --reuid="$worker_system_user" --regid="$worker_system_user"
+            --init-groups --inh-caps=-all --)
+        if ! "${as_user[@]}" env -i "$(command -v python)" -c '' 2>/dev/null; then
+            fail "the worker's system user $worker_system_user cannot run" \
+                "$(command -v python): install the environment where other users can read it," \
+                "or set DENOISE_TEAM_WORKER_USER=root (flow runs then run as root)"
+        fi
+        if ! "${as_user[@]}" test -w "$project"; then
+            echo "warning: the worker's system user $worker_system_user cannot write" \
+                "$project: its flow runs there will fail (chown -R $worker_system_user a clone" \
+                "and set DENOISE_PROJECT_DIR to it)" >&2
+        fi
+    fi
+}
+
 worker_up() {
-    # A client like any other: the client settings, none of the servers' secrets (env -i), and
-    # the few runtime settings a GPU host sets for its jobs.
-    local passed=() name
-    for name in HOME LANG TMPDIR KERAS_BACKEND CUDA_VISIBLE_DEVICES XLA_FLAGS; do
+    # A client like any other: the client settings with the worker's own MLflow user, none of
+    # the servers' secrets (env -i), and the few runtime settings a GPU host sets for its jobs.
+    # As root it runs as an unprivileged system user (setpriv execs: the pid file names the
+    # worker itself).
+    local passed=() name home="$state/worker"
+    for name in LANG TMPDIR KERAS_BACKEND CUDA_VISIBLE_DEVICES XLA_FLAGS; do
         if [ -n "${!name:-}" ]; then passed+=("$name=${!name}"); fi
     done
-    client_settings
-    mkdir -p "$state/worker"
-    if start_process worker env -i PATH="$PATH" DVC_NO_ANALYTICS=1 \
-        PREFECT_HOME="$state/worker" PREFECT_SERVER_ANALYTICS_ENABLED=false \
-        DENOISE_PROJECT_DIR="${DENOISE_PROJECT_DIR:-$root}" "${passed[@]}" "${client[@]}" \
-        "${WORKER_COMMAND[@]}"; then :; fi
+    MLFLOW_TRACKING_USERNAME="$WORKER_MLFLOW_USER" \
+        MLFLOW_TRACKING_PASSWORD="$DENOISE_TEAM_WORKER_MLFLOW_PASSWORD" client_settings
+    if [ "${#as_user[@]}" -gt 0 ]; then
+        chown -R "$worker_system_user": "$home"
+    else
+        passed+=("HOME=${HOME:-$home}")
+    fi
+    start_process worker "${as_user[@]}" env -i PATH="$PATH" DVC_NO_ANALYTICS=1 \
+        HOME="$home" PREFECT_HOME="$home" PREFECT_SERVER_ANALYTICS_ENABLED=false \
+        DENOISE_PROJECT_DIR="$project" "${passed[@]}" "${client[@]}" "${WORKER_COMMAND[@]}"
     wait_http "worker online in the gpu pool" \
         "http://127.0.0.1:${prefect_port}/api/work_pools/gpu/workers/filter" worker \
         "$PREFECT_SERVER_API_AUTH_STRING"
-    echo "worker on the gpu pool (process type, one flow run at a time)," \
-        "in ${DENOISE_PROJECT_DIR:-$root}"
+    echo "worker on the gpu pool (process type, one flow run at a time, MLflow user" \
+        "$WORKER_MLFLOW_USER), in $project"
 }
 
 alerts_up() {
     # The Prefect automations of flows/alerts.py, as a client; without a webhook URL it says
     # so and applies nothing.
-    client_settings
-    mkdir -p "$state/worker"
-    env -i PATH="$PATH" HOME="${HOME:-/root}" PREFECT_HOME="$state/worker" \
-        DENOISE_ALERT_WEBHOOK_URL="${DENOISE_ALERT_WEBHOOK_URL:-}" "${client[@]}" \
+    mkdir -p "$state/alerts"
+    env -i PATH="$PATH" HOME="${HOME:-/root}" PREFECT_HOME="$state/alerts" \
+        PREFECT_API_URL="http://127.0.0.1:${prefect_port}/api" \
+        PREFECT_API_AUTH_STRING="$PREFECT_SERVER_API_AUTH_STRING" \
+        DENOISE_ALERT_WEBHOOK_URL="${DENOISE_ALERT_WEBHOOK_URL:-}" \
         python -m flows.alerts --params params.yaml
+}
+
+stop_started() {
+    # After a failed up: stop what this call started, in reverse order.
+    local index name
+    for ((index = ${#started[@]} - 1; index >= 0; index--)); do
+        name="${started[$index]}"
+        if [ "$name" = postgres ]; then postgres_stop; else stop_process "$name"; fi
+    done >&2
 }
 
 up() {
     server_env
+    worker_user
+    trap 'status=$?; if [ "$status" -ne 0 ]; then stop_started; fi' EXIT
     postgres_up
     s3_up
     mlflow_up
     prefect_up
     alerts_up
     worker_up
+    trap - EXIT
     echo "logs in $state; clients: eval \"\$(infra/team/team.sh env)\" (docs/team.md)"
 }
 
@@ -299,11 +551,7 @@ down() {
     stop_process prefect
     stop_process mlflow
     stop_process s3
-    if [ -f "$state/postgres/PG_VERSION" ] \
-        && as_postgres "$pg_bin/pg_ctl" -D "$state/postgres" status >/dev/null 2>&1; then
-        as_postgres "$pg_bin/pg_ctl" -D "$state/postgres" -m fast -w -t 60 stop >/dev/null
-        echo "postgres stopped"
-    fi
+    postgres_stop
 }
 
 client_settings() {
@@ -331,17 +579,30 @@ client_env() {
     done
 }
 
+add_user() {
+    # A teammate's MLflow user: the lines to hand over (their MLflow user, and the shared
+    # Prefect auth string and store keys, docs/team.md "Security model").
+    local user="${1:?usage: team.sh add-user NAME}" password
+    password="$(mlflow_admin add-user "$user")"
+    MLFLOW_TRACKING_USERNAME="$user" MLFLOW_TRACKING_PASSWORD="$password" client_env
+}
+
 case "${1:-}" in
     up) up ;;
     down) down ;;
     env) client_env ;;
+    add-user) add_user "${2:-}" ;;
+    grant)
+        mlflow_admin grant "${2:?usage: team.sh grant NAME}"
+        echo "MLflow user $2: EDIT on the experiment, MANAGE on the registered models"
+        ;;
     commands)
         echo "${MLFLOW_COMMAND[*]}"
         echo "${PREFECT_COMMAND[*]}"
         echo "${WORKER_COMMAND[*]}"
         ;;
     *)
-        echo "usage: $0 up|down|env|commands" >&2
+        echo "usage: $0 init|up|down|add-user NAME|grant NAME|env|commands" >&2
         exit 2
         ;;
 esac
