@@ -381,13 +381,10 @@ mlflow_admin() {
         MLFLOW_TRACKING_PASSWORD="$MLFLOW_AUTH_ADMIN_PASSWORD" \
         DENOISE_USER_PASSWORD="${DENOISE_TEAM_WORKER_MLFLOW_PASSWORD:-}" \
         MLFLOW_HTTP_REQUEST_MAX_RETRIES=0 \
-        python -W ignore - "$1" "$2" params.yaml <<'PY'
-import os, re, secrets, string, sys
+        python - "$1" "$2" params.yaml <<'PY'
+import base64, json, os, re, secrets, string, sys, urllib.error, urllib.parse, urllib.request
 
 import yaml
-from mlflow.exceptions import MlflowException
-from mlflow.server import get_app_client
-from mlflow.tracking import MlflowClient
 
 action, user, params_path = sys.argv[1:4]
 if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", user):
@@ -396,57 +393,85 @@ params = yaml.safe_load(open(params_path))
 experiment_name = params["tracking"]["experiment"]
 models = [params["register"]["model_name"], params["register"]["video_model_name"]]
 uri = os.environ["MLFLOW_TRACKING_URI"]
-client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-auth = get_app_client("basic-auth", tracking_uri=uri)
+admin = f"{os.environ['MLFLOW_TRACKING_USERNAME']}:{os.environ['MLFLOW_TRACKING_PASSWORD']}"
+headers = {
+    "Authorization": "Basic " + base64.b64encode(admin.encode()).decode(),
+    "Content-Type": "application/json",
+}
 
 
-def exists(call) -> bool:
+class Refused(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"HTTP {status} {code}: {message}".splitlines()[0][:300])
+        self.status, self.code = status, code
+
+
+def call(method: str, path: str, body: dict | None = None, **query: str) -> dict:
+    url = f"{uri}/api/{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
-        call()
-        return True
-    except MlflowException as error:
-        if error.get_http_status_code() == 404:
-            return False
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        try:
+            payload = json.loads(error.read())
+        except ValueError:
+            payload = {}
+        raise Refused(error.code, payload.get("error_code", ""), payload.get("message", ""))
+
+
+def found(method: str, path: str, **query: str) -> dict | None:
+    try:
+        return call(method, path, **query)
+    except Refused as error:
+        if error.status == 404:
+            return None
         raise
 
 
 def grant(resource_type: str, resource_id: str, permission: str) -> None:
+    body = {"username": user, "resource_type": resource_type, "resource_id": resource_id}
     try:
-        auth.grant_user_permission(user, resource_type, resource_id, permission)
-    except MlflowException as error:
-        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+        call("POST", "3.0/mlflow/users/permissions/grant", {**body, "permission": permission})
+    except Refused as error:
+        if error.code != "RESOURCE_ALREADY_EXISTS":
             raise
-        auth.revoke_user_permission(user, resource_type, resource_id)
-        auth.grant_user_permission(user, resource_type, resource_id, permission)
+        call("POST", "3.0/mlflow/users/permissions/revoke", body)
+        call("POST", "3.0/mlflow/users/permissions/grant", {**body, "permission": permission})
 
 
 try:
-    experiment = client.get_experiment_by_name(experiment_name)
-    experiment_id = (
-        experiment.experiment_id if experiment else client.create_experiment(experiment_name)
-    )
+    experiment = found("GET", "2.0/mlflow/experiments/get-by-name", experiment_name=experiment_name)
+    if experiment is None:
+        experiment_id = call("POST", "2.0/mlflow/experiments/create", {"name": experiment_name})[
+            "experiment_id"
+        ]
+    else:
+        experiment_id = experiment["experiment"]["experiment_id"]
     for model in models:
-        if not exists(lambda: client.get_registered_model(model)):
-            client.create_registered_model(model)
+        if found("GET", "2.0/mlflow/registered-models/get", name=model) is None:
+            call("POST", "2.0/mlflow/registered-models/create", {"name": model})
     password = os.environ["DENOISE_USER_PASSWORD"]
     if action == "add-user":
         alphabet = string.ascii_letters + string.digits
         password = "".join(secrets.choice(alphabet) for _ in range(32))
-    if action in ("setup", "add-user"):
-        if exists(lambda: auth.get_user(user)):
-            if action == "add-user":
-                sys.exit(f"error: MLflow user {user} exists: infra/team/team.sh grant {user} gives "
-                         "it what a pipeline run needs")
-            auth.update_user_password(user, password)
-        else:
-            auth.create_user(user, password)
-    elif not exists(lambda: auth.get_user(user)):
+    exists = found("GET", "2.0/mlflow/users/get", username=user) is not None
+    credentials = {"username": user, "password": password}
+    if action == "add-user" and exists:
+        sys.exit(f"error: MLflow user {user} exists: infra/team/team.sh grant {user} gives it what "
+                 "a pipeline run needs")
+    if action == "grant" and not exists:
         sys.exit(f"error: no MLflow user {user}: infra/team/team.sh add-user {user} makes one")
+    if action == "setup" and exists:
+        call("PATCH", "2.0/mlflow/users/update-password", credentials)
+    elif action != "grant":
+        call("POST", "2.0/mlflow/users/create", credentials)
     grant("experiment", experiment_id, "EDIT")
     for model in models:
         grant("registered_model", model, "MANAGE")
-except MlflowException as error:
-    sys.exit(f"error: MLflow at {uri}: {str(error).splitlines()[0]}")
+except (Refused, OSError) as error:
+    sys.exit(f"error: MLflow at {uri}: {error}")
 if action == "add-user":
     print(password)
 PY
