@@ -1,6 +1,6 @@
 """The team services of infra/team/team.sh, started for real on free loopback ports.
 
-One module fixture runs `team.sh up` (PostgreSQL 15, the S3 store, MLflow with basic auth,
+One module fixture runs `team.sh up` (PostgreSQL 15, rclone's S3 store, MLflow with basic auth,
 Prefect with an auth string) in a temporary state folder with secrets made up for the run, and
 `team.sh down` at the end. A server that cannot be installed or started fails the tests with
 its log; nothing here skips.
@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import re
 import secrets
 import shlex
 import shutil
+import socket
+import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,6 +40,13 @@ ALWAYS_RUN = {"preflight", "init"}  # always_changed stages (tests/test_pipeline
 # uncached outputs are DVC plots and metrics, which the run cache keeps (dvc.yaml).
 RESTORED = set(STAGES) - ALWAYS_RUN
 MODEL_NAME = "denoise"  # params.yaml: register.model_name
+# Each service's PostgreSQL login role (the owner of the database of its name) and its password.
+DATABASE_PASSWORDS = {
+    "mlflow": "DENOISE_TEAM_MLFLOW_DB_PASSWORD",
+    "mlflow_auth": "DENOISE_TEAM_MLFLOW_AUTH_DB_PASSWORD",
+    "prefect": "DENOISE_TEAM_PREFECT_DB_PASSWORD",
+}
+WORKER_MLFLOW_USER = "denoise-worker"  # team.sh
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,14 +80,16 @@ class Team:
             )
         }
 
-    def database(self, name: str = "mlflow"):  # type: ignore[no-untyped-def]
+    def database(self, name: str = "mlflow", role: str | None = None):  # type: ignore[no-untyped-def]
+        """A connection to database name as role (default: the database's own role)."""
         import psycopg2
 
+        role = role or name
         connection = psycopg2.connect(
             host="127.0.0.1",
             port=int(self.settings["DENOISE_TEAM_POSTGRES_PORT"]),
-            user="denoise",
-            password=self.settings["DENOISE_TEAM_DB_PASSWORD"],
+            user=role,
+            password=self.settings[DATABASE_PASSWORDS[role]],
             dbname=name,
             connect_timeout=10,
         )
@@ -95,13 +108,55 @@ class Team:
         )
 
 
+def made_up_secrets() -> dict[str, str]:
+    """Every secret team.sh needs, random and 24 or more characters."""
+    return {
+        **{name: secrets.token_hex(12) for name in DATABASE_PASSWORDS.values()},
+        "AWS_ACCESS_KEY_ID": secrets.token_hex(10),
+        "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(24),
+        "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
+        "MLFLOW_AUTH_ADMIN_PASSWORD": secrets.token_urlsafe(18),
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_urlsafe(24),
+        "PREFECT_SERVER_API_AUTH_STRING": f"admin:{secrets.token_urlsafe(18)}",
+        "DENOISE_TEAM_WORKER_MLFLOW_PASSWORD": secrets.token_urlsafe(18),
+    }
+
+
+def _worker_system_user() -> str:
+    """team.sh's default, denoise-worker, where such a user could run this environment's
+    Python; else root (this environment is in a folder only root can reach)."""
+    if os.geteuid() != 0:
+        return "denoise-worker"  # not root: the worker runs as the caller, the setting unused
+    as_nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    probe = subprocess.run(
+        [*as_nobody, "env", "-i", sys.executable, "-c", ""],
+        capture_output=True,
+        check=False,
+    )
+    return "denoise-worker" if probe.returncode == 0 else "root"
+
+
 def _team_sh(*arguments: str, settings: dict[str, str], timeout: float) -> str:
+    result = _run_team_sh(*arguments, settings=settings, timeout=timeout)
+    if result.returncode != 0:
+        raise AssertionError(
+            f"team.sh {' '.join(arguments)} failed ({result.returncode}):\n"
+            f"{result.stdout}\n{result.stderr}"
+        )
+    return result.stdout
+
+
+def _run_team_sh(
+    *arguments: str, settings: dict[str, str], timeout: float, inherit: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """team.sh with settings in its environment (inherit=False: with PATH and HOME alone)."""
+    base = dict(os.environ) if inherit else {"HOME": os.environ.get("HOME", "/root")}
     environment = {
-        **os.environ,
+        **base,
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
         **settings,
     }
-    result = subprocess.run(
+    return subprocess.run(
         [str(TEAM / "team.sh"), *arguments],
         env=environment,
         capture_output=True,
@@ -109,12 +164,6 @@ def _team_sh(*arguments: str, settings: dict[str, str], timeout: float) -> str:
         timeout=timeout,
         check=False,
     )
-    if result.returncode != 0:
-        raise AssertionError(
-            f"team.sh {' '.join(arguments)} failed ({result.returncode}):\n"
-            f"{result.stdout}\n{result.stderr}"
-        )
-    return result.stdout
 
 
 @pytest.fixture(scope="module")
@@ -131,21 +180,12 @@ def team() -> Iterator[Team]:
         "DENOISE_TEAM_PREFECT_PORT": str(free_port()),
         "DENOISE_TEAM_BUCKET": "denoise-test",
         "DENOISE_TEAM_START_TIMEOUT": str(START_TIMEOUT_SECONDS),
-        "DENOISE_TEAM_DB_PASSWORD": secrets.token_urlsafe(16),
-        "AWS_ACCESS_KEY_ID": secrets.token_hex(8),
-        "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(24),
-        "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
-        "MLFLOW_AUTH_ADMIN_PASSWORD": secrets.token_urlsafe(16),
-        "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_urlsafe(24),
-        "PREFECT_SERVER_API_AUTH_STRING": f"admin:{secrets.token_urlsafe(16)}",
+        **made_up_secrets(),
+        "DENOISE_TEAM_WORKER_USER": _worker_system_user(),
     }
     try:
         _team_sh("up", settings=settings, timeout=4 * START_TIMEOUT_SECONDS)
-        printed = _team_sh("env", settings=settings, timeout=30)
-        client = {}
-        for line in printed.splitlines():
-            name, _, value = line.removeprefix("export ").partition("=")
-            client[name] = shlex.split(value)[0]
+        client = _parse_exports(_team_sh("env", settings=settings, timeout=30))
         yield Team(settings, client)
     finally:
         _team_sh("down", settings=settings, timeout=180)
@@ -190,6 +230,86 @@ def test_the_compose_file_is_valid_and_needs_every_secret() -> None:
     )
     assert missing.returncode != 0
     assert "PREFECT_SERVER_API_AUTH_STRING" in missing.stderr
+
+
+# The secrets team.sh init generates and up checks (example.env's change-me values).
+GENERATED_SETTINGS = (
+    *DATABASE_PASSWORDS.values(),
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "MLFLOW_AUTH_ADMIN_PASSWORD",
+    "MLFLOW_FLASK_SERVER_SECRET_KEY",
+    "PREFECT_SERVER_API_AUTH_STRING",
+    "DENOISE_TEAM_WORKER_MLFLOW_PASSWORD",
+)
+
+
+def _settings_file(path: Path) -> dict[str, str]:
+    return dict(
+        line.split("=", 1)
+        for line in path.read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+
+
+def _one_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode != 0, result.stdout
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("error: "), result.stderr
+    return errors[0]
+
+
+def test_init_writes_generated_secrets_readable_by_the_owner_alone_and_never_over_a_file(
+    tmp_path: Path,
+) -> None:
+    env_file = tmp_path / "team.env"
+    settings = {"DENOISE_TEAM_ENV_FILE": str(env_file)}
+    written = _run_team_sh("init", settings=settings, timeout=60, inherit=False)
+    assert written.returncode == 0, written.stderr
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    values = _settings_file(env_file)
+    assert set(GENERATED_SETTINGS) <= set(values)
+    assert not [name for name, value in values.items() if "change-me" in value]
+    generated = [values[name].rpartition(":")[2] for name in GENERATED_SETTINGS]
+    assert all(re.fullmatch(r"[A-Za-z0-9]{32}", value) for value in generated), generated
+    assert len(set(generated)) == len(generated)
+    before = env_file.read_text()
+    again = _run_team_sh("init", settings=settings, timeout=60, inherit=False)
+    assert str(env_file) in _one_error(again)
+    assert env_file.read_text() == before
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ("placeholder", "DENOISE_TEAM_MLFLOW_DB_PASSWORD"),
+        ("short admin password", "MLFLOW_AUTH_ADMIN_PASSWORD"),
+        ("short Prefect auth string", "PREFECT_SERVER_API_AUTH_STRING"),
+        ("readable by others", "chmod 600"),
+    ],
+)
+def test_up_refuses_weak_settings_in_one_line_before_starting_anything(
+    tmp_path: Path, change: str, named: str
+) -> None:
+    env_file = tmp_path / "team.env"
+    state = tmp_path / "state"
+    settings = {"DENOISE_TEAM_ENV_FILE": str(env_file), "DENOISE_TEAM_DIR": str(state)}
+    assert _run_team_sh("init", settings=settings, timeout=60, inherit=False).returncode == 0
+    text = env_file.read_text()
+    values = _settings_file(env_file)
+    if change == "placeholder":
+        example = _settings_file(TEAM / "example.env")
+        text = text.replace(values[named], example[named])
+    elif change == "short admin password":
+        text = text.replace(values[named], "A" * 15)
+    elif change == "short Prefect auth string":
+        text = text.replace(values[named], "admin:" + "A" * 15)
+    else:
+        env_file.chmod(0o644)
+    env_file.write_text(text)
+    error = _one_error(_run_team_sh("up", settings=settings, timeout=60, inherit=False))
+    assert named in error
+    assert not list(state.glob("*.pid")) and not (state / "postgres").exists()
 
 
 # A credential in a tracked file: a cloud access key, a password inside a URL, or a secret
@@ -261,7 +381,9 @@ def test_prefect_api_refuses_requests_without_or_with_the_wrong_auth_string(team
 
 
 @pytest.mark.slow
-def test_the_worker_polls_the_gpu_pool_with_the_client_settings_alone(team: Team) -> None:
+def test_the_worker_polls_the_gpu_pool_as_its_own_mlflow_user_without_admin_credentials(
+    team: Team,
+) -> None:
     auth = tuple(team.client["PREFECT_API_AUTH_STRING"].split(":", 1))
     pool = requests.get(f"{team.prefect}/work_pools/gpu", auth=auth, timeout=30)
     assert pool.status_code == 200 and pool.json()["type"] == "process"
@@ -269,23 +391,146 @@ def test_the_worker_polls_the_gpu_pool_with_the_client_settings_alone(team: Team
         f"{team.prefect}/work_pools/gpu/workers/filter", json={}, auth=auth, timeout=30
     )
     assert [worker["status"] for worker in workers.json()] == ["ONLINE"]
-    # The worker runs users' flows: it holds the client settings and none of the servers'.
+    # The worker runs users' flows (anyone with the Prefect auth string can make it run code):
+    # it holds the client settings with an MLflow user of its own, and none of the servers'
+    # secrets nor the MLflow admin's credentials.
     pid = int((Path(team.settings["DENOISE_TEAM_DIR"]) / "worker.pid").read_text())
-    names = {
-        entry.split(b"=", 1)[0].decode()
+    environment = dict(
+        entry.decode().split("=", 1)
         for entry in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        if entry
-    }
-    assert set(team.client) <= names
+        if b"=" in entry
+    )
+    assert set(team.client) <= set(environment)
     server_only = {
-        "DENOISE_TEAM_DB_PASSWORD",
+        *DATABASE_PASSWORDS.values(),
+        "MLFLOW_AUTH_ADMIN_USERNAME",
         "MLFLOW_AUTH_ADMIN_PASSWORD",
         "MLFLOW_FLASK_SERVER_SECRET_KEY",
         "PREFECT_SERVER_API_AUTH_STRING",
         "PREFECT_API_DATABASE_CONNECTION_URL",
         "MLFLOW_BACKEND_STORE_URI",
+        "DENOISE_TEAM_WORKER_MLFLOW_PASSWORD",
     }
-    assert not names & server_only
+    assert not set(environment) & server_only
+    admin_user, admin_password = team.admin
+    assert environment["MLFLOW_TRACKING_USERNAME"] == WORKER_MLFLOW_USER != admin_user
+    assert not [name for name, value in environment.items() if admin_password in value]
+    worker = (WORKER_MLFLOW_USER, environment["MLFLOW_TRACKING_PASSWORD"])
+    found = requests.get(
+        f"{team.mlflow}/api/2.0/mlflow/users/get",
+        params={"username": WORKER_MLFLOW_USER},
+        auth=worker,
+        timeout=30,
+    )
+    assert found.status_code == 200 and found.json()["user"]["is_admin"] is False
+    for resource_type, resource_id, permission in (
+        ("experiment", _experiment_id(team), "EDIT"),
+        ("registered_model", MODEL_NAME, "MANAGE"),
+    ):
+        answer = requests.get(
+            f"{team.mlflow}/api/3.0/mlflow/users/permissions/get",
+            params={
+                "username": WORKER_MLFLOW_USER,
+                "resource_type": resource_type,
+                "resource_id": resource_id,
+            },
+            auth=worker,
+            timeout=30,
+        )
+        assert answer.json()["permission"] == permission, (resource_type, answer.text)
+    uid = next(
+        line.split()[1]
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if line.startswith("Uid:")
+    )
+    if team.settings["DENOISE_TEAM_WORKER_USER"] != "root":
+        assert uid != "0", "as root, team.sh runs the worker as an unprivileged system user"
+
+
+def _experiment_id(team: Team) -> str:
+    """The experiment team.sh up made (params.yaml: tracking.experiment)."""
+    answer = requests.get(
+        f"{team.mlflow}/api/2.0/mlflow/experiments/get-by-name",
+        params={"experiment_name": "denoise"},
+        auth=team.admin,
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["experiment"]["experiment_id"])
+
+
+@pytest.mark.slow
+def test_each_database_role_reaches_its_own_database_alone_and_no_server_program(
+    team: Team,
+) -> None:
+    import psycopg2
+    from psycopg2 import errors
+
+    for role in DATABASE_PASSWORDS:
+        with contextlib.closing(team.database(role)) as connection, connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT rolsuper, rolcreatedb, rolcreaterole, rolbypassrls FROM pg_roles "
+                "WHERE rolname = current_user"
+            )
+            assert cursor.fetchone() == (False, False, False, False), role
+            cursor.execute(
+                "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (role,)
+            )
+            assert cursor.fetchone() == (role,)
+            cursor.execute("CREATE TEMPORARY TABLE probe (line text)")
+            with pytest.raises(errors.InsufficientPrivilege):
+                cursor.execute("COPY probe FROM PROGRAM 'id'")
+        for other in set(DATABASE_PASSWORDS) - {role}:
+            with pytest.raises(psycopg2.OperationalError, match="permission denied"):
+                team.database(other, role=role).close()
+    # The superuser has no password: TCP refuses it, whatever is sent.
+    superuser = "postgres" if os.geteuid() == 0 else os.environ.get("USER", "postgres")
+    for password in ("", *(team.settings[name] for name in DATABASE_PASSWORDS.values())):
+        with pytest.raises(psycopg2.OperationalError):
+            psycopg2.connect(
+                host="127.0.0.1",
+                port=int(team.settings["DENOISE_TEAM_POSTGRES_PORT"]),
+                user=superuser,
+                password=password,
+                dbname="postgres",
+                connect_timeout=10,
+            ).close()
+
+
+@pytest.mark.slow
+def test_the_object_store_refuses_anonymous_and_wrong_key_requests(team: Team) -> None:
+    import boto3
+    from botocore.exceptions import ClientError
+
+    bucket = team.settings["DENOISE_TEAM_BUCKET"]
+    endpoint = team.client["DENOISE_TEAM_S3_ENDPOINT"]
+    key = f"probe/{secrets.token_hex(4)}.txt"
+    assert requests.get(f"{endpoint}/{bucket}", timeout=30).status_code in (400, 403)
+    assert requests.put(f"{endpoint}/{bucket}/{key}", data=b"x", timeout=30).status_code in (
+        400,
+        403,
+    )
+    right = (team.client["AWS_ACCESS_KEY_ID"], team.client["AWS_SECRET_ACCESS_KEY"])
+    for access_key, secret_key in ((right[0], right[1] + "x"), ("someone-else", right[1])):
+        wrong = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key,
+            region_name="us-east-1",
+        )
+        for call in (
+            lambda client: client.list_objects_v2(Bucket=bucket),
+            lambda client: client.put_object(Bucket=bucket, Key=key, Body=b"x"),
+            lambda client: client.delete_bucket(Bucket=bucket),
+        ):
+            with pytest.raises(ClientError) as refused:
+                call(wrong)
+            assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    store = team.s3()
+    store.put_object(Bucket=bucket, Key=key, Body=b"kept")
+    assert store.get_object(Bucket=bucket, Key=key)["Body"].read() == b"kept"
+    store.delete_object(Bucket=bucket, Key=key)
 
 
 @pytest.mark.slow
@@ -368,8 +613,9 @@ def _lock_stages(root: Path) -> dict:  # type: ignore[type-arg]
     return yaml.safe_load((root / "dvc.lock").read_text())["stages"]
 
 
-def _dvc_env(team: Team, log: Path) -> dict[str, str]:
-    """The team's MLflow, and a `denoise` first on PATH that notes each stage it runs in log."""
+def _dvc_env(team: Team, log: Path, user: dict[str, str] | None = None) -> dict[str, str]:
+    """The team's MLflow (as user, the lines `team.sh add-user` printed; default: the admin),
+    and a `denoise` first on PATH that notes each stage it runs in log."""
     wrapper = log.parent / f"{log.stem}-bin"
     wrapper.mkdir()
     (wrapper / "denoise").write_text(
@@ -378,6 +624,7 @@ def _dvc_env(team: Team, log: Path) -> dict[str, str]:
     (wrapper / "denoise").chmod(0o755)
     return {
         **team.mlflow_env,
+        **{name: value for name, value in (user or {}).items() if name.startswith("MLFLOW_")},
         "PATH": f"{wrapper}{os.pathsep}{BIN}{os.pathsep}{os.environ['PATH']}",
     }
 
@@ -401,17 +648,36 @@ def _add_team_remote(team: Team, root: Path) -> None:
         sh("dvc", "remote", "modify", "--local", "team", option, "--", team.client[name], cwd=root)
 
 
+def _parse_exports(printed: str) -> dict[str, str]:
+    settings = {}
+    for line in printed.splitlines():
+        name, _, value = line.removeprefix("export ").partition("=")
+        settings[name] = shlex.split(value)[0]
+    return settings
+
+
 @pytest.fixture(scope="module")
-def reproduced(team: Team, tmp_path_factory: pytest.TempPathFactory) -> Reproduced:
-    """A tiny repository whose remote `team` is committed; then `dvc repro` with only the
-    environment pointing at the team MLflow, and `denoise push -r team` (dvc push --run-cache
-    with the objects of the run cache's git-kept reports)."""
+def teammates(team: Team) -> dict[str, dict[str, str]]:
+    """Two MLflow users made by `team.sh add-user`, no admins: the lines each was handed."""
+    return {
+        name: _parse_exports(_team_sh("add-user", name, settings=team.settings, timeout=120))
+        for name in ("alice", "bob")
+    }
+
+
+@pytest.fixture(scope="module")
+def reproduced(
+    team: Team, teammates: dict[str, dict[str, str]], tmp_path_factory: pytest.TempPathFactory
+) -> Reproduced:
+    """A tiny repository whose remote `team` is committed; then `dvc repro` by teammate alice
+    (not an admin) with only the environment pointing at the team MLflow, and `denoise push -r
+    team` (dvc push --run-cache with the objects of the run cache's git-kept reports)."""
     folder = tmp_path_factory.mktemp("team-repo")
     root = build_repository(folder / "repo")
     _add_team_remote(team, root)
     sh("git", "add", ".dvc/config", cwd=root)
     sh("git", "commit", "-qm", "the team remote", cwd=root)
-    env = _dvc_env(team, folder / "stages.log")
+    env = _dvc_env(team, folder / "stages.log", teammates["alice"])
     sh("dvc", "repro", cwd=root, env=env)
     pushed = sh("denoise", "push", "-r", "team", cwd=root, env=env).stdout
     assert "run cache:" in pushed and "more objects sent" in pushed
@@ -529,15 +795,16 @@ def test_the_mlflow_database_comes_back_from_a_dump(
     before = _snapshot(as_admin)
     assert before[0], "the repository's runs are there to back up"
     pg_bin = Path(os.environ.get("DENOISE_TEAM_POSTGRES_BIN", "/usr/lib/postgresql/15/bin"))
+    # As the database's own role, as docs/team.md does it: no superuser over TCP.
     connection = [
         "-h",
         "127.0.0.1",
         "-p",
         as_admin.settings["DENOISE_TEAM_POSTGRES_PORT"],
         "-U",
-        "denoise",
+        "mlflow",
     ]
-    env = {"PGPASSWORD": as_admin.settings["DENOISE_TEAM_DB_PASSWORD"]}
+    env = {"PGPASSWORD": as_admin.settings[DATABASE_PASSWORDS["mlflow"]]}
     dump = tmp_path / "mlflow.dump"
     sh(
         str(pg_bin / "pg_dump"),
@@ -549,9 +816,193 @@ def test_the_mlflow_database_comes_back_from_a_dump(
         cwd=tmp_path,
         env=env,
     )
-    with contextlib.closing(as_admin.database("postgres")) as admin, admin.cursor() as cursor:
-        cursor.execute("DROP DATABASE mlflow WITH (FORCE)")
-        cursor.execute("CREATE DATABASE mlflow")
+    _query(as_admin, "DROP SCHEMA public CASCADE; CREATE SCHEMA public; SELECT 1")
     assert _query(as_admin, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == [(0,)]
     sh(str(pg_bin / "pg_restore"), *connection, "-d", "mlflow", str(dump), cwd=tmp_path, env=env)
     assert _snapshot(as_admin) == before
+
+
+@pytest.mark.slow
+def test_objects_and_runs_survive_team_down_and_up(reproduced: Reproduced, as_admin: Team) -> None:
+    bucket = as_admin.settings["DENOISE_TEAM_BUCKET"]
+
+    def stored() -> dict[str, str]:
+        pages = as_admin.s3().get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        return {item["Key"]: item["ETag"] for page in pages for item in page.get("Contents", [])}
+
+    before, runs = stored(), _snapshot(as_admin)
+    assert any(key.startswith("dvc/") for key in before), "the DVC remote is in the store"
+    assert any(key.startswith("mlflow/") for key in before), "MLflow's artifacts are too"
+    _team_sh("down", settings=as_admin.settings, timeout=180)
+    _team_sh("up", settings=as_admin.settings, timeout=4 * START_TIMEOUT_SECONDS)
+    assert stored() == before
+    assert _snapshot(as_admin) == runs
+
+
+@pytest.mark.slow
+def test_a_failed_up_names_the_service_that_exited_and_stops_what_it_started() -> None:
+    state = Path(tempfile.mkdtemp(prefix="denoise-team-"))
+    state.chmod(0o755)
+    settings = {
+        "DENOISE_TEAM_DIR": str(state),
+        "DENOISE_TEAM_POSTGRES_PORT": str(free_port()),
+        "DENOISE_TEAM_S3_PORT": str(free_port()),
+        "DENOISE_TEAM_PREFECT_PORT": str(free_port()),
+        "DENOISE_TEAM_START_TIMEOUT": str(START_TIMEOUT_SECONDS),
+        **made_up_secrets(),
+        "DENOISE_TEAM_WORKER_USER": _worker_system_user(),
+    }
+    try:
+        # MLflow's port is taken: its server exits within seconds of starting.
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            settings["DENOISE_TEAM_MLFLOW_PORT"] = str(taken.getsockname()[1])
+            began = time.monotonic()
+            result = _run_team_sh("up", settings=settings, timeout=4 * START_TIMEOUT_SECONDS)
+            took = time.monotonic() - began
+        assert result.returncode != 0
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1, result.stderr
+        exited = re.fullmatch(
+            r"error: MLflow server exited ([0-9.]+) s after it started; last lines of (\S+):",
+            errors[0],
+        )
+        assert exited, errors[0]
+        # Reported when it exited, with the real seconds, not after the start timeout.
+        assert float(exited.group(1)) <= took < START_TIMEOUT_SECONDS
+        assert Path(exited.group(2)) == state / "mlflow.log"
+        tail = result.stderr.split(errors[0], 1)[1].strip().splitlines()
+        assert tail and tail[0] in (state / "mlflow.log").read_text()
+        # What this call started is stopped: the store, MLflow and PostgreSQL.
+        assert not list(state.glob("*.pid"))
+        for port in ("DENOISE_TEAM_S3_PORT", "DENOISE_TEAM_POSTGRES_PORT"):
+            with pytest.raises(ConnectionRefusedError), socket.socket() as probe:
+                probe.connect(("127.0.0.1", int(settings[port])))
+    finally:
+        _run_team_sh("down", settings=settings, timeout=180)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def _user_without_grants(team: Team) -> tuple[str, str]:
+    """An MLflow user the admin made by hand: READ by default, nothing granted."""
+    user, password = f"viewer-{secrets.token_hex(4)}", secrets.token_urlsafe(18)
+    made = requests.post(
+        f"{team.mlflow}/api/2.0/mlflow/users/create",
+        json={"username": user, "password": password},
+        auth=team.admin,
+        timeout=30,
+    )
+    assert made.status_code == 200, made.text
+    return user, password
+
+
+@pytest.mark.slow
+def test_preflight_names_the_missing_permission_and_the_command_that_grants_it(
+    team: Team, tmp_path: Path
+) -> None:
+    user, password = _user_without_grants(team)
+    params = tiny_params(tmp_path)
+    Path(params.paths.raw).mkdir(parents=True)
+    write_tiny_video(Path(params.paths.raw) / "tiny.avi")
+    write_params(params, tmp_path / "params.yaml")
+    environment = {
+        **{name: value for name, value in os.environ.items() if not name.startswith("MLFLOW_")},
+        "MLFLOW_TRACKING_URI": team.mlflow,
+        "MLFLOW_TRACKING_USERNAME": user,
+        "MLFLOW_TRACKING_PASSWORD": password,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+    }
+    result = subprocess.run(
+        ["denoise", "preflight", "--params", str(tmp_path / "params.yaml")],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    error = _one_error(result)
+    assert f"user {user} has READ permission on experiment denoise" in error
+    assert error.endswith(f"infra/team/team.sh grant {user}")
+    _team_sh("grant", user, settings=team.settings, timeout=120)
+    granted = subprocess.run(
+        ["denoise", "preflight", "--params", str(tmp_path / "params.yaml")],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert granted.returncode == 0, granted.stderr
+
+
+@pytest.mark.slow
+def test_a_refused_model_lookup_is_one_line_naming_the_command(
+    team: Team, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from denoise.core.errors import ModelError
+    from denoise.serving.load import download_keras
+
+    user, password = _user_without_grants(team)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    # MLflow answers a non-admin 403 for a model that does not exist (the admin: 404).
+    with pytest.raises(ModelError) as refused:
+        download_keras("models:/not-registered@champion", team.mlflow, tmp_path)
+    line = str(refused.value)
+    assert "\n" not in line and "(HTTP 403)" in line
+    assert line.endswith(f"infra/team/team.sh grant {user}")
+
+
+@pytest.mark.slow
+def test_a_second_teammate_fine_tunes_from_and_replaces_the_first_ones_champion(
+    reproduced: Reproduced, as_admin: Team, teammates: dict[str, dict[str, str]], tmp_path: Path
+) -> None:
+    """Alice (not an admin) ran the pipeline (the reproduced fixture); Bob, another teammate,
+    fine-tunes her champion's architecture from her champion in a clone, and his version
+    becomes the champion when it scores better (margin 0 here)."""
+    from denoise.core.config import load_params
+
+    champion = _client(as_admin).get_model_version_by_alias(MODEL_NAME, "champion")
+    architecture = champion.tags["denoise.model"]
+    clone = tmp_path / "clone"
+    sh("git", "clone", "-q", str(reproduced.root), str(clone), cwd=tmp_path)
+    sh("dvc", "remote", "default", "--local", "team", cwd=clone)
+    for option, name in (
+        ("access_key_id", "AWS_ACCESS_KEY_ID"),
+        ("secret_access_key", "AWS_SECRET_ACCESS_KEY"),
+    ):
+        # "--": a random key may start with "-"
+        key = as_admin.client[name]
+        sh("dvc", "remote", "modify", "--local", "team", option, "--", key, cwd=clone)
+    settings = yaml.safe_load((clone / "params.yaml").read_text())
+    profile = settings["train"]["profiles"][settings["train"]["profile"]]
+    profile["models"] = [architecture]
+    profile["per_model"] = {
+        architecture: {"init_from": "champion", "epochs": 3, "steps_per_epoch": 8}
+    }
+    settings["register"]["promotion_margin_db"] = 0.0
+    (clone / "params.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
+    params = load_params(clone / "params.yaml")
+    env = _dvc_env(as_admin, tmp_path / "stages.log", teammates["bob"])
+    sh("dvc", "pull", "--run-cache", "--allow-missing", cwd=clone, env=env)
+    sh("dvc", "repro", "--pull", cwd=clone, env=env)
+    started = json.loads((clone / params.paths.init / f"{architecture}.json").read_text())
+    assert started["init"]["resolved"] == (
+        f"models:/{MODEL_NAME}@champion (version {champion.version})"
+    )
+    (decision,) = [
+        decision
+        for decision in json.loads((clone / params.paths.registry).read_text())["decisions"]
+        if decision["registered_model"] == MODEL_NAME and not decision["earlier"]
+    ]
+    assert decision["champion_version"] == champion.version
+    now = _client(as_admin).get_model_version_by_alias(MODEL_NAME, "champion")
+    if decision["score"] > decision["champion_score"]:
+        assert decision["alias"] == "champion" and now.version == decision["version"]
+        assert int(now.version) > int(champion.version)
+    else:  # not better: the first teammate's champion stays
+        assert now.version == champion.version

@@ -13,6 +13,7 @@
 #   infra/team/team.sh down           stop every service; safe to run twice
 #   infra/team/team.sh add-user NAME  a teammate's MLflow user: print the lines to hand over
 #   infra/team/team.sh grant NAME     give an existing MLflow user what a pipeline run needs
+#   infra/team/team.sh setup-mlflow   (compose.yaml) the experiment, models and worker user
 #   infra/team/team.sh env            print the admin's client settings as `export` lines
 #   infra/team/team.sh commands       print the MLflow, Prefect and worker command lines
 #
@@ -26,11 +27,11 @@ cd "$root"
 
 env_file="${DENOISE_TEAM_ENV_FILE:-.env}"
 # The secrets init generates and up checks (the Prefect auth string: its password part).
-SECRETS=(DENOISE_TEAM_MLFLOW_DB_PASSWORD DENOISE_TEAM_MLFLOW_AUTH_DB_PASSWORD
+GENERATED=(DENOISE_TEAM_MLFLOW_DB_PASSWORD DENOISE_TEAM_MLFLOW_AUTH_DB_PASSWORD
     DENOISE_TEAM_PREFECT_DB_PASSWORD AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
     MLFLOW_AUTH_ADMIN_PASSWORD MLFLOW_FLASK_SERVER_SECRET_KEY PREFECT_SERVER_API_AUTH_STRING
     DENOISE_TEAM_WORKER_MLFLOW_PASSWORD)
-MIN_SECRET_LENGTH=16
+MIN_LENGTH=16
 # The worker's MLflow user.
 WORKER_MLFLOW_USER=denoise-worker
 
@@ -64,10 +65,12 @@ PY
 }
 
 load_env_file() {
+    # load_env_file COMMAND: every command but `down` (which needs no secret, and must always
+    # work) refuses a file that group or others may read or change.
     [ -f "$env_file" ] || return 0
     local mode
     mode="$(stat -c %a "$env_file")"
-    if [ $((8#$mode & 8#077)) -ne 0 ]; then
+    if [ "$1" != down ] && [ $((8#$mode & 8#077)) -ne 0 ]; then
         fail "$env_file (mode $mode) can be read by others: chmod 600 $env_file"
     fi
     # Values already in the environment win over the file.
@@ -88,7 +91,7 @@ case "${1:-}" in
         exit 0
         ;;
     commands) ;;
-    *) load_env_file ;;
+    *) load_env_file "${1:-}" ;;
 esac
 
 state="${DENOISE_TEAM_DIR:-.team}"
@@ -125,8 +128,8 @@ need() {
 check_secrets() {
     # Refuse example.env's placeholders and short secrets, one line naming the setting.
     local name value
-    need MLFLOW_AUTH_ADMIN_USERNAME "${SECRETS[@]}"
-    for name in "${SECRETS[@]}"; do
+    need MLFLOW_AUTH_ADMIN_USERNAME "${GENERATED[@]}"
+    for name in "${GENERATED[@]}"; do
         value="${!name}"
         if [ "$name" = PREFECT_SERVER_API_AUTH_STRING ]; then
             [[ "$value" == *:* ]] || fail "$name must be user:password"
@@ -136,8 +139,8 @@ check_secrets() {
             fail "$name is still example.env's placeholder: run infra/team/team.sh init" \
                 "(make team-init) for generated secrets, or set one of your own"
         fi
-        if [ "${#value}" -lt "$MIN_SECRET_LENGTH" ]; then
-            fail "$name is shorter than $MIN_SECRET_LENGTH characters: run infra/team/team.sh" \
+        if [ "${#value}" -lt "$MIN_LENGTH" ]; then
+            fail "$name is shorter than $MIN_LENGTH characters: run infra/team/team.sh" \
                 "init (make team-init) for generated secrets, or set a longer one"
         fi
     done
@@ -617,6 +620,11 @@ case "${1:-}" in
     down) down ;;
     env) client_env ;;
     add-user) add_user "${2:-}" ;;
+    setup-mlflow)
+        # compose.yaml's services: the experiment, the models and the worker's MLflow user.
+        check_secrets
+        mlflow_admin setup "$WORKER_MLFLOW_USER"
+        ;;
     grant)
         mlflow_admin grant "${2:?usage: team.sh grant NAME}"
         echo "MLflow user $2: EDIT on the experiment, MANAGE on the registered models"
@@ -627,7 +635,7 @@ case "${1:-}" in
         echo "${WORKER_COMMAND[*]}"
         ;;
     *)
-        echo "usage: $0 init|up|down|add-user NAME|grant NAME|env|commands" >&2
+        echo "usage: $0 init|up|down|add-user NAME|grant NAME|setup-mlflow|env|commands" >&2
         exit 2
         ;;
 esac

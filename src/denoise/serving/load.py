@@ -50,6 +50,26 @@ def _check_tracking_store(tracking_uri: str) -> None:
             ) from None
 
 
+def _refused(error: BaseException, uri: str, tracking_uri: str | None) -> ModelError | None:
+    """The one line for an MLflow 403: the user, the permission and the command that grants it
+    (MLflow answers a non-admin 403, not 404, for a registered model that does not exist)."""
+    import os
+
+    status = getattr(error, "get_http_status_code", lambda: None)()
+    if status != 403 and getattr(error, "error_code", "") != "PERMISSION_DENIED":
+        return None
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME", "")
+    what = uri
+    if uri.startswith("models:/"):
+        what = f"registered model {uri.removeprefix('models:/').split('@')[0].split('/')[0]}"
+    return ModelError(
+        f"MLflow tracking server {tracking_uri} refused user {user or '(none)'} {what} "
+        "(HTTP 403): it needs READ on it, and MLflow answers so for a model that does not exist "
+        f"too; the team admin creates the model and grants it with: infra/team/team.sh grant "
+        f"{user or 'NAME'}"
+    )
+
+
 def load_denoiser(uri: str, tracking_uri: str | None = None) -> Any:
     """Load a model for denoise_batch: a Keras model where possible, else a Predictor.
 
@@ -84,6 +104,9 @@ def load_denoiser(uri: str, tracking_uri: str | None = None) -> Any:
         loaded = mlflow.pyfunc.load_model(uri)
     except (MlflowException, OSError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        refused = _refused(error, uri, tracking_uri)
+        if refused is not None:
+            raise refused from None
         if uri.startswith("models:/") and "@" in uri:
             name, alias = uri.removeprefix("models:/").split("@", 1)
             raise NotRegisteredError(
@@ -133,6 +156,9 @@ def download_keras(uri: str, tracking_uri: str, directory: Path) -> RegisteredKe
         )
     except (MlflowException, OSError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        refused = _refused(error, uri, tracking_uri)
+        if refused is not None:
+            raise refused from None
         # No such registered model or alias (yet): NotRegisteredError; anything else, such as a
         # server that stopped answering, is a plain ModelError.
         missing = getattr(error, "error_code", "") == "RESOURCE_DOES_NOT_EXIST"

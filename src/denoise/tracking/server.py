@@ -1,6 +1,7 @@
 """The tracking server as a service: is it there, and what a failed request means to a user.
 
-check_server asks the server (with the user's credentials) before a stage does anything;
+check_server asks the server (with the user's credentials) before a stage does anything, and,
+on a server with MLflow's basic-auth app, whether the user may do what a pipeline run does;
 tracking_error turns an MLflow request that failed for good into the one line the CLI prints.
 """
 
@@ -15,6 +16,15 @@ from denoise.core.locations import tracking_uri
 
 _SERVER_FIX = "start it, or unset MLFLOW_TRACKING_URI to log to the local store"
 _CREDENTIALS_FIX = "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+# What a pipeline run does: runs in the experiment (EDIT), versions of the registered models and
+# their aliases, the challenger's deleted (MANAGE). The team admin grants both (docs/team.md).
+_EXPERIMENT_NEEDS: tuple[str, ...] = ("EDIT", "MANAGE")
+_MODEL_NEEDS: tuple[str, ...] = ("MANAGE",)
+
+
+def grant_fix(user: str) -> str:
+    """The command that gives an MLflow user of the team what a pipeline run needs."""
+    return f"the team admin grants it with: infra/team/team.sh grant {user}"
 
 
 def check_server(params: Params) -> None:
@@ -35,6 +45,68 @@ def check_server(params: Params) -> None:
         credentials_fix=_CREDENTIALS_FIX if not user else "check MLFLOW_TRACKING_PASSWORD",
     )
     services.check(service, params.services)
+    if user:
+        check_permissions(params, uri, user, password or "")
+
+
+def check_permissions(params: Params, uri: str, user: str, password: str) -> None:
+    """Raise ServiceError, one line naming the permission and the command that grants it, when
+    MLflow user `user` may not write runs to the experiment or manage the registered models.
+    An admin, and a server without the basic-auth app (no permissions API), pass."""
+    import requests
+
+    def get(path: str, **query: str) -> requests.Response:
+        return requests.get(
+            f"{uri.rstrip('/')}/api/{path}",
+            params=query,
+            auth=(user, password),
+            timeout=params.services.timeout_seconds,
+        )
+
+    try:
+        found = get("2.0/mlflow/users/get", username=user)
+        if found.status_code == 404 or not found.ok:
+            return  # no basic-auth app: nothing to check
+        if found.json().get("user", {}).get("is_admin"):
+            return
+        checks: list[tuple[str, str, str, tuple[str, ...]]] = []
+        experiment = get(
+            "2.0/mlflow/experiments/get-by-name", experiment_name=params.tracking.experiment
+        )
+        if experiment.ok:  # none yet: the run creates it, and its creator may write to it
+            experiment_id = str(experiment.json()["experiment"]["experiment_id"])
+            what = f"experiment {params.tracking.experiment}"
+            checks.append(("experiment", experiment_id, what, _EXPERIMENT_NEEDS))
+        for model in (params.register.model_name, params.register.video_model_name):
+            answer = get("2.0/mlflow/registered-models/get", name=model)
+            if answer.status_code == 403:
+                # MLflow answers a non-admin 403 for a model that does not exist, too.
+                raise ServiceError(
+                    f"MLflow tracking server {uri}: user {user} may not read registered model "
+                    f"{model} (HTTP 403: no READ permission, or no such model); "
+                    f"{grant_fix(user)} (it also creates the model)"
+                )
+            if answer.ok:
+                checks.append(
+                    ("registered_model", model, f"registered model {model}", _MODEL_NEEDS)
+                )
+        for resource_type, resource_id, what, needed in checks:
+            answer = get(
+                "3.0/mlflow/users/permissions/get",
+                username=user,
+                resource_type=resource_type,
+                resource_id=resource_id,
+            )
+            if not answer.ok:
+                return  # a server without the per-user permissions API
+            permission = answer.json().get("permission", "")
+            if permission not in needed:
+                raise ServiceError(
+                    f"MLflow tracking server {uri}: user {user} has {permission or 'no'} "
+                    f"permission on {what}, a pipeline run needs {needed[0]}; {grant_fix(user)}"
+                )
+    except (requests.RequestException, ValueError, KeyError):
+        return  # the server answered the health check: a stage's own request reports the rest
 
 
 def tracking_error(error: BaseException) -> DenoiseError | None:
