@@ -678,7 +678,7 @@ def reproduced(
     sh("git", "add", ".dvc/config", cwd=root)
     sh("git", "commit", "-qm", "the team remote", cwd=root)
     env = _dvc_env(team, folder / "stages.log", teammates["alice"])
-    sh("dvc", "repro", cwd=root, env=env)
+    sh("dvc", "repro", cwd=root, env=env, timeout=1800)
     pushed = sh("denoise", "push", "-r", "team", cwd=root, env=env).stdout
     assert "run cache:" in pushed and "more objects sent" in pushed
     return Reproduced(root, env)
@@ -735,7 +735,7 @@ def test_a_clone_with_the_pulled_run_cache_reruns_no_stage(
     # Without a dvc.lock there is nothing to check out but data/raw: --allow-missing.
     sh("dvc", "pull", "--run-cache", "--allow-missing", cwd=clone, env=env)
     # --pull: a stage found in the run cache gets its outputs from the remote.
-    sh("dvc", "repro", "--pull", cwd=clone, env=env)
+    sh("dvc", "repro", "--pull", cwd=clone, env=env, timeout=1800)
     ran = set((tmp_path / "stages.log").read_text().split())
     assert ran <= ALWAYS_RUN, f"stages that ran again: {sorted(ran - ALWAYS_RUN)}"
     assert set(yaml.safe_load((clone / "dvc.lock").read_text())["stages"]) >= RESTORED
@@ -989,7 +989,7 @@ def test_a_second_teammate_fine_tunes_from_and_replaces_the_first_ones_champion(
     params = load_params(clone / "params.yaml")
     env = _dvc_env(as_admin, tmp_path / "stages.log", teammates["bob"])
     sh("dvc", "pull", "--run-cache", "--allow-missing", cwd=clone, env=env)
-    sh("dvc", "repro", "--pull", cwd=clone, env=env)
+    sh("dvc", "repro", "--pull", cwd=clone, env=env, timeout=1800)
     started = json.loads((clone / params.paths.init / f"{architecture}.json").read_text())
     assert started["init"]["resolved"] == (
         f"models:/{MODEL_NAME}@champion (version {champion.version})"
