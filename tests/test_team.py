@@ -979,8 +979,8 @@ def test_a_second_teammate_fine_tunes_from_and_replaces_the_first_ones_champion(
         key = as_admin.client[name]
         sh("dvc", "remote", "modify", "--local", "team", option, "--", key, cwd=clone)
     settings = yaml.safe_load((clone / "params.yaml").read_text())
+    settings["train"]["models"] = [architecture]
     profile = settings["train"]["profiles"][settings["train"]["profile"]]
-    profile["models"] = [architecture]
     profile["per_model"] = {
         architecture: {"init_from": "champion", "epochs": 3, "steps_per_epoch": 8}
     }
