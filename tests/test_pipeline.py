@@ -67,6 +67,7 @@ asyncio.run(main())
 class FirstRun:
     root: Path
     stdout: str
+    stderr: str
     prefect: dict  # type: ignore[type-arg]
 
 
@@ -159,7 +160,7 @@ def first_run(workspace: Path) -> FirstRun:
     result = _run(root, "--push")
     record = _prefect_record(root)
     _commit(root, "first run")
-    return FirstRun(root, result.stdout, record)
+    return FirstRun(root, result.stdout, result.stderr, record)
 
 
 def test_run_executes_every_stage_and_prints_the_table(first_run: FirstRun) -> None:
@@ -170,7 +171,15 @@ def test_run_executes_every_stage_and_prints_the_table(first_run: FirstRun) -> N
     ((key, markdown),) = record["artifacts"]
     assert key == "denoise-metrics" and "| paper_cae |" in markdown
     assert _statuses(markdown) == {stage: "ran" for stage in STAGES}
-    assert "| paper_cae |" in first_run.stdout and "| nlm |" in first_run.stdout
+    # The run ends with one table and the lines saying who is champion, where the results
+    # are and what to run next; the stage's own table is not printed a second time.
+    table = [line for line in first_run.stdout.splitlines() if "paper_cae" in line]
+    assert len(table) == 1 and "nlm" in first_run.stdout, first_run.stdout
+    assert "champion: denoise v" in first_run.stdout and "next: denoise apply" in first_run.stdout
+    assert "| paper_cae |" not in first_run.stdout + first_run.stderr
+    # A quiet terminal: no TensorFlow or absl start-up lines, no DVC git hints.
+    for chatter in ("absl::InitializeLog", "oneDNN custom operations", "To track the changes"):
+        assert chatter not in first_run.stdout + first_run.stderr, chatter
     metrics = json.loads((root / "reports" / "metrics.json").read_text())
     assert set(metrics["sets"]) == {"test", "photographs"}
     assert list(_lock(root)) == STAGES
@@ -220,7 +229,7 @@ def test_push_then_pull_in_a_fresh_clone_recomputes_nothing(
     second = _clone(first_run.root, workspace / "pulled-run-cache", pull=False)
     sh("git", "rm", "-q", "dvc.lock", cwd=second)
     result = _run(second, "--pull")
-    assert "| paper_cae |" in result.stdout
+    assert "champion: denoise v" in result.stdout
     ((_, markdown),) = _prefect_record(second)["artifacts"]
     assert _statuses(markdown) == {
         stage: "ran" if stage in ALWAYS_RUN else "restored (run cache)" for stage in STAGES

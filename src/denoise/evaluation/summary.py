@@ -124,3 +124,72 @@ def psnr_per_sigma(metrics: dict[str, Any], sigmas: list[float]) -> dict[str, st
                     f"{sigma:g},{result['psnr']:.4f},{result['ssim']:.4f}"
                 )
     return {relative: "\n".join(lines) + "\n" for relative, lines in curves.items()}
+
+
+def headline_table(
+    metrics: dict[str, Any], level: str, order: list[str]
+) -> tuple[list[str], list[list[str]], set[tuple[int, int]]]:
+    """Each method's PSNR and SSIM on every image set at one noise level, and its ms per frame
+    on the first set: (header, rows in the order of `order`, then any other method, the
+    (row, column) cells best in their column, the noisy input aside)."""
+    sets = {name: scores["levels"][level] for name, scores in metrics["sets"].items()}
+    scored = {method for scores in sets.values() for method in scores}
+    methods = [method for method in order if method in scored]
+    methods += sorted(scored - set(methods))
+    header = ["method"]
+    columns: list[tuple[str, str, bool]] = []  # (set, key, higher is better)
+    for name in sets:
+        header += [f"{name} PSNR", f"{name} SSIM"]
+        columns += [(name, "psnr", True), (name, "ssim", True)]
+    header.append("ms/frame")
+    columns.append((next(iter(sets)), "ms_per_frame", False))
+    rows: list[list[str]] = []
+    values: list[list[float | None]] = []
+    for method in methods:
+        found = [sets[name].get(method, {}).get(key) for name, key, _ in columns]
+        values.append(found)
+        digits = {"psnr": 2, "ssim": 3, "ms_per_frame": 1}
+        rows.append(
+            [method]
+            + [
+                "-" if value is None else _fmt(value, digits[key])
+                for value, (_, key, _) in zip(found, columns, strict=True)
+            ]
+        )
+    best: set[tuple[int, int]] = set()
+    for column, (_, _, higher) in enumerate(columns):
+        scored = [
+            (value if higher else -value, row)
+            for row, value in enumerate(column_values[column] for column_values in values)
+            if value is not None and methods[row] != "noisy"
+        ]
+        if scored:
+            top = max(scored)[0]
+            best |= {(row, column + 1) for value, row in scored if value == top}
+    return header, rows, best
+
+
+def champion_line(
+    decisions: list[dict[str, Any]], metrics: dict[str, Any], score_set: str, level: str
+) -> str:
+    """Who is champion after a register run (registry.json's decisions of one registered
+    model), with its score beside NLM's and BM3D's on the same frames."""
+    moved = [decision for decision in decisions if decision.get("holds") == "champion"]
+    if moved:
+        decision = moved[0]
+        who = f"{decision['registered_model']} v{decision['version']} ({decision['model']})"
+        score = decision["score"]
+    elif decisions and decisions[0].get("champion_version"):
+        decision = decisions[0]
+        who = f"{decision['registered_model']} v{decision['champion_version']} (unchanged)"
+        score = decision["champion_score"]
+    else:
+        return "champion: none (no model passed the promotion gate)"
+    line = f"champion: {who}, {score:.2f} dB PSNR on {score_set} at {level}"
+    scores = metrics["sets"].get(score_set, {}).get("levels", {}).get(level, {})
+    classical = [
+        f"{name.upper()} {scores[method]['psnr']:.2f}"
+        for method, name in (("nlm", "nlm"), ("bm3d", "bm3d"))
+        if method in scores
+    ]
+    return line + (f" (against {', '.join(classical)})" if classical else "")
