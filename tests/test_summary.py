@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from denoise.evaluation.summary import champion_line, headline_table
+from denoise.evaluation.summary import champion_line, headline_metrics, headline_table
 
 
 def _scores(psnr: float, ssim: float, ms: float) -> dict[str, float]:
@@ -82,3 +82,28 @@ def test_the_champion_line_names_the_version_and_its_classical_rivals() -> None:
         "champion: denoise v3 (unchanged), 31.50 dB"
     )
     assert champion_line([], METRICS, "test", "gaussian-25").startswith("champion: none")
+
+
+def test_the_metrics_file_holds_the_champions_few_numbers() -> None:
+    moved = [
+        {"version": "3", "model": "drunet_light", "holds": "champion", "champion_version": None}
+    ]
+    sets = {"test": "test", "photos": "photographs"}
+    headline = headline_metrics(moved, METRICS, sets, "gaussian-25", ["nlm", "bm3d"])
+    assert headline == {
+        "champion": 3,
+        "test_psnr": 31.5,
+        "test_ssim": 0.91,
+        "photos_psnr": 24.0,
+        "photos_ssim": 0.9,
+        "ms_frame": 40.0,
+        "classical": 31.0,
+    }
+    kept = [
+        {"version": "4", "holds": "challenger", "champion_version": "3", "champion_score": 31.5}
+    ]
+    assert headline_metrics(kept, METRICS, sets, "gaussian-25", ["nlm"]) == {
+        "champion": 3,
+        "test_psnr": 31.5,
+        "classical": 29.96,
+    }

@@ -45,10 +45,11 @@ def ui(
     link = experiment_link(f"http://127.0.0.1:{port}", experiment)
     typer.echo(f"MLflow UI on {link} ({uri}); Ctrl-C stops it")
     mlflow = Path(sys.executable).with_name("mlflow")
-    os.execv(
-        mlflow,
-        [str(mlflow), "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)],
-    )
+    # One worker: one person's UI (MLflow starts four, whose first page under load failed);
+    # open connections get 2 s when it stops, so Ctrl-C ends it at once.
+    server = ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    shutdown = ["--uvicorn-opts", "--timeout-graceful-shutdown 2"]
+    os.execv(mlflow, [str(mlflow), "ui", "--backend-store-uri", uri, *server, *shutdown])
 
 
 @app.command()

@@ -67,6 +67,7 @@ class Paths:
     metrics: Str
     psnr_per_sigma: Str
     registry: Str
+    summary: Str
 
     def every(self) -> list[str]:
         """Every path, in params.yaml's order."""

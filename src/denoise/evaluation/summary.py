@@ -11,6 +11,8 @@ import numpy as np
 from denoise.core.config import Params
 from denoise.core.markdown import markdown_table
 from denoise.core.noise import level_name
+from denoise.data.evalsets import PHOTOGRAPHS
+from denoise.evaluation.scoring import IDENTITY
 
 
 def conventions(params: Params) -> dict[str, Any]:
@@ -158,14 +160,14 @@ def headline_table(
         )
     best: set[tuple[int, int]] = set()
     for column, (_, _, higher) in enumerate(columns):
-        scored = [
+        ranked = [
             (value if higher else -value, row)
             for row, value in enumerate(column_values[column] for column_values in values)
-            if value is not None and methods[row] != "noisy"
+            if value is not None and methods[row] != IDENTITY
         ]
-        if scored:
-            top = max(scored)[0]
-            best |= {(row, column + 1) for value, row in scored if value == top}
+        if ranked:
+            top = max(ranked)[0]
+            best |= {(row, column + 1) for value, row in ranked if value == top}
     return header, rows, best
 
 
@@ -193,3 +195,60 @@ def champion_line(
         if method in scores
     ]
     return line + (f" (against {', '.join(classical)})" if classical else "")
+
+
+def headline_sets(params: Params) -> dict[str, str]:
+    """The sets headline numbers are given on, by key prefix: the score set, then the
+    photographs."""
+    return {"test": params.register.score_set, "photos": PHOTOGRAPHS}
+
+
+def headline_level(params: Params) -> str:
+    """The noise level headline numbers are given at: noise.validation_sigma's."""
+    return level_name("gaussian", params.noise.validation_sigma)
+
+
+def short_metrics(
+    metrics: dict[str, Any], method: str, sets: dict[str, str], level: str
+) -> dict[str, float]:
+    """A method's few headline numbers, short-named for the MLflow runs table and DVC:
+    {"test_psnr", "test_ssim", "photos_psnr", "photos_ssim", "ms_frame"} for sets
+    ({key prefix: set name}, the first one's time) at one level; absent where not scored."""
+    found: dict[str, float] = {}
+    for position, (prefix, set_name) in enumerate(sets.items()):
+        scores = metrics["sets"].get(set_name, {}).get("levels", {}).get(level, {}).get(method)
+        if scores is None:
+            continue
+        found[f"{prefix}_psnr"] = round(scores["psnr"], 3)
+        found[f"{prefix}_ssim"] = round(scores["ssim"], 4)
+        if position == 0:
+            found["ms_frame"] = round(scores["ms_per_frame"], 1)
+    return found
+
+
+def headline_metrics(
+    decisions: list[dict[str, Any]],
+    metrics: dict[str, Any],
+    sets: dict[str, str],
+    level: str,
+    classical: list[str],
+) -> dict[str, float]:
+    """The few numbers `dvc metrics show` prints (reports/summary.json), short-named to fit 120
+    columns: the champion's version and short_metrics, and the best classical method's PSNR on
+    the first set (classical). A champion that an earlier run trained has only its registered
+    score. decisions: one registered model's (registry.json)."""
+    moved = [decision for decision in decisions if decision.get("holds") == "champion"]
+    kept = [decision for decision in decisions if decision.get("champion_version")]
+    first_prefix, first_set = next(iter(sets.items()))
+    headline: dict[str, float] = {}
+    if moved:
+        headline["champion"] = int(moved[0]["version"])
+        headline.update(short_metrics(metrics, moved[0]["model"], sets, level))
+    elif kept:
+        headline["champion"] = int(kept[0]["champion_version"])
+        headline[f"{first_prefix}_psnr"] = round(kept[0]["champion_score"], 3)
+    first = metrics["sets"].get(first_set, {}).get("levels", {}).get(level, {})
+    rivals = [first[method]["psnr"] for method in classical if method in first]
+    if rivals:
+        headline["classical"] = round(max(rivals), 3)
+    return headline
