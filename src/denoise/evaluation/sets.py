@@ -10,6 +10,7 @@ import numpy as np
 
 from denoise.core.config import Params
 from denoise.core.images import clip_strip, triptych
+from denoise.core.metrics import psnr
 from denoise.core.noise import level_name
 from denoise.core.progress import progress
 from denoise.evaluation.baselines import VIDEO_METHODS
@@ -83,7 +84,16 @@ def score_image_sets(
             images += [
                 (
                     f"triptychs/{set_name}/{level}/{method}-{position}.png",
-                    triptych(noisy[position], denoised, clean[position]),
+                    triptych(
+                        noisy[position],
+                        denoised,
+                        clean[position],
+                        (
+                            f"noisy {psnr(clean[position], np.clip(noisy[position], 0, 1)):.2f} dB",
+                            f"{method} {result.psnr[position]:.2f} dB",
+                            "clean",
+                        ),
+                    ),
                 )
                 for position, denoised in enumerate(result.outputs)
             ]
