@@ -24,6 +24,7 @@ import pytest
 import requests
 from conftest import PROJECT_ROOT
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from servers import start_mlflow_server, start_model_server, stop
 from typer.testing import CliRunner
 
@@ -81,6 +82,20 @@ def test_champion_loads_as_pyfunc_and_keeps_any_shape(champion: str) -> None:
     denoised = mlflow.pyfunc.load_model(champion).predict(noisy)
     assert denoised.shape == noisy.shape and denoised.dtype == np.float32
     assert denoised.min() >= 0.0 and denoised.max() <= 1.0
+
+
+def test_champion_refuses_what_it_cannot_denoise_and_takes_unclipped_noise(champion: str) -> None:
+    """In Python as served: NaN and infinities are refused in one line, integer images by the
+    signature (float32); values a little outside [0, 1], as unclipped noise has, are taken."""
+    loaded = mlflow.pyfunc.load_model(champion)
+    noisy = _noisy(20, 24)
+    noisy[0, 3, 5, 1] = np.nan
+    with pytest.raises(ValueError, match=r"^NaN or infinite value at index \(0, 3, 5, 1\): send"):
+        loaded.predict(noisy)
+    with pytest.raises(MlflowException, match="dtype of input uint8 does not match"):
+        loaded.predict(np.full((1, 20, 24, 3), 255, np.uint8))
+    unclipped = _noisy(20, 24) * 1.6 - 0.3
+    assert loaded.predict(unclipped).shape == unclipped.shape
 
 
 def test_champion_self_ensembles_when_its_config_says_so(champion: str) -> None:
@@ -153,9 +168,16 @@ def test_register_scores_with_the_ensemble_a_model_logged_before_the_option(
 
 
 # The served champion's limits (params.apply's keys, through SERVING_MODEL_CONFIG) and timeout
-# (seconds), small so that each refusal is quick to provoke; the self-ensemble makes the model's
-# work long enough to outlast the timeout.
-SERVED_CONFIG = {"max_request_megabytes": 16, "max_megapixels": 0.05, "self_ensemble": True}
+# (seconds), small so that each refusal is quick to provoke. The self-ensemble and 16 px tiles
+# make many short model calls of every image, so that the model's work on a batch outlasts the
+# timeout on any machine and stops at a call soon after it.
+SERVED_CONFIG = {
+    "max_request_megabytes": 16,
+    "max_megapixels": 0.05,
+    "self_ensemble": True,
+    "tile_size": 16,
+    "overlap": 8,
+}
 SERVED_TIMEOUT = 4
 
 
@@ -361,9 +383,9 @@ def test_a_request_past_the_timeout_stops_its_work(served: Served) -> None:
     """MLflow answers 504 at its timeout; the model's work stops then too (the server logs it),
     and small requests are answered within 0.5 s of their idle time again."""
     baseline = _baseline_seconds(served)
-    # A batch of images each under the pixel limit, 0 and 1 only to keep the body small: some
-    # seconds of JSON reading and many more of self-ensembled tiles.
-    images = np.random.default_rng(0).integers(0, 2, (40, 150, 150, 3))
+    # Images under the pixel limit, of 0 and 1 only to keep the body small (1.1 MB): seconds
+    # of MLflow's JSON reading, which nothing can stop, then about 2900 model calls.
+    images = np.random.default_rng(0).integers(0, 2, (8, 150, 150, 3))
     stops = served.log.read_text().count("its work stopped")
     started = time.monotonic()
     response = _post(served, json.dumps({"inputs": images.tolist()}, separators=(",", ":")))
