@@ -344,6 +344,10 @@ def test_a_linked_photo_folder_is_followed_and_a_broken_or_looping_link_named(
     )
     warnings = capsys.readouterr().err.splitlines()
     gone, loop = raw / "gone", raw / "photos" / "again"
+    assert (
+        f"warning: {raw / 'photos'}: a link to {library.resolve()}, followed; DVC does not "
+        "version what it holds (copy the folder in to version it)"
+    ) in warnings
     assert f"warning: {gone}: a link to {tmp_path / 'nowhere'}, which does not exist; skipped" in (
         warnings
     )

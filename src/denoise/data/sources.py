@@ -47,6 +47,13 @@ def _files_under(folder: Path, ancestors: frozenset[Path]) -> Iterator[Path]:
             if real in ancestors:
                 _warn(f"{entry}: a link to {real}, a folder that holds it; skipped")
                 continue
+            if entry.is_symlink():
+                # DVC walks without following links: the folder's files are neither hashed
+                # (a change reruns nothing) nor pushed.
+                _warn(
+                    f"{entry}: a link to {real}, followed; DVC does not version what it holds "
+                    "(copy the folder in to version it)"
+                )
             yield from _files_under(entry, ancestors | {real})
         elif entry.is_file():
             yield entry
@@ -59,8 +66,8 @@ def list_sources(raw_dir: Path) -> list[Source]:
 
     Every non-hidden file (DVC's .dvc files excepted) whose suffix is an image type belongs to
     its folder's still-image source; every other one is a video. A linked folder (a photo
-    library elsewhere) is followed and named by its link; what cannot be followed is named in
-    a warning on stderr.
+    library elsewhere) is followed and named by its link, with a warning on stderr that DVC
+    does not version it; what cannot be followed is named in a warning and skipped.
     """
     if not raw_dir.is_dir():
         raise DataError(f"{raw_dir}: no such directory (run `denoise samples` or add videos)")

@@ -209,14 +209,16 @@ async def _read_body(request: Any, limit: int) -> None:
             raise Refused(
                 413, too_large.replace("more than", f"{int(declared) / MEGA:.1f} MB, over")
             )
-    body = bytearray()
+    chunks, size = [], 0
     async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
             raise Refused(413, too_large)
+    body = b"".join(chunks)
     if b"true" in body or b"false" in body:
         raise Refused(400, "true and false are no pixel values: send floats in [0, 1]")
-    request._body = bytes(body)
+    request._body = body
 
 
 def _guarded(
