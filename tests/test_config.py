@@ -101,9 +101,16 @@ def test_bad_values_name_the_key(values: dict, message: str) -> None:
 
 @pytest.mark.parametrize("name", ["../../x", "x;touch PWNED;", "a b", ".hidden", ""])
 def test_model_variant_and_source_names_are_plain_names(name: str) -> None:
+    """A name becomes a file name and a DVC stage name (`train@NAME`, run through a shell):
+    one that is not plain fails validation in one line naming it."""
     variants = {name: {"architecture": "dncnn"}}
-    with pytest.raises(ConfigError, match=r"^train\.variants: must be a name of letters"):
+    with pytest.raises(ConfigError, match=r"^train\.variants: must be a name of letters") as error:
         params_from_dict(project_values({"train": {"variants": variants}}))
+    assert str(error.value) == (
+        f"train.variants: must be a name of letters, digits, _ and - only, got {name!r}"
+    )
+    with pytest.raises(ConfigError, match=r"^register\.model_name: must be a name of letters"):
+        params_from_dict(project_values({"register": {"model_name": name}}))
     with pytest.raises(ConfigError, match=r"^train\.models\[0\]: must be a name of letters"):
         params_from_dict(project_values({"train": {"models": [name]}}))
     with pytest.raises(ConfigError, match=r"^samples\.videos\[0\]: must be a name"):

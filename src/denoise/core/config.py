@@ -268,6 +268,11 @@ class Apply:
     batch_size: AtLeast1
     self_ensemble: Bool
     precision: ApplyPrecision  # models.at_precision
+    # The served model's limits (serving.guard): a request body in megabytes of 10^6 bytes,
+    # an image in millions of pixels, and how far outside [0, 1] a value may lie.
+    max_request_megabytes: Positive
+    max_megapixels: Positive
+    value_margin: NonNegative
 
     @model_validator(mode="after")
     def _overlap(self) -> Apply:
