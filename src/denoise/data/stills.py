@@ -282,7 +282,9 @@ def build_tiles(target: Path, size: int, packages: dict[str, list[str]]) -> tupl
             (deb,) = Path(downloads).glob(f"{package}_*.deb")
             tree = Path(downloads) / package
             subprocess.run(["dpkg-deb", "-x", str(deb), str(tree)], check=True)
-            version = deb.name.split("_")[1]
+            version = subprocess.run(
+                ["dpkg-deb", "-f", str(deb), "Version"], capture_output=True, text=True, check=True
+            ).stdout.strip()
             for member in members:
                 image = cv2.imread(str(tree / member), cv2.IMREAD_COLOR)
                 if image is None:
