@@ -148,6 +148,9 @@ def main() -> None:
         ["git", "rev-parse", "HEAD"], cwd=workspace, capture_output=True, text=True, check=True
     ).stdout.strip()
     licences = json.loads((PRETRAINED_DIR / "licences.json").read_text())
+    unlicensed = sorted(set(hashes) - set(licences))
+    if unlicensed:
+        raise SystemExit(f"no entry in licences.json for {', '.join(unlicensed)}")
     training_data = [
         {
             "name": name,
@@ -157,7 +160,6 @@ def main() -> None:
         }
         for name in sorted(hashes)
     ]
-    assert sorted(hashes) == sorted(licences), "a training source has no licence entry"
     card = {
         "name": args.model,
         "summary": (
