@@ -70,6 +70,15 @@ def test_project_params_load() -> None:
         ),
         ({"extract": {"train_only": ["../photos"]}}, "extract.train_only[0]: must be a name"),
         ({"seed": True}, "seed: expected an integer"),
+        (
+            {"samples": {"dead_leaves": {"radius_max": 0.5}}},
+            "samples.dead_leaves.radius_max: must be > radius_min",
+        ),
+        (
+            {"samples": {"dead_leaves": {"colours_from": ["dead_leaves"]}}},
+            "samples.dead_leaves.colours_from[0]: must be one of photos, wallpapers, jxl_photos",
+        ),
+        ({"noise": {"held_out": {"crops": -1}}}, "noise.held_out.crops: must be >= 0"),
         ({"extract": {"size": 64.0}}, "extract.size: expected an integer, got 64.0"),
         (
             {"train": {"profiles": {"quick": {"epochs": 0}}}},

@@ -40,6 +40,7 @@ from denoise.core.schema import (
     Name,
     NonNegative,
     NotBlank,
+    PhotoFolder,
     Positive,
     RelativeFolder,
     Source,
@@ -75,11 +76,38 @@ class Paths:
 
 
 @section
+class DeadLeaves:
+    """The dead_leaves still folder: seeded dead-leaves images (denoise.data.dead_leaves)."""
+
+    images: AtLeast1
+    radius_min: Annotated[Float, Field(ge=0.5)]  # pixels of the written image
+    radius_max: Positive
+    alpha: Annotated[Float, Field(gt=1)]  # disc radius density ~ r ** -alpha
+    max_discs: AtLeast1  # at most this many discs an image (the last gaps keep the background)
+    supersample: AtLeast1  # drawn this many times larger, then area-resized (soft edges)
+    colours_from: Annotated[list[PhotoFolder], Field(min_length=1)]
+    texture_fraction: Fraction  # share of discs given a grating between two colours
+    texture_period_min: Annotated[Float, Field(ge=2)]  # pixels
+    texture_period_max: Annotated[Float, Field(ge=2)]
+    blur_max: NonNegative  # each image blurred by a Gaussian of sigma ~ U(0, blur_max) pixels
+
+    @model_validator(mode="after")
+    def _ranges(self) -> DeadLeaves:
+        if self.radius_max <= self.radius_min:
+            fail("radius_max", f"must be > radius_min, got {self.radius_max}")
+        if self.texture_period_max < self.texture_period_min:
+            fail("texture_period_max", "must be >= texture_period_min")
+        return self
+
+
+@section
 class Samples:
     videos: list[Source]
     synthetic_frames: AtLeast1
-    # Train-only still folders to build under paths.raw (denoise.data.stills): photos, wallpapers.
+    # Train-only still folders to build under paths.raw (denoise.data.stills): photos,
+    # wallpapers, jxl_photos, dead_leaves.
     stills: list[StillFolder]
+    dead_leaves: DeadLeaves
 
 
 @section
@@ -143,6 +171,14 @@ class EvaluationNoise:
 
 
 @section
+class HeldOut:
+    """The held-out photo set: photographs no training set may use, up to `crops` tiles each."""
+
+    images: list[Name]  # scikit-image photographs, or grace_hopper (matplotlib's sample data)
+    crops: Annotated[Int, Field(ge=0)]  # tiles of photograph_size kept per image; 0: no set
+
+
+@section
 class Noise:
     train: TrainNoise
     evaluation: EvaluationNoise
@@ -151,6 +187,7 @@ class Noise:
     max_clips: AtLeast1 | None  # clips per clip set, evenly spaced over it (None: all)
     photographs: list[Name]
     photograph_size: Annotated[Int, Field(ge=8)]
+    held_out: HeldOut
 
     @model_validator(mode="after")
     def _validation_level(self) -> Noise:
@@ -319,6 +356,15 @@ class Params:
 
     @model_validator(mode="after")
     def _sizes(self) -> Params:
+        leaves = self.samples.dead_leaves
+        if "dead_leaves" in self.extract.train_only or "dead_leaves" in self.samples.stills:
+            for index, folder in enumerate(leaves.colours_from):
+                if folder not in self.extract.train_only:
+                    fail(
+                        f"samples.dead_leaves.colours_from[{index}]",
+                        f"{folder!r} is not in extract.train_only: dead leaves take their "
+                        "colours from train images only",
+                    )
         # Training validates on whole frames; evaluation pads, so photograph_size is free.
         train, size = self.train, self.extract.size
         if size % train.size_multiple:

@@ -21,7 +21,9 @@ from denoise.core.errors import ConfigError
 NoiseKind = Literal["gaussian", "gaussian_blind", "poisson", "speckle", "salt_pepper"]
 BaselineMethod = Literal["noisy", "blur", "median", "nlm", "bm3d"]  # image by image
 VideoBaselineMethod = Literal["bm4d"]  # on whole clips: the clip sets only
-StillFolder = Literal["photos", "wallpapers"]  # train-only still folders samples can build
+# train-only still folders samples can build (denoise.data.stills, denoise.data.dead_leaves)
+StillFolder = Literal["photos", "wallpapers", "jxl_photos", "dead_leaves"]
+PhotoFolder = Literal["photos", "wallpapers", "jxl_photos"]  # those of photographs
 # frames: every train frame is equally likely; sources: every source (video or image folder)
 # is, then a frame within it, so a short photo folder weighs as much as a long video; clips:
 # windows of the train clips (extract.clips), which temporal models always train on, and
