@@ -35,7 +35,15 @@ from denoise.models.build import psnr as psnr_metric  # the Keras metric (val_ps
 from denoise.models.precision import at_precision, dtype_policy, resolve_precision
 from denoise.training.noise import denoiser, with_training_noise
 from denoise.training.settings import model_budget, training_noise
-from denoise.training.stream import ClipStream, PatchStream
+from denoise.training.stream import ClipStream, FrameToFrameStream, NeighbourStream, PatchStream
+from denoise.training.supervision import (
+    Neighbor2NeighborLoss,
+    frame_to_frame_model,
+    masked_mse,
+    neighbor2neighbor_model,
+)
+
+Stream = PatchStream | ClipStream | FrameToFrameStream
 
 HISTORY_FIELDS = ("epoch", "loss", "val_loss", "val_psnr", "val_ssim", "seconds")
 EPOCH_METRICS = ("loss", "val_loss", "val_psnr", "val_ssim")
@@ -76,7 +84,9 @@ class ValidationImages(keras.callbacks.Callback):
 
     Runs before the Checkpointer, so the history it records holds val_ssim too.
     validation: (noisy, clean) float32 (N, H, W, 3) in [0, 1] (noisy unclipped; a temporal
-    model's noisy windows (N, H, W, 3 * window)).
+    model's noisy windows (N, H, W, 3 * window)). scores: also set val_loss (mean squared
+    error) and val_psnr, for a fitted model whose own loss is not one against clean frames
+    (supervision noisy), which fit then validates with no validation_data.
     """
 
     def __init__(
@@ -85,18 +95,22 @@ class ValidationImages(keras.callbacks.Callback):
         batch_size: int,
         num_samples: int,
         logger: EpochLogger | None,
+        scores: bool = False,
     ) -> None:
         super().__init__()
         self.noisy, self.clean = validation
         self.batch_size, self.num_samples, self.logger = batch_size, num_samples, logger
+        self.scores = scores
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = logs if logs is not None else {}
-        denoised = np.clip(
-            np.asarray(self.model.predict(self.noisy, batch_size=self.batch_size, verbose=0)),
-            0.0,
-            1.0,
-        )
+        network = denoiser(self.model)
+        raw = np.asarray(network.predict(self.noisy, batch_size=self.batch_size, verbose=0))
+        if self.scores:
+            errors = np.mean(np.square(raw.astype(np.float32) - self.clean), axis=(1, 2, 3))
+            logs["val_loss"] = float(np.mean(errors))
+            logs["val_psnr"] = float(np.mean(-10.0 * np.log10(np.maximum(errors, 1e-12))))
+        denoised = np.clip(raw, 0.0, 1.0)
         logs["val_ssim"] = float(
             np.mean([ssim(clean, image) for clean, image in zip(self.clean, denoised, strict=True)])
         )
@@ -182,7 +196,7 @@ class Checkpointer(keras.callbacks.Callback):
 def fingerprint(
     name: str,
     params: Params,
-    stream: PatchStream | ClipStream,
+    stream: Stream,
     validation: np.ndarray,
     init: Path | None = None,
 ) -> str:
@@ -201,6 +215,9 @@ def fingerprint(
         "keras": keras.__version__,
         "backend": keras.backend.backend(),
     }
+    if params.train.supervision_of(name) == "noisy":
+        content["supervision"] = type(stream).__name__
+        content["without_clean"] = dataclasses.asdict(params.train.without_clean)
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
@@ -257,7 +274,7 @@ def _load_state(directory: Path, expected: str) -> TrainingState | None:
 def train_model(
     name: str,
     params: Params,
-    stream: PatchStream | ClipStream,
+    stream: Stream,
     validation: tuple[np.ndarray, np.ndarray],
     checkpoint_dir: Path,
     print_fn: Any = print,
@@ -269,7 +286,8 @@ def train_model(
     """Fit one model, resuming from checkpoint_dir if it holds a run of the same fingerprint.
 
     The model's training noise (params.training_noise) is added to the stream's clean patches
-    in the training step.
+    in the training step; a model of supervision noisy adds none, and fits its network on a
+    FrameToFrameStream (masked loss) or a NeighbourStream (Neighbor2Neighbor's loss).
     validation: (noisy, clean) float32 (N, H, W, 3). Returns the model with its best weights.
     epoch_logger gets every epoch's metrics, including those a resumed run did before.
     init: a .keras model of the same layers to start from (a warm start), else from scratch.
@@ -290,8 +308,9 @@ def train_model(
             network = build_model(name, config)
             if init is not None:
                 start_from(network, load_model(init), name, str(init))
-            model = with_training_noise(network, training_noise(params, name), params.seed)
-        model.compile(optimizer=make_optimizer(budget), loss="mse", metrics=[psnr_metric])
+            model, loss = _fitted_model(name, params, network, stream)
+        metrics = [psnr_metric] if loss == "mse" else []
+        model.compile(optimizer=make_optimizer(budget), loss=loss, metrics=metrics)
         # Epoch 0's model: what a divergence in the first epoch rolls back to (state.json,
         # which a resume needs as well, comes with the first epoch or rollback).
         checkpoint_dir.mkdir(parents=True)
@@ -303,6 +322,7 @@ def train_model(
         if epoch_logger is not None:
             for record in state.history:
                 epoch_logger(int(record["epoch"]), {key: record[key] for key in EPOCH_METRICS}, [])
+    clean = config.supervision_of(name) == "clean"
     while not (
         state.diverged
         or state.wait >= budget.early_stopping_patience
@@ -316,10 +336,12 @@ def train_model(
             steps_per_epoch=budget.steps_per_epoch,
             shuffle=False,
             initial_epoch=state.epochs_done,
-            validation_data=validation,
+            validation_data=validation if clean else None,
             validation_batch_size=config.batch_size,
             callbacks=[
-                ValidationImages(validation, config.batch_size, num_samples, epoch_logger),
+                ValidationImages(
+                    validation, config.batch_size, num_samples, epoch_logger, not clean
+                ),
                 checkpointer,
                 *extra_callbacks,
             ],
@@ -353,6 +375,24 @@ def train_model(
     return at_precision(denoiser(model), "float32"), state
 
 
+def _fitted_model(
+    name: str, params: Params, network: keras.Model, stream: Stream
+) -> tuple[keras.Model, Any]:
+    """The model fit trains for `network`, and its loss: the training noise and MSE for
+    supervision clean; for noisy, frame-to-frame's or Neighbor2Neighbor's, by the stream."""
+    supervision = params.train.supervision_of(name)
+    if supervision == "clean":
+        return with_training_noise(network, training_noise(params, name), params.seed), "mse"
+    if isinstance(stream, NeighbourStream):
+        gamma = params.train.without_clean.gamma
+        return neighbor2neighbor_model(network, stream.patch), Neighbor2NeighborLoss(gamma)
+    if isinstance(stream, FrameToFrameStream):
+        return frame_to_frame_model(network), masked_mse
+    raise TrainingError(
+        f"{name}: supervision noisy trains on noisy clips or frames, not a {type(stream).__name__}"
+    )
+
+
 def _write_history(path: Path, history: list[dict[str, float]]) -> None:
     with atomic_path(path) as staging, staging.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=HISTORY_FIELDS)
@@ -365,7 +405,7 @@ def summarise(
     params: Params,
     model: keras.Model,
     state: TrainingState,
-    stream: PatchStream | ClipStream,
+    stream: Stream,
 ) -> dict[str, Any]:
     """What models/<name>.json records of a trained model: size, budget, noise, best scores."""
     best = state.history[state.best_epoch]
@@ -377,6 +417,7 @@ def summarise(
         "schedule": model_budget(params.train, name).schedule,
         "learning_rate": model_budget(params.train, name).learning_rate,
         "noise": dataclasses.asdict(training_noise(params, name)),
+        "supervision": params.train.supervision_of(name),
         "patch_size": stream.patch,
         "batch_size": stream.batch_size,
         "epochs": state.epochs_done,
