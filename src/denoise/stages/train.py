@@ -32,6 +32,7 @@ from denoise.training.stream import (
     NeighbourStream,
     PatchStream,
     clip_validation,
+    frame_to_frame_validation,
     noisy_sources,
 )
 
@@ -102,6 +103,23 @@ def _noisy_stream(
             f"({', '.join(stills)}) are left out"
         )
     return FrameToFrameStream(frames_dir, train, params, print_fn=print_fn)
+
+
+def _held_out(
+    params: Params, manifest: pd.DataFrame, print_fn: Any = print
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Held-out frame-to-frame pairs from the noisy videos' validation clips, or None (with a
+    note) when they have none."""
+    frames_dir = Path(params.paths.frames)
+    clips = load_clips_manifest(frames_dir)
+    chosen = clips[(clips["split"] == "validation") & clips["video"].isin(noisy_sources(manifest))]
+    pairs = frame_to_frame_validation(frames_dir, chosen, params.train.without_clean)
+    if pairs is None:
+        print_fn(
+            "no held-out frame-to-frame pairs (no validation clip of the noisy videos keeps "
+            "enough pixels); epochs are chosen on the clean validation set"
+        )
+    return pairs
 
 
 def _training_data(
@@ -177,6 +195,9 @@ def _train(
     with stage(params, stage_name) as tracker:
         for name, (init, described) in starts.items():
             stream, validation = _training_data(params, name, manifest)
+            held_out = None
+            if isinstance(stream, FrameToFrameStream):
+                held_out = _held_out(params, manifest)
             tags = {"denoise.model": name, INIT_TAG: described}
             with (
                 tracker.child(name, tags=tags, system_metrics=True) as run_id,
@@ -195,6 +216,7 @@ def _train(
                     epoch_logger=log_epoch,
                     num_samples=params.tracking.num_samples,
                     init=init,
+                    held_out=held_out,
                 )
             summary = summaries[name] = {
                 **summarise(name, params, model, state, stream),

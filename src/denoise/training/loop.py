@@ -46,6 +46,7 @@ from denoise.training.supervision import (
 Stream = PatchStream | ClipStream | FrameToFrameStream
 
 HISTORY_FIELDS = ("epoch", "loss", "val_loss", "val_psnr", "val_ssim", "seconds")
+HELD_OUT_METRIC = "val_frame_to_frame"  # supervision noisy: the held-out frame-to-frame loss
 EPOCH_METRICS = ("loss", "val_loss", "val_psnr", "val_ssim")
 # Called after every epoch with (epoch, metrics, triptychs of the first validation frames).
 EpochLogger = Callable[[int, dict[str, float], list[np.ndarray]], None]
@@ -79,6 +80,18 @@ def middle_frame(image: np.ndarray) -> np.ndarray:
     return image[..., 3 * middle : 3 * middle + 3]
 
 
+def held_out_loss(denoised: np.ndarray, packed: np.ndarray) -> float:
+    """Frame-to-frame loss on held-out frames: the mean squared error of the denoised frames
+    against their warped neighbours over the pixels the masks keep.
+
+    denoised: float32 (N, H, W, 3). packed: float32 (N, H, W, 4), the warped neighbour then
+    the mask (0 or 1).
+    """
+    mask = packed[..., 3:]
+    squared = mask * np.square(denoised.astype(np.float32) - packed[..., :3])
+    return float(squared.sum() / max(3.0 * mask.sum(), 1.0))
+
+
 class ValidationImages(keras.callbacks.Callback):
     """Adds val_ssim to the epoch's logs, and hands sample triptychs to an optional logger.
 
@@ -86,7 +99,10 @@ class ValidationImages(keras.callbacks.Callback):
     validation: (noisy, clean) float32 (N, H, W, 3) in [0, 1] (noisy unclipped; a temporal
     model's noisy windows (N, H, W, 3 * window)). scores: also set val_loss (mean squared
     error) and val_psnr, for a fitted model whose own loss is not one against clean frames
-    (supervision noisy), which fit then validates with no validation_data.
+    (supervision noisy), which fit then validates with no validation_data. held_out: noisy
+    frames and their packed frame-to-frame targets (training.stream.frame_to_frame_validation)
+    of held-out noisy clips: their masked loss is val_frame_to_frame, and val_loss, on which
+    the epoch is chosen, when there is no clean reference for that noise.
     """
 
     def __init__(
@@ -96,11 +112,12 @@ class ValidationImages(keras.callbacks.Callback):
         num_samples: int,
         logger: EpochLogger | None,
         scores: bool = False,
+        held_out: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         super().__init__()
         self.noisy, self.clean = validation
         self.batch_size, self.num_samples, self.logger = batch_size, num_samples, logger
-        self.scores = scores
+        self.scores, self.held_out = scores, held_out
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = logs if logs is not None else {}
@@ -110,6 +127,10 @@ class ValidationImages(keras.callbacks.Callback):
             errors = np.mean(np.square(raw.astype(np.float32) - self.clean), axis=(1, 2, 3))
             logs["val_loss"] = float(np.mean(errors))
             logs["val_psnr"] = float(np.mean(-10.0 * np.log10(np.maximum(errors, 1e-12))))
+        if self.held_out is not None:
+            frames, packed = self.held_out
+            output = np.asarray(network.predict(frames, batch_size=self.batch_size, verbose=0))
+            logs[HELD_OUT_METRIC] = logs["val_loss"] = held_out_loss(output, packed)
         denoised = np.clip(raw, 0.0, 1.0)
         logs["val_ssim"] = float(
             np.mean([ssim(clean, image) for clean, image in zip(self.clean, denoised, strict=True)])
@@ -119,7 +140,10 @@ class ValidationImages(keras.callbacks.Callback):
                 triptych(middle_frame(self.noisy[index]), denoised[index], self.clean[index])
                 for index in range(min(self.num_samples, len(self.clean)))
             ]
-            self.logger(epoch + 1, {key: float(logs[key]) for key in EPOCH_METRICS}, samples)
+            metrics = {
+                key: float(logs[key]) for key in (*EPOCH_METRICS, HELD_OUT_METRIC) if key in logs
+            }
+            self.logger(epoch + 1, metrics, samples)
 
 
 class Checkpointer(keras.callbacks.Callback):
@@ -177,6 +201,11 @@ class Checkpointer(keras.callbacks.Callback):
                 "val_psnr": float(logs["val_psnr"]),
                 "val_ssim": float(logs["val_ssim"]),
                 "seconds": seconds,
+                **(
+                    {HELD_OUT_METRIC: float(logs[HELD_OUT_METRIC])}
+                    if HELD_OUT_METRIC in logs
+                    else {}
+                ),
             }
         )
         if logs["val_loss"] < state.best_val_loss:
@@ -199,6 +228,7 @@ def fingerprint(
     stream: Stream,
     validation: np.ndarray,
     init: Path | None = None,
+    held_out: np.ndarray | None = None,
 ) -> str:
     """Hash of everything a checkpoint depends on; a changed input starts training afresh."""
     spec = params.train.spec(name)
@@ -218,6 +248,9 @@ def fingerprint(
     if params.train.supervision_of(name) == "noisy":
         content["supervision"] = type(stream).__name__
         content["without_clean"] = dataclasses.asdict(params.train.without_clean)
+        content["held_out"] = (
+            None if held_out is None else hashlib.sha256(held_out.tobytes()).hexdigest()
+        )
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
@@ -282,6 +315,7 @@ def train_model(
     epoch_logger: EpochLogger | None = None,
     num_samples: int = 0,
     init: Path | None = None,
+    held_out: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[keras.Model, TrainingState]:
     """Fit one model, resuming from checkpoint_dir if it holds a run of the same fingerprint.
 
@@ -291,12 +325,16 @@ def train_model(
     validation: (noisy, clean) float32 (N, H, W, 3). Returns the model with its best weights.
     epoch_logger gets every epoch's metrics, including those a resumed run did before.
     init: a .keras model of the same layers to start from (a warm start), else from scratch.
+    held_out: a model of supervision noisy's held-out frame-to-frame pairs (ValidationImages):
+    its epochs are then chosen on them.
     The model trains on its budget: the active profile with its per_model settings. Call it
     inside training.distribution.data_parallel to train on every device of the node.
     """
     config = params.train
     budget = model_budget(config, name)
-    expected = fingerprint(name, params, stream, validation[0], init)
+    expected = fingerprint(
+        name, params, stream, validation[0], init, None if held_out is None else held_out[1]
+    )
     _make_deterministic(params.seed)
     state = _load_state(checkpoint_dir, expected)
     if state is None:
@@ -309,8 +347,8 @@ def train_model(
             if init is not None:
                 start_from(network, load_model(init), name, str(init))
             model, loss = _fitted_model(name, params, network, stream)
-        metrics = [psnr_metric] if loss == "mse" else []
-        model.compile(optimizer=make_optimizer(budget), loss=loss, metrics=metrics)
+        scores = [psnr_metric] if loss == "mse" else []
+        model.compile(optimizer=make_optimizer(budget), loss=loss, metrics=scores)
         # Epoch 0's model: what a divergence in the first epoch rolls back to (state.json,
         # which a resume needs as well, comes with the first epoch or rollback).
         checkpoint_dir.mkdir(parents=True)
@@ -321,7 +359,10 @@ def train_model(
         model = _load_checkpoint(checkpoint_dir, budget, state)
         if epoch_logger is not None:
             for record in state.history:
-                epoch_logger(int(record["epoch"]), {key: record[key] for key in EPOCH_METRICS}, [])
+                metrics = {
+                    key: record[key] for key in (*EPOCH_METRICS, HELD_OUT_METRIC) if key in record
+                }
+                epoch_logger(int(record["epoch"]), metrics, [])
     clean = config.supervision_of(name) == "clean"
     while not (
         state.diverged
@@ -340,7 +381,7 @@ def train_model(
             validation_batch_size=config.batch_size,
             callbacks=[
                 ValidationImages(
-                    validation, config.batch_size, num_samples, epoch_logger, not clean
+                    validation, config.batch_size, num_samples, epoch_logger, not clean, held_out
                 ),
                 checkpointer,
                 *extra_callbacks,
@@ -395,7 +436,7 @@ def _fitted_model(
 
 def _write_history(path: Path, history: list[dict[str, float]]) -> None:
     with atomic_path(path) as staging, staging.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=HISTORY_FIELDS)
+        writer = csv.DictWriter(handle, fieldnames=HISTORY_FIELDS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(history)
 
@@ -425,6 +466,7 @@ def summarise(
         "val_loss": best["val_loss"],
         "val_psnr": best["val_psnr"],
         "val_ssim": best["val_ssim"],
+        **({HELD_OUT_METRIC: best[HELD_OUT_METRIC]} if HELD_OUT_METRIC in best else {}),
         "train_seconds": state.seconds,
         # every epoch trained counts, the undone ones too: they took time as well
         "train_patches_per_second": (state.epochs_done + len(state.rollbacks) + state.diverged)

@@ -12,6 +12,7 @@ import pandas as pd
 from denoise.core.config import Params
 from denoise.core.errors import DataError
 from denoise.core.temporal import REFLECTED_FRAME, as_channels, reflected
+from denoise.core.train_config import WithoutClean
 from denoise.data.clips import CLIPS_MANIFEST
 from denoise.data.extract import MANIFEST_NAME
 from denoise.data.flow import frame_to_frame_target
@@ -281,6 +282,30 @@ class ClipStream(_EndlessStream):
         frames_first = windows.reshape(*windows.shape[:3], self.window, 3).transpose(0, 3, 1, 2, 4)
         frames_first[mirrored] = REFLECTED_FRAME  # a view: marks the windows' reflected frames
         return (windows if self.window > 1 else middles), middles
+
+
+def frame_to_frame_validation(
+    frames_dir: Path, clips: pd.DataFrame, settings: WithoutClean, per_clip: int = 3
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Held-out frame-to-frame pairs from noisy clips (validation ones): per clip, per_clip
+    frames t evenly spaced inside it, each with frame t + 1 warped onto it and its mask.
+
+    Returns (noisy float32 (M, H, W, 3) in [0, 1], packed float32 (M, H, W, 4): the warped
+    neighbour then the mask), as FrameToFrameStream yields them; None when no pair keeps
+    settings.min_coverage of its pixels (or there is no clip).
+    """
+    noisy, packed = [], []
+    for file in clips["file"]:
+        frames = np.load(frames_dir / file).astype(np.float32) / 255.0
+        spots = np.linspace(0, len(frames) - 2, per_clip + 2)[1:-1].round().astype(int)
+        for frame in np.unique(spots):
+            target, mask = frame_to_frame_target(frames[frame], frames[frame + 1], settings)
+            if mask.mean() >= settings.min_coverage:
+                noisy.append(frames[frame])
+                packed.append(np.concatenate([target, mask[..., None]], axis=-1))
+    if not noisy:
+        return None
+    return np.stack(noisy), np.stack(packed).astype(np.float32)
 
 
 def clip_validation(
