@@ -348,3 +348,40 @@ def test_a_resumed_neighbor2neighbor_run_ends_with_the_same_weights(
     resumed = fit(tmp_path / "interrupted")
     for expected, actual in zip(reference.get_weights(), resumed.get_weights(), strict=True):
         np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_the_train_stage_learns_from_the_noisy_video_alone(tmp_path: Path) -> None:
+    """extract, a role column as extract writes it (noisy for one video), noise, then the
+    train stage: the noisy model fine-tunes on the noisy video's clips and records the
+    held-out frame-to-frame loss; a clean model would draw from the clean video alone."""
+    import json
+
+    from conftest import tiny_clip_params, write_tiny_video
+
+    from denoise.stages.extract import run as run_extract
+    from denoise.stages.noise import run as run_noise
+    from denoise.stages.train import _training_data
+    from denoise.stages.train import run as run_train
+
+    config = tiny_clip_params(tmp_path)  # long.avi, with clips
+    write_tiny_video(Path(config.paths.raw) / "clean.avi", num_frames=40, seed=3)
+    config = noisy_params(config, tmp_path)
+    config = dataclasses.replace(
+        config,
+        paths=dataclasses.replace(config.paths, frames=str(tmp_path / "data/frames")),
+        train=with_active(config.train, epochs=1, steps_per_epoch=2),
+    )
+    run_extract(config)
+    path = Path(config.paths.frames) / "manifest.parquet"
+    manifest = pd.read_parquet(path)
+    manifest["role"] = np.where(manifest["video"] == "long.avi", "noisy", "clean")
+    manifest.to_parquet(path, index=False)
+    run_noise(config)
+    clean_stream, _ = _training_data(config, "paper_cae", manifest)
+    clean_train = (manifest["video"] == "clean.avi") & (manifest["split"] == "train")
+    assert len(clean_stream.frames(0)) == 4 and len(clean_stream._frames) == clean_train.sum()
+    run_train(config)
+    summary = json.loads((Path(config.paths.models) / "cae_noisy.json").read_text())
+    assert summary["supervision"] == "noisy"
+    assert summary["val_frame_to_frame"] == summary["val_loss"] > 0
