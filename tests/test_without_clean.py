@@ -170,9 +170,10 @@ def test_frame_to_frame_training_lowers_its_loss_and_adds_no_noise(
     params: Params, tmp_path: Path
 ) -> None:
     from denoise.stages.train import _noisy_stream
-    from denoise.training.loop import _fitted_model, train_model
+    from denoise.training.loop import train_model
     from denoise.training.noise import TrainingNoise
     from denoise.training.stream import frame_to_frame_validation
+    from denoise.training.supervision import fitted_model
 
     config = noisy_params(params, tmp_path)
     frames_dir = Path(config.paths.frames)
@@ -195,7 +196,7 @@ def test_frame_to_frame_training_lowers_its_loss_and_adds_no_noise(
         )
     from denoise.models.build import build_model
 
-    fitted, _ = _fitted_model("cae_noisy", config, build_model("paper_cae", config.train), stream)
+    fitted, _ = fitted_model("cae_noisy", config, build_model("paper_cae", config.train), stream)
     assert not any(isinstance(layer, TrainingNoise) for layer in fitted.layers)
     # Held-out noisy frames: their frame-to-frame loss is logged, and chooses the epoch.
     np.save(frames_dir / "clips/held.npy", translating_clip(6, 15, seed=7))

@@ -14,7 +14,14 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
+
+from denoise.core.config import Params
+from denoise.core.errors import TrainingError
+from denoise.training.noise import with_training_noise
+from denoise.training.settings import training_noise
+from denoise.training.stream import FrameToFrameStream, NeighbourStream
 
 
 def _subsample(images: Any, mask: Any) -> Any:
@@ -109,3 +116,33 @@ def neighbor2neighbor_model(network: keras.Model, patch: int) -> keras.Model:
     noisy, first = NeighbourSubImages()(packed)
     outputs = Neighbor2NeighborOutputs()([network(first), network(noisy), packed])
     return keras.Model(packed, outputs, name=f"{network.name}_neighbor2neighbor")
+
+
+def fitted_model(
+    name: str, params: Params, network: keras.Model, stream: Any
+) -> tuple[keras.Model, Any]:
+    """The model fit trains for `network`, and its loss: the training noise and MSE for
+    supervision clean; for noisy, frame-to-frame's or Neighbor2Neighbor's, by the stream."""
+    supervision = params.train.supervision_of(name)
+    if supervision == "clean":
+        return with_training_noise(network, training_noise(params, name), params.seed), "mse"
+    if isinstance(stream, NeighbourStream):
+        gamma = params.train.without_clean.gamma
+        return neighbor2neighbor_model(network, stream.patch), Neighbor2NeighborLoss(gamma)
+    if isinstance(stream, FrameToFrameStream):
+        return frame_to_frame_model(network), masked_mse
+    raise TrainingError(
+        f"{name}: supervision noisy trains on noisy clips or frames, not a {type(stream).__name__}"
+    )
+
+
+def held_out_loss(denoised: np.ndarray, packed: np.ndarray) -> float:
+    """Frame-to-frame loss on held-out frames: the mean squared error of the denoised frames
+    against their warped neighbours over the pixels the masks keep.
+
+    denoised: float32 (N, H, W, 3). packed: float32 (N, H, W, 4), the warped neighbour then
+    the mask (0 or 1).
+    """
+    mask = packed[..., 3:]
+    squared = mask * np.square(denoised.astype(np.float32) - packed[..., :3])
+    return float(squared.sum() / max(3.0 * mask.sum(), 1.0))
