@@ -384,5 +384,5 @@ def test_the_train_stage_learns_from_the_noisy_video_alone(tmp_path: Path) -> No
     assert len(clean_stream.frames(0)) == 4 and len(clean_stream._frames) == clean_train.sum()
     run_train(config)
     summary = json.loads((Path(config.paths.models) / "cae_noisy.json").read_text())
-    assert summary["supervision"] == "noisy"
+    assert summary["supervision"] == "noisy" and summary["noise"] is None
     assert summary["val_frame_to_frame"] == summary["val_loss"] > 0

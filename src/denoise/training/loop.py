@@ -257,6 +257,7 @@ def summarise(
 ) -> dict[str, Any]:
     """What models/<name>.json records of a trained model: size, budget, noise, best scores."""
     best = state.history[state.best_epoch]
+    clean = params.train.supervision_of(name) == "clean"
     return {
         "parameters": count_parameters(model),
         "architecture": params.train.spec(name).architecture,
@@ -264,7 +265,8 @@ def summarise(
         "precision": resolve_precision(params.train.active.precision),
         "schedule": model_budget(params.train, name).schedule,
         "learning_rate": model_budget(params.train, name).learning_rate,
-        "noise": dataclasses.asdict(training_noise(params, name)),
+        # supervision noisy adds no noise: the sources' own is what it learns
+        "noise": dataclasses.asdict(training_noise(params, name)) if clean else None,
         "supervision": params.train.supervision_of(name),
         "patch_size": stream.patch,
         "batch_size": stream.batch_size,
