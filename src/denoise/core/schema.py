@@ -32,6 +32,7 @@ Schedule = Literal["constant", "cosine"]
 # is noisy alone, no noise added (frame-to-frame on their clips, Neighbor2Neighbor on stills).
 Supervision = Literal["clean", "noisy"]
 FlowMethod = Literal["dis", "farneback"]  # OpenCV's optical flow, for frame-to-frame targets
+WarpInterpolation = Literal["nearest", "linear"]
 Precision = Literal["float32", "mixed_bfloat16", "mixed_float16", "auto"]
 ApplyPrecision = Literal["float32", "bfloat16"]  # what apply computes in
 NOISE_KINDS: tuple[str, ...] = get_args(NoiseKind)

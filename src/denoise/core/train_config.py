@@ -33,6 +33,7 @@ from denoise.core.schema import (
     Sampling,
     Schedule,
     Supervision,
+    WarpInterpolation,
     fail,
     section,
 )
@@ -79,6 +80,7 @@ class WithoutClean:
     """How models of supervision noisy learn: frame-to-frame targets and Neighbor2Neighbor."""
 
     flow: FlowMethod
+    warp: WarpInterpolation  # how the neighbour is sampled: nearest keeps its noise whole
     prefilter_sigma: NonNegative  # Gaussian blur (pixels) of the grey frames flow runs on
     consistency_pixels: NonNegative  # forward-backward flow disagreement allowed, pixels ...
     consistency_ratio: NonNegative  # ... plus this share of the squared motion

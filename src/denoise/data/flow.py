@@ -41,21 +41,24 @@ def optical_flow(reference: np.ndarray, moving: np.ndarray, method: str) -> np.n
     return np.asarray(flow, dtype=np.float32)
 
 
-def warp(image: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`image` sampled at every pixel plus `flow` (bilinear), and where that lies inside it.
+def warp(
+    image: np.ndarray, flow: np.ndarray, interpolation: str = "linear"
+) -> tuple[np.ndarray, np.ndarray]:
+    """`image` sampled at every pixel plus `flow`, and where that lies inside it.
 
     image: float32 (H, W, C) or (H, W). flow: float32 (H, W, 2), (dx, dy) in pixels, as
-    optical_flow returns it. Returns the warped image (same shape and dtype; 0 outside) and a
-    bool (H, W) mask, True where the sample point lies inside the image.
+    optical_flow returns it. interpolation: "linear" (bilinear) or "nearest" (the nearest
+    pixel: a noisy target keeps its noise whole instead of averaging neighbours). Returns the
+    warped image (same shape and dtype; edge pixels repeated outside) and a bool (H, W) mask,
+    True where the sample point lies within half a pixel of the image's pixel centres.
     """
     height, width = flow.shape[:2]
     columns, rows = np.meshgrid(
         np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32)
     )
     map_x, map_y = columns + flow[..., 0], rows + flow[..., 1]
-    warped = cv2.remap(
-        image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
-    )
+    method = cv2.INTER_NEAREST if interpolation == "nearest" else cv2.INTER_LINEAR
+    warped = cv2.remap(image, map_x, map_y, method, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     inside = (map_x >= 0) & (map_x <= width - 1) & (map_y >= 0) & (map_y <= height - 1)
     return warped.reshape(image.shape), inside
 
@@ -91,7 +94,7 @@ def frame_to_frame_target(
     mask = consistency_mask(
         forward, backward, settings.consistency_pixels, settings.consistency_ratio
     )
-    warped, _ = warp(neighbour.astype(np.float32), forward)
+    warped, _ = warp(neighbour.astype(np.float32), forward, settings.warp)
     moved, _ = warp(moving.astype(np.float32) / 255.0, forward)
     mask &= np.abs(moved - reference.astype(np.float32) / 255.0) <= settings.photometric_tolerance
     return np.where(mask[..., None], warped, 0.0).astype(np.float32), mask
