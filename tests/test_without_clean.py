@@ -352,7 +352,6 @@ def test_a_resumed_neighbor2neighbor_run_ends_with_the_same_weights(
         np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-6)
 
 
-@pytest.mark.slow
 def test_the_train_stage_learns_from_the_noisy_video_alone(tmp_path: Path) -> None:
     """extract, a role column as extract writes it (noisy for one video), noise, then the
     train stage: the noisy model fine-tunes on the noisy video's clips and records the
