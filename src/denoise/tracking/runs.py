@@ -135,12 +135,13 @@ def configure(params: Params, root: Path | None = None) -> str:
         client = MlflowClient()
         experiment = client.get_experiment_by_name(params.tracking.experiment)
         tags = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, VIEW_TAG: VIEW}
+        experiment_id: str
         if experiment is None:
             experiment_id = client.create_experiment(
                 params.tracking.experiment, artifact_location=artifact_location, tags=tags
             )
         else:
-            experiment_id = experiment.experiment_id
+            experiment_id = str(experiment.experiment_id)
             for key, value in tags.items():
                 if experiment.tags.get(key) != value:
                     client.set_experiment_tag(experiment_id, key, value)
