@@ -10,7 +10,7 @@ export DVC_NO_ANALYTICS := 1
 # subprocess chains and servers (one busy core on average), so two workers suit two cores.
 TEST_WORKERS ?= 2
 
-.PHONY: setup remote samples run serve ui push pull team-init team-up team-down test test-fast lint lineage clean
+.PHONY: setup remote samples run serve ui push pull team-init team-up team-down test test-fast lint lineage plots-template screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,7 @@ pull: remote
 test: setup
 	infra/apt-install.sh opencv-doc "a synthetic sample video will be used"
 	infra/apt-install.sh chromium "the Data Docs browser test will skip"
+	infra/apt-install.sh chromium-driver "the MLflow UI browser test will skip"
 	infra/apt-install.sh docker-compose "the compose file check in tests/test_team.py will fail"
 	python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
@@ -88,6 +89,17 @@ lineage: setup
 	  printf '## Stages (`dvc dag --md`)\n\n'; dvc dag --md; \
 	  printf '\n## Files (`dvc dag --outs --md`)\n\n'; dvc dag --outs --md; } > docs/lineage.md.tmp
 	mv docs/lineage.md.tmp docs/lineage.md
+
+# infra/plots/offline.html: DVC's plots page with Vega, Vega-Lite and vega-embed inlined, so
+# `dvc plots show` renders offline (.dvc/config names it). Needs npm; rerun after a DVC upgrade.
+plots-template: setup
+	python infra/plots/build_template.py
+
+# docs/images/mlflow-*.png, the README's pictures of the MLflow UI: after `make run`.
+screenshots: setup
+	infra/apt-install.sh chromium "no screenshots"
+	infra/apt-install.sh chromium-driver "no screenshots"
+	python infra/screenshots.py
 
 clean:
 	rm -rf data/frames data/evalsets reports/validation models checkpoints reports/evaluation

@@ -11,6 +11,7 @@ they pass alone and in any order.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from repository import build_repository, commit, sh
 from servers import start_mlflow_server, stop
 
 from denoise.tracking.aliases import Decision, decide
+from denoise.tracking.views import experiment_link
 from denoise.training.settings import with_active
 from flows.pipeline import champion_moves
 from flows.stages import read_stages
@@ -109,12 +111,16 @@ def test_a_pipeline_run_is_tracked_and_registered(
         assert run.data.tags["git.commit"] == head
         assert run.info.status == "FINISHED"
     children = {
-        run.info.run_name: run
+        run.data.tags.get("denoise.model") or run.info.run_name: run
         for run in runs
         if run.data.tags.get("mlflow.parentRunId")
         in (flat["train@paper_cae"].info.run_id, flat["evaluate"].info.run_id)
     }
     assert {"paper_cae", "baselines"} <= set(children)
+    assert children["paper_cae"].info.run_name == "paper_cae: from scratch"
+    # Evaluate logs its scores into the training run without reopening it: the run's
+    # duration stays its own work.
+    assert children["paper_cae"].info.end_time <= flat["evaluate"].info.start_time
 
     trained = children["paper_cae"]
     assert trained.data.params["train.active.epochs"] == "3"
@@ -123,7 +129,10 @@ def test_a_pipeline_run_is_tracked_and_registered(
     for metric in ("loss", "val_loss", "val_psnr", "val_ssim"):
         history = client.get_metric_history(trained.info.run_id, metric)
         assert [point.step for point in history] == [1, 2, 3], metric
-    assert trained.data.metrics["test.gaussian-25.psnr"] > 0
+    assert trained.data.metrics["test_psnr"] > 0 and "photos_ssim" in trained.data.metrics
+    # A few short-named numbers; the score of every set and level in one artifact.
+    assert not [key for key in trained.data.metrics if "gaussian-" in key]
+    assert "scores.json" in [item.path for item in client.list_artifacts(trained.info.run_id)]
     assert "system/cpu_utilization_percentage" in trained.data.metrics
     assert "system/system_memory_usage_megabytes" in trained.data.metrics
     images = [item.path for item in client.list_artifacts(trained.info.run_id, "images")]
@@ -139,7 +148,7 @@ def test_a_pipeline_run_is_tracked_and_registered(
     datasets = {item.dataset.name: item.dataset for item in trained.inputs.dataset_inputs}
     assert datasets["frames"].digest == frames_md5
     assert datasets["raw-videos"].digest == raw_md5
-    assert "blur.test.gaussian-25.psnr" in children["baselines"].data.metrics
+    assert "blur.test_psnr" in children["baselines"].data.metrics
 
     champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
     assert champion.run_id == trained.info.run_id
@@ -213,3 +222,46 @@ def test_the_flow_announces_each_registered_models_champion_move_once() -> None:
     # A former champion whose training run is registered again was decided earlier: no move.
     former = {**decision("denoise", "dncnn", "1", "3"), "alias": "champion", "earlier": True}
     assert champion_moves([image_move, former]) == {"denoise": image_move}
+
+
+def _browser():  # type: ignore[no-untyped-def]
+    """Debian's headless Chromium driven by selenium (make test installs chromium-driver)."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if browser is None or driver is None:
+        pytest.skip("chromium or chromedriver not installed (make test installs both)")
+    from selenium import webdriver
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1600,900"):
+        options.add_argument(argument)
+    return webdriver.Chrome(options=options, service=webdriver.ChromeService(driver))
+
+
+def test_the_ui_opens_on_the_runs_with_metric_columns_and_the_champion(
+    server: str, first_run: FirstRun
+) -> None:
+    """What a person sees following the link `denoise ui` prints: the runs table in the
+    model-training view with the headline metrics as columns, and the registry's champion."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    experiment = _client(server).get_experiment_by_name(EXPERIMENT)
+    driver = _browser()
+
+    def page() -> str:
+        return str(driver.find_element("tag name", "body").text)
+
+    try:
+        driver.get(experiment_link(server, experiment.experiment_id))
+        # Loaded: the flat runs are listed by name, with the metric columns of the view.
+        WebDriverWait(driver, 180).until(lambda _: "register:" in page())
+        WebDriverWait(driver, 60).until(lambda _: "champion.test_psnr" in page())
+        shown = page()
+        assert "Traces 0" not in shown and "Model training" in shown
+        champion = _client(server).get_model_version_by_alias(MODEL_NAME, "champion")
+        driver.get(f"{server}/#/models/{MODEL_NAME}")
+        WebDriverWait(driver, 180).until(lambda _: "@ champion" in page())
+        assert f"Version {champion.version}" in page()
+    finally:
+        driver.quit()

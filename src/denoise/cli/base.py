@@ -21,6 +21,8 @@ from denoise.tracking.server import tracking_error
 
 app = typer.Typer(
     help="Turn raw video into trained, versioned denoising models.",
+    # Docstrings as markdown: a paragraph's lines join and wrap to the terminal.
+    rich_markup_mode="markdown",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -82,9 +84,9 @@ def main() -> None:
     # Past the file-size limit (ulimit -f) a write fails with EFBIG, handled as a full disk,
     # instead of the signal killing the process mid-write.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # its INFO lines are chatter
 
 
 def _load(params_path: Path) -> Params:

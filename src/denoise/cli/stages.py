@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -105,7 +106,9 @@ def train(
     params: ParamsOption = Path("params.yaml"),
     model: Annotated[
         str | None,
-        typer.Option("--model", help="Train this model of train.models alone [default: all]."),
+        typer.Option(
+            "--model", help="Train this model of train.models alone.", show_default="all of them"
+        ),
     ] = None,
 ) -> None:
     """Train the models of params.train.models on streamed noisy patches (train@<model>)."""
@@ -122,11 +125,22 @@ def train(
 @app.command()
 @_user_errors
 def evaluate(params: ParamsOption = Path("params.yaml")) -> None:
-    """Score the noisy input, classical baselines and trained models; print the table."""
+    """Score the noisy input, classical baselines and trained models; print the table.
+
+    In a terminal; under DVC or the flow one line says where it is (`denoise run` ends with
+    its own)."""
     from denoise.stages import evaluate as stage
 
-    summary = stage.run(_stage(params))
-    typer.echo(summary.table)
+    config = _stage(params)
+    summary = stage.run(config)
+    if sys.stdout.isatty():
+        typer.echo(summary.table)
+    else:
+        sets = [*summary.metrics["sets"], *summary.metrics.get("clip_sets", {})]
+        typer.echo(
+            f"evaluate: {len(sets)} sets scored ({', '.join(sets)}); tables in "
+            f"{config.paths.evaluation}/metrics.md"
+        )
 
 
 @app.command()

@@ -2,7 +2,8 @@
 
 Each params.yaml section is one frozen pydantic dataclass (denoise.core.schema's `section`:
 `extra="forbid"`, `Literal` choices, `Field` bounds, a model validator only for a rule that spans
-fields); the train section and training noise are in denoise.core.train_config. A changed copy
+fields); the train section and training noise are in denoise.core.train_config, the data
+sections (samples, extract, noise) in denoise.core.data_config. A changed copy
 (`dataclasses.replace`) is validated again, and any error is one ConfigError line naming the
 dotted key. load_params() is the only reader of params.yaml (core.params_file parses it).
 
@@ -26,6 +27,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
+from denoise.core.data_config import (
+    Extract,
+    Noise,
+    Samples,
+)
 from denoise.core.errors import ConfigError
 from denoise.core.params_file import read_values, with_recipe
 from denoise.core.schema import (
@@ -42,13 +48,11 @@ from denoise.core.schema import (
     NotBlank,
     Positive,
     RelativeFolder,
-    Source,
-    StillFolder,
     Str,
     fail,
     section,
 )
-from denoise.core.train_config import Train, TrainNoise
+from denoise.core.train_config import Train
 
 
 @section
@@ -67,99 +71,11 @@ class Paths:
     metrics: Str
     psnr_per_sigma: Str
     registry: Str
+    summary: Str
 
     def every(self) -> list[str]:
         """Every path, in params.yaml's order."""
         return [getattr(self, field.name) for field in dataclasses.fields(self)]
-
-
-@section
-class Samples:
-    videos: list[Source]
-    synthetic_frames: AtLeast1
-    # Train-only still folders to build under paths.raw (denoise.data.stills): photos, wallpapers.
-    stills: list[StillFolder]
-
-
-@section
-class Split:
-    validation_fraction: Annotated[Float, Field(ge=0, lt=1)]
-    test_fraction: Annotated[Float, Field(ge=0, lt=1)]
-    gap_seconds: NonNegative
-
-    @model_validator(mode="after")
-    def _fractions(self) -> Split:
-        if self.validation_fraction + self.test_fraction >= 1.0:
-            fail("test_fraction", "validation_fraction + test_fraction must be < 1")
-        return self
-
-
-@section
-class Clips:
-    """Runs of consecutive decoded frames (stride 1) of each video, for temporal models."""
-
-    length: Annotated[Int, Field(ge=2)]  # frames per clip
-    per_split: Annotated[Int, Field(ge=0)]  # clips per video and split, evenly spaced; 0: none
-
-
-@section
-class Extract:
-    size: Annotated[Int, Field(ge=8)]
-    frame_stride: AtLeast1
-    target_fps: Positive | None
-    frames_per_shard: AtLeast1
-    allow_greyscale: Bool
-    min_decoded_fraction: Fraction
-    split: Split
-    # Sources (names under paths.raw) whose every frame is a train frame: extra variety, such as
-    # a photo library, that never enters the validation or test sets.
-    train_only: list[Source]
-    clips: Clips
-
-
-@section
-class EvaluationNoise:
-    gaussian: list[NonNegative]
-    poisson: list[Positive]
-    speckle: list[NonNegative]
-    salt_pepper: list[Fraction]
-    as_saved: list[Float]
-
-    @model_validator(mode="after")
-    def _saved_levels(self) -> EvaluationNoise:
-        for index, sigma in enumerate(self.as_saved):
-            if sigma not in self.gaussian:
-                fail(f"as_saved[{index}]", f"{sigma:g} is not one of gaussian {self.gaussian}")
-        return self
-
-    def levels(self) -> list[tuple[str, float]]:
-        """Every (kind, level) pair, in a fixed order."""
-        return [
-            (kind, float(level))
-            for kind in ("gaussian", "poisson", "speckle", "salt_pepper")
-            for level in getattr(self, kind)
-        ]
-
-
-@section
-class Noise:
-    train: TrainNoise
-    evaluation: EvaluationNoise
-    validation_sigma: NonNegative
-    max_frames: AtLeast1
-    max_clips: AtLeast1 | None  # clips per clip set, evenly spaced over it (None: all)
-    photographs: list[Name]
-    photograph_size: Annotated[Int, Field(ge=8)]
-
-    @model_validator(mode="after")
-    def _validation_level(self) -> Noise:
-        if self.validation_sigma not in self.evaluation.gaussian:
-            fail(
-                "validation_sigma",
-                f"{self.validation_sigma} is not one of evaluation.gaussian "
-                f"{self.evaluation.gaussian}",
-            )
-        return self
 
 
 @section
@@ -267,6 +183,11 @@ class Apply:
     batch_size: AtLeast1
     self_ensemble: Bool
     precision: ApplyPrecision  # models.at_precision
+    # The served model's limits (serving.guard): a request body in megabytes of 10^6 bytes,
+    # an image in millions of pixels, and how far outside [0, 1] a value may lie.
+    max_request_megabytes: Positive
+    max_megapixels: Positive
+    value_margin: NonNegative
 
     @model_validator(mode="after")
     def _overlap(self) -> Apply:
@@ -313,6 +234,15 @@ class Params:
 
     @model_validator(mode="after")
     def _sizes(self) -> Params:
+        leaves = self.samples.dead_leaves
+        if "dead_leaves" in self.extract.train_only or "dead_leaves" in self.samples.stills:
+            for index, folder in enumerate(leaves.colours_from):
+                if folder not in self.extract.train_only:
+                    fail(
+                        f"samples.dead_leaves.colours_from[{index}]",
+                        f"{folder!r} is not in extract.train_only: dead leaves take their "
+                        "colours from train images only",
+                    )
         # Training validates on whole frames; evaluation pads, so photograph_size is free.
         train, size = self.train, self.extract.size
         if size % train.size_multiple:

@@ -21,13 +21,20 @@ from denoise.core.errors import ConfigError
 NoiseKind = Literal["gaussian", "gaussian_blind", "poisson", "speckle", "salt_pepper"]
 BaselineMethod = Literal["noisy", "blur", "median", "nlm", "bm3d"]  # image by image
 VideoBaselineMethod = Literal["bm4d"]  # on whole clips: the clip sets only
-StillFolder = Literal["photos", "wallpapers"]  # train-only still folders samples can build
+# train-only still folders samples can build (denoise.data.stills, denoise.data.dead_leaves)
+StillFolder = Literal["photos", "wallpapers", "jxl_photos", "dead_leaves"]
+PhotoFolder = Literal["photos", "wallpapers", "jxl_photos"]  # those of photographs
 # frames: every train frame is equally likely; sources: every source (video or image folder)
 # is, then a frame within it, so a short photo folder weighs as much as a long video; clips:
 # windows of the train clips (extract.clips), which temporal models always train on, and
 # single-frame models then on the windows' middle frames.
 Sampling = Literal["frames", "sources", "clips"]
 Schedule = Literal["constant", "cosine"]
+# clean: clean targets, the training noise added on top (as ever); noisy: the sources whose role
+# is noisy alone, no noise added (frame-to-frame on their clips, Neighbor2Neighbor on stills).
+Supervision = Literal["clean", "noisy"]
+FlowMethod = Literal["dis", "farneback"]  # OpenCV's optical flow, for frame-to-frame targets
+WarpInterpolation = Literal["nearest", "linear"]
 Precision = Literal["float32", "mixed_bfloat16", "mixed_float16", "auto"]
 ApplyPrecision = Literal["float32", "bfloat16"]  # what apply computes in
 NOISE_KINDS: tuple[str, ...] = get_args(NoiseKind)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import itertools
 import os
-import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -16,8 +14,7 @@ import numpy as np
 
 from denoise.core.atomic import atomic_path
 from denoise.core.config import Apply, Params
-from denoise.core.errors import InputError, NotRegisteredError, VideoError
-from denoise.core.locations import tracking_uri
+from denoise.core.errors import InputError, VideoError
 from denoise.core.progress import progress
 from denoise.core.schema import INIT_PRETRAINED
 from denoise.core.temporal import channel_windows
@@ -34,7 +31,8 @@ from denoise.data.video import (
     write_image_float,
 )
 from denoise.models.pretrained import pretrained_model_path
-from denoise.serving.load import _is_local, default_model_uri, load_denoiser
+from denoise.serving.choose import SHIPPED, first_registered, load_model_at
+from denoise.serving.load import default_model_uri
 from denoise.serving.tiling import denoise_batch, denoise_image
 
 
@@ -305,45 +303,6 @@ def apply_to_video(model: Any, source: Path, target: Path, config: Apply) -> App
     return Applied(source, target, info.width, info.height, written, info.fps, video, note)
 
 
-def _load(params: Params, uri: str) -> Any:
-    """The model at uri, at params.apply.precision."""
-    model = load_denoiser(uri, None if _is_local(uri) else tracking_uri(params))
-    if hasattr(model, "layers"):
-        # lazy: Keras loads only once the inputs are known to be good
-        from denoise.models.precision import at_precision
-
-        model = at_precision(model, params.apply.precision)
-    return model
-
-
-def _first_registered(
-    params: Params, choices: list[tuple[str, str]], loaded: dict[str, Any]
-) -> tuple[Any, str]:
-    """The model of the first (uri, what it is) of choices that loads, and its URI: each one
-    not registered is said on stderr, with what is used instead (the last must load). loaded:
-    what each URI tried so far gave (a model, or the NotRegisteredError), so that images and
-    videos load a model they share once."""
-
-    def attempt(uri: str) -> Any:
-        if uri not in loaded:
-            try:
-                loaded[uri] = _load(params, uri)
-            except NotRegisteredError as error:
-                loaded[uri] = error
-        return loaded[uri]
-
-    for (uri, _), (_, instead) in itertools.pairwise(choices):
-        found = attempt(uri)
-        if not isinstance(found, NotRegisteredError):
-            return found, uri
-        print(f"no {uri} yet ({found}); using {instead}", file=sys.stderr)
-    last = choices[-1][0]
-    found = attempt(last)
-    if isinstance(found, NotRegisteredError):
-        raise found
-    return found, last
-
-
 def run(
     params: Params, inputs: list[Path], output: Path, model_uri: str | None = None
 ) -> ApplySummary:
@@ -367,14 +326,14 @@ def run(
         model_uri = str(pretrained_model_path())
     images = [pair for pair in pairs if pair[0].suffix.lower() in IMAGE_SUFFIXES]
     videos = [pair for pair in pairs if pair[0].suffix.lower() in VIDEO_SUFFIXES]
-    shipped = (str(pretrained_model_path()), "the shipped pretrained model")
+    shipped = (str(pretrained_model_path()), SHIPPED)
     image_champion = (default_model_uri(params), f"the image champion {default_model_uri(params)}")
     model: Any = None
     video_model: Any = None
     uri = video_uri = ""
     loaded: dict[str, Any] = {}
     if model_uri is not None:
-        model, uri = _load(params, model_uri), model_uri
+        model, uri = load_model_at(params, model_uri), model_uri
         window = model_window(model)
         if images and window > 1:
             raise InputError(
@@ -384,11 +343,11 @@ def run(
         video_model, video_uri = model, uri
     else:
         if images:
-            model, uri = _first_registered(params, [image_champion, shipped], loaded)
+            model, uri = first_registered(params, [image_champion, shipped], loaded)
         if videos:
             video_champion = (default_model_uri(params, video=True), "")
             frame_by_frame = (image_champion[0], f"{image_champion[1]} frame by frame")
-            video_model, video_uri = _first_registered(
+            video_model, video_uri = first_registered(
                 params, [video_champion, frame_by_frame, shipped], loaded
             )
     outputs = []

@@ -19,7 +19,6 @@ import logging
 import os
 import socket
 import subprocess
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,14 @@ from denoise.core import lifeline, locks, services
 from denoise.core.config import Params, params_to_dict
 from denoise.core.locations import tracking_uri
 from denoise.tracking import store
+from denoise.tracking.views import (
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
+    VIEW,
+    VIEW_TAG,
+    relocate_artifacts,
+    run_link,
+)
 
 PARENT_RUN_ENV = "DENOISE_MLFLOW_PARENT_RUN_ID"
 STAGE_TAG = "denoise.stage"
@@ -114,12 +121,21 @@ def configure(params: Params, root: Path | None = None) -> str:
     with first_use:
         client = MlflowClient()
         experiment = client.get_experiment_by_name(params.tracking.experiment)
+        tags = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, VIEW_TAG: VIEW}
+        experiment_id: str
         if experiment is None:
             experiment_id = client.create_experiment(
-                params.tracking.experiment, artifact_location=artifact_location
+                params.tracking.experiment, artifact_location=artifact_location, tags=tags
             )
         else:
-            experiment_id = experiment.experiment_id
+            experiment_id = str(experiment.experiment_id)
+            for key, wanted in tags.items():
+                if experiment.tags.get(key) != wanted:
+                    client.set_experiment_tag(experiment_id, key, wanted)
+            recorded = experiment.artifact_location
+            if artifact_location and recorded != artifact_location:  # the repository moved
+                database = Path(uri.removeprefix("sqlite:///"))
+                relocate_artifacts(database, recorded, artifact_location)
     mlflow.set_experiment(experiment_id=experiment_id)
     return str(experiment_id)
 
@@ -152,7 +168,7 @@ def _git(*arguments: str) -> str:
         return ""
 
 
-def _dvc_out_md5(path: str) -> str:
+def dvc_out_md5(path: str) -> str:
     """The DVC hash of a raw-data folder (its .dvc file) or a stage output (dvc.lock), if any."""
     tracked = Path(f"{path}.dvc")
     if tracked.is_file():
@@ -172,8 +188,8 @@ def lineage_tags(params: Params) -> dict[str, str]:
     tags = {
         "git.commit": _git("rev-parse", "HEAD") or "unknown",
         "git.dirty": str(bool(_git("status", "--porcelain", "--untracked-files=no"))).lower(),
-        "dvc.raw.md5": _dvc_out_md5(params.paths.raw) or "unknown",
-        "dvc.frames.md5": _dvc_out_md5(params.paths.frames) or "unknown",
+        "dvc.raw.md5": dvc_out_md5(params.paths.raw) or "unknown",
+        "dvc.frames.md5": dvc_out_md5(params.paths.frames) or "unknown",
     }
     experiment = os.environ.get("DVC_EXP_NAME")
     if experiment:
@@ -197,7 +213,7 @@ def open_pipeline_run(
     commit = _git("rev-parse", "--short", "HEAD")
     run = client.create_run(
         experiment_id,
-        run_name=f"{name} {commit}".strip(),
+        run_name=f"{name}: {commit or 'no commit'}",
         tags={**lineage_tags(params), **_process_tags(), **(tags or {})},
     )
     flat = run_params(params)
@@ -228,12 +244,18 @@ def record_stages(run_id: str, statuses: dict[str, str]) -> None:
         client.set_tag(run_id, STAGE_STATUS_TAG.format(stage=stage.replace("@", "/")), status)
 
 
-def close_pipeline_run(run_id: str, statuses: dict[str, str], status: str) -> str:
-    """Tag each stage's status on the parent run, end it with status; return its UI link."""
+def close_pipeline_run(
+    run_id: str, statuses: dict[str, str], status: str, name: str | None = None
+) -> str:
+    """Tag each stage's status on the parent run, end it with status (and name it for what it
+    did); return its UI link."""
     from mlflow.tracking import MlflowClient
 
     record_stages(run_id, statuses)
-    MlflowClient().set_terminated(run_id, status=status)
+    client = MlflowClient()
+    if name:
+        client.update_run(run_id, name=name)
+    client.set_terminated(run_id, status=status)
     return run_link(run_id)
 
 
@@ -285,20 +307,53 @@ class StageTracker:
         with mlflow.start_run(run_id=run_id):
             yield run_id
 
+    def log_later(
+        self,
+        run_id: str,
+        metrics: dict[str, float],
+        data: dict[str, dict[str, Any]] | None = None,
+        files: list[tuple[Path, str]] | None = None,
+    ) -> None:
+        """Results of a finished run (a model's training run) logged to it without reopening
+        it, so its status and duration stay its own work. data: artifact file -> JSON dict;
+        files: (local file, artifact folder)."""
+        import time
+
+        from mlflow.entities import Metric
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient()
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])
+        for artifact_file, values in (data or {}).items():
+            client.log_dict(run_id, values, artifact_file)
+        for local, artifact_path in files or []:
+            client.log_artifact(run_id, str(local), artifact_path)
+
     def log_to_parent(
         self,
         summary: dict[str, Any] | None = None,
         texts: dict[str, str] | None = None,
         folders: dict[str, str] | None = None,
+        metrics: dict[str, float] | None = None,
     ) -> None:
-        """Artifacts on the pipeline's parent run, leaving its status to whoever owns it.
+        """Artifacts and metrics on the pipeline's parent run, leaving its status to whoever
+        owns it.
 
         summary goes to stages/<stage>.json; texts maps artifact file -> text; folders maps a
-        local folder -> its artifact path.
+        local folder -> its artifact path; metrics show as the runs table's columns.
         """
+        import time
+
+        from mlflow.entities import Metric
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient()
+        if metrics:
+            now = int(time.time() * 1000)
+            client.log_batch(
+                self.parent_run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()]
+            )
         if summary is not None:
             client.log_dict(self.parent_run_id, summary, f"stages/{self.stage}.json")
         for artifact_file, text in (texts or {}).items():
@@ -326,62 +381,3 @@ def stage(params: Params, name: str) -> Iterator[StageTracker]:
     record_stages(parent_run_id, {name: "ran"})
     if owned:
         client.set_terminated(parent_run_id, status="FINISHED")
-
-
-# MLflow 3's UI opens an experiment on its GenAI view, where training runs do not show.
-MODEL_TRAINING_VIEW = "workflowType=machine_learning"
-
-
-def experiment_link(base: str, experiment_id: str) -> str:
-    """The experiment's runs in the UI's model-training view, under base (the UI's URL)."""
-    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?{MODEL_TRAINING_VIEW}"
-
-
-def run_link(run_id: str) -> str:
-    """Where the run is seen in the MLflow UI (`make ui` serves the local store)."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    run = MlflowClient().get_run(run_id)
-    uri = mlflow.get_tracking_uri()
-    base = uri if uri.startswith("http") else "http://127.0.0.1:5000"
-    return f"{base.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
-
-
-def log_epoch(epoch: int, metrics: dict[str, float], samples: list[Any]) -> None:
-    """One epoch's metrics, and its sample triptychs as images keyed by frame, at step=epoch."""
-    import mlflow
-
-    mlflow.log_metrics(metrics, step=epoch)
-    for index, image in enumerate(samples):
-        mlflow.log_image(image, key=f"validation-frame-{index}", step=epoch, synchronous=True)
-
-
-def log_frames_inputs(params: Params, manifest: Any, clips: Any | None = None) -> None:
-    """The raw videos and the frames a model was trained on, as MLflow datasets with DVC hashes.
-
-    manifest: the frames manifest (pandas DataFrame, one row per frame); clips: for a model
-    trained on clips, the clips manifest (one row per clip), logged as its training data.
-    """
-    import mlflow
-    from mlflow.data.pandas_dataset import from_pandas
-
-    videos = manifest.groupby("video", as_index=False).agg(
-        video_sha256=("video_sha256", "first"), frames=("frame_index", "size")
-    )
-    raw_md5 = _dvc_out_md5(params.paths.raw) or None
-    frames_md5 = _dvc_out_md5(params.paths.frames) or None
-    with warnings.catch_warnings():
-        # MLflow warns that a local path matches its local-artifact source type twice, and
-        # that integer columns cannot hold missing values; neither applies to a manifest.
-        warnings.simplefilter("ignore", UserWarning)
-        raw = from_pandas(videos, source=params.paths.raw, name="raw-videos", digest=raw_md5)
-        frames = from_pandas(manifest, source=params.paths.frames, name="frames", digest=frames_md5)
-        mlflow.log_input(raw, context="raw")
-        if clips is None:
-            mlflow.log_input(frames, context="training")
-        else:
-            source = f"{params.paths.frames}/clips"
-            trained = from_pandas(clips, source=source, name="clips", digest=frames_md5)
-            mlflow.log_input(frames, context="frames")
-            mlflow.log_input(trained, context="training")
