@@ -175,8 +175,8 @@ def test_run_executes_every_stage_and_prints_the_table(first_run: FirstRun) -> N
     assert _statuses(markdown) == {stage: "ran" for stage in STAGES}
     # The run ends with one table and the lines saying who is champion, where the results
     # are and what to run next; the stage's own table is not printed a second time.
-    table = [line for line in first_run.stdout.splitlines() if "paper_cae" in line]
-    assert len(table) == 1 and "nlm" in first_run.stdout, first_run.stdout
+    rows = [line for line in first_run.stdout.splitlines() if line.startswith("│ paper_cae ")]
+    assert len(rows) == 1 and "│ nlm " in first_run.stdout, first_run.stdout
     assert "champion: denoise v" in first_run.stdout and "next: denoise apply" in first_run.stdout
     assert "| paper_cae |" not in first_run.stdout + first_run.stderr
     # A quiet terminal: no TensorFlow or absl start-up lines, no DVC git hints.

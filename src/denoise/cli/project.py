@@ -176,6 +176,8 @@ def _report(config: Params) -> None:
     if not metrics_path.is_file():
         return
     metrics = json.loads(metrics_path.read_text())
+    first = config.register.score_set  # the set scores are decided on, first
+    metrics["sets"] = dict(sorted(metrics["sets"].items(), key=lambda item: item[0] != first))
     level = level_name("gaussian", config.noise.validation_sigma)
     order = [*config.evaluate.methods, *config.train.models]
     header, rows, best = headline_table(metrics, level, order)

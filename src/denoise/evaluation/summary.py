@@ -131,43 +131,36 @@ def psnr_per_sigma(metrics: dict[str, Any], sigmas: list[float]) -> dict[str, st
 def headline_table(
     metrics: dict[str, Any], level: str, order: list[str]
 ) -> tuple[list[str], list[list[str]], set[tuple[int, int]]]:
-    """Each method's PSNR and SSIM on every image set at one noise level, and its ms per frame
-    on the first set: (header, rows in the order of `order`, then any other method, the
-    (row, column) cells best in their column, the noisy input aside)."""
+    """Each method's PSNR / SSIM on every image set at one noise level, and its ms per frame on
+    the first set: (header, rows in the order of `order`, then any other method, the
+    (row, column) cells whose PSNR, or time, is best in their column, the noisy input aside)."""
     sets = {name: scores["levels"][level] for name, scores in metrics["sets"].items()}
     scored = {method for scores in sets.values() for method in scores}
     methods = [method for method in order if method in scored]
     methods += sorted(scored - set(methods))
-    header = ["method"]
-    columns: list[tuple[str, str, bool]] = []  # (set, key, higher is better)
-    for name in sets:
-        header += [f"{name} PSNR", f"{name} SSIM"]
-        columns += [(name, "psnr", True), (name, "ssim", True)]
-    header.append("ms/frame")
-    columns.append((next(iter(sets)), "ms_per_frame", False))
-    rows: list[list[str]] = []
-    values: list[list[float | None]] = []
+    first = next(iter(sets))
+    header = ["method", *[f"{name} PSNR / SSIM" for name in sets], "ms/frame"]
+    rows = []
     for method in methods:
-        found = [sets[name].get(method, {}).get(key) for name, key, _ in columns]
-        values.append(found)
-        digits = {"psnr": 2, "ssim": 3, "ms_per_frame": 1}
-        rows.append(
-            [method]
-            + [
-                "-" if value is None else _fmt(value, digits[key])
-                for value, (_, key, _) in zip(found, columns, strict=True)
-            ]
-        )
+        cells = [method]
+        for name in sets:
+            found = sets[name].get(method)
+            cells.append("-" if found is None else f"{found['psnr']:.2f} / {found['ssim']:.3f}")
+        timed = sets[first].get(method)
+        cells.append("-" if timed is None else f"{timed['ms_per_frame']:.1f}")
+        rows.append(cells)
+    # (set, key, higher is better) of each column after the method's
+    columns = [(name, "psnr", True) for name in sets] + [(first, "ms_per_frame", False)]
     best: set[tuple[int, int]] = set()
-    for column, (_, _, higher) in enumerate(columns):
+    for column, (name, key, higher) in enumerate(columns, start=1):
         ranked = [
-            (value if higher else -value, row)
-            for row, value in enumerate(column_values[column] for column_values in values)
-            if value is not None and methods[row] != IDENTITY
+            (sets[name][method][key] * (1 if higher else -1), row)
+            for row, method in enumerate(methods)
+            if method != IDENTITY and method in sets[name]
         ]
         if ranked:
             top = max(ranked)[0]
-            best |= {(row, column + 1) for value, row in ranked if value == top}
+            best |= {(row, column) for value, row in ranked if value == top}
     return header, rows, best
 
 
