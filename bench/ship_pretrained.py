@@ -34,7 +34,7 @@ from denoise.data.extract import frame_digests, load_manifest
 from denoise.data.stills import OPENCV_DOC_PHOTOS, WALLPAPERS
 from denoise.evaluation.adapters import model_denoiser
 from denoise.evaluation.baselines import baseline
-from denoise.evaluation.scoring import per_image, score
+from denoise.evaluation.scoring import per_image, score, told_sigma
 from denoise.models.build import load_model
 from denoise.models.pretrained import PRETRAINED_CARD, PRETRAINED_DIR, PRETRAINED_MODEL
 
@@ -61,7 +61,7 @@ def scores(workspace: Path, model_path: Path, params: Any) -> dict[str, Any]:
     for set_name in SETS:
         clean, noisy_levels, info = load_set(workspace / params.paths.evalsets, set_name)
         for level, noisy in noisy_levels.items():
-            sigma = float(info["levels"][level]["level"])
+            sigma = told_sigma(info["levels"][level])
             for method, function in (("model", model), ("nlm", nlm)):
                 result = score(clean, noisy, sigma, function, keep=0)
                 results.setdefault(set_name, {}).setdefault(level, {})[method] = {

@@ -118,11 +118,48 @@ class Extract:
 
 
 @section
+class CameraProcessing:
+    """The processing camera noise is added under (Brooks et al. 2019): unprocess an sRGB frame
+    (inverse smoothstep, gamma expansion, divide by the gains), add the noise in linear light,
+    process it again. Fixed at the means of the paper's random gains."""
+
+    rgb_gain: Positive  # brightening (the paper: 1 / N(0.8, 0.1))
+    red_gain: Positive  # white balance (the paper: U(1.9, 2.4))
+    blue_gain: Positive  # (the paper: U(1.5, 1.9))
+    gamma: Positive
+
+    def gains(self) -> list[float]:
+        """Per-channel gains, R G B: brightening times white balance."""
+        return [self.rgb_gain * self.red_gain, self.rgb_gain, self.rgb_gain * self.blue_gain]
+
+
+@section
+class CameraLevel:
+    """Poisson-Gaussian noise in linear light: variance shot * x + read, x in [0, 1]."""
+
+    shot: Positive
+    read: NonNegative
+
+
+@section
+class CompressedLevel:
+    """An evaluation level's noisy images, JPEG-coded through OpenCV: <noise>-jpeg<quality>."""
+
+    noise: Name  # the level it compresses: camera-high, gaussian-25, ...
+    quality: Annotated[Int, Field(ge=1, le=100)]
+
+    def name(self) -> str:
+        return f"{self.noise}-jpeg{self.quality}"
+
+
+@section
 class EvaluationNoise:
     gaussian: list[NonNegative]
     poisson: list[Positive]
     speckle: list[NonNegative]
     salt_pepper: list[Fraction]
+    camera: dict[Name, CameraLevel]  # camera-<name>
+    compressed: list[CompressedLevel]
     as_saved: list[Float]
 
     @model_validator(mode="after")
@@ -130,6 +167,11 @@ class EvaluationNoise:
         for index, sigma in enumerate(self.as_saved):
             if sigma not in self.gaussian:
                 fail(f"as_saved[{index}]", f"{sigma:g} is not one of gaussian {self.gaussian}")
+        known = [f"{kind}-{level:g}" for kind, level in self.levels()]
+        known += [f"camera-{name}" for name in self.camera]
+        for index, level in enumerate(self.compressed):
+            if level.noise not in known:
+                fail(f"compressed[{index}].noise", f"{level.noise!r} is none of {known}")
         return self
 
     def levels(self) -> list[tuple[str, float]]:
@@ -144,6 +186,7 @@ class EvaluationNoise:
 @section
 class Noise:
     train: TrainNoise
+    camera: CameraProcessing
     evaluation: EvaluationNoise
     validation_sigma: NonNegative
     max_frames: AtLeast1

@@ -18,7 +18,7 @@ from typing_extensions import dataclass_transform
 
 from denoise.core.errors import ConfigError
 
-NoiseKind = Literal["gaussian", "gaussian_blind", "poisson", "speckle", "salt_pepper"]
+NoiseKind = Literal["gaussian", "gaussian_blind", "poisson", "speckle", "salt_pepper", "camera"]
 BaselineMethod = Literal["noisy", "blur", "median", "nlm", "bm3d"]  # image by image
 VideoBaselineMethod = Literal["bm4d"]  # on whole clips: the clip sets only
 StillFolder = Literal["photos", "wallpapers"]  # train-only still folders samples can build
