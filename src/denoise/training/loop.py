@@ -290,7 +290,9 @@ def train_model(
             network = build_model(name, config)
             if init is not None:
                 start_from(network, load_model(init), name, str(init))
-            model = with_training_noise(network, training_noise(params, name), params.seed)
+            model = with_training_noise(
+                network, training_noise(params, name), params.seed, params.noise.camera
+            )
         model.compile(optimizer=make_optimizer(budget), loss="mse", metrics=[psnr_metric])
         # Epoch 0's model: what a divergence in the first epoch rolls back to (state.json,
         # which a resume needs as well, comes with the first epoch or rollback).

@@ -16,11 +16,13 @@ the uninterrupted run would have drawn.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import keras
 from keras import ops
 
+from denoise.core.config import CameraProcessing
 from denoise.core.errors import ConfigError
 from denoise.core.temporal import REFLECTED_FRAME
 from denoise.core.train_config import TrainNoise
@@ -74,12 +76,46 @@ class TrainingNoise(keras.layers.Layer):
     mirrors, noise and all, as a reflected noisy clip gives it at inference.
     """
 
-    def __init__(self, noise: dict[str, Any] | TrainNoise, seed: int, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        noise: dict[str, Any] | TrainNoise,
+        seed: int,
+        camera: dict[str, Any] | CameraProcessing | None = None,
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("dtype", "float32")  # noise on 8-bit data needs float32, not bf16
         super().__init__(**kwargs)
         self.noise = noise if isinstance(noise, TrainNoise) else TrainNoise(**noise)
+        if isinstance(camera, dict):
+            camera = CameraProcessing(**camera)
+        if self.noise.kind == "camera" and camera is None:
+            raise ConfigError("camera training noise needs noise.camera's processing")
+        self.camera = camera
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def _camera(self, clean: Any) -> Any:
+        """Brooks et al.'s unprocess, Poisson-Gaussian noise in linear light at a (shot, read)
+        drawn per image or window, process: core.noise.add_camera_noise in keras.ops."""
+        noise, camera, shape = self.noise, self.camera, ops.shape(clean)
+        if camera is None:
+            raise ConfigError("camera training noise needs noise.camera's processing")
+        gains = ops.tile(ops.convert_to_tensor(camera.gains(), "float32"), [shape[-1] // 3])
+        one_per_image = (shape[0], 1, 1, 1)
+        bounds = math.log(noise.shot_min), math.log(noise.shot_max)
+        log_shot = keras.random.uniform(one_per_image, *bounds, seed=self.seed_generator)
+        log_read = noise.read_slope * log_shot + noise.read_intercept
+        log_read += keras.random.normal(
+            one_per_image, stddev=noise.read_spread, seed=self.seed_generator
+        )
+        shot, read = ops.exp(log_shot), ops.exp(log_read)
+        tone = 0.5 - ops.sin(ops.arcsin(1.0 - 2.0 * ops.clip(clean, 0.0, 1.0)) / 3.0)
+        linear = ops.power(ops.maximum(tone, 1e-8), camera.gamma) / gains
+        counted = _poisson(linear / shot, self.seed_generator.next()) * shot
+        read_noise = ops.sqrt(read) * keras.random.normal(shape, seed=self.seed_generator)
+        lifted = ops.clip((counted + read_noise) * gains, 0.0, 1.0)
+        compressed = ops.power(ops.maximum(lifted, 1e-8), 1.0 / camera.gamma)
+        return 3.0 * compressed**2 - 2.0 * compressed**3
 
     def call(self, clean: Any, training: bool = False) -> Any:
         if not training:
@@ -109,6 +145,8 @@ class TrainingNoise(keras.layers.Layer):
             salt = keras.random.uniform(pixels, seed=self.seed_generator) < 0.5
             hit, salt = ops.repeat(hit, 3, axis=-1), ops.repeat(salt, 3, axis=-1)
             noisy = ops.where(hit, ops.cast(salt, clean.dtype), clean)
+        elif noise.kind == "camera":
+            noisy = self._camera(clean)
         else:  # poisson: photon counts ~ Poisson(clean * peak), scaled back by 1 / peak
             lam = ops.maximum(clean, 0.0) * noise.peak
             noisy = _poisson(lam, self.seed_generator.next()) / noise.peak
@@ -117,7 +155,9 @@ class TrainingNoise(keras.layers.Layer):
         return mirror_reflected(clean, noisy)
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "noise": dataclasses.asdict(self.noise), "seed": self.seed}
+        camera = dataclasses.asdict(self.camera) if self.camera is not None else None
+        noise = dataclasses.asdict(self.noise)
+        return {**super().get_config(), "noise": noise, "seed": self.seed, "camera": camera}
 
     # The random state is not a weight, so Keras would not save it; a checkpoint needs it.
     def save_own_variables(self, store: Any) -> None:
@@ -127,10 +167,13 @@ class TrainingNoise(keras.layers.Layer):
         self.seed_generator.state.assign(store["seed_state"])
 
 
-def with_training_noise(model: keras.Model, noise: TrainNoise, seed: int) -> keras.Model:
-    """The model to fit: clean patches in, TrainingNoise, then `model`; see `denoiser`."""
+def with_training_noise(
+    model: keras.Model, noise: TrainNoise, seed: int, camera: CameraProcessing | None = None
+) -> keras.Model:
+    """The model to fit: clean patches in, TrainingNoise, then `model`; see `denoiser`.
+    camera: noise.camera, the processing camera noise is added under."""
     return keras.Sequential(
-        [keras.Input(model.input_shape[1:]), TrainingNoise(noise, seed), model],
+        [keras.Input(model.input_shape[1:]), TrainingNoise(noise, seed, camera), model],
         name=f"{model.name}_training",
     )
 
