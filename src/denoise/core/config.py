@@ -42,6 +42,7 @@ from denoise.core.schema import (
     NotBlank,
     Positive,
     RelativeFolder,
+    Role,
     Source,
     StillFolder,
     Str,
@@ -103,6 +104,18 @@ class Clips:
 
 
 @section
+class NoiseEstimate:
+    """Each source's noise level, measured by extract on native-scale frames (before any
+    resize) with Donoho's estimator (core.noise_level), for the `auto` role."""
+
+    frames: AtLeast1  # frames measured per source: its first ones (a folder: evenly spaced)
+    auto_threshold: NonNegative  # auto: noisy above this median estimate (0-255), else clean
+    curve_bins: AtLeast1  # the noise-level curve: std-dev in this many intensity bins ...
+    curve_min_blocks: AtLeast1  # ... each from at least this many 2x2 blocks (else NaN)
+    max_saturated: Fraction  # a frame with more values at 0 or 255 than this gives no estimate
+
+
+@section
 class Extract:
     size: Annotated[Int, Field(ge=8)]
     frame_stride: AtLeast1
@@ -114,7 +127,17 @@ class Extract:
     # Sources (names under paths.raw) whose every frame is a train frame: extra variety, such as
     # a photo library, that never enters the validation or test sets.
     train_only: list[Source]
+    # Each source's role: clean (a target, noise added to it), noisy (no clean copy: cropped at
+    # native scale, never a target), or auto (noise_estimate decides); sources not named here
+    # take default_role.
+    roles: dict[Source, Role]
+    default_role: Role
+    noise_estimate: NoiseEstimate
     clips: Clips
+
+    def role(self, source: str) -> str:
+        """The role params give a source (a name under paths.raw): clean, noisy or auto."""
+        return self.roles.get(source, self.default_role)
 
 
 @section
@@ -213,6 +236,7 @@ class FrameChecks:
     min_std: Annotated[Float, Field(ge=0, le=0.5)]
     max_duplicate_fraction: Fraction
     near_duplicate_difference: Annotated[Float, Field(ge=0, lt=1)]
+    max_clean_noise_sigma: NonNegative  # a clean source's estimated noise level (0-255) at most
 
     @model_validator(mode="after")
     def _means(self) -> FrameChecks:
@@ -353,6 +377,17 @@ class Params:
     quality: Quality
     # Named sets of params a profile cannot hold, {dotted key: value} each: `denoise recipe`.
     recipes: dict[Name, dict[Str, Any]]
+
+    @model_validator(mode="after")
+    def _clean_noise(self) -> Params:
+        threshold = self.extract.noise_estimate.auto_threshold
+        if self.validate.frames.max_clean_noise_sigma < threshold:
+            fail(
+                "validate.frames.max_clean_noise_sigma",
+                f"must be >= extract.noise_estimate.auto_threshold ({threshold:g}), or an auto "
+                "source found clean would fail validate",
+            )
+        return self
 
     @model_validator(mode="after")
     def _sizes(self) -> Params:

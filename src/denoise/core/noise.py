@@ -112,7 +112,10 @@ def compress_jpeg(noisy: np.ndarray, quality: int) -> np.ndarray:
         ok, coded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
         if not ok:
             raise ValueError(f"OpenCV could not JPEG-code a {pixels.shape} image")
-        back = cv2.cvtColor(cv2.imdecode(coded, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        decoded_bgr = cv2.imdecode(coded, cv2.IMREAD_COLOR)
+        if decoded_bgr is None:
+            raise ValueError(f"OpenCV could not decode its own JPEG of a {pixels.shape} image")
+        back = cv2.cvtColor(decoded_bgr, cv2.COLOR_BGR2RGB)
         decoded.append(back.astype(np.float32) / 255.0)
     return np.stack(decoded).reshape(noisy.shape) if decoded else noisy.astype(np.float32)
 

@@ -21,6 +21,9 @@ from denoise.core.errors import ConfigError
 NoiseKind = Literal["gaussian", "gaussian_blind", "poisson", "speckle", "salt_pepper", "camera"]
 BaselineMethod = Literal["noisy", "blur", "median", "nlm", "bm3d"]  # image by image
 VideoBaselineMethod = Literal["bm4d"]  # on whole clips: the clip sets only
+# clean: a target (noise is added to it); noisy: no clean copy exists, cropped at native scale
+# and never a target; auto: decided by extract from its estimated noise level
+Role = Literal["clean", "noisy", "auto"]
 StillFolder = Literal["photos", "wallpapers"]  # train-only still folders samples can build
 # frames: every train frame is equally likely; sources: every source (video or image folder)
 # is, then a frame within it, so a short photo folder weighs as much as a long video; clips:

@@ -32,7 +32,7 @@ from denoise.core.noise import (
     set_rng,
 )
 from denoise.core.noise_level import estimate_sigma
-from denoise.data.extract import load_clips_manifest, load_frames, load_manifest
+from denoise.data.extract import clean_targets, load_clips_manifest, load_frames, load_manifest
 from denoise.data.video import centre_crop_resize
 
 EVALUATION_SPLITS = ("validation", "test")
@@ -82,9 +82,7 @@ def _noisy_levels(
     camera = params.noise.camera
     for setting, values in evaluation.camera.items():
         rng = set_rng(seed, name, "camera", setting)
-        noisy = add_camera_noise(
-            clean, values.shot, values.read, camera.gains(), camera.gamma, rng
-        )
+        noisy = add_camera_noise(clean, values.shot, values.read, camera.gains(), camera.gamma, rng)
         drawn[f"camera-{setting}"] = noisy
         entry = {"kind": "camera", "level": setting, "shot": values.shot, "read": values.read}
         yield f"camera-{setting}", {**entry, "as_saved": False}, noisy
@@ -116,14 +114,14 @@ def _write_set(
 def _write_clip_sets(directory: Path, frames_dir: Path, params: Params) -> dict[str, object]:
     """clips-validation and clips-test: the split's clips (at most noise.max_clips, evenly
     spaced over it), clean and noisy."""
-    clips = load_clips_manifest(frames_dir)
+    clips = clean_targets(load_clips_manifest(frames_dir))
     written: dict[str, object] = {}
     for split in EVALUATION_SPLITS:
         rows = clips[clips["split"] == split] if len(clips) else clips
         if rows.empty:
             raise DataError(
-                f"{frames_dir}: no {split} clips of {params.extract.clips.length} frames; "
-                f"shorten extract.clips.length or add longer videos"
+                f"{frames_dir}: no {split} clips of {params.extract.clips.length} frames from "
+                "a clean source; shorten extract.clips.length or add longer clean videos"
             )
         if params.noise.max_clips is not None:
             rows = evenly_spaced(rows, params.noise.max_clips)
@@ -150,15 +148,16 @@ class NoiseSummary:
 def write_evaluation_sets(params: Params) -> NoiseSummary:
     """The stage's work without MLflow (bench/gpu_train.py runs it on hosts without it)."""
     frames_dir = Path(params.paths.frames)
-    manifest = load_manifest(frames_dir)
+    manifest = clean_targets(load_manifest(frames_dir))  # never score against noisy frames
     index: dict[str, object] = {"seed": params.seed, "sets": {}}
     with atomic_directory(params.paths.evalsets) as staging:
         for split in EVALUATION_SPLITS:
             rows = evenly_spaced(manifest[manifest["split"] == split], params.noise.max_frames)
             if rows.empty:
                 raise DataError(
-                    f"{frames_dir}: no {split} frames; raise extract.split.{split}_fraction "
-                    "or add longer videos"
+                    f"{frames_dir}: no {split} frames from a clean source; raise "
+                    f"extract.split.{split}_fraction, add longer videos, or give a source "
+                    "role clean in extract.roles"
                 )
             sources = [
                 f"{video}#{frame}"

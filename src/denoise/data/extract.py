@@ -3,8 +3,10 @@ statistics and time-block splits."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import itertools
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -15,12 +17,15 @@ import pandas as pd
 from denoise.core.atomic import atomic_directory
 from denoise.core.config import Params, Split
 from denoise.core.errors import DataError
+from denoise.core.noise_level import NoiseLevel, measure_noise_level
 from denoise.core.progress import progress
 from denoise.data.clips import CLIPS_DIR, CLIPS_MANIFEST, clip_starts, collect_clips
 from denoise.data.sources import Source, check_sources, file_sha256
 from denoise.data.video import Frame, probe, read_frames, read_still
 
 MANIFEST_NAME = "manifest.parquet"
+SOURCES_NAME = "sources.parquet"  # one row per source: its noise level and role
+CLEAN, NOISY, AUTO = "clean", "noisy", "auto"  # the roles (core.schema.Role)
 SPLITS = ("train", "validation", "test")
 GAP = "gap"  # frames dropped at a split boundary: near-duplicates of both sides
 
@@ -30,6 +35,71 @@ class ExtractSummary:
     num_sources: int  # videos plus still-image folders
     frames_per_split: dict[str, int]
     clips_per_split: dict[str, int] = dataclasses.field(default_factory=dict)  # extract.clips
+    roles: dict[str, str] = dataclasses.field(default_factory=dict)  # source -> clean | noisy
+    notes: list[str] = dataclasses.field(default_factory=list)  # one line each, for the user
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceRole:
+    """One source's measured noise level and the role it gets (a row of sources.parquet)."""
+
+    name: str
+    setting: str  # what params give it: clean, noisy or auto
+    role: str  # clean or noisy
+    level: NoiseLevel
+    note: str  # "" or one line on how the role was decided when the estimate failed
+
+
+def decide_role(name: str, setting: str, level: NoiseLevel, threshold: float) -> SourceRole:
+    """A source's role: the one params set, or for auto noisy when its estimate is above the
+    threshold. Where the estimator fails (every measured frame flat or saturated), an explicit
+    role is kept and auto falls back to clean, each with a note."""
+    if not np.isnan(level.sigma):
+        role = setting if setting != AUTO else (NOISY if level.sigma > threshold else CLEAN)
+        return SourceRole(name, setting, role, level, "")
+    reason = (
+        f"{name}: no noise estimate (its {level.frames} measured frame(s) are flat or saturated)"
+    )
+    if setting == AUTO:
+        return SourceRole(name, setting, CLEAN, level, f"{reason}; role auto falls back to clean")
+    return SourceRole(name, setting, setting, level, f"{reason}; keeps its role {setting}")
+
+
+def _measured_frames(source: Source, params: Params) -> list[np.ndarray]:
+    """The frames a source's noise level is measured on: native-scale centre crops (never
+    resized) of a video's first extract.noise_estimate.frames kept frames, or of that many of a
+    folder's images, evenly spaced. uint8 (size, size, 3) RGB each."""
+    config = params.extract
+    count = config.noise_estimate.frames
+    if source.images:
+        positions = np.unique(np.linspace(0, len(source.images) - 1, count).round().astype(int))
+        return [
+            read_still(source.images[position], config.size, config.allow_greyscale, True)
+            for position in positions
+        ]
+    frames = read_frames(
+        source.path,
+        config.size,
+        config.frame_stride,
+        config.target_fps,
+        config.allow_greyscale,
+        min_decoded_fraction=0.0,  # a few frames only: the full read checks truncation
+        native_scale=True,
+    )
+    with contextlib.closing(frames):
+        return [frame.rgb for frame in itertools.islice(frames, count)]
+
+
+def source_role(source: Source, name: str, params: Params) -> SourceRole:
+    """Measure one source's noise level before any resize and decide its role."""
+    estimate = params.extract.noise_estimate
+    level = measure_noise_level(
+        _measured_frames(source, params),
+        estimate.curve_bins,
+        estimate.curve_min_blocks,
+        estimate.max_saturated,
+    )
+    return decide_role(name, params.extract.role(name), level, estimate.auto_threshold)
 
 
 def images_sha256(images: tuple[Path, ...]) -> str:
@@ -90,19 +160,27 @@ def assign_splits(
     return labels
 
 
-def _extract_source(source: Source, raw_dir: Path, out_dir: Path, params: Params) -> pd.DataFrame:
+def _extract_source(
+    source: Source, role: SourceRole, raw_dir: Path, out_dir: Path, params: Params
+) -> pd.DataFrame:
     """Write one source's frames as shards in out_dir; return its manifest rows.
 
     A still image counts as one second: its frame_index and timestamp_s are its position in
     name order, so the split's time blocks and gap_seconds apply to a folder as to a video.
+    A noisy source's frames are cropped at native scale, never area-resized.
     """
     config = params.extract
     name = source.path.relative_to(raw_dir).as_posix()
+    native = role.role == NOISY
     frames: Iterable[Frame]
     if source.images:
         kind, digest, expected = "images", images_sha256(source.images), len(source.images)
         frames = (
-            Frame(position, float(position), read_still(path, config.size, config.allow_greyscale))
+            Frame(
+                position,
+                float(position),
+                read_still(path, config.size, config.allow_greyscale, native),
+            )
             for position, path in enumerate(source.images)
         )
     else:
@@ -116,6 +194,7 @@ def _extract_source(source: Source, raw_dir: Path, out_dir: Path, params: Params
             config.target_fps,
             config.allow_greyscale,
             config.min_decoded_fraction,
+            native,
         )
     rows: list[dict[str, object]] = []
     buffer: list[np.ndarray] = []
@@ -127,6 +206,8 @@ def _extract_source(source: Source, raw_dir: Path, out_dir: Path, params: Params
                 "video": name,
                 "video_sha256": digest,
                 "source_kind": kind,
+                "role": role.role,
+                "source_noise_sigma": role.level.sigma,
                 "frame_index": frame.index,
                 "timestamp_s": frame.timestamp,
                 "shard": shard,
@@ -150,12 +231,13 @@ def _extract_source(source: Source, raw_dir: Path, out_dir: Path, params: Params
 
 
 def _extract_clips(
-    source: Source, name: str, table: pd.DataFrame, out_dir: Path, params: Params
+    source: Source, role: SourceRole, table: pd.DataFrame, out_dir: Path, params: Params
 ) -> pd.DataFrame:
     """A second decode of one video, every frame: write its clips (extract.clips) under
     out_dir/clips/ and return their manifest rows. The frames' blocks are those of its sampled
     frames (table), so a test clip holds only test-block frames, never a gap frame."""
     config = params.extract
+    name = role.name
     info = probe(source.path)
     span = (float(table["timestamp_s"].min()), float(table["timestamp_s"].max()))
     # read_frames stamps decoded frame i at i / fps: the labels of every frame, ahead.
@@ -171,7 +253,13 @@ def _extract_clips(
         for start in clip_starts(labels, length, config.clips.per_split, split)
     }
     frames = read_frames(
-        source.path, config.size, 1, None, config.allow_greyscale, config.min_decoded_fraction
+        source.path,
+        config.size,
+        1,
+        None,
+        config.allow_greyscale,
+        config.min_decoded_fraction,
+        role.role == NOISY,
     )
     rows: list[dict[str, object]] = []
     stem = name.replace("/", "__")
@@ -182,6 +270,7 @@ def _extract_clips(
         rows.append(
             {
                 "video": name,
+                "role": role.role,
                 "split": split,
                 "clip": number,
                 "file": file,
@@ -199,18 +288,24 @@ def extract_frames(params: Params) -> ExtractSummary:
     """The stage's work without MLflow (bench/gpu_train.py runs it on hosts without it)."""
     raw_dir, frames_dir = Path(params.paths.raw), Path(params.paths.frames)
     sources = check_sources(params)
+    roles = [
+        source_role(source, source.path.relative_to(raw_dir).as_posix(), params)
+        for source in sources
+    ]
     with atomic_directory(frames_dir) as staging:
-        tables = [_extract_source(source, raw_dir, staging, params) for source in sources]
+        tables = [
+            _extract_source(source, role, raw_dir, staging, params)
+            for source, role in zip(sources, roles, strict=True)
+        ]
         manifest = pd.concat(tables, ignore_index=True)
         manifest.to_parquet(staging / MANIFEST_NAME, index=False)
+        source_table(roles, tables, params).to_parquet(staging / SOURCES_NAME, index=False)
         clips_per_split: dict[str, int] = {}
         if params.extract.clips.per_split > 0:
             (staging / CLIPS_DIR).mkdir()
             found = [
-                _extract_clips(
-                    source, source.path.relative_to(raw_dir).as_posix(), table, staging, params
-                )
-                for source, table in zip(sources, tables, strict=True)
+                _extract_clips(source, role, table, staging, params)
+                for source, role, table in zip(sources, roles, tables, strict=True)
                 if not source.images
             ]
             clips = pd.concat(found, ignore_index=True) if found else pd.DataFrame()
@@ -222,7 +317,52 @@ def extract_frames(params: Params) -> ExtractSummary:
         num_sources=len(sources),
         frames_per_split={split: int(counts.get(split, 0)) for split in (*SPLITS, GAP)},
         clips_per_split=clips_per_split,
+        roles={role.name: role.role for role in roles},
+        notes=[role.note for role in roles if role.note],
     )
+
+
+def source_table(
+    roles: list[SourceRole], tables: list[pd.DataFrame], params: Params
+) -> pd.DataFrame:
+    """sources.parquet: one row per source, its role (and the setting it came from), its noise
+    level (noise_sigma, 0-255: the median of its measured frames' estimates), the noise-level
+    curve (curve_sigma against curve_intensity; flat for signal-independent noise), frames
+    measured and kept, and any note."""
+    return pd.DataFrame(
+        [
+            {
+                "source": role.name,
+                "source_kind": str(table["source_kind"].iat[0]) if len(table) else "",
+                "role": role.role,
+                "role_setting": role.setting,
+                "noise_sigma": role.level.sigma,
+                "auto_threshold": params.extract.noise_estimate.auto_threshold,
+                "frames_measured": role.level.frames,
+                "frames_measurable": role.level.measurable,
+                "curve_intensity": role.level.curve_intensity,
+                "curve_sigma": role.level.curve_sigma,
+                "frames": len(table),
+                "train_only": role.name in params.extract.train_only,
+                "note": role.note,
+            }
+            for role, table in zip(roles, tables, strict=True)
+        ]
+    )
+
+
+def load_sources(frames_dir: Path) -> pd.DataFrame:
+    """The per-source table the extract stage wrote (sources.parquet), or DataError."""
+    path = frames_dir / SOURCES_NAME
+    if not path.is_file():
+        raise DataError(f"{path}: missing; run `denoise extract` first")
+    return pd.read_parquet(path)
+
+
+def clean_targets(manifest: pd.DataFrame) -> pd.DataFrame:
+    """The manifest's rows that may be clean targets: role clean (a noisy source's frames never
+    are: no noise is added to them, and nothing is scored against them)."""
+    return manifest if manifest.empty else manifest[manifest["role"] == CLEAN]
 
 
 def load_clips_manifest(frames_dir: Path) -> pd.DataFrame:

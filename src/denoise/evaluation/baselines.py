@@ -2,8 +2,9 @@
 
 noisy: float32 (H, W, 3) RGB, nominally [0, 1] but unclipped; sigma on the 0-255 scale (the
 noise level each method is told, where it takes one; scoring.per_image replaces a NaN, "not
-told", with Donoho's estimate on the noisy image, core.noise_level). Every method returns float32 (H, W, 3)
-clipped to [0, 1], as an image written to disk would be. BM4D (`bm4d_video`) sees a whole clip.
+told", with Donoho's estimate on the noisy image, core.noise_level). Every method returns
+float32 (H, W, 3) clipped to [0, 1], as an image written to disk would be. BM4D
+(`bm4d_video`) sees a whole clip.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ class NoiseLevelMap(layers.Layer):
         packed = ops.cast(packed, "float32")
         c = self.channels
         blocks = [packed[..., index * c : (index + 1) * c] for index in range(4)]
-        sigma = ops.stop_gradient(donoho_sigma(*blocks, xp=ops))
+        sigma = ops.stop_gradient(donoho_sigma(blocks[0], blocks[1], blocks[2], blocks[3], ops))
         return ops.ones_like(packed[..., :1]) * sigma[:, None, None, None]
 
     def get_config(self) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from denoise.core.locations import init_file
 from denoise.core.locks import exclusive
 from denoise.core.noise import level_name
 from denoise.data.evalsets import CLIP_SETS, CLIP_VALIDATION, load_set
-from denoise.data.extract import load_clips_manifest, load_manifest
+from denoise.data.extract import clean_targets, load_clips_manifest, load_manifest
 from denoise.tracking.models import INIT_TAG, log_trained_model
 from denoise.tracking.runs import log_epoch, log_frames_inputs, stage
 from denoise.training.distribution import data_parallel
@@ -38,10 +38,11 @@ def _training_data(
     level = level_name("gaussian", params.noise.validation_sigma)
     if not params.train.on_clips(name):
         clean, noisy, _ = load_set(evalsets, "validation")
-        stream = PatchStream(frames_dir, manifest[manifest["split"] == "train"], params)
+        targets = clean_targets(manifest)  # a noisy source's frames are never clean targets
+        stream = PatchStream(frames_dir, targets[targets["split"] == "train"], params)
         return stream, (noisy[level], clean)
     window = params.train.window(name)
-    clips = load_clips_manifest(frames_dir)
+    clips = clean_targets(load_clips_manifest(frames_dir))
     clean, noisy, _ = load_set(evalsets, CLIP_VALIDATION, CLIP_SETS)
     stream = ClipStream(frames_dir, clips[clips["split"] == "train"], params, window)
     return stream, clip_validation(clean, noisy[level], window)
