@@ -86,7 +86,15 @@ def test_stage_writes_fixed_float_evaluation_sets(params: Params) -> None:
     run_extract(params)
     summary = run_noise(params)
     evalsets = Path(params.paths.evalsets)
-    assert summary.levels == ["gaussian-15", "gaussian-25", "gaussian-25-saved", "gaussian-50"]
+    assert summary.levels == [
+        "gaussian-15",
+        "gaussian-25",
+        "gaussian-25-saved",
+        "gaussian-50",
+        "camera-low",
+        "camera-high",
+        "camera-high-jpeg80",
+    ]
     assert set(summary.images_per_set) == {"validation", "test", "photographs"}
     _, noisy, _ = load_set(evalsets, "test")
     assert noisy["gaussian-25"].dtype == np.float32
