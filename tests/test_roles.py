@@ -17,13 +17,8 @@ from denoise.core.config import Params
 from denoise.core.errors import DataError, ValidationError
 from denoise.core.noise_level import measure_noise_level
 from denoise.data.evalsets import load_set
-from denoise.data.extract import (
-    clean_targets,
-    decide_role,
-    load_manifest,
-    load_sources,
-    source_role,
-)
+from denoise.data.extract import load_manifest
+from denoise.data.roles import clean_targets, decide_role, load_sources, source_role
 from denoise.data.samples import find_sample, render_canvas_video
 from denoise.data.sources import list_sources
 from denoise.data.stills import build_wallpapers

@@ -5,6 +5,7 @@ Each params.yaml section is one frozen pydantic dataclass (denoise.core.schema's
 fields); the train section and training noise are in denoise.core.train_config. A changed copy
 (`dataclasses.replace`) is validated again, and any error is one ConfigError line naming the
 dotted key. load_params() is the only reader of params.yaml (core.params_file parses it).
+The noise section is in denoise.core.noise_config.
 
 Defaults live in params.yaml alone: it must set every key, and the code holds no default
 value. params.yaml is the documented home of each setting (its comments say what each does),
@@ -27,6 +28,9 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from denoise.core.errors import ConfigError
+from denoise.core.noise_config import (
+    Noise,
+)
 from denoise.core.params_file import read_values, with_recipe
 from denoise.core.schema import (
     ApplyPrecision,
@@ -49,7 +53,7 @@ from denoise.core.schema import (
     fail,
     section,
 )
-from denoise.core.train_config import Train, TrainNoise
+from denoise.core.train_config import Train
 
 
 @section
@@ -138,94 +142,6 @@ class Extract:
     def role(self, source: str) -> str:
         """The role params give a source (a name under paths.raw): clean, noisy or auto."""
         return self.roles.get(source, self.default_role)
-
-
-@section
-class CameraProcessing:
-    """The processing camera noise is added under (Brooks et al. 2019): unprocess an sRGB frame
-    (inverse smoothstep, gamma expansion, divide by the gains), add the noise in linear light,
-    process it again. Fixed at the means of the paper's random gains."""
-
-    rgb_gain: Positive  # brightening (the paper: 1 / N(0.8, 0.1))
-    red_gain: Positive  # white balance (the paper: U(1.9, 2.4))
-    blue_gain: Positive  # (the paper: U(1.5, 1.9))
-    gamma: Positive
-
-    def gains(self) -> list[float]:
-        """Per-channel gains, R G B: brightening times white balance."""
-        return [self.rgb_gain * self.red_gain, self.rgb_gain, self.rgb_gain * self.blue_gain]
-
-
-@section
-class CameraLevel:
-    """Poisson-Gaussian noise in linear light: variance shot * x + read, x in [0, 1]."""
-
-    shot: Positive
-    read: NonNegative
-
-
-@section
-class CompressedLevel:
-    """An evaluation level's noisy images, JPEG-coded through OpenCV: <noise>-jpeg<quality>."""
-
-    noise: Name  # the level it compresses: camera-high, gaussian-25, ...
-    quality: Annotated[Int, Field(ge=1, le=100)]
-
-    def name(self) -> str:
-        return f"{self.noise}-jpeg{self.quality}"
-
-
-@section
-class EvaluationNoise:
-    gaussian: list[NonNegative]
-    poisson: list[Positive]
-    speckle: list[NonNegative]
-    salt_pepper: list[Fraction]
-    camera: dict[Name, CameraLevel]  # camera-<name>
-    compressed: list[CompressedLevel]
-    as_saved: list[Float]
-
-    @model_validator(mode="after")
-    def _saved_levels(self) -> EvaluationNoise:
-        for index, sigma in enumerate(self.as_saved):
-            if sigma not in self.gaussian:
-                fail(f"as_saved[{index}]", f"{sigma:g} is not one of gaussian {self.gaussian}")
-        known = [f"{kind}-{level:g}" for kind, level in self.levels()]
-        known += [f"camera-{name}" for name in self.camera]
-        for index, level in enumerate(self.compressed):
-            if level.noise not in known:
-                fail(f"compressed[{index}].noise", f"{level.noise!r} is none of {known}")
-        return self
-
-    def levels(self) -> list[tuple[str, float]]:
-        """Every (kind, level) pair, in a fixed order."""
-        return [
-            (kind, float(level))
-            for kind in ("gaussian", "poisson", "speckle", "salt_pepper")
-            for level in getattr(self, kind)
-        ]
-
-
-@section
-class Noise:
-    train: TrainNoise
-    camera: CameraProcessing
-    evaluation: EvaluationNoise
-    validation_sigma: NonNegative
-    max_frames: AtLeast1
-    max_clips: AtLeast1 | None  # clips per clip set, evenly spaced over it (None: all)
-    photographs: list[Name]
-    photograph_size: Annotated[Int, Field(ge=8)]
-
-    @model_validator(mode="after")
-    def _validation_level(self) -> Noise:
-        if self.validation_sigma not in self.evaluation.gaussian:
-            fail(
-                "validation_sigma",
-                f"{self.validation_sigma} is not one of evaluation.gaussian "
-                f"{self.evaluation.gaussian}",
-            )
-        return self
 
 
 @section

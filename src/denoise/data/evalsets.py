@@ -32,7 +32,8 @@ from denoise.core.noise import (
     set_rng,
 )
 from denoise.core.noise_level import estimate_sigma
-from denoise.data.extract import clean_targets, load_clips_manifest, load_frames, load_manifest
+from denoise.data.extract import load_clips_manifest, load_frames, load_manifest
+from denoise.data.roles import clean_targets
 from denoise.data.video import centre_crop_resize
 
 EVALUATION_SPLITS = ("validation", "test")

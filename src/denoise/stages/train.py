@@ -19,7 +19,8 @@ from denoise.core.locations import init_file
 from denoise.core.locks import exclusive
 from denoise.core.noise import level_name
 from denoise.data.evalsets import CLIP_SETS, CLIP_VALIDATION, load_set
-from denoise.data.extract import clean_targets, load_clips_manifest, load_manifest
+from denoise.data.extract import load_clips_manifest, load_manifest
+from denoise.data.roles import clean_targets
 from denoise.tracking.models import INIT_TAG, log_trained_model
 from denoise.tracking.runs import log_epoch, log_frames_inputs, stage
 from denoise.training.distribution import data_parallel

@@ -22,8 +22,8 @@ from typing import Any
 import keras
 from keras import ops
 
-from denoise.core.config import CameraProcessing
 from denoise.core.errors import ConfigError
+from denoise.core.noise_config import CameraProcessing
 from denoise.core.temporal import REFLECTED_FRAME
 from denoise.core.train_config import TrainNoise
 

@@ -14,7 +14,8 @@ import pandas as pd
 
 from denoise.core.errors import DataError
 from denoise.data.evalsets import INDEX_NAME
-from denoise.data.extract import CLEAN, GAP
+from denoise.data.extract import GAP
+from denoise.data.roles import CLEAN
 from denoise.validation.outcomes import ROW
 
 
