@@ -4,18 +4,22 @@ on flat ramps, what OpenCV decodes, and the compiled training step against the N
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import cv2
 import keras
 import numpy as np
 import pytest
 
-from denoise.core.config import default_params
+from denoise.core.config import Params, default_params
 from denoise.core.errors import ConfigError
 from denoise.core.noise import add_camera_noise, compress_jpeg, process, unprocess
 from denoise.core.noise_level import estimate_sigma, measure_noise_level
+from denoise.data.extract import load_manifest
 from denoise.evaluation.scoring import told_or_estimated, told_sigma
-from denoise.training.noise import TrainingNoise
+from denoise.stages.extract import run as run_extract
+from denoise.training.noise import TrainingNoise, host_noise
+from denoise.training.stream import PatchStream
 
 CAMERA = default_params().noise.camera
 GAINS = CAMERA.gains()
@@ -125,3 +129,20 @@ def test_training_step_camera_noise_matches_the_numpy_model() -> None:
     assert restored.camera == CAMERA
     with pytest.raises(ConfigError, match=r"noise\.camera"):
         TrainingNoise(noise, seed=0)
+
+
+def test_compressed_training_noise_is_drawn_seeded_on_the_host(params: Params) -> None:
+    run_extract(params)
+    noise = dataclasses.replace(params.noise.train, kind="compressed", jpeg_quality=80)
+    frames_dir = Path(params.paths.frames)
+    rows = load_manifest(frames_dir)
+    stream = PatchStream(frames_dir, rows, params, host_noise=host_noise(noise, CAMERA))
+    noisy, clean = stream[3]
+    assert noisy.shape == clean.shape and not np.array_equal(noisy, clean)
+    assert np.array_equal(np.round(noisy * 255) / 255, noisy), "JPEG decodes to 8 bits"
+    assert 2.0 < np.std(noisy - clean) * 255 < 60.0
+    again, _ = PatchStream(frames_dir, rows, params, host_noise=host_noise(noise, CAMERA))[3]
+    assert np.array_equal(noisy, again), "batch 3 is the same batch on a resumed run"
+    assert host_noise(params.noise.train, CAMERA) is None  # gaussian_blind: in the step
+    layer = TrainingNoise(noise, seed=0, camera=CAMERA)  # passes the host's noise through
+    assert np.array_equal(keras.ops.convert_to_numpy(layer(noisy, training=True)), noisy)

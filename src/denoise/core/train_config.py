@@ -52,6 +52,7 @@ class TrainNoise:
     read_slope: Float
     read_intercept: Float
     read_spread: NonNegative
+    jpeg_quality: Annotated[Int, Field(ge=1, le=100)]  # compressed: camera noise, then JPEG
     as_saved: Bool  # clip to [0, 1] and round to 8 bits after adding the noise
 
     @model_validator(mode="after")
@@ -79,6 +80,7 @@ class VariantNoise:
     read_slope: Float | None = None
     read_intercept: Float | None = None
     read_spread: NonNegative | None = None
+    jpeg_quality: Annotated[Int, Field(ge=1, le=100)] | None = None
     as_saved: Bool | None = None
 
     def overrides(self) -> dict[str, Any]:

@@ -25,7 +25,8 @@ from denoise.tracking.models import INIT_TAG, log_trained_model
 from denoise.tracking.runs import log_epoch, log_frames_inputs, stage
 from denoise.training.distribution import data_parallel
 from denoise.training.loop import _write_history, summarise, train_model
-from denoise.training.settings import model_init_from
+from denoise.training.noise import host_noise
+from denoise.training.settings import model_init_from, training_noise
 from denoise.training.stream import ClipStream, PatchStream, clip_validation
 
 
@@ -37,11 +38,15 @@ def _training_data(
     (train.on_clips) the train clips and windows of the validation clips."""
     frames_dir, evalsets = Path(params.paths.frames), Path(params.paths.evalsets)
     level = level_name("gaussian", params.noise.validation_sigma)
+    noise = host_noise(training_noise(params, name), params.noise.camera)
     if not params.train.on_clips(name):
         clean, noisy, _ = load_set(evalsets, "validation")
         targets = clean_targets(manifest)  # a noisy source's frames are never clean targets
-        stream = PatchStream(frames_dir, targets[targets["split"] == "train"], params)
+        rows = targets[targets["split"] == "train"]
+        stream = PatchStream(frames_dir, rows, params, host_noise=noise)
         return stream, (noisy[level], clean)
+    if noise is not None:
+        raise ConfigError(f"{name}: compressed training noise is for models on frames, not clips")
     window = params.train.window(name)
     clips = clean_targets(load_clips_manifest(frames_dir))
     clean, noisy, _ = load_set(evalsets, CLIP_VALIDATION, CLIP_SETS)

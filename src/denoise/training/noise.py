@@ -8,6 +8,8 @@ batch itself (bench/throughput.py), and on a GPU host it would leave the acceler
 The noise models are those of `denoise.core.noise` (which makes the fixed evaluation sets in NumPy),
 with the same parameters: every function takes clean float32 RGB in [0, 1] and returns it
 noisy and unclipped, or clipped and rounded to 8 bits when `as_saved`.
+`compressed` noise (camera noise, then JPEG) cannot be drawn in the step: the patch stream
+draws it on the host (`host_noise`) and the layer passes it through.
 The layer is the identity outside training, so validation and prediction see their inputs
 as they are. Its random state is part of the checkpoint, so a resumed run draws the noise
 the uninterrupted run would have drawn.
@@ -17,12 +19,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 from denoise.core.errors import ConfigError
+from denoise.core.noise import add_camera_noise, compress_jpeg
 from denoise.core.noise_config import CameraProcessing
 from denoise.core.temporal import REFLECTED_FRAME
 from denoise.core.train_config import TrainNoise
@@ -147,6 +152,8 @@ class TrainingNoise(keras.layers.Layer):
             noisy = ops.where(hit, ops.cast(salt, clean.dtype), clean)
         elif noise.kind == "camera":
             noisy = self._camera(clean)
+        elif noise.kind == "compressed":  # drawn on the host (host_noise): its input is noisy
+            noisy = clean
         else:  # poisson: photon counts ~ Poisson(clean * peak), scaled back by 1 / peak
             lam = ops.maximum(clean, 0.0) * noise.peak
             noisy = _poisson(lam, self.seed_generator.next()) / noise.peak
@@ -165,6 +172,32 @@ class TrainingNoise(keras.layers.Layer):
 
     def load_own_variables(self, store: Any) -> None:
         self.seed_generator.state.assign(store["seed_state"])
+
+
+HostNoise = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+
+def host_noise(noise: TrainNoise, camera: CameraProcessing) -> HostNoise | None:
+    """The noise the patch stream draws on the host, for a kind the compiled step cannot draw
+    (JPEG is no keras.ops): compressed, camera noise at a (shot, read) drawn per patch as the
+    step draws it for `camera`, then OpenCV's JPEG at noise.jpeg_quality. None for every other
+    kind. The function maps clean float32 (B, P, P, 3) patches and the batch's seeded rng to
+    noisy ones; TrainingNoise then passes them through."""
+    if noise.kind != "compressed":
+        return None
+
+    def add(clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        bounds = math.log(noise.shot_min), math.log(noise.shot_max)
+        log_shot = rng.uniform(*bounds, len(clean))
+        log_read = noise.read_slope * log_shot + noise.read_intercept
+        log_read = log_read + rng.normal(0.0, noise.read_spread, len(clean))
+        noisy = [
+            add_camera_noise(patch[None], shot, read, camera.gains(), camera.gamma, rng)[0]
+            for patch, shot, read in zip(clean, np.exp(log_shot), np.exp(log_read), strict=True)
+        ]
+        return compress_jpeg(np.stack(noisy), noise.jpeg_quality)
+
+    return add
 
 
 def with_training_noise(
