@@ -10,7 +10,7 @@ export DVC_NO_ANALYTICS := 1
 # subprocess chains and servers (one busy core on average), so two workers suit two cores.
 TEST_WORKERS ?= 2
 
-.PHONY: setup remote samples run serve ui push pull team-up team-down test test-fast lint lineage clean
+.PHONY: setup remote samples run serve ui push pull team-up team-down test test-fast lint lineage plots-template clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -84,6 +84,11 @@ lineage: setup
 	  printf '## Stages (`dvc dag --md`)\n\n'; dvc dag --md; \
 	  printf '\n## Files (`dvc dag --outs --md`)\n\n'; dvc dag --outs --md; } > docs/lineage.md.tmp
 	mv docs/lineage.md.tmp docs/lineage.md
+
+# infra/plots/offline.html: DVC's plots page with Vega, Vega-Lite and vega-embed inlined, so
+# `dvc plots show` renders offline (.dvc/config names it). Needs npm; rerun after a DVC upgrade.
+plots-template: setup
+	python infra/plots/build_template.py
 
 clean:
 	rm -rf data/frames data/evalsets reports/validation models checkpoints reports/evaluation

@@ -6,7 +6,8 @@ Usage:  .venv/bin/python bench/quality.py [--params params.yaml] [--models-dir D
             [--out reports/quality]
 
 Images: the clean images of the evaluation sets the noise stage wrote (paths.evalsets): "test"
-(held-out video frames) and "photographs" (scikit-image photographs, 256x256 by default).
+(held-out video frames), "photographs" (scikit-image photographs, 256x256 by default) and
+"held_out" (noise.held_out: tiles of photographs no training set uses), where written.
 Noise: for each sigma (default: params.noise.evaluation.gaussian), one draw of AWGN per set
 (seed params.seed, rng named "quality", set, sigma), scored twice: "unclipped" (the
 literature's convention) and "as saved" (the same noisy pixels clipped to [0, 1] and rounded to
@@ -57,7 +58,7 @@ from denoise.evaluation.adapters import model_denoiser
 from denoise.evaluation.baselines import image_baselines
 from denoise.evaluation.scoring import BatchDenoiser, MethodResult, score_methods
 
-SETS = ("test", "photographs")
+SETS = ("test", "photographs", "held_out")  # those the noise stage wrote
 VARIANTS = ("unclipped", "as saved")
 MODEL_FIELDS = ("parameters", "train_seconds", "epochs", "architecture", "profile", "noise")
 ENSEMBLE = "+x8"  # suffix of a model's self-ensemble method

@@ -1,7 +1,7 @@
 """Put a model trained by `denoise recipe pretrained` into the package, with its card.
 
 Usage:  .venv/bin/python bench/ship_pretrained.py --workspace <recipe-workspace> \
-            [--model drunet_light] [--machine "2-core Intel Xeon, no GPU"]
+            [--model drunet_light] [--recipe pretrained] [--machine "2-core Intel Xeon, no GPU"]
 
 Reads, in the workspace where the recipe ran: models/<model>.keras and .json, the frames
 manifest and shards (the training frames) and the evaluation sets. Writes
@@ -9,6 +9,9 @@ src/denoise/models/pretrained/: the .keras file (byte for byte), card.json (the 
 training data by name with their licences, the SHA-256 of every training frame, the scores
 on the test frames and photographs at each evaluation level, NLM's beside them) and
 MODEL_CARD.md (the same, for people). Scores come from the evaluate stage's own scoring.
+Every photograph of the still folders it trained on (package, path, licence, SHA-256) and the
+dead-leaves generator's parameters and seed come from each folder's provenance file, which
+`denoise samples` wrote (src/denoise/data/stills.py).
 """
 
 from __future__ import annotations
@@ -29,16 +32,16 @@ runtime.configure()
 
 from denoise.core.config import load_params
 from denoise.core.markdown import markdown_table
-from denoise.data.evalsets import load_set
+from denoise.data.evalsets import list_sets, load_set
 from denoise.data.extract import frame_digests, load_manifest
-from denoise.data.stills import OPENCV_DOC_PHOTOS, WALLPAPERS
+from denoise.data.stills import DEAD_LEAVES_FOLDER, read_provenance
 from denoise.evaluation.adapters import model_denoiser
 from denoise.evaluation.baselines import baseline
 from denoise.evaluation.scoring import per_image, score, told_sigma
 from denoise.models.build import load_model
 from denoise.models.pretrained import PRETRAINED_CARD, PRETRAINED_DIR, PRETRAINED_MODEL
 
-SETS = ("test", "photographs")
+SETS = ("test", "photographs", "held_out")
 LICENCES_NOTE = PRETRAINED_DIR / "LICENCES.md"
 
 
@@ -59,6 +62,8 @@ def scores(workspace: Path, model_path: Path, params: Any) -> dict[str, Any]:
     nlm = per_image(baseline("nlm", params.evaluate))
     results: dict[str, Any] = {}
     for set_name in SETS:
+        if set_name not in list_sets(workspace / params.paths.evalsets):
+            continue
         clean, noisy_levels, info = load_set(workspace / params.paths.evalsets, set_name)
         for level, noisy in noisy_levels.items():
             sigma = told_sigma(info["levels"][level])
@@ -92,7 +97,10 @@ def render(card: dict[str, Any]) -> str:
         "Exactly these sources, and only their frames of the train split (the videos' first "
         "70% under the default `extract.split`; every still). `training_frames` in card.json "
         "holds the SHA-256 of every training frame's pixels; tests/test_pretrained.py checks "
-        "that none is a validation or test frame.",
+        "that none is a validation or test frame, nor an evaluation photograph. Its "
+        "`photographs` lists each photograph of the still folders (package, path, licence, "
+        "SHA-256 of the file) and `dead_leaves`, if trained on, the generator's parameters "
+        "and seed.",
         "",
         markdown_table(
             ["source", "frames", "what", "licence"],
@@ -103,7 +111,7 @@ def render(card: dict[str, Any]) -> str:
         ),
     ]
     lines += ["", "## Scores", "", card["scores_note"], ""]
-    for set_name in SETS:
+    for set_name in [name for name in SETS if name in card["scores"]]:
         result = card["scores"][set_name]
         levels = [level for level in result if level != "images"]
         lines.append(f"**{set_name}** ({result['images']} images), PSNR dB / SSIM:")
@@ -126,6 +134,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workspace", type=Path, required=True)
     parser.add_argument("--model", default="drunet_light")
+    parser.add_argument("--recipe", default="pretrained", help="the recipe that trained it")
     parser.add_argument("--machine", default="2-core Intel Xeon, no GPU")
     parser.add_argument("--provenance", default="")
     args = parser.parse_args()
@@ -134,10 +143,14 @@ def main() -> None:
     model_path = workspace / params.paths.models / f"{args.model}.keras"
     summary = json.loads(model_path.with_suffix(".json").read_text())
     hashes = frame_hashes(workspace / params.paths.frames)
+    raw = workspace / params.paths.raw
     commit = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=workspace, capture_output=True, text=True, check=True
     ).stdout.strip()
     licences = json.loads((PRETRAINED_DIR / "licences.json").read_text())
+    unlicensed = sorted(set(hashes) - set(licences))
+    if unlicensed:
+        raise SystemExit(f"no entry in licences.json for {', '.join(unlicensed)}")
     training_data = [
         {
             "name": name,
@@ -147,7 +160,6 @@ def main() -> None:
         }
         for name in sorted(hashes)
     ]
-    assert sorted(hashes) == sorted(licences), "a training source has no licence entry"
     card = {
         "name": args.model,
         "summary": (
@@ -161,9 +173,9 @@ def main() -> None:
         "parameters": summary["parameters"],
         "training_noise": summary["noise"],
         "recipe": {
-            "command": "denoise recipe pretrained",
-            "params": "params.yaml recipes.pretrained: train.profile pretrain, "
-            "extract.train_only [photos, wallpapers]",
+            "command": f"denoise recipe {args.recipe}",
+            "params": f"params.yaml recipes.{args.recipe}: "
+            + ", ".join(f"{key} {value}" for key, value in params.recipes[args.recipe].items()),
             "commit": commit,
             "machine": args.machine,
             "provenance": args.provenance,
@@ -188,9 +200,15 @@ def main() -> None:
         ),
         "scores": scores(workspace, model_path, params),
         "training_frames": hashes,
-        "wallpapers": {package: len(members) for package, members in WALLPAPERS.items()},
-        "photos": list(OPENCV_DOC_PHOTOS),
+        "photographs": [
+            {"folder": name, **record}
+            for name in sorted(hashes)
+            if (raw / name).is_dir() and name != DEAD_LEAVES_FOLDER
+            for record in read_provenance(raw / name)["photographs"]
+        ],
     }
+    if DEAD_LEAVES_FOLDER in hashes:
+        card["dead_leaves"] = read_provenance(raw / DEAD_LEAVES_FOLDER)
     PRETRAINED_DIR.mkdir(exist_ok=True)
     shutil.copyfile(model_path, PRETRAINED_MODEL)
     PRETRAINED_CARD.write_text(json.dumps(card, indent=1) + "\n")

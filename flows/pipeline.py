@@ -34,7 +34,13 @@ from denoise.core.config import Services, load_params
 from denoise.core.errors import ServiceError, StoppedError, UnreachableError
 from denoise.core.markdown import markdown_table
 from denoise.serving.load import ALREADY_CHAMPION
-from denoise.tracking.runs import PARENT_RUN_ENV, close_pipeline_run, configure, open_pipeline_run
+from denoise.tracking.runs import (
+    PARENT_RUN_ENV,
+    close_pipeline_run,
+    configure,
+    open_pipeline_run,
+    pipeline_run_name,
+)
 from flows import fanout
 from flows.stages import StageFailed, read_stages, run_dvc
 
@@ -190,12 +196,31 @@ def close_tracking_run(
     """Record which stages ran, were skipped, failed or were stopped, end the run (KILLED when
     stopped, FAILED when a stage failed); return its UI link."""
     with contextlib.chdir(root):
-        configure(load_params("params.yaml"))
+        params = load_params("params.yaml")
+        configure(params)
         statuses = {result["stage"]: _status(result) for result in results}
         if failed is not None:
             statuses[failed] = "stopped" if stopped else "failed"
         status = "KILLED" if stopped else "FAILED" if failed else "FINISHED"
-        return close_pipeline_run(run_id, statuses, status)
+        return close_pipeline_run(run_id, statuses, status, _run_name(params, statuses, failed))
+
+
+def _run_name(params: Any, statuses: dict[str, str], failed: str | None) -> str:
+    """What this pipeline run did, as its MLflow run's name."""
+    if "auto-scheduled" in (runtime.flow_run.tags or []):  # Prefect's scheduler's runs
+        trigger = "scheduled"
+    else:
+        trigger = "deployment" if runtime.deployment.id else "by hand"
+    per_model = read_stages(Path.cwd()).per_model
+    trained = sum(
+        1 for stage, done in statuses.items() if stage.startswith(f"{per_model}@") and done == "ran"
+    )
+    registry_path = Path(params.paths.registry)
+    registry = None
+    if statuses.get("register") == "ran" and registry_path.is_file():
+        registry = json.loads(registry_path.read_text())
+    name = pipeline_run_name(trigger, trained, registry)
+    return f"{name}, {statuses[failed]} at {failed}" if failed else name
 
 
 @task(name="publish-report", cache_policy=NO_CACHE)

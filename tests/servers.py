@@ -121,9 +121,15 @@ def start_mlflow_server(root: Path, timeout: float = 120.0) -> tuple[str, subpro
 
 
 def start_model_server(
-    model_uri: str, tracking_uri: str, log_path: Path, timeout: float = 240.0
+    model_uri: str,
+    tracking_uri: str,
+    log_path: Path,
+    timeout: float = 240.0,
+    arguments: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> tuple[str, subprocess.Popen[bytes]]:
-    """`mlflow models serve` of model_uri in this environment, on 127.0.0.1.
+    """`mlflow models serve` of model_uri in this environment, on 127.0.0.1, with more
+    arguments (`--timeout 5`) and environment variables (SERVING_MODEL_CONFIG) when given.
 
     Returns (base URL, process); waits (bounded) until /ping answers, i.e. the model loaded.
     """
@@ -142,15 +148,17 @@ def start_model_server(
         str(port),
         "--workers",
         "1",
+        *arguments,
     ]
     # The scoring server runs `uvicorn` by name: put this environment's scripts first on PATH,
     # as an activated virtual environment would.
     scripts = str(Path(sys.executable).parent)
-    env = {
+    variables = {
         "MLFLOW_TRACKING_URI": tracking_uri,
         "PATH": f"{scripts}{os.pathsep}{os.environ['PATH']}",
+        **(env or {}),
     }
-    process = start(command, log_path, env=env)
+    process = start(command, log_path, env=variables)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{url}/ping", timeout, process)

@@ -70,6 +70,15 @@ def test_project_params_load() -> None:
         ),
         ({"extract": {"train_only": ["../photos"]}}, "extract.train_only[0]: must be a name"),
         ({"seed": True}, "seed: expected an integer"),
+        (
+            {"samples": {"dead_leaves": {"radius_max": 0.5}}},
+            "samples.dead_leaves.radius_max: must be > radius_min",
+        ),
+        (
+            {"samples": {"dead_leaves": {"colours_from": ["dead_leaves"]}}},
+            "samples.dead_leaves.colours_from[0]: must be one of photos, wallpapers, jxl_photos",
+        ),
+        ({"noise": {"held_out": {"crops": -1}}}, "noise.held_out.crops: must be >= 0"),
         ({"extract": {"size": 64.0}}, "extract.size: expected an integer, got 64.0"),
         (
             {"train": {"profiles": {"quick": {"epochs": 0}}}},
@@ -101,9 +110,16 @@ def test_bad_values_name_the_key(values: dict, message: str) -> None:
 
 @pytest.mark.parametrize("name", ["../../x", "x;touch PWNED;", "a b", ".hidden", ""])
 def test_model_variant_and_source_names_are_plain_names(name: str) -> None:
+    """A name becomes a file name and a DVC stage name (`train@NAME`, run through a shell):
+    one that is not plain fails validation in one line naming it."""
     variants = {name: {"architecture": "dncnn"}}
-    with pytest.raises(ConfigError, match=r"^train\.variants: must be a name of letters"):
+    with pytest.raises(ConfigError, match=r"^train\.variants: must be a name of letters") as error:
         params_from_dict(project_values({"train": {"variants": variants}}))
+    assert str(error.value) == (
+        f"train.variants: must be a name of letters, digits, _ and - only, got {name!r}"
+    )
+    with pytest.raises(ConfigError, match=r"^register\.model_name: must be a name of letters"):
+        params_from_dict(project_values({"register": {"model_name": name}}))
     with pytest.raises(ConfigError, match=r"^train\.models\[0\]: must be a name of letters"):
         params_from_dict(project_values({"train": {"models": [name]}}))
     with pytest.raises(ConfigError, match=r"^samples\.videos\[0\]: must be a name"):

@@ -394,7 +394,7 @@ def _the_next_run_resumes_and_completes(served: Served) -> None:
     assert served.git("rev-parse", f"{RESULTS_BRANCH}^") == served.main
     lock = yaml.safe_load(served.git("show", f"{RESULTS_BRANCH}:dvc.lock"))
     assert list(lock["stages"]) == STAGES
-    assert "reports/metrics.json" in served.git("ls-tree", "-r", "--name-only", RESULTS_BRANCH)
+    assert "reports/summary.json" in served.git("ls-tree", "-r", "--name-only", RESULTS_BRANCH)
     assert served.git("diff", "--cached", "--name-only") == ""
     # The first champion: the flow's denoise.champion.moved event reached the webhook.
     registry = json.loads((served.root / "reports" / "registry.json").read_text())

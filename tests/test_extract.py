@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from conftest import write_params, write_tiny_video
 
-from denoise.core.config import Params, Split
+from denoise.core.config import Params
 from denoise.core.errors import DataError
+from denoise.core.extract_config import Split
 from denoise.data.extract import assign_splits, load_frames, load_manifest
 from denoise.data.sources import list_sources
 from denoise.data.video import IMAGE_SUFFIXES
@@ -327,3 +328,37 @@ def test_every_image_type_apply_reads_is_a_still_to_extract(tmp_path: Path) -> N
         (folder / f"still{index}{suffix}").write_bytes(b"")
     (source,) = list_sources(tmp_path / "raw")
     assert source.path == folder and len(source.images) == len(IMAGE_SUFFIXES)
+
+
+def test_a_linked_photo_folder_is_followed_and_a_broken_or_looping_link_named(
+    params: Params, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A photo library linked into the raw folder is a source like any folder, named by its
+    link; a link to nothing, and one to a folder that holds it, are named in a warning."""
+    library = tmp_path / "library" / "holiday"
+    _write_stills(library, 4)
+    raw = Path(params.paths.raw)
+    (raw / "photos").symlink_to(library, target_is_directory=True)
+    (raw / "gone").symlink_to(tmp_path / "nowhere", target_is_directory=True)
+    (raw / "photos" / "again").symlink_to(raw, target_is_directory=True)  # a loop, in library
+    sources = {source.path.relative_to(raw).as_posix(): source for source in list_sources(raw)}
+    assert sorted(sources) == ["photos", "tiny.avi"]
+    assert [image.name for image in sources["photos"].images] == sorted(
+        path.name for path in library.iterdir() if path.is_file()
+    )
+    warnings = capsys.readouterr().err.splitlines()
+    gone, loop = raw / "gone", raw / "photos" / "again"
+    assert (
+        f"warning: {raw / 'photos'}: a link to {library.resolve()}, followed; DVC does not "
+        "version what it holds (copy the folder in to version it)"
+    ) in warnings
+    assert f"warning: {gone}: a link to {tmp_path / 'nowhere'}, which does not exist; skipped" in (
+        warnings
+    )
+    assert f"warning: {loop}: a link to {raw.resolve()}, a folder that holds it; skipped" in (
+        warnings
+    )
+    train_only = dataclasses.replace(params.extract, train_only=["photos"])
+    run_extract(dataclasses.replace(params, extract=train_only))
+    manifest = load_manifest(Path(params.paths.frames))
+    assert (manifest["video"] == "photos").sum() == 4

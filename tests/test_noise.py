@@ -1,13 +1,15 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import PROJECT_ROOT
 from scipy import stats
 
-from denoise.core.config import Params
+from denoise.core.config import Params, load_params
 from denoise.core.errors import ConfigError
 from denoise.core.noise import (
     add_gaussian_noise,
@@ -16,7 +18,8 @@ from denoise.core.noise import (
     add_speckle_noise,
     as_saved,
 )
-from denoise.data.evalsets import load_set
+from denoise.data.evalsets import HELD_OUT, load_set
+from denoise.data.stills import JXL_PHOTOS, OPENCV_DOC_PHOTOS, WALLPAPERS
 from denoise.stages.extract import run as run_extract
 from denoise.stages.noise import run as run_noise
 
@@ -110,3 +113,26 @@ def test_stage_writes_fixed_float_evaluation_sets(params: Params) -> None:
         assert np.array_equal(array, np.load(evalsets / "test" / f"{name}.npy"))
     photographs, _, _ = load_set(evalsets, "photographs")
     assert photographs.shape == (2, 32, 32, 3)
+
+
+def test_the_held_out_set_is_crops_of_photographs_no_other_set_uses(params: Params) -> None:
+    """noise.held_out: up to `crops` tiles per photograph, scored as the photographs are; none
+    of them is an evaluation photograph or a still a train folder lists."""
+    held_out = dataclasses.replace(
+        params.noise.held_out, images=["retina", "grace_hopper"], crops=2
+    )
+    params = dataclasses.replace(params, noise=dataclasses.replace(params.noise, held_out=held_out))
+    run_extract(params)
+    summary = run_noise(params)
+    assert summary.images_per_set[HELD_OUT] == 4
+    clean, noisy, info = load_set(Path(params.paths.evalsets), HELD_OUT)
+    assert clean.shape == (4, 32, 32, 3) and clean.min() >= 0.0 and clean.max() <= 1.0
+    assert [name.rsplit("_", 2)[0] for name in info["images"]] == ["retina"] * 2 + [
+        "grace_hopper"
+    ] * 2
+    assert set(noisy) == {"gaussian-15", "gaussian-25", "gaussian-25-saved", "gaussian-50"}
+    project = load_params(PROJECT_ROOT / "params.yaml").noise
+    assert not set(project.held_out.images) & set(project.photographs)
+    packaged = (*WALLPAPERS.values(), *JXL_PHOTOS.values())
+    listed = [*OPENCV_DOC_PHOTOS, *(member for members in packaged for member in members)]
+    assert not any(name in member for name in project.held_out.images for member in listed)

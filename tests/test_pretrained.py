@@ -4,6 +4,7 @@ validation or test frame, and what `denoise apply` uses before any champion exis
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import subprocess
 import sys
@@ -16,9 +17,17 @@ from conftest import PROJECT_ROOT
 
 from denoise.core.config import Params, load_params
 from denoise.core.noise import apply_noise, set_rng
-from denoise.data.evalsets import PHOTOGRAPHS, load_photograph
+from denoise.data.evalsets import (
+    DEBIAN_MATPLOTLIB_DATA,
+    PHOTOGRAPHS,
+    held_out_source,
+    load_photograph,
+)
 from denoise.data.extract import frame_digests, load_manifest
 from denoise.data.samples import find_sample
+from denoise.data.sources import file_sha256
+from denoise.data.stills import tiles
+from denoise.data.video import centre_crop_resize
 from denoise.evaluation.adapters import model_denoiser
 from denoise.evaluation.scoring import score
 from denoise.models.build import build_model, load_model, start_from
@@ -83,6 +92,63 @@ def test_none_of_its_training_frames_is_a_validation_or_test_frame(tmp_path: Pat
     assert not {digest for digests in card.values() for digest in digests} & _pixel_hashes(
         params, ("validation", "test")
     )
+
+
+def _evaluation_photographs(params: Params) -> dict[str, np.ndarray]:
+    """Every photograph an evaluation set scores (noise.photographs, noise.held_out), uint8
+    (H, W, 3) RGB as its source holds it."""
+    names = [*params.noise.photographs, *params.noise.held_out.images]
+    return {name: held_out_source(name) for name in names}
+
+
+def _digest(pixels: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()
+
+
+def test_no_evaluation_photograph_is_among_its_training_frames() -> None:
+    """Each evaluation photograph made into frames as a still folder would make it (copied:
+    centre crop and resize to extract.size; tiled: the wallpapers' grid): none of those pixels
+    is a training frame of any source on the card."""
+    params = load_params(PROJECT_ROOT / "params.yaml")
+    trained = {
+        digest for digests in pretrained_card()["training_frames"].values() for digest in digests
+    }
+    assert len(trained) > 400
+    size = params.extract.size
+    for name, image in _evaluation_photographs(params).items():
+        frames = [centre_crop_resize(image, size), *(tile for _, _, tile in tiles(image, size))]
+        assert not {_digest(frame) for frame in frames} & trained, name
+
+
+def test_its_card_lists_every_photograph_and_none_is_an_evaluation_file() -> None:
+    """card.json's photographs: one record per photograph of each still folder trained on
+    (package, path, licence, SHA-256), and no file is one the evaluation sets come from (every
+    image scikit-image ships, and matplotlib's and Debian's grace_hopper.jpg)."""
+    card = pretrained_card()
+    records = card["photographs"]
+    folders = {record["folder"] for record in records}
+    assert folders == {source["name"] for source in card["training_data"]} - {
+        *load_params(PROJECT_ROOT / "params.yaml").samples.videos,
+        "dead_leaves",
+    }
+    for folder in folders:
+        frames = len(card["training_frames"][folder])
+        mine = [record for record in records if record["folder"] == folder]
+        assert frames == sum(record.get("tiles", 1) for record in mine), folder
+    for record in records:
+        assert record["package"] and record["path"] and record["licence"], record
+        assert len(record["sha256"]) == 64
+    from matplotlib import cbook
+    from skimage import data
+
+    evaluation_files = [
+        *(path for path in Path(data.__file__).parent.rglob("*") if path.is_file()),
+        Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)),
+        *DEBIAN_MATPLOTLIB_DATA.glob("grace_hopper*"),
+    ]
+    evaluation = {file_sha256(path) for path in evaluation_files}
+    assert not {record["sha256"] for record in records} & evaluation
+    assert not any("hopper" in record["path"].lower() for record in records)
 
 
 def _apply(tmp_path: Path, *arguments: str) -> subprocess.CompletedProcess[str]:

@@ -42,3 +42,37 @@ def test_the_command_line_sets_the_options_before_tensorflow_loads(
         check=True,
     )
     assert result.stdout.split() == ["False", expected]
+
+
+def _run(probe: str, cwd: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, cwd=cwd
+    )
+
+
+def test_tensorflow_loads_without_its_start_up_lines(tmp_path: os.PathLike[str]) -> None:
+    """absl's "before absl::InitializeLog()" and oneDNN's notice come from C++ at import,
+    whatever TF_CPP_MIN_LOG_LEVEL says: configure() holds them back."""
+    probe = (
+        "from denoise.core import runtime; runtime.configure(); "
+        "import tensorflow as tf; print(int(tf.constant(2) + 1))"
+    )
+    result = _run(probe, str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "3\n"
+    assert result.stderr == ""
+
+
+def test_a_quiet_import_that_fails_still_shows_what_it_wrote(tmp_path: os.PathLike[str]) -> None:
+    """What a held module writes to file descriptor 2 comes out when its import raises."""
+    module = os.path.join(tmp_path, "chatty.py")
+    with open(module, "w") as file:
+        file.write("import os\nos.write(2, b'the real cause\\n')\nraise ImportError('broken')\n")
+    probe = (
+        "from denoise.core import runtime; import sys; "
+        "sys.meta_path.insert(0, runtime._QuietImport(['chatty'])); import chatty"
+    )
+    result = _run(probe, str(tmp_path))
+    assert result.returncode != 0
+    assert "the real cause" in result.stderr
+    assert "ImportError: broken" in result.stderr

@@ -6,6 +6,14 @@ paper_cae is logged with log_denoiser, registered, and given the champion alias.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import json
+import re
+import select
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +24,7 @@ import pytest
 import requests
 from conftest import PROJECT_ROOT
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from servers import start_mlflow_server, start_model_server, stop
 from typer.testing import CliRunner
 
@@ -73,6 +82,20 @@ def test_champion_loads_as_pyfunc_and_keeps_any_shape(champion: str) -> None:
     denoised = mlflow.pyfunc.load_model(champion).predict(noisy)
     assert denoised.shape == noisy.shape and denoised.dtype == np.float32
     assert denoised.min() >= 0.0 and denoised.max() <= 1.0
+
+
+def test_champion_refuses_what_it_cannot_denoise_and_takes_unclipped_noise(champion: str) -> None:
+    """In Python as served: NaN and infinities are refused in one line, integer images by the
+    signature (float32); values a little outside [0, 1], as unclipped noise has, are taken."""
+    loaded = mlflow.pyfunc.load_model(champion)
+    noisy = _noisy(20, 24)
+    noisy[0, 3, 5, 1] = np.nan
+    with pytest.raises(ValueError, match=r"^NaN or infinite value at index \(0, 3, 5, 1\): send"):
+        loaded.predict(noisy)
+    with pytest.raises(MlflowException, match="dtype of input uint8 does not match"):
+        loaded.predict(np.full((1, 20, 24, 3), 255, np.uint8))
+    unclipped = _noisy(20, 24) * 1.6 - 0.3
+    assert loaded.predict(unclipped).shape == unclipped.shape
 
 
 def test_champion_self_ensembles_when_its_config_says_so(champion: str) -> None:
@@ -144,19 +167,242 @@ def test_register_scores_with_the_ensemble_a_model_logged_before_the_option(
     }
 
 
-def test_served_champion_answers_invocations(
-    champion: str, tracking_server: str, tmp_path: Path
-) -> None:
-    url, process = start_model_server(champion, tracking_server, tmp_path / "serve.log")
+# The served champion's limits (params.apply's keys, through SERVING_MODEL_CONFIG) and timeout
+# (seconds), small so that each refusal is quick to provoke. The self-ensemble and 16 px tiles
+# make many short model calls of every image, so that the model's work on a batch outlasts the
+# timeout on any machine and stops at a call soon after it.
+SERVED_CONFIG = {
+    "max_request_megabytes": 16,
+    "max_megapixels": 0.05,
+    "self_ensemble": True,
+    "tile_size": 16,
+    "overlap": 8,
+}
+SERVED_TIMEOUT = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class Served:
+    """The champion behind `mlflow models serve`: its base URL, port and log file."""
+
+    url: str
+    port: int
+    log: Path
+
+
+@pytest.fixture(scope="module")
+def served(
+    champion: str, tracking_server: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Served]:
+    log = tmp_path_factory.mktemp("model-server") / "serve.log"
+    url, process = start_model_server(
+        champion,
+        tracking_server,
+        log,
+        arguments=("--timeout", str(SERVED_TIMEOUT)),
+        env={"SERVING_MODEL_CONFIG": json.dumps(SERVED_CONFIG)},
+    )
     try:
-        noisy = _noisy(75, 61)
-        response = requests.post(f"{url}/invocations", json={"inputs": noisy.tolist()}, timeout=120)
-        assert response.status_code == 200, response.text[:500]
-        denoised = np.asarray(response.json()["predictions"], dtype=np.float32)
-        assert denoised.shape == noisy.shape
-        assert denoised.min() >= 0.0 and denoised.max() <= 1.0
+        served = Served(url, int(url.rsplit(":", 1)[1]), log)
+        _small_request_seconds(served)  # the first model call traces it: not a test's baseline
+        yield served
     finally:
         stop(process)
+
+
+def test_served_champion_answers_invocations(served: Served) -> None:
+    noisy = _noisy(75, 61)
+    response = requests.post(
+        f"{served.url}/invocations", json={"inputs": noisy.tolist()}, timeout=120
+    )
+    assert response.status_code == 200, response.text[:500]
+    denoised = np.asarray(response.json()["predictions"], dtype=np.float32)
+    assert denoised.shape == noisy.shape
+    assert denoised.min() >= 0.0 and denoised.max() <= 1.0
+
+
+SMALL_REQUEST = json.dumps({"inputs": _noisy(30, 41).round(3).tolist()})
+
+
+def _small_request_seconds(served: Served) -> float:
+    """Seconds a small request (one 30 x 41 image) takes to be answered, 200 and denoised."""
+    started = time.monotonic()
+    response = requests.post(
+        f"{served.url}/invocations",
+        data=SMALL_REQUEST,
+        headers={"Content-Type": "application/json"},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text[:300]
+    return time.monotonic() - started
+
+
+def _baseline_seconds(served: Served) -> float:
+    """The slowest of five small requests on an otherwise idle server: what the machine's load
+    alone costs, so that a promise about a small request's time holds on a loaded machine."""
+    return max(_small_request_seconds(served) for _ in range(5))
+
+
+def _one_line_error(response: requests.Response, status: int) -> str:
+    """The message of an error answer, checked to be one line of JSON that quotes no input."""
+    assert response.status_code == status, response.text[:300]
+    assert "\n" not in response.text.strip() and len(response.text) < 400, response.text[:500]
+    message = response.json()["message"]
+    assert isinstance(message, str) and "\n" not in message
+    return message
+
+
+def _post(served: Served, body: str | bytes) -> requests.Response:
+    return requests.post(
+        f"{served.url}/invocations",
+        data=body,
+        headers={"Content-Type": "application/json"},
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ('{"inputs": [[[[NaN, 0.5, 0.5]]]]}', "NaN or infinite value at index (0, 0, 0, 0)"),
+        ('{"inputs": [[[[0.5, Infinity, 0.5]]]]}', "NaN or infinite value at index (0, 0, 0, 1)"),
+        ('{"inputs": [[[[0.5, 0.5, -Infinity]]]]}', "NaN or infinite value"),
+        # an 8-bit image sent as it is: 0..255 would come back all white
+        (json.dumps({"inputs": [[[[255, 0, 128], [12, 200, 7]]]]}), "divide 8-bit images by 255"),
+        ('{"inputs": [[[[0.5, -5.0, 0.5]]]]}', "got -5 to 0.5"),
+        ('{"inputs": [[[[true, false, true]]]]}', "true and false are no pixel values"),
+        ("x" * 1_000_000, "valid JSON"),  # junk under the size limit: its start at most
+        ('{"inputs": [[[0.5, 0.5, 0.5]]]}', "does not match expected shape"),
+    ],
+    ids=[
+        "nan",
+        "infinity",
+        "minus-infinity",
+        "integers",
+        "out-of-range",
+        "booleans",
+        "junk",
+        "shape",
+    ],
+)
+def test_served_model_refuses_bad_values_in_one_line(served: Served, body: str, says: str) -> None:
+    message = _one_line_error(_post(served, body), 400)
+    assert says in message
+    assert "x" * 201 not in message  # at most 200 characters of the input
+
+
+def test_served_model_refuses_an_image_over_the_pixel_limit(served: Served) -> None:
+    too_large = np.zeros((1, 200, 300, 3), np.float32)  # 0.06 megapixels, over 0.05
+    message = _one_line_error(_post(served, json.dumps({"inputs": too_large.tolist()})), 413)
+    assert message.startswith("an image of 200 x 300 pixels (0.1 megapixels) is over this ")
+    assert "(apply.max_megapixels)" in message
+
+
+def _send_headers(port: int, length: int | None) -> socket.socket:
+    """A connection with a POST /invocations request's headers sent: Content-Length length,
+    or chunked when None. The caller sends the body."""
+    connection = socket.create_connection(("127.0.0.1", port), timeout=60)
+    declared = f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked"
+    connection.sendall(
+        f"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/json\r\n{declared}\r\n\r\n".encode()
+    )
+    return connection
+
+
+def _read_answer(connection: socket.socket) -> tuple[int, str]:
+    """The status and body of the answer on connection: read until its Content-Length is in,
+    or the server closes the connection."""
+    received = b""
+    while True:
+        head, found, body = received.partition(b"\r\n\r\n")
+        length = re.search(rb"content-length: *(\d+)", head.lower())
+        if found and length is not None and len(body) >= int(length.group(1)):
+            break
+        part = connection.recv(65536)
+        if not part:
+            break
+        received += part
+    return int(head.split()[1]), body.decode()
+
+
+def test_served_model_refuses_an_oversized_body_before_reading_it(served: Served) -> None:
+    """The issue's 4000 x 4000 x 3 JSON request (224 MB) is answered 413 from its headers alone:
+    not a byte of its body has been sent."""
+    connection = _send_headers(served.port, 224_000_000)
+    try:
+        status, body = _read_answer(connection)
+    finally:
+        connection.close()
+    assert status == 413
+    message = json.loads(body)["message"]
+    assert message.startswith("the request holds 224.0 MB, over this server's 16 MB ")
+
+
+def test_a_small_request_is_answered_while_a_refused_large_one_is_in_flight(
+    served: Served,
+) -> None:
+    """A chunked upload (no Content-Length) of junk is read only up to the limit, then refused
+    with 413; while it streams in, small requests are answered within 0.5 s of the time they
+    take on the idle server (measured: the baseline and the slowest are printed)."""
+    baseline = _baseline_seconds(served)
+    answer: dict[str, tuple[int, str]] = {}
+    chunk = b"[" * (1 << 20)  # 1 MiB, junk: it must never be parsed
+
+    def upload() -> None:
+        connection = _send_headers(served.port, None)
+        try:
+            with contextlib.suppress(OSError):  # the server may close once it has answered
+                for _ in range(40):
+                    connection.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    time.sleep(0.1)  # about 10 MB/s: several seconds in flight
+                    if select.select([connection], [], [], 0)[0]:
+                        break
+            answer["upload"] = _read_answer(connection)
+        finally:
+            connection.close()
+
+    uploader = threading.Thread(target=upload)
+    uploader.start()
+    during = []
+    while uploader.is_alive():
+        during.append(_small_request_seconds(served))
+    uploader.join()
+    print(
+        f"small request: {baseline:.3f} s idle, at most {max(during):.3f} s in {len(during)} "
+        "requests during the upload"
+    )
+    status, body = answer["upload"]
+    assert status == 413, body
+    assert json.loads(body)["message"].startswith(
+        "the request holds more than this server's 16 MB (apply.max_request_megabytes)"
+    )
+    assert len(during) >= 3
+    assert max(during) < baseline + 0.5
+
+
+def test_a_request_past_the_timeout_stops_its_work(served: Served) -> None:
+    """MLflow answers 504 at its timeout; the model's work stops then too (the server logs it),
+    and small requests are answered within 0.5 s of their idle time again."""
+    baseline = _baseline_seconds(served)
+    # Images under the pixel limit, of 0 and 1 only to keep the body small (1.1 MB): seconds
+    # of MLflow's JSON reading, which nothing can stop, then about 2900 model calls.
+    images = np.random.default_rng(0).integers(0, 2, (8, 150, 150, 3))
+    stops = served.log.read_text().count("its work stopped")
+    started = time.monotonic()
+    response = _post(served, json.dumps({"inputs": images.tolist()}, separators=(",", ":")))
+    assert response.status_code == 504, response.text[:300]
+    deadline = time.monotonic() + 120
+    while served.log.read_text().count("its work stopped") == stops:
+        assert time.monotonic() < deadline, "the timed-out request's work did not stop"
+        time.sleep(0.2)
+    stopped_after = time.monotonic() - started
+    after = [_small_request_seconds(served) for _ in range(3)]
+    print(
+        f"504 after {response.elapsed.total_seconds():.1f} s, work stopped within "
+        f"{stopped_after:.1f} s; small request {baseline:.3f} s idle, {max(after):.3f} s after"
+    )
+    assert max(after) < baseline + 0.5
 
 
 def test_apply_uses_the_champion_by_default(champion: str, tmp_path: Path) -> None:

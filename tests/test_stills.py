@@ -30,3 +30,15 @@ def test_flat_tiles_are_dropped_and_the_rest_written_as_png(tmp_path: Path) -> N
     names = sorted(path.name for path in tmp_path.iterdir())
     assert names == ["half_0_2.png", "half_0_3.png", "half_1_2.png", "half_1_3.png"]
     np.testing.assert_array_equal(cv2.imread(str(tmp_path / "half_1_3.png")), photo[10:, 30:])
+
+
+def test_every_packaged_photograph_has_its_licence() -> None:
+    """Each photograph a tiled folder lists has the licence its package's copyright file gives."""
+    for packages in (stills.WALLPAPERS, stills.JXL_PHOTOS):
+        for package, members in packages.items():
+            for member in members:
+                assert stills.licence(package, member), (package, member)
+    assert stills.licence("lomiri-wallpapers-16.04", "x/Dragonfly_by_Bolly.jpg") == "CC-BY-SA-4.0"
+    wesaturate = stills.JXL_PHOTOS["libjxl-testdata"][2]
+    assert stills.licence("libjxl-testdata", wesaturate) == "CC0-1.0"
+    assert "opencv-doc" not in stills.JXL_PHOTOS

@@ -475,7 +475,7 @@ def test_a_clone_with_the_pulled_run_cache_reruns_no_stage(
     assert set(yaml.safe_load((clone / "dvc.lock").read_text())["stages"]) >= RESTORED
     # The same lineage and reports as the run that filled the cache, without running it.
     assert _lock_stages(clone) == _lock_stages(reproduced.root)
-    for name in ("reports/metrics.json", "reports/registry.json"):
+    for name in ("reports/metrics.json", "reports/registry.json", "reports/summary.json"):
         assert (clone / name).read_text() == (reproduced.root / name).read_text(), name
     assert sorted(path.name for path in (clone / "models").iterdir()) == sorted(
         path.name for path in (reproduced.root / "models").iterdir()

@@ -15,7 +15,7 @@ from denoise.core.config import load_params
 from denoise.core.locations import repository_root, tracking_uri
 from denoise.serving.load import CHALLENGER, CHAMPION
 from denoise.tracking.aliases import decide, should_promote
-from denoise.tracking.runs import flatten
+from denoise.tracking.runs import flatten, model_run_name, pipeline_run_name
 
 
 def _git(*arguments: str, cwd: Path) -> None:
@@ -50,6 +50,21 @@ def test_decide_aliases() -> None:
     assert decide(99.0, False, "1", None, None, 0.05)[0] is None
     # Registering the same training run again keeps its alias.
     assert decide(30.0, True, "1", "1", None, 0.05) == (CHAMPION, "already the champion")
+
+
+def test_runs_are_named_for_what_they_did() -> None:
+    assert model_run_name("paper_cae", "") == "paper_cae: from scratch"
+    started = "models:/denoise@champion (version 3)"
+    assert model_run_name("drunet_light", started) == "drunet_light: fine-tune from v3"
+    shipped = "pretrained (drunet_light.keras)"
+    assert (
+        model_run_name("drunet_light", shipped) == "drunet_light: fine-tune from the shipped model"
+    )
+    moved = {"decisions": [{"holds": "champion", "version": "5", "earlier": False}]}
+    assert pipeline_run_name("scheduled", 3, moved) == "pipeline: scheduled, 3 trained, champion v5"
+    kept = {"decisions": [{"holds": "challenger", "version": "6", "champion_version": "5"}]}
+    assert pipeline_run_name("by hand", 1, kept) == "pipeline: by hand, 1 trained, champion v5 kept"
+    assert pipeline_run_name("by hand", 0, None) == "pipeline: by hand, 0 trained"
 
 
 def test_flatten_nested_params() -> None:
@@ -126,3 +141,48 @@ def test_processes_that_open_a_new_local_store_at_once_share_one_experiment(
     results = [process.communicate(timeout=120) for process in processes]
     assert [process.returncode for process in processes] == [0, 0, 0], results
     assert len({stdout.strip().splitlines()[-1] for stdout, _ in results}) == 1, results
+
+
+_LOG_OR_READ = """
+import sys
+from pathlib import Path
+import mlflow
+from denoise.core.config import load_params
+from denoise.tracking.runs import configure
+root = Path(sys.argv[2])
+configure(load_params(sys.argv[1]), root)
+if sys.argv[3] == "log":
+    with mlflow.start_run() as run:
+        mlflow.log_text("the triptych", "evaluation/note.txt")
+        print(run.info.run_id)
+else:
+    local = mlflow.artifacts.download_artifacts(run_id=sys.argv[3], artifact_path="evaluation")
+    print(mlflow.get_run(sys.argv[3]).info.artifact_uri)
+    print(Path(local, "note.txt").read_text())
+"""
+
+
+def test_a_moved_repository_still_opens_its_artifacts(tmp_path: Path) -> None:
+    """MLflow's SQLite store records absolute file:// artifact locations: the next use of a
+    moved repository's store points them at the artifact folder beside it."""
+    env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+    params = str(PROJECT_ROOT / "params.yaml")
+    first, moved = tmp_path / "first", tmp_path / "moved"
+    first.mkdir()
+
+    def probe(root: Path, action: str) -> list[str]:
+        result = subprocess.run(
+            [sys.executable, "-c", _LOG_OR_READ, params, str(root), action],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip().splitlines()[-2:]
+
+    (run_id,) = probe(first, "log")[-1:]
+    first.rename(moved)
+    artifact_uri, text = probe(moved, run_id)
+    assert artifact_uri.startswith((moved / "mlflow" / "artifacts").as_uri())
+    assert text == "the triptych"

@@ -417,7 +417,7 @@ def test_videos_fall_back_to_the_image_model_frame_by_frame_then_the_shipped_one
     still = tmp_path / "still.png"
     write_image_float(still, np.full((16, 16, 3), 0.5, np.float32), np.dtype(np.uint8))
     tried: list[str] = []
-    load = apply._load
+    load = apply.load_model_at
     monkeypatch.setattr(apply, "_load", lambda p, uri: tried.append(uri) or load(p, uri))
     summary = apply.run(params, [source, still], tmp_path / "out")
     assert summary.video_model_uri is not None and summary.video_model_uri.endswith(".keras")

@@ -82,9 +82,9 @@ def main() -> None:
     # Past the file-size limit (ulimit -f) a write fails with EFBIG, handled as a full disk,
     # instead of the signal killing the process mid-write.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # its INFO lines are chatter
 
 
 def _load(params_path: Path) -> Params:

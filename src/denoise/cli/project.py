@@ -45,10 +45,11 @@ def ui(
     link = experiment_link(f"http://127.0.0.1:{port}", experiment)
     typer.echo(f"MLflow UI on {link} ({uri}); Ctrl-C stops it")
     mlflow = Path(sys.executable).with_name("mlflow")
-    os.execv(
-        mlflow,
-        [str(mlflow), "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)],
-    )
+    # One worker: one person's UI (MLflow starts four, whose first page under load failed);
+    # open connections get 2 s when it stops, so Ctrl-C ends it at once.
+    server = ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    shutdown = ["--uvicorn-opts", "--timeout-graceful-shutdown 2"]
+    os.execv(mlflow, [str(mlflow), "ui", "--backend-store-uri", uri, *server, *shutdown])
 
 
 @app.command()
@@ -158,9 +159,53 @@ def _run_flow(
             "or return to the last commit's outputs with `denoise restore` (stages that passed "
             "recorded the bad input in dvc.lock)"
         )
-    table = Path(config.paths.evaluation) / "metrics.md"
-    if table.is_file():
-        typer.echo(table.read_text())
+    _report(config)
+
+
+def _report(config: Params) -> None:
+    """The end of a run: the headline table (best in bold), the champion against NLM and BM3D,
+    where the results are, and what to run next."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from denoise.core.noise import level_name
+    from denoise.evaluation.summary import champion_line, headline_table
+
+    metrics_path, registry_path = Path(config.paths.metrics), Path(config.paths.registry)
+    if not metrics_path.is_file():
+        return
+    metrics = json.loads(metrics_path.read_text())
+    level = level_name("gaussian", config.noise.validation_sigma)
+    order = [*config.evaluate.methods, *config.train.models]
+    header, rows, best = headline_table(metrics, level, order)
+    table = Table(title=f"{level}, every set (all levels: {config.paths.evaluation}/metrics.md)")
+    for position, name in enumerate(header):
+        table.add_column(name, justify="left" if position == 0 else "right")
+    for row, cells in enumerate(rows):
+        table.add_row(
+            *(
+                f"[bold]{cell}[/bold]" if (row, column) in best else cell
+                for column, cell in enumerate(cells)
+            )
+        )
+    console = Console(width=max(100, Console().width))
+    console.print(table)
+    decisions = []
+    if registry_path.is_file():
+        decisions = [
+            decision
+            for decision in json.loads(registry_path.read_text())["decisions"]
+            if decision["registered_model"] == config.register.model_name
+        ]
+    typer.echo(champion_line(decisions, metrics, config.register.score_set, level))
+    typer.echo(
+        f"results: {config.paths.evaluation}/ (tables, triptychs), {config.paths.metrics}, "
+        "and every run in MLflow (make ui)"
+    )
+    typer.echo(
+        "next: denoise apply INPUT -o OUTPUT (the champion), make ui (compare runs), "
+        "dvc exp run -S key=value (try a change)"
+    )
 
 
 @app.command()

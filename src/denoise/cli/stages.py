@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -129,11 +130,20 @@ def train(
 @app.command()
 @_user_errors
 def evaluate(params: ParamsOption = Path("params.yaml")) -> None:
-    """Score the noisy input, classical baselines and trained models; print the table."""
+    """Score the noisy input, classical baselines and trained models; print the table (in a
+    terminal; under DVC or the flow, where `denoise run` ends with its own, where it is)."""
     from denoise.stages import evaluate as stage
 
-    summary = stage.run(_stage(params))
-    typer.echo(summary.table)
+    config = _stage(params)
+    summary = stage.run(config)
+    if sys.stdout.isatty():
+        typer.echo(summary.table)
+    else:
+        sets = [*summary.metrics["sets"], *summary.metrics.get("clip_sets", {})]
+        typer.echo(
+            f"evaluate: {len(sets)} sets scored ({', '.join(sets)}); tables in "
+            f"{config.paths.evaluation}/metrics.md"
+        )
 
 
 @app.command()

@@ -5,7 +5,8 @@ Each params.yaml section is one frozen pydantic dataclass (denoise.core.schema's
 fields); the train section and training noise are in denoise.core.train_config. A changed copy
 (`dataclasses.replace`) is validated again, and any error is one ConfigError line naming the
 dotted key. load_params() is the only reader of params.yaml (core.params_file parses it).
-The noise section is in denoise.core.noise_config.
+The extract section is in denoise.core.extract_config, the noise section in
+denoise.core.noise_config.
 
 Defaults live in params.yaml alone: it must set every key, and the code holds no default
 value. params.yaml is the documented home of each setting (its comments say what each does),
@@ -28,9 +29,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from denoise.core.errors import ConfigError
-from denoise.core.noise_config import (
-    Noise,
-)
+from denoise.core.extract_config import Extract
+from denoise.core.noise_config import Noise
 from denoise.core.params_file import read_values, with_recipe
 from denoise.core.schema import (
     ApplyPrecision,
@@ -44,9 +44,9 @@ from denoise.core.schema import (
     Name,
     NonNegative,
     NotBlank,
+    PhotoFolder,
     Positive,
     RelativeFolder,
-    Role,
     Source,
     StillFolder,
     Str,
@@ -72,6 +72,7 @@ class Paths:
     metrics: Str
     psnr_per_sigma: Str
     registry: Str
+    summary: Str
 
     def every(self) -> list[str]:
         """Every path, in params.yaml's order."""
@@ -79,69 +80,38 @@ class Paths:
 
 
 @section
-class Samples:
-    videos: list[Source]
-    synthetic_frames: AtLeast1
-    # Train-only still folders to build under paths.raw (denoise.data.stills): photos, wallpapers.
-    stills: list[StillFolder]
+class DeadLeaves:
+    """The dead_leaves still folder: seeded dead-leaves images (denoise.data.dead_leaves)."""
 
-
-@section
-class Split:
-    validation_fraction: Annotated[Float, Field(ge=0, lt=1)]
-    test_fraction: Annotated[Float, Field(ge=0, lt=1)]
-    gap_seconds: NonNegative
+    images: AtLeast1
+    radius_min: Annotated[Float, Field(ge=0.5)]  # pixels of the written image
+    radius_max: Positive
+    alpha: Annotated[Float, Field(gt=1)]  # disc radius density ~ r ** -alpha
+    max_discs: AtLeast1  # at most this many discs an image (the last gaps keep the background)
+    supersample: AtLeast1  # drawn this many times larger, then area-resized (soft edges)
+    colours_from: Annotated[list[PhotoFolder], Field(min_length=1)]
+    texture_fraction: Fraction  # share of discs given a grating between two colours
+    texture_period_min: Annotated[Float, Field(ge=2)]  # pixels
+    texture_period_max: Annotated[Float, Field(ge=2)]
+    blur_max: NonNegative  # each image blurred by a Gaussian of sigma ~ U(0, blur_max) pixels
 
     @model_validator(mode="after")
-    def _fractions(self) -> Split:
-        if self.validation_fraction + self.test_fraction >= 1.0:
-            fail("test_fraction", "validation_fraction + test_fraction must be < 1")
+    def _ranges(self) -> DeadLeaves:
+        if self.radius_max <= self.radius_min:
+            fail("radius_max", f"must be > radius_min, got {self.radius_max}")
+        if self.texture_period_max < self.texture_period_min:
+            fail("texture_period_max", "must be >= texture_period_min")
         return self
 
 
 @section
-class Clips:
-    """Runs of consecutive decoded frames (stride 1) of each video, for temporal models."""
-
-    length: Annotated[Int, Field(ge=2)]  # frames per clip
-    per_split: Annotated[Int, Field(ge=0)]  # clips per video and split, evenly spaced; 0: none
-
-
-@section
-class NoiseEstimate:
-    """Each source's noise level, measured by extract on native-scale frames (before any
-    resize) with Donoho's estimator (core.noise_level), for the `auto` role."""
-
-    frames: AtLeast1  # frames measured per source: its first ones (a folder: evenly spaced)
-    auto_threshold: NonNegative  # auto: noisy above this median estimate (0-255), else clean
-    curve_bins: AtLeast1  # the noise-level curve: std-dev in this many intensity bins ...
-    curve_min_blocks: AtLeast1  # ... each from at least this many 2x2 blocks (else NaN)
-    max_saturated: Fraction  # a frame with more values at 0 or 255 than this gives no estimate
-
-
-@section
-class Extract:
-    size: Annotated[Int, Field(ge=8)]
-    frame_stride: AtLeast1
-    target_fps: Positive | None
-    frames_per_shard: AtLeast1
-    allow_greyscale: Bool
-    min_decoded_fraction: Fraction
-    split: Split
-    # Sources (names under paths.raw) whose every frame is a train frame: extra variety, such as
-    # a photo library, that never enters the validation or test sets.
-    train_only: list[Source]
-    # Each source's role: clean (a target, noise added to it), noisy (no clean copy: cropped at
-    # native scale, never a target), or auto (noise_estimate decides); sources not named here
-    # take default_role.
-    roles: dict[Source, Role]
-    default_role: Role
-    noise_estimate: NoiseEstimate
-    clips: Clips
-
-    def role(self, source: str) -> str:
-        """The role params give a source (a name under paths.raw): clean, noisy or auto."""
-        return self.roles.get(source, self.default_role)
+class Samples:
+    videos: list[Source]
+    synthetic_frames: AtLeast1
+    # Train-only still folders to build under paths.raw (denoise.data.stills): photos,
+    # wallpapers, jxl_photos, dead_leaves.
+    stills: list[StillFolder]
+    dead_leaves: DeadLeaves
 
 
 @section
@@ -250,6 +220,11 @@ class Apply:
     batch_size: AtLeast1
     self_ensemble: Bool
     precision: ApplyPrecision  # models.at_precision
+    # The served model's limits (serving.guard): a request body in megabytes of 10^6 bytes,
+    # an image in millions of pixels, and how far outside [0, 1] a value may lie.
+    max_request_megabytes: Positive
+    max_megapixels: Positive
+    value_margin: NonNegative
 
     @model_validator(mode="after")
     def _overlap(self) -> Apply:
@@ -307,6 +282,15 @@ class Params:
 
     @model_validator(mode="after")
     def _sizes(self) -> Params:
+        leaves = self.samples.dead_leaves
+        if "dead_leaves" in self.extract.train_only or "dead_leaves" in self.samples.stills:
+            for index, folder in enumerate(leaves.colours_from):
+                if folder not in self.extract.train_only:
+                    fail(
+                        f"samples.dead_leaves.colours_from[{index}]",
+                        f"{folder!r} is not in extract.train_only: dead leaves take their "
+                        "colours from train images only",
+                    )
         # Training validates on whole frames; evaluation pads, so photograph_size is free.
         train, size = self.train, self.extract.size
         if size % train.size_multiple:

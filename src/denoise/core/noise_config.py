@@ -91,6 +91,14 @@ class EvaluationNoise:
 
 
 @section
+class HeldOut:
+    """The held-out photo set: photographs no training set may use, up to `crops` tiles each."""
+
+    images: list[Name]  # scikit-image photographs, or grace_hopper (matplotlib's sample data)
+    crops: Annotated[Int, Field(ge=0)]  # tiles of photograph_size kept per image; 0: no set
+
+
+@section
 class Noise:
     train: TrainNoise
     camera: CameraProcessing
@@ -100,6 +108,7 @@ class Noise:
     max_clips: AtLeast1 | None  # clips per clip set, evenly spaced over it (None: all)
     photographs: list[Name]
     photograph_size: Annotated[Int, Field(ge=8)]
+    held_out: HeldOut
 
     @model_validator(mode="after")
     def _validation_level(self) -> Noise:

@@ -27,7 +27,9 @@ VideoBaselineMethod = Literal["bm4d"]  # on whole clips: the clip sets only
 # clean: a target (noise is added to it); noisy: no clean copy exists, cropped at native scale
 # and never a target; auto: decided by extract from its estimated noise level
 Role = Literal["clean", "noisy", "auto"]
-StillFolder = Literal["photos", "wallpapers"]  # train-only still folders samples can build
+# train-only still folders samples can build (denoise.data.stills, denoise.data.dead_leaves)
+StillFolder = Literal["photos", "wallpapers", "jxl_photos", "dead_leaves"]
+PhotoFolder = Literal["photos", "wallpapers", "jxl_photos"]  # those of photographs
 # frames: every train frame is equally likely; sources: every source (video or image folder)
 # is, then a frame within it, so a short photo folder weighs as much as a long video; clips:
 # windows of the train clips (extract.clips), which temporal models always train on, and

@@ -16,6 +16,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 
@@ -34,10 +35,14 @@ from denoise.core.noise import (
 from denoise.core.noise_level import estimate_sigma
 from denoise.data.extract import load_clips_manifest, load_frames, load_manifest
 from denoise.data.roles import clean_targets
+from denoise.data.stills import tiles
 from denoise.data.video import centre_crop_resize
 
 EVALUATION_SPLITS = ("validation", "test")
 PHOTOGRAPHS = "photographs"
+HELD_OUT = "held_out"  # noise.held_out: photographs no training set uses, scored as PHOTOGRAPHS
+GRACE_HOPPER = "grace_hopper"  # matplotlib's sample photograph (Debian: python-matplotlib-data)
+DEBIAN_MATPLOTLIB_DATA = Path("/usr/share/matplotlib/sample_data")
 INDEX_NAME = "index.json"
 CLIP_SETS = "clip_sets"  # index.json key of the clip sets (clips-validation, clips-test)
 CLIP_VALIDATION = "clips-validation"  # training's model selection for models on clips
@@ -91,6 +96,44 @@ def _noisy_levels(
         entry = {"kind": "compressed", "level": compressed.name(), "noise": compressed.noise}
         noisy = compress_jpeg(drawn[compressed.noise], compressed.quality)
         yield compressed.name(), {**entry, "quality": compressed.quality, "as_saved": False}, noisy
+
+
+def held_out_source(name: str) -> np.ndarray:
+    """A held-out photograph as its source holds it: uint8 (H, W, 3) RGB. grace_hopper comes
+    from Debian's python-matplotlib-data where installed, else from matplotlib's own sample
+    data; any other name is a scikit-image colour photograph (the left view of a stereo pair)."""
+    if name == GRACE_HOPPER:
+        path = DEBIAN_MATPLOTLIB_DATA / "grace_hopper.jpg"
+        if not path.is_file():
+            from matplotlib import cbook
+
+            path = Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise DataError(f"{path}: not an image OpenCV can read")
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    from skimage import data
+
+    loader = getattr(data, name, None)
+    if loader is None:
+        raise ConfigError(f"noise.held_out.images: scikit-image has no image {name!r}")
+    image = loader()
+    image = np.asarray(image[0] if isinstance(image, tuple) else image)
+    if image.ndim != 3 or image.shape[2] < 3:
+        raise ConfigError(f"noise.held_out.images: {name!r} is not a colour photograph")
+    return np.ascontiguousarray(image[..., :3])
+
+
+def held_out_crops(name: str, size: int, crops: int) -> list[tuple[str, np.ndarray]]:
+    """Up to `crops` size x size tiles of a held-out photograph, (label, float32 (S, S, 3) RGB
+    in [0, 1]): resized (area) so its short side is 2 x size and cut on a centred grid (as the
+    train folders' tiles are), the most textured (highest std-dev) kept, in grid order."""
+    grid = tiles(held_out_source(name), size)
+    ranked = sorted(grid, key=lambda tile: -float(tile[2].std()))[:crops]
+    return [
+        (f"{name}_{row}_{col}", tile.astype(np.float32) / 255.0)
+        for row, col, tile in sorted(ranked, key=lambda tile: tile[:2])
+    ]
 
 
 def _write_set(
@@ -176,6 +219,20 @@ def write_evaluation_sets(params: Params) -> NoiseSummary:
             )
             index["sets"][PHOTOGRAPHS] = _write_set(  # type: ignore[index]
                 staging, PHOTOGRAPHS, photographs, list(params.noise.photographs), params
+            )
+        held_out = params.noise.held_out
+        if held_out.images and held_out.crops > 0:
+            crops = [
+                crop
+                for name in held_out.images
+                for crop in held_out_crops(name, params.noise.photograph_size, held_out.crops)
+            ]
+            index["sets"][HELD_OUT] = _write_set(  # type: ignore[index]
+                staging,
+                HELD_OUT,
+                np.stack([image for _, image in crops]),
+                [label for label, _ in crops],
+                params,
             )
         if params.extract.clips.per_split > 0:
             index[CLIP_SETS] = _write_clip_sets(staging, frames_dir, params)

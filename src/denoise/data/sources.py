@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from denoise.core.config import Params
@@ -20,20 +23,58 @@ class Source:
     images: tuple[Path, ...] = ()  # in name order; empty for a video
 
 
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _files_under(folder: Path, ancestors: frozenset[Path]) -> Iterator[Path]:
+    """The non-hidden files under folder, linked folders followed (named by the link's path).
+
+    ancestors: the real paths of folder and the folders above it. A link to one of them (a
+    loop), a link to nothing and a folder that cannot be read are named in a warning and
+    skipped.
+    """
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as error:
+        _warn(f"{folder}: cannot be read ({error.strerror}); skipped")
+        return
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            real = entry.resolve()
+            if real in ancestors:
+                _warn(f"{entry}: a link to {real}, a folder that holds it; skipped")
+                continue
+            if entry.is_symlink():
+                # DVC walks without following links: the folder's files are neither hashed
+                # (a change reruns nothing) nor pushed.
+                _warn(
+                    f"{entry}: a link to {real}, followed; DVC does not version what it holds "
+                    "(copy the folder in to version it)"
+                )
+            yield from _files_under(entry, ancestors | {real})
+        elif entry.is_file():
+            yield entry
+        elif entry.is_symlink():
+            _warn(f"{entry}: a link to {os.readlink(entry)}, which does not exist; skipped")
+
+
 def list_sources(raw_dir: Path) -> list[Source]:
     """The videos and still-image folders under raw_dir, in name order.
 
     Every non-hidden file (DVC's .dvc files excepted) whose suffix is an image type belongs to
-    its folder's still-image source; every other one is a video.
+    its folder's still-image source; every other one is a video. A linked folder (a photo
+    library elsewhere) is followed and named by its link, with a warning on stderr that DVC
+    does not version it; what cannot be followed is named in a warning and skipped.
     """
     if not raw_dir.is_dir():
         raise DataError(f"{raw_dir}: no such directory (run `denoise samples` or add videos)")
     files = sorted(
         path
-        for path in raw_dir.rglob("*")
-        if path.is_file()
-        and not any(part.startswith(".") for part in path.relative_to(raw_dir).parts)
-        and path.suffix != ".dvc"
+        for path in _files_under(raw_dir, frozenset({raw_dir.resolve()}))
+        if path.suffix != ".dvc"
     )
     if not files:
         raise DataError(

@@ -10,6 +10,7 @@ import numpy as np
 
 from denoise.core.config import Params
 from denoise.core.images import clip_strip, triptych
+from denoise.core.metrics import psnr
 from denoise.core.noise import level_name
 from denoise.core.progress import progress
 from denoise.evaluation.baselines import VIDEO_METHODS
@@ -38,8 +39,13 @@ def score_image_sets(
     scored: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
     images: list[Image] = []
-    jobs = [(name, level) for name, (_, _, info) in sets.items() for level in info["levels"]]
-    for set_name, level in progress(jobs, description="evaluate"):
+    jobs = [
+        (name, level, method)
+        for name, (_, _, info) in sets.items()
+        for level in info["levels"]
+        for method in methods
+    ]
+    for set_name, level, method in progress(jobs, description="evaluate"):
         clean, noisy_levels, info = sets[set_name]
         set_metrics = scored.setdefault(
             set_name,
@@ -53,7 +59,12 @@ def score_image_sets(
             counts["bm3d"] = config.bm3d_max_images
         noisy = noisy_levels[level]
         results = score_methods(
-            clean, noisy, told_sigma(info["levels"][level]), methods, counts, config.num_triptychs
+            clean,
+            noisy,
+            told_sigma(info["levels"][level]),
+            {method: methods[method]},
+            counts,
+            config.num_triptychs,
         )
         for method, result in results:
             level_metrics[method] = result.summary()
@@ -73,7 +84,16 @@ def score_image_sets(
             images += [
                 (
                     f"triptychs/{set_name}/{level}/{method}-{position}.png",
-                    triptych(noisy[position], denoised, clean[position]),
+                    triptych(
+                        noisy[position],
+                        denoised,
+                        clean[position],
+                        (
+                            f"noisy {psnr(clean[position], np.clip(noisy[position], 0, 1)):.2f} dB",
+                            f"{method} {result.psnr[position]:.2f} dB",
+                            "clean",
+                        ),
+                    ),
                 )
                 for position, denoised in enumerate(result.outputs)
             ]

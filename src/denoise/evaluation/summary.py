@@ -11,6 +11,8 @@ import numpy as np
 from denoise.core.config import Params
 from denoise.core.markdown import markdown_table
 from denoise.core.noise import level_name
+from denoise.data.evalsets import PHOTOGRAPHS
+from denoise.evaluation.scoring import IDENTITY
 
 
 def conventions(params: Params) -> dict[str, Any]:
@@ -126,3 +128,129 @@ def psnr_per_sigma(metrics: dict[str, Any], sigmas: list[float]) -> dict[str, st
                     f"{sigma:g},{result['psnr']:.4f},{result['ssim']:.4f}"
                 )
     return {relative: "\n".join(lines) + "\n" for relative, lines in curves.items()}
+
+
+def headline_table(
+    metrics: dict[str, Any], level: str, order: list[str]
+) -> tuple[list[str], list[list[str]], set[tuple[int, int]]]:
+    """Each method's PSNR and SSIM on every image set at one noise level, and its ms per frame
+    on the first set: (header, rows in the order of `order`, then any other method, the
+    (row, column) cells best in their column, the noisy input aside)."""
+    sets = {name: scores["levels"][level] for name, scores in metrics["sets"].items()}
+    scored = {method for scores in sets.values() for method in scores}
+    methods = [method for method in order if method in scored]
+    methods += sorted(scored - set(methods))
+    header = ["method"]
+    columns: list[tuple[str, str, bool]] = []  # (set, key, higher is better)
+    for name in sets:
+        header += [f"{name} PSNR", f"{name} SSIM"]
+        columns += [(name, "psnr", True), (name, "ssim", True)]
+    header.append("ms/frame")
+    columns.append((next(iter(sets)), "ms_per_frame", False))
+    rows: list[list[str]] = []
+    values: list[list[float | None]] = []
+    for method in methods:
+        found = [sets[name].get(method, {}).get(key) for name, key, _ in columns]
+        values.append(found)
+        digits = {"psnr": 2, "ssim": 3, "ms_per_frame": 1}
+        rows.append(
+            [method]
+            + [
+                "-" if value is None else _fmt(value, digits[key])
+                for value, (_, key, _) in zip(found, columns, strict=True)
+            ]
+        )
+    best: set[tuple[int, int]] = set()
+    for column, (_, _, higher) in enumerate(columns):
+        ranked = [
+            (value if higher else -value, row)
+            for row, value in enumerate(column_values[column] for column_values in values)
+            if value is not None and methods[row] != IDENTITY
+        ]
+        if ranked:
+            top = max(ranked)[0]
+            best |= {(row, column + 1) for value, row in ranked if value == top}
+    return header, rows, best
+
+
+def champion_line(
+    decisions: list[dict[str, Any]], metrics: dict[str, Any], score_set: str, level: str
+) -> str:
+    """Who is champion after a register run (registry.json's decisions of one registered
+    model), with its score beside NLM's and BM3D's on the same frames."""
+    moved = [decision for decision in decisions if decision.get("holds") == "champion"]
+    if moved:
+        decision = moved[0]
+        who = f"{decision['registered_model']} v{decision['version']} ({decision['model']})"
+        score = decision["score"]
+    elif decisions and decisions[0].get("champion_version"):
+        decision = decisions[0]
+        who = f"{decision['registered_model']} v{decision['champion_version']} (unchanged)"
+        score = decision["champion_score"]
+    else:
+        return "champion: none (no model passed the promotion gate)"
+    line = f"champion: {who}, {score:.2f} dB PSNR on {score_set} at {level}"
+    scores = metrics["sets"].get(score_set, {}).get("levels", {}).get(level, {})
+    classical = [
+        f"{name.upper()} {scores[method]['psnr']:.2f}"
+        for method, name in (("nlm", "nlm"), ("bm3d", "bm3d"))
+        if method in scores
+    ]
+    return line + (f" (against {', '.join(classical)})" if classical else "")
+
+
+def headline_sets(params: Params) -> dict[str, str]:
+    """The sets headline numbers are given on, by key prefix: the score set, then the
+    photographs."""
+    return {"test": params.register.score_set, "photos": PHOTOGRAPHS}
+
+
+def headline_level(params: Params) -> str:
+    """The noise level headline numbers are given at: noise.validation_sigma's."""
+    return level_name("gaussian", params.noise.validation_sigma)
+
+
+def short_metrics(
+    metrics: dict[str, Any], method: str, sets: dict[str, str], level: str
+) -> dict[str, float]:
+    """A method's few headline numbers, short-named for the MLflow runs table and DVC:
+    {"test_psnr", "test_ssim", "photos_psnr", "photos_ssim", "ms_frame"} for sets
+    ({key prefix: set name}, the first one's time) at one level; absent where not scored."""
+    found: dict[str, float] = {}
+    for position, (prefix, set_name) in enumerate(sets.items()):
+        scores = metrics["sets"].get(set_name, {}).get("levels", {}).get(level, {}).get(method)
+        if scores is None:
+            continue
+        found[f"{prefix}_psnr"] = round(scores["psnr"], 3)
+        found[f"{prefix}_ssim"] = round(scores["ssim"], 4)
+        if position == 0:
+            found["ms_frame"] = round(scores["ms_per_frame"], 1)
+    return found
+
+
+def headline_metrics(
+    decisions: list[dict[str, Any]],
+    metrics: dict[str, Any],
+    sets: dict[str, str],
+    level: str,
+    classical: list[str],
+) -> dict[str, float]:
+    """The few numbers `dvc metrics show` prints (reports/summary.json), short-named to fit 120
+    columns: the champion's version and short_metrics, and the best classical method's PSNR on
+    the first set (classical). A champion that an earlier run trained has only its registered
+    score. decisions: one registered model's (registry.json)."""
+    moved = [decision for decision in decisions if decision.get("holds") == "champion"]
+    kept = [decision for decision in decisions if decision.get("champion_version")]
+    first_prefix, first_set = next(iter(sets.items()))
+    headline: dict[str, float] = {}
+    if moved:
+        headline["champion"] = int(moved[0]["version"])
+        headline.update(short_metrics(metrics, moved[0]["model"], sets, level))
+    elif kept:
+        headline["champion"] = int(kept[0]["champion_version"])
+        headline[f"{first_prefix}_psnr"] = round(kept[0]["champion_score"], 3)
+    first = metrics["sets"].get(first_set, {}).get("levels", {}).get(level, {})
+    rivals = [first[method]["psnr"] for method in classical if method in first]
+    if rivals:
+        headline["classical"] = round(max(rivals), 3)
+    return headline

@@ -305,7 +305,7 @@ def apply_to_video(model: Any, source: Path, target: Path, config: Apply) -> App
     return Applied(source, target, info.width, info.height, written, info.fps, video, note)
 
 
-def _load(params: Params, uri: str) -> Any:
+def load_model_at(params: Params, uri: str) -> Any:
     """The model at uri, at params.apply.precision."""
     model = load_denoiser(uri, None if _is_local(uri) else tracking_uri(params))
     if hasattr(model, "layers"):
@@ -327,7 +327,7 @@ def _first_registered(
     def attempt(uri: str) -> Any:
         if uri not in loaded:
             try:
-                loaded[uri] = _load(params, uri)
+                loaded[uri] = load_model_at(params, uri)
             except NotRegisteredError as error:
                 loaded[uri] = error
         return loaded[uri]
@@ -342,6 +342,16 @@ def _first_registered(
     if isinstance(found, NotRegisteredError):
         raise found
     return found, last
+
+
+SHIPPED = "the shipped pretrained model"
+
+
+def shipped_fallback(params: Params, uris: list[str]) -> tuple[Any, str]:
+    """The model of the first of uris that is registered, else the shipped model (each one
+    not registered is said in one line on stderr), and what was loaded."""
+    choices = [(uri, uri) for uri in uris] + [(str(pretrained_model_path()), SHIPPED)]
+    return _first_registered(params, choices, {})
 
 
 def run(
@@ -367,14 +377,14 @@ def run(
         model_uri = str(pretrained_model_path())
     images = [pair for pair in pairs if pair[0].suffix.lower() in IMAGE_SUFFIXES]
     videos = [pair for pair in pairs if pair[0].suffix.lower() in VIDEO_SUFFIXES]
-    shipped = (str(pretrained_model_path()), "the shipped pretrained model")
+    shipped = (str(pretrained_model_path()), SHIPPED)
     image_champion = (default_model_uri(params), f"the image champion {default_model_uri(params)}")
     model: Any = None
     video_model: Any = None
     uri = video_uri = ""
     loaded: dict[str, Any] = {}
     if model_uri is not None:
-        model, uri = _load(params, model_uri), model_uri
+        model, uri = load_model_at(params, model_uri), model_uri
         window = model_window(model)
         if images and window > 1:
             raise InputError(

@@ -57,19 +57,22 @@ def load_denoiser(uri: str, tracking_uri: str | None = None) -> Any:
     from tracking_uri (default: MLflow's current one; another one becomes MLflow's current
     URI, and MLFLOW_TRACKING_URI, for the rest of the process). Raises ModelError with advice.
     """
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
     if _is_local(uri):
         path = Path(uri)
         if path.is_file() and path.suffix in KERAS_SUFFIXES:
-            # lazy: Keras (and TensorFlow) load only when a Keras model is asked for
+            # lazy: Keras (and TensorFlow) load only when a Keras model is asked for, and
+            # MLflow not at all
             from denoise.models.build import load_model
 
             try:
                 return load_model(path)
             except (OSError, ValueError) as error:
                 raise ModelError(f"{path}: not a Keras model ({error})".split("\n")[0]) from None
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    if _is_local(uri):
+        path = Path(uri)
         if not (path / "MLmodel").is_file():
             raise ModelError(
                 f"{path}: no such model: pass a .keras file, an MLflow model folder, or a "

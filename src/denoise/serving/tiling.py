@@ -62,6 +62,16 @@ def self_ensemble(predict: Predictor) -> Predictor:
     return predict_mean
 
 
+def _announced(predict: Predictor, before_call: Callable[[], None]) -> Predictor:
+    """predict, calling before_call first each time."""
+
+    def predict_after(batch: np.ndarray) -> np.ndarray:
+        before_call()
+        return predict(batch)
+
+    return predict_after
+
+
 def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
@@ -163,6 +173,7 @@ def denoise_batch(
     batch_size: int,
     multiple: int | None = None,
     ensemble: bool = False,
+    before_call: Callable[[], None] | None = None,
 ) -> np.ndarray:
     """Denoise images of any size with overlapping tiles of at most tile_size pixels.
 
@@ -170,12 +181,15 @@ def denoise_batch(
     (N, H, W, 3 * window) (core.temporal.as_channels). model: a Keras model, or a
     Predictor (then `multiple` defaults to 4). An image whose padded size fits in one tile is
     denoised whole. ensemble: denoise each tile with the x8 self_ensemble (8 model calls).
-    Returns float32 (N, H, W, 3) clipped to [0, 1].
+    before_call: called before each model call; what it raises stops the work (the served
+    model's timeout). Returns float32 (N, H, W, 3) clipped to [0, 1].
     """
     noisy = np.asarray(noisy, dtype=np.float32)
     if noisy.ndim != 4 or noisy.shape[-1] % 3 or 0 in noisy.shape:
         raise ValueError(f"expected RGB images (N, H, W, 3), got shape {noisy.shape}")
     predict: Predictor = model if not hasattr(model, "layers") else keras_predictor(model)
+    if before_call is not None:
+        predict = _announced(predict, before_call)
     if ensemble:
         predict = self_ensemble(predict)
     if multiple is None and hasattr(model, "layers"):
@@ -233,9 +247,12 @@ def denoise_image(
     batch_size: int,
     multiple: int | None = None,
     ensemble: bool = False,
+    before_call: Callable[[], None] | None = None,
 ) -> np.ndarray:
     """Denoise one image of any size; noisy float32 (H, W, 3) RGB in [0, 1] -> same shape."""
     noisy = np.asarray(noisy, dtype=np.float32)
     if noisy.ndim != 3:
         raise ValueError(f"expected one RGB image (H, W, 3), got shape {noisy.shape}")
-    return denoise_batch(model, noisy[None], tile_size, overlap, batch_size, multiple, ensemble)[0]
+    return denoise_batch(
+        model, noisy[None], tile_size, overlap, batch_size, multiple, ensemble, before_call
+    )[0]

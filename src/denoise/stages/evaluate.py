@@ -24,9 +24,12 @@ from denoise.evaluation.sets import score_clip_sets, score_image_sets
 from denoise.evaluation.summary import (
     clip_table,
     conventions,
+    headline_level,
+    headline_sets,
     method_metrics,
     metrics_table,
     psnr_per_sigma,
+    short_metrics,
 )
 from denoise.models.build import load_model
 from denoise.tracking.runs import StageTracker, stage
@@ -69,31 +72,39 @@ def _log_evaluation(tracker: StageTracker, params: Params, metrics: dict[str, An
     from mlflow.exceptions import MlflowException
 
     evaluation = Path(params.paths.evaluation)
+    sets, level = headline_sets(params), headline_level(params)
+    # Few metrics with short names per run (the runs table's columns, one chart each); every
+    # score in scores.json beside them.
     with tracker.child("baselines", tags={"denoise.kind": "baselines"}):
         for method in params.evaluate.methods:
-            mlflow.log_metrics(
-                {f"{method}.{key}": value for key, value in method_metrics(metrics, method).items()}
-            )
+            headline = short_metrics(metrics, method, sets, level)
+            mlflow.log_metrics({f"{method}.{key}": value for key, value in headline.items()})
+        every = {method: method_metrics(metrics, method) for method in params.evaluate.methods}
+        mlflow.log_dict(every, "scores.json")
         mlflow.log_text((evaluation / "metrics.md").read_text(), "metrics.md")
     for name, info in metrics["models"].items():
+        shown = [*evaluation.glob(f"triptychs/*/*/{name}-*.png")]
+        shown += evaluation.glob(f"strips/*/*/{name}.png")  # clip sets (extract.clips)
+        shown += evaluation.glob(f"strips/*/*/{name}-vs-*.png")  # a temporal model's
+        files = [(image, f"evaluation/{image.relative_to(evaluation).parent}") for image in shown]
+        headline = short_metrics(metrics, name, sets, level)
+        scores = {"scores.json": method_metrics(metrics, name)}
         run_id = info.get("mlflow_run_id", "")
         try:
             mlflow.tracking.MlflowClient().get_run(run_id)
-            run: Any = tracker.resume(run_id)
         except MlflowException:  # trained against another tracking store
-            run = tracker.child(name, tags={"denoise.model": name})
-        with run:
-            mlflow.log_metrics(method_metrics(metrics, name))
-            shown = [*evaluation.glob(f"triptychs/*/*/{name}-*.png")]
-            shown += evaluation.glob(f"strips/*/*/{name}.png")  # clip sets (extract.clips)
-            shown += evaluation.glob(f"strips/*/*/{name}-vs-*.png")  # a temporal model's
-            for image in sorted(shown):
-                relative = image.relative_to(evaluation).parent
-                mlflow.log_artifact(str(image), artifact_path=f"evaluation/{relative}")
+            with tracker.child(name, tags={"denoise.model": name}) as run_id:
+                pass
+        tracker.log_later(run_id, headline, scores, sorted(files))
     tracker.log_to_parent(
         summary=metrics,
         texts={"metrics.md": (evaluation / "metrics.md").read_text()},
         folders={params.paths.psnr_per_sigma: "psnr_per_sigma"},
+        metrics={
+            f"{name}.test_psnr": value
+            for name in metrics["models"]
+            if (value := short_metrics(metrics, name, sets, level).get("test_psnr")) is not None
+        },
     )
 
 

@@ -87,13 +87,13 @@ def resolve(name: str, params: Params, directory: Path) -> Resolved | None:
     elif source == INIT_CHAMPION:
         # No champion yet, or one of another architecture: the shipped model. A tracking
         # server that does not answer is an error (ModelError), never a silent fallback.
-        reason: ModelError
+        reason: ModelError | str
         try:
             temporal = params.train.window(name) > 1
             uri = default_model_uri(params, video=temporal)
             champion = _registered(uri, params, directory)
-        except NotRegisteredError as error:
-            reason = error
+        except NotRegisteredError:
+            reason = f"{uri} has no champion yet (a first run)"
         else:
             try:
                 _matches(name, params, champion)
@@ -101,9 +101,9 @@ def resolve(name: str, params: Params, directory: Path) -> Resolved | None:
             except ModelError as error:  # the champion's layers differ from the model's
                 reason = error
         if temporal:
-            print(f"{name}: starting from scratch, not the champion: {reason}")
+            print(f"note: {name} starts from scratch: {reason}")
             return None
-        print(f"{name}: starting from the shipped model, not the champion: {reason}")
+        print(f"note: {name} starts from the shipped model: {reason}")
         resolved = _pretrained()
     elif source is not None and source.endswith(".keras"):
         if not Path(source).is_file():

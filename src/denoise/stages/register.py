@@ -29,7 +29,8 @@ from denoise.core.errors import DataError, ValidationError
 from denoise.core.noise import level_name
 from denoise.core.temporal import temporal_windows
 from denoise.data.evalsets import CLIP_SETS, CLIP_TEST, load_set
-from denoise.evaluation.scoring import psnr_scores
+from denoise.evaluation.scoring import IDENTITY, psnr_scores
+from denoise.evaluation.summary import headline_level, headline_metrics, headline_sets
 from denoise.serving.load import CHALLENGER, CHAMPION
 from denoise.tracking.aliases import (
     CHAMPION_SCORE_TAG,
@@ -177,9 +178,29 @@ def run(params: Params) -> RegisterSummary:
             ).eligible
             decisions += _register(params, name, group, eligible, *_scoring_set(params, temporal))
         summary = RegisterSummary(decisions=decisions)
-        tracker.log_to_parent(summary=dataclasses.asdict(summary))
+        headline = _headline(params, summary, metrics)
+        tracker.log_to_parent(
+            summary=dataclasses.asdict(summary),
+            metrics={f"champion.{key}": value for key, value in headline.items()},
+        )
     write_json(params.paths.registry, dataclasses.asdict(summary))
+    write_json(params.paths.summary, headline)
     return summary
+
+
+def _headline(
+    params: Params, summary: RegisterSummary, metrics: dict[str, Any]
+) -> dict[str, float]:
+    """reports/summary.json: the image champion's few numbers (evaluation.summary)."""
+    decisions = [
+        dataclasses.asdict(decision)
+        for decision in summary.decisions
+        if decision.registered_model == params.register.model_name
+    ]
+    classical = [method for method in params.evaluate.methods if method != IDENTITY]
+    return headline_metrics(
+        decisions, metrics, headline_sets(params), headline_level(params), classical
+    )
 
 
 def _register(

@@ -15,7 +15,15 @@ from denoise.data.samples import (
     find_sample,
     render_canvas_video,
 )
-from denoise.data.stills import PHOTOS_FOLDER, build_wallpapers, copy_photos
+from denoise.data.stills import (
+    DEAD_LEAVES_FOLDER,
+    JXL_PHOTOS_FOLDER,
+    PHOTOS_FOLDER,
+    build_dead_leaves,
+    build_jxl_photos,
+    build_wallpapers,
+    copy_photos,
+)
 from denoise.data.video import write_video
 
 
@@ -48,15 +56,25 @@ def run(params: Params, search_paths: tuple[Path, ...] = SEARCH_PATHS) -> Sample
 
 def build_stills(params: Params) -> dict[str, str]:
     """Build each train-only still folder samples.stills names under paths.raw (those present
-    are kept): folder -> what it holds."""
+    are kept; dead_leaves last, after the folders it takes its colours from): folder -> what it
+    holds."""
     raw_dir = Path(params.paths.raw)
     stills: dict[str, str] = {}
-    for folder in params.samples.stills:
+    ordered = sorted(params.samples.stills, key=lambda folder: folder == DEAD_LEAVES_FOLDER)
+    for folder in ordered:
         target = raw_dir / folder
         if target.is_dir():
             stills[folder] = "present"
         elif folder == PHOTOS_FOLDER:
             stills[folder] = f"{copy_photos(target)} photographs from opencv-doc"
+        elif folder == JXL_PHOTOS_FOLDER:
+            kept, flat = build_jxl_photos(target, params.extract.size)
+            stills[folder] = f"{kept} tiles of libjxl-testdata photographs ({flat} flat dropped)"
+        elif folder == DEAD_LEAVES_FOLDER:
+            written, flat = build_dead_leaves(
+                target, params.samples.dead_leaves, params.extract.size, params.seed, raw_dir
+            )
+            stills[folder] = f"{written} dead-leaves images ({flat} flat ones skipped)"
         else:
             kept, flat = build_wallpapers(target, params.extract.size)
             stills[folder] = f"{kept} tiles of Debian wallpapers ({flat} flat ones dropped)"

@@ -22,7 +22,7 @@ from denoise.data.evalsets import CLIP_SETS, CLIP_VALIDATION, load_set
 from denoise.data.extract import load_clips_manifest, load_manifest
 from denoise.data.roles import clean_targets
 from denoise.tracking.models import INIT_TAG, log_trained_model
-from denoise.tracking.runs import log_epoch, log_frames_inputs, stage
+from denoise.tracking.runs import log_epoch, log_frames_inputs, model_run_name, stage
 from denoise.training.distribution import data_parallel
 from denoise.training.loop import _write_history, summarise, train_model
 from denoise.training.noise import host_noise
@@ -103,7 +103,9 @@ def _train(
             stream, validation = _training_data(params, name, manifest)
             tags = {"denoise.model": name, INIT_TAG: described}
             with (
-                tracker.child(name, tags=tags, system_metrics=True) as run_id,
+                tracker.child(
+                    model_run_name(name, described), tags=tags, system_metrics=True
+                ) as run_id,
                 data_parallel(params.train.batch_size),  # every device of the node
             ):
                 clips = stream.clips if isinstance(stream, ClipStream) else None

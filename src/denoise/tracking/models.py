@@ -53,7 +53,7 @@ def log_denoiser(
     `name`, so runs:/<run id>/<name> and the returned ModelInfo.model_uri (models:/m-...) both
     load it; registered_model_name also registers it as a new version. Tiling comes from the
     arguments, else params.apply, else the shipped params.yaml's; it is stored as model_config,
-    with apply.self_ensemble.
+    with apply.self_ensemble, apply.precision and the served model's limits.
     The signature is float32 (-1, -1, -1, 3) in and out (any batch, height and width), with a
     2x16x16x3 input example; a temporal model's (window > 1) input is (-1, window, -1, -1, 3)
     and its example 2 x window x 16 x 16 x 3. The denoise package travels with the model
@@ -78,6 +78,10 @@ def log_denoiser(
         "batch_size": batch_size if batch_size is not None else config.batch_size,
         "self_ensemble": config.self_ensemble,
         "precision": config.precision,
+        # What the served model refuses (serving.guard); SERVING_MODEL_CONFIG overrides them.
+        "max_request_megabytes": config.max_request_megabytes,
+        "max_megapixels": config.max_megapixels,
+        "value_margin": config.value_margin,
         # Served on the same backend where the serving environment has it, else on one it has.
         BACKEND_KEY: keras.backend.backend(),
     }

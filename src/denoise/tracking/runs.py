@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import re
 import socket
 import subprocess
 import warnings
@@ -29,6 +30,7 @@ import yaml
 from denoise.core import lifeline, locks, services
 from denoise.core.config import Params, params_to_dict
 from denoise.core.locations import tracking_uri
+from denoise.core.schema import INIT_PRETRAINED
 from denoise.tracking import store
 
 PARENT_RUN_ENV = "DENOISE_MLFLOW_PARENT_RUN_ID"
@@ -37,6 +39,10 @@ STAGE_STATUS_TAG = "denoise.stage.{stage}"
 # The process that opened a run: the next pipeline start ends its runs FAILED if it is gone.
 HOST_TAG, PID_TAG, PID_START_TAG = "denoise.host", "denoise.pid", "denoise.pid_start"
 FAILURE_TAG = "denoise.failure"
+# MLflow 3's UI opens an experiment on its GenAI view ("Traces 0") unless the experiment says
+# it is model training: then on its runs.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 
 def _process_tags() -> dict[str, str]:
@@ -116,12 +122,49 @@ def configure(params: Params, root: Path | None = None) -> str:
         experiment = client.get_experiment_by_name(params.tracking.experiment)
         if experiment is None:
             experiment_id = client.create_experiment(
-                params.tracking.experiment, artifact_location=artifact_location
+                params.tracking.experiment,
+                artifact_location=artifact_location,
+                tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
             )
         else:
             experiment_id = experiment.experiment_id
+            if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+                client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+            recorded = experiment.artifact_location
+            if artifact_location and recorded != artifact_location:  # the repository moved
+                database = Path(uri.removeprefix("sqlite:///"))
+                relocate_artifacts(database, recorded, artifact_location)
     mlflow.set_experiment(experiment_id=experiment_id)
     return str(experiment_id)
+
+
+# Where a SQLite store records absolute artifact locations (MLflow 3's schema).
+ARTIFACT_COLUMNS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("model_versions", "source"),
+    ("model_versions", "storage_location"),
+    ("logged_models", "artifact_location"),
+)
+
+
+def relocate_artifacts(database: Path, recorded: str, location: str) -> int:
+    """Point a local store's records at the artifact folder beside it, after the repository
+    (with mlflow/) was moved or copied: MLflow's SQLite store keeps absolute file:// locations.
+    Rewrites every location under `recorded` to the same path under `location`; returns the
+    number of records changed."""
+    import sqlite3
+
+    changed = 0
+    with contextlib.closing(sqlite3.connect(database)) as connection, connection:
+        for table, column in ARTIFACT_COLUMNS:
+            cursor = connection.execute(
+                f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                f"WHERE {column} = ? OR substr({column}, 1, ?) = ?",
+                (location, len(recorded) + 1, recorded, len(recorded) + 1, f"{recorded}/"),
+            )
+            changed += cursor.rowcount
+    return changed
 
 
 def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -181,6 +224,34 @@ def lineage_tags(params: Params) -> dict[str, str]:
     return tags
 
 
+def model_run_name(model: str, started: str) -> str:
+    """A training run's name: the model and where its weights started (the init stage's words:
+    "" for none, "models:/denoise@champion (version 3)", "pretrained (drunet_light.keras)", a
+    file)."""
+    if not started:
+        return f"{model}: from scratch"
+    version = re.search(r"\(version (\d+)\)$", started)
+    if version:
+        return f"{model}: fine-tune from v{version.group(1)}"
+    if started.startswith(f"{INIT_PRETRAINED} "):
+        return f"{model}: fine-tune from the shipped model"
+    return f"{model}: fine-tune from {Path(started).name}"
+
+
+def pipeline_run_name(trigger: str, trained: int, registry: dict[str, Any] | None) -> str:
+    """The pipeline run's name once it ended: "pipeline: scheduled, 3 trained, champion v5".
+    registry: registry.json of this run (None: register did not run)."""
+    parts = [trigger, f"{trained} trained"]
+    decisions = (registry or {}).get("decisions", [])
+    moved = [d for d in decisions if d.get("holds") == "champion" and not d.get("earlier")]
+    kept = [d for d in decisions if d.get("champion_version")]
+    if moved:
+        parts.append(f"champion v{moved[0]['version']}")
+    elif kept:
+        parts.append(f"champion v{kept[0]['champion_version']} kept")
+    return "pipeline: " + ", ".join(parts)
+
+
 def open_pipeline_run(
     params: Params, tags: dict[str, str] | None = None, name: str = "pipeline"
 ) -> str:
@@ -197,7 +268,7 @@ def open_pipeline_run(
     commit = _git("rev-parse", "--short", "HEAD")
     run = client.create_run(
         experiment_id,
-        run_name=f"{name} {commit}".strip(),
+        run_name=f"{name}: {commit or 'no commit'}",
         tags={**lineage_tags(params), **_process_tags(), **(tags or {})},
     )
     flat = run_params(params)
@@ -228,12 +299,18 @@ def record_stages(run_id: str, statuses: dict[str, str]) -> None:
         client.set_tag(run_id, STAGE_STATUS_TAG.format(stage=stage.replace("@", "/")), status)
 
 
-def close_pipeline_run(run_id: str, statuses: dict[str, str], status: str) -> str:
-    """Tag each stage's status on the parent run, end it with status; return its UI link."""
+def close_pipeline_run(
+    run_id: str, statuses: dict[str, str], status: str, name: str | None = None
+) -> str:
+    """Tag each stage's status on the parent run, end it with status (and name it for what it
+    did); return its UI link."""
     from mlflow.tracking import MlflowClient
 
     record_stages(run_id, statuses)
-    MlflowClient().set_terminated(run_id, status=status)
+    client = MlflowClient()
+    if name:
+        client.update_run(run_id, name=name)
+    client.set_terminated(run_id, status=status)
     return run_link(run_id)
 
 
@@ -285,20 +362,53 @@ class StageTracker:
         with mlflow.start_run(run_id=run_id):
             yield run_id
 
+    def log_later(
+        self,
+        run_id: str,
+        metrics: dict[str, float],
+        data: dict[str, dict[str, Any]] | None = None,
+        files: list[tuple[Path, str]] | None = None,
+    ) -> None:
+        """Results of a finished run (a model's training run) logged to it without reopening
+        it, so its status and duration stay its own work. data: artifact file -> JSON dict;
+        files: (local file, artifact folder)."""
+        import time
+
+        from mlflow.entities import Metric
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient()
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])
+        for artifact_file, values in (data or {}).items():
+            client.log_dict(run_id, values, artifact_file)
+        for local, artifact_path in files or []:
+            client.log_artifact(run_id, str(local), artifact_path)
+
     def log_to_parent(
         self,
         summary: dict[str, Any] | None = None,
         texts: dict[str, str] | None = None,
         folders: dict[str, str] | None = None,
+        metrics: dict[str, float] | None = None,
     ) -> None:
-        """Artifacts on the pipeline's parent run, leaving its status to whoever owns it.
+        """Artifacts and metrics on the pipeline's parent run, leaving its status to whoever
+        owns it.
 
         summary goes to stages/<stage>.json; texts maps artifact file -> text; folders maps a
-        local folder -> its artifact path.
+        local folder -> its artifact path; metrics show as the runs table's columns.
         """
+        import time
+
+        from mlflow.entities import Metric
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient()
+        if metrics:
+            now = int(time.time() * 1000)
+            client.log_batch(
+                self.parent_run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()]
+            )
         if summary is not None:
             client.log_dict(self.parent_run_id, summary, f"stages/{self.stage}.json")
         for artifact_file, text in (texts or {}).items():

@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import shutil
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,6 +29,7 @@ from denoise.core.config import Params
 from denoise.core.errors import TrainingError
 from denoise.core.images import triptych
 from denoise.core.metrics import ssim
+from denoise.core.progress import PLAIN_EVERY_SECONDS, clock
 from denoise.core.train_config import Profile
 from denoise.data.sources import file_sha256
 from denoise.models.build import build_model, count_parameters, load_model, start_from
@@ -106,6 +108,35 @@ class ValidationImages(keras.callbacks.Callback):
                 for index in range(min(self.num_samples, len(self.clean)))
             ]
             self.logger(epoch + 1, {key: float(logs[key]) for key in EPOCH_METRICS}, samples)
+
+
+class StepProgress(keras.callbacks.Callback):
+    """A line within each epoch every PLAIN_EVERY_SECONDS, on standard error: steps done, steps
+    per second and the time left in the epoch and in all (Keras itself prints per epoch)."""
+
+    def __init__(self, name: str, epochs: int, steps_per_epoch: int) -> None:
+        super().__init__()
+        self.name, self.epochs, self.steps = name, epochs, steps_per_epoch
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.epoch = epoch
+        self.start = self.last = time.monotonic()
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        now = time.monotonic()
+        if now - self.last < PLAIN_EVERY_SECONDS:
+            return
+        self.last = now
+        done = batch + 1
+        rate = done / (now - self.start)
+        left = (self.steps - done) / rate
+        in_all = left + (self.epochs - self.epoch - 1) * self.steps / rate
+        print(
+            f"{self.name}: epoch {self.epoch + 1}/{self.epochs}, step {done}/{self.steps}, "
+            f"{rate:.2f} steps/s, about {clock(left)} left in the epoch, {clock(in_all)} in all",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 class Checkpointer(keras.callbacks.Callback):
@@ -323,6 +354,7 @@ def train_model(
             callbacks=[
                 ValidationImages(validation, config.batch_size, num_samples, epoch_logger),
                 checkpointer,
+                StepProgress(name, budget.epochs, budget.steps_per_epoch),
                 *extra_callbacks,
             ],
             verbose=2,
