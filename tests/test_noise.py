@@ -130,7 +130,15 @@ def test_the_held_out_set_is_crops_of_photographs_no_other_set_uses(params: Para
     assert [name.rsplit("_", 2)[0] for name in info["images"]] == ["retina"] * 2 + [
         "grace_hopper"
     ] * 2
-    assert set(noisy) == {"gaussian-15", "gaussian-25", "gaussian-25-saved", "gaussian-50"}
+    assert set(noisy) == {
+        "gaussian-15",
+        "gaussian-25",
+        "gaussian-25-saved",
+        "gaussian-50",
+        "camera-low",
+        "camera-high",
+        "camera-high-jpeg80",
+    }
     project = load_params(PROJECT_ROOT / "params.yaml").noise
     assert not set(project.held_out.images) & set(project.photographs)
     packaged = (*WALLPAPERS.values(), *JXL_PHOTOS.values())
