@@ -65,6 +65,7 @@ pull: remote
 test: setup
 	infra/apt-install.sh opencv-doc "a synthetic sample video will be used"
 	infra/apt-install.sh chromium "the Data Docs browser test will skip"
+	infra/apt-install.sh chromium-driver "the MLflow UI browser test will skip"
 	infra/apt-install.sh docker-compose "the compose file check in tests/test_team.py will fail"
 	python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 

@@ -36,6 +36,11 @@ PhotoFolder = Literal["photos", "wallpapers", "jxl_photos"]  # those of photogra
 # single-frame models then on the windows' middle frames.
 Sampling = Literal["frames", "sources", "clips"]
 Schedule = Literal["constant", "cosine"]
+# clean: clean targets, the training noise added on top (as ever); noisy: the sources whose role
+# is noisy alone, no noise added (frame-to-frame on their clips, Neighbor2Neighbor on stills).
+Supervision = Literal["clean", "noisy"]
+FlowMethod = Literal["dis", "farneback"]  # OpenCV's optical flow, for frame-to-frame targets
+WarpInterpolation = Literal["nearest", "linear"]
 Precision = Literal["float32", "mixed_bfloat16", "mixed_float16", "auto"]
 ApplyPrecision = Literal["float32", "bfloat16"]  # what apply computes in
 NOISE_KINDS: tuple[str, ...] = get_args(NoiseKind)

@@ -19,6 +19,7 @@ from denoise.core.schema import (
     AtLeast1,
     Bool,
     Float,
+    FlowMethod,
     Fraction,
     InitSource,
     Int,
@@ -31,6 +32,8 @@ from denoise.core.schema import (
     Precision,
     Sampling,
     Schedule,
+    Supervision,
+    WarpInterpolation,
     fail,
     section,
 )
@@ -86,6 +89,20 @@ class VariantNoise:
     def overrides(self) -> dict[str, Any]:
         """The keys this variant sets, to apply to noise.train."""
         return {key: value for key, value in dataclasses.asdict(self).items() if value is not None}
+
+
+@section
+class WithoutClean:
+    """How models of supervision noisy learn: frame-to-frame targets and Neighbor2Neighbor."""
+
+    flow: FlowMethod
+    warp: WarpInterpolation  # how the neighbour is sampled: nearest keeps its noise whole
+    prefilter_sigma: NonNegative  # Gaussian blur (pixels) of the grey frames flow runs on
+    consistency_pixels: NonNegative  # forward-backward flow disagreement allowed, pixels ...
+    consistency_ratio: NonNegative  # ... plus this share of the squared motion
+    photometric_tolerance: Fraction  # blurred warped neighbour vs blurred frame, [0, 1] scale
+    min_coverage: Fraction  # a frame pair keeping fewer of its pixels is dropped (a cut)
+    gamma: NonNegative  # Neighbor2Neighbor's regulariser weight
 
 
 @section
@@ -169,6 +186,7 @@ class Variant:
 
     architecture: Name
     noise: VariantNoise | None = None
+    supervision: Supervision | None = None  # None: train.supervision
     settings: Any = None  # its architecture's settings, whole (train.architectures.<its>)
 
     @field_validator("architecture")
@@ -199,6 +217,9 @@ class Train:
     # Each architecture's settings, by name: those of every row of core.architectures that
     # has settings, each validated by its row's settings class.
     architectures: dict[Name, Any]
+    # Every model's supervision unless its variant sets its own.
+    supervision: Supervision
+    without_clean: WithoutClean
 
     @field_validator("architectures")
     @classmethod
@@ -243,11 +264,26 @@ class Train:
                     dataclasses.replace(profile, **own.overrides())
                 except ConfigError as error:
                     raise Invalid(f"{where}.{error}") from None
+        for index, name in enumerate(self.models):
+            window = self.window(name)
+            if self.supervision_of(name) == "noisy" and window > 1:
+                fail(
+                    f"models[{index}]",
+                    f"{name} has a window of {window} frames; supervision noisy trains image "
+                    "models only (a neighbour in the window would be its own target)",
+                )
         patch_size = self.active.patch_size
         for name in self.models:
             problem = self.size_problem(name, patch_size)
             if problem is not None:
                 fail(f"profiles.{self.profile}.patch_size", f"{problem}, got {patch_size}")
+        noisy = [name for name in self.models if self.supervision_of(name) == "noisy"]
+        if noisy and patch_size % (2 * self.size_multiple):
+            fail(
+                f"profiles.{self.profile}.patch_size",
+                f"must be a multiple of {2 * self.size_multiple}: {noisy[0]} learns from noisy "
+                f"sources and Neighbor2Neighbor halves its patches, got {patch_size}",
+            )
         if patch_size % self.size_multiple:
             fail(
                 f"profiles.{self.profile}.patch_size",
@@ -277,6 +313,11 @@ class Train:
         if variant.settings is not None:
             return variant
         return dataclasses.replace(variant, settings=self.architectures.get(variant.architecture))
+
+    def supervision_of(self, name: str) -> str:
+        """How model `name` learns: "clean" or "noisy" (its variant's, else the section's)."""
+        own = self.variants[name].supervision if name in self.variants else None
+        return own or self.supervision
 
     def window(self, name: str) -> int:
         """Frames model `name` sees per output frame: 1 for an image model."""

@@ -181,7 +181,10 @@ def run(params: Params) -> RegisterSummary:
         headline = _headline(params, summary, metrics)
         tracker.log_to_parent(
             summary=dataclasses.asdict(summary),
-            metrics={f"champion.{key}": value for key, value in headline.items()},
+            metrics={
+                "champion.version" if key == "champion" else f"champion.{key}": value
+                for key, value in headline.items()
+            },
         )
     write_json(params.paths.registry, dataclasses.asdict(summary))
     write_json(params.paths.summary, headline)

@@ -18,40 +18,138 @@ from denoise.core.errors import ConfigError, DataError
 from denoise.core.locations import init_file
 from denoise.core.locks import exclusive
 from denoise.core.noise import level_name
+from denoise.data.clips import CLIPS_MANIFEST
 from denoise.data.evalsets import CLIP_SETS, CLIP_VALIDATION, load_set
 from denoise.data.extract import load_clips_manifest, load_manifest
-from denoise.data.roles import clean_targets
 from denoise.tracking.models import INIT_TAG, log_trained_model
 from denoise.tracking.runs import log_epoch, log_frames_inputs, model_run_name, stage
 from denoise.training.distribution import data_parallel
 from denoise.training.loop import _write_history, summarise, train_model
 from denoise.training.noise import host_noise
 from denoise.training.settings import model_init_from, training_noise
-from denoise.training.stream import ClipStream, PatchStream, clip_validation
+from denoise.training.stream import (
+    ClipStream,
+    FrameToFrameStream,
+    NeighbourStream,
+    PatchStream,
+    clip_validation,
+    frame_to_frame_validation,
+    noisy_sources,
+)
+
+
+def check_supervision(params: Params, names: list[str], manifest: pd.DataFrame) -> None:
+    """Raise ConfigError when a model's supervision has no sources to learn from: a clean one
+    when every source is noisy, a noisy one when none is (the manifest's role column)."""
+    noisy = noisy_sources(manifest)
+    every = set(manifest["video"].unique())
+    for name in names:
+        supervision = params.train.supervision_of(name)
+        own = f"train.variants.{name}.supervision" if name in params.train.variants else None
+        setting = f"{own} or train.supervision" if own else "train.supervision"
+        if supervision == "clean" and every and noisy >= every:
+            raise ConfigError(
+                f"{setting}: {name} learns from clean targets (supervision clean), but every "
+                "source is noisy; set it to noisy"
+            )
+        if supervision == "noisy" and not noisy:
+            raise ConfigError(
+                f"{setting}: {name} learns from noisy sources (supervision noisy), but no "
+                "source's role is noisy; set it to clean"
+            )
+
+
+def _noisy_stream(
+    params: Params, name: str, manifest: pd.DataFrame, print_fn: Any = print
+) -> FrameToFrameStream | NeighbourStream:
+    """Model `name`'s stream from the noisy sources alone: frame-to-frame on the train clips of
+    the noisy videos when there are any, else Neighbor2Neighbor on the noisy train frames."""
+    frames_dir = Path(params.paths.frames)
+    noisy = manifest[manifest["video"].isin(noisy_sources(manifest))]
+    videos = noisy[noisy["source_kind"] == "video"]
+    if videos.empty:
+        train = noisy[noisy["split"] == "train"]
+        for folder, rows in train.groupby("video"):
+            if len(rows) == 1:
+                print_fn(
+                    f"{folder}: one noisy image; Neighbor2Neighbor learns from it alone "
+                    "(from pairs of its own sub-images)"
+                )
+        return NeighbourStream(frames_dir, train, params)
+    for video, rows in videos.groupby("video"):
+        decoded = int(rows["frame_index"].max()) + 1
+        if decoded < 3:
+            raise DataError(
+                f"{video}: a noisy video needs at least 3 frames for frame-to-frame training, "
+                f"got {decoded}"
+            )
+    listed = (frames_dir / CLIPS_MANIFEST).is_file()
+    clips = load_clips_manifest(frames_dir) if listed else None
+    if clips is None or clips.empty:
+        raise DataError(
+            f"{videos['video'].iloc[0]}: frame-to-frame learns from runs of consecutive frames; "
+            "set extract.clips.per_split > 0 and run `denoise extract`"
+        )
+    train = clips[(clips["split"] == "train") & clips["video"].isin(videos["video"])]
+    for video in videos["video"].unique():
+        if video not in set(train["video"]):
+            raise DataError(
+                f"{video}: no train clip of this noisy video; lower extract.clips.length "
+                f"({params.extract.clips.length}) or raise extract.clips.per_split"
+            )
+    stills = sorted(set(noisy["video"]) - set(videos["video"]))
+    if stills:
+        print_fn(
+            f"{name}: frame-to-frame on the noisy videos; the noisy image folders "
+            f"({', '.join(stills)}) are left out"
+        )
+    return FrameToFrameStream(frames_dir, train, params, print_fn=print_fn)
+
+
+def _held_out(
+    params: Params, manifest: pd.DataFrame, print_fn: Any = print
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Held-out frame-to-frame pairs from the noisy videos' validation clips, or None (with a
+    note) when they have none."""
+    frames_dir = Path(params.paths.frames)
+    clips = load_clips_manifest(frames_dir)
+    chosen = clips[(clips["split"] == "validation") & clips["video"].isin(noisy_sources(manifest))]
+    pairs = frame_to_frame_validation(frames_dir, chosen, params.train.without_clean)
+    if pairs is None:
+        print_fn(
+            "no held-out frame-to-frame pairs (no validation clip of the noisy videos keeps "
+            "enough pixels); epochs are chosen on the clean validation set"
+        )
+    return pairs
 
 
 def _training_data(
     params: Params, name: str, manifest: pd.DataFrame
-) -> tuple[PatchStream | ClipStream, tuple[np.ndarray, np.ndarray]]:
+) -> tuple[PatchStream | ClipStream | FrameToFrameStream, tuple[np.ndarray, np.ndarray]]:
     """Model `name`'s training stream and (noisy, clean) validation pairs at
     noise.validation_sigma: the train frames and the validation set, or for a model on clips
-    (train.on_clips) the train clips and windows of the validation clips."""
+    (train.on_clips) the train clips and windows of the validation clips. A model of
+    supervision clean draws from the clean sources alone, one of noisy from the noisy ones."""
     frames_dir, evalsets = Path(params.paths.frames), Path(params.paths.evalsets)
     level = level_name("gaussian", params.noise.validation_sigma)
+    noisy = noisy_sources(manifest)
+    if params.train.supervision_of(name) == "noisy":
+        clean, noisy_set, _ = load_set(evalsets, "validation")
+        return _noisy_stream(params, name, manifest), (noisy_set[level], clean)
     noise = host_noise(training_noise(params, name), params.noise.camera)
     if not params.train.on_clips(name):
-        clean, noisy, _ = load_set(evalsets, "validation")
-        targets = clean_targets(manifest)  # a noisy source's frames are never clean targets
-        rows = targets[targets["split"] == "train"]
-        stream = PatchStream(frames_dir, rows, params, host_noise=noise)
-        return stream, (noisy[level], clean)
+        clean, noisy_set, _ = load_set(evalsets, "validation")
+        train = manifest[(manifest["split"] == "train") & ~manifest["video"].isin(noisy)]
+        stream = PatchStream(frames_dir, train, params, host_noise=noise)
+        return stream, (noisy_set[level], clean)
     if noise is not None:
         raise ConfigError(f"{name}: compressed training noise is for models on frames, not clips")
     window = params.train.window(name)
-    clips = clean_targets(load_clips_manifest(frames_dir))
-    clean, noisy, _ = load_set(evalsets, CLIP_VALIDATION, CLIP_SETS)
-    stream = ClipStream(frames_dir, clips[clips["split"] == "train"], params, window)
-    return stream, clip_validation(clean, noisy[level], window)
+    clips = load_clips_manifest(frames_dir)
+    clean, noisy_set, _ = load_set(evalsets, CLIP_VALIDATION, CLIP_SETS)
+    train_clips = clips[(clips["split"] == "train") & ~clips["video"].isin(noisy)]
+    stream = ClipStream(frames_dir, train_clips, params, window)
+    return stream, clip_validation(clean, noisy_set[level], window)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,10 +195,14 @@ def _train(
 ) -> TrainSummary:
     frames_dir = Path(params.paths.frames)
     manifest = load_manifest(frames_dir)
+    check_supervision(params, list(starts), manifest)
     summaries: dict[str, dict[str, Any]] = {}
     with stage(params, stage_name) as tracker:
         for name, (init, described) in starts.items():
             stream, validation = _training_data(params, name, manifest)
+            held_out = None
+            if isinstance(stream, FrameToFrameStream):
+                held_out = _held_out(params, manifest)
             tags = {"denoise.model": name, INIT_TAG: described}
             with (
                 tracker.child(
@@ -108,7 +210,9 @@ def _train(
                 ) as run_id,
                 data_parallel(params.train.batch_size),  # every device of the node
             ):
-                clips = stream.clips if isinstance(stream, ClipStream) else None
+                clips = (
+                    stream.clips if isinstance(stream, ClipStream | FrameToFrameStream) else None
+                )
                 log_frames_inputs(params, manifest, clips)
                 model, state = train_model(
                     name,
@@ -119,6 +223,7 @@ def _train(
                     epoch_logger=log_epoch,
                     num_samples=params.tracking.num_samples,
                     init=init,
+                    held_out=held_out,
                 )
             summary = summaries[name] = {
                 **summarise(name, params, model, state, stream),

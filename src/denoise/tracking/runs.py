@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import re
@@ -39,10 +40,23 @@ STAGE_STATUS_TAG = "denoise.stage.{stage}"
 # The process that opened a run: the next pipeline start ends its runs FAILED if it is gone.
 HOST_TAG, PID_TAG, PID_START_TAG = "denoise.host", "denoise.pid", "denoise.pid_start"
 FAILURE_TAG = "denoise.failure"
-# MLflow 3's UI opens an experiment on its GenAI view ("Traces 0") unless the experiment says
-# it is model training: then on its runs.
+# The experiment is model training: MLflow labels it so. Its UI (3.17) still opens on the GenAI
+# view unless the link says workflowType=machine_learning (MODEL_TRAINING_VIEW) or the browser
+# was switched to "Model training" once (it remembers).
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
+# A view of the runs table the links open (viewStateShareKey): the headline metrics as columns.
+VIEW_KEY = "denoise"
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
+VIEW_COLUMNS = (
+    "champion.test_psnr",
+    "champion.photos_psnr",
+    "champion.version",
+    "test_psnr",
+    "photos_psnr",
+    "ms_frame",
+)
+VIEW = json.dumps({"selectedColumns": [f"metrics.`{name}`" for name in VIEW_COLUMNS]})
 
 
 def _process_tags() -> dict[str, str]:
@@ -120,16 +134,17 @@ def configure(params: Params, root: Path | None = None) -> str:
     with first_use:
         client = MlflowClient()
         experiment = client.get_experiment_by_name(params.tracking.experiment)
+        tags = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, VIEW_TAG: VIEW}
+        experiment_id: str
         if experiment is None:
             experiment_id = client.create_experiment(
-                params.tracking.experiment,
-                artifact_location=artifact_location,
-                tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
+                params.tracking.experiment, artifact_location=artifact_location, tags=tags
             )
         else:
-            experiment_id = experiment.experiment_id
-            if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
-                client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+            experiment_id = str(experiment.experiment_id)
+            for key, value in tags.items():
+                if experiment.tags.get(key) != value:
+                    client.set_experiment_tag(experiment_id, key, value)
             recorded = experiment.artifact_location
             if artifact_location and recorded != artifact_location:  # the repository moved
                 database = Path(uri.removeprefix("sqlite:///"))
@@ -443,8 +458,10 @@ MODEL_TRAINING_VIEW = "workflowType=machine_learning"
 
 
 def experiment_link(base: str, experiment_id: str) -> str:
-    """The experiment's runs in the UI's model-training view, under base (the UI's URL)."""
-    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?{MODEL_TRAINING_VIEW}"
+    """The experiment's runs in the UI's model-training view, with the headline metrics as
+    columns (VIEW), under base (the UI's URL)."""
+    view = f"{MODEL_TRAINING_VIEW}&viewStateShareKey={VIEW_KEY}"
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?{view}"
 
 
 def run_link(run_id: str) -> str:
@@ -455,7 +472,8 @@ def run_link(run_id: str) -> str:
     run = MlflowClient().get_run(run_id)
     uri = mlflow.get_tracking_uri()
     base = uri if uri.startswith("http") else "http://127.0.0.1:5000"
-    return f"{base.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+    experiment = run.info.experiment_id
+    return f"{base.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}?{MODEL_TRAINING_VIEW}"
 
 
 def log_epoch(epoch: int, metrics: dict[str, float], samples: list[Any]) -> None:

@@ -4,7 +4,8 @@ Noise is drawn fresh for every patch of every step inside the compiled step
 (denoise.training.noise), so neither a noisy copy nor the whole data set is ever held (the
 paper's two reported limits). Every epoch writes a checkpoint under paths.checkpoints (outside
 DVC's outs); an interrupted run resumes from it and ends with the same weights as an
-uninterrupted one.
+uninterrupted one. The callbacks (validation, checkpoints, the guard) are training.callbacks';
+a model of supervision noisy adds no noise and fits training.supervision's model and loss.
 """
 
 from __future__ import annotations
@@ -13,209 +14,47 @@ import csv
 import dataclasses
 import hashlib
 import json
-import math
 import shutil
-import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 
-from denoise.core.atomic import atomic_path, write_json
+from denoise.core.atomic import atomic_path
 from denoise.core.config import Params
 from denoise.core.errors import TrainingError
-from denoise.core.images import triptych
-from denoise.core.metrics import ssim
-from denoise.core.progress import PLAIN_EVERY_SECONDS, clock
 from denoise.core.train_config import Profile
 from denoise.data.sources import file_sha256
 from denoise.models.build import build_model, count_parameters, load_model, start_from
 from denoise.models.build import psnr as psnr_metric  # the Keras metric (val_psnr)
 from denoise.models.precision import at_precision, dtype_policy, resolve_precision
-from denoise.training.noise import denoiser, with_training_noise
+from denoise.training.callbacks import (
+    EPOCH_METRICS,
+    HELD_OUT_METRIC,
+    HISTORY_FIELDS,
+    Checkpointer,
+    EpochLogger,
+    StepProgress,
+    TrainingState,
+    ValidationImages,
+)
+from denoise.training.noise import denoiser
 from denoise.training.settings import model_budget, training_noise
-from denoise.training.stream import ClipStream, PatchStream
+from denoise.training.stream import ClipStream, FrameToFrameStream, PatchStream
+from denoise.training.supervision import fitted_model
 
-HISTORY_FIELDS = ("epoch", "loss", "val_loss", "val_psnr", "val_ssim", "seconds")
-EPOCH_METRICS = ("loss", "val_loss", "val_psnr", "val_ssim")
-# Called after every epoch with (epoch, metrics, triptychs of the first validation frames).
-EpochLogger = Callable[[int, dict[str, float], list[np.ndarray]], None]
-
-
-@dataclasses.dataclass
-class TrainingState:
-    """What a checkpoint must hold besides the model to resume exactly (JSON-serialisable)."""
-
-    fingerprint: str
-    epochs_done: int = 0
-    best_val_loss: float = float("inf")
-    best_epoch: int = -1
-    wait: int = 0
-    seconds: float = 0.0
-    history: list[dict[str, float]] = dataclasses.field(default_factory=list)
-    # Undone epochs: {"epoch": 1-based, "loss": its training loss (None: not finite),
-    # "lr_scale": the scale it ran at}.
-    rollbacks: list[dict[str, float | None]] = dataclasses.field(default_factory=list)
-    diverged: bool = False  # diverged once more than max_rollbacks allows: training ended
-
-    @property
-    def lr_scale(self) -> float:
-        """The learning rate's scale: halved by every rollback."""
-        return 0.5 ** len(self.rollbacks)
-
-
-def middle_frame(image: np.ndarray) -> np.ndarray:
-    """The middle frame of a temporal model's input (H, W, 3 * window); an image as it is."""
-    middle = image.shape[-1] // 3 // 2
-    return image[..., 3 * middle : 3 * middle + 3]
-
-
-class ValidationImages(keras.callbacks.Callback):
-    """Adds val_ssim to the epoch's logs, and hands sample triptychs to an optional logger.
-
-    Runs before the Checkpointer, so the history it records holds val_ssim too.
-    validation: (noisy, clean) float32 (N, H, W, 3) in [0, 1] (noisy unclipped; a temporal
-    model's noisy windows (N, H, W, 3 * window)).
-    """
-
-    def __init__(
-        self,
-        validation: tuple[np.ndarray, np.ndarray],
-        batch_size: int,
-        num_samples: int,
-        logger: EpochLogger | None,
-    ) -> None:
-        super().__init__()
-        self.noisy, self.clean = validation
-        self.batch_size, self.num_samples, self.logger = batch_size, num_samples, logger
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        logs = logs if logs is not None else {}
-        denoised = np.clip(
-            np.asarray(self.model.predict(self.noisy, batch_size=self.batch_size, verbose=0)),
-            0.0,
-            1.0,
-        )
-        logs["val_ssim"] = float(
-            np.mean([ssim(clean, image) for clean, image in zip(self.clean, denoised, strict=True)])
-        )
-        if self.logger is not None:
-            samples = [
-                triptych(middle_frame(self.noisy[index]), denoised[index], self.clean[index])
-                for index in range(min(self.num_samples, len(self.clean)))
-            ]
-            self.logger(epoch + 1, {key: float(logs[key]) for key in EPOCH_METRICS}, samples)
-
-
-class StepProgress(keras.callbacks.Callback):
-    """A line within each epoch every PLAIN_EVERY_SECONDS, on standard error: steps done, steps
-    per second and the time left in the epoch and in all (Keras itself prints per epoch)."""
-
-    def __init__(self, name: str, epochs: int, steps_per_epoch: int) -> None:
-        super().__init__()
-        self.name, self.epochs, self.steps = name, epochs, steps_per_epoch
-
-    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.epoch = epoch
-        self.start = self.last = time.monotonic()
-
-    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        now = time.monotonic()
-        if now - self.last < PLAIN_EVERY_SECONDS:
-            return
-        self.last = now
-        done = batch + 1
-        rate = done / (now - self.start)
-        left = (self.steps - done) / rate
-        in_all = left + (self.epochs - self.epoch - 1) * self.steps / rate
-        print(
-            f"{self.name}: epoch {self.epoch + 1}/{self.epochs}, step {done}/{self.steps}, "
-            f"{rate:.2f} steps/s, about {clock(left)} left in the epoch, {clock(in_all)} in all",
-            file=sys.stderr,
-            flush=True,
-        )
-
-
-class Checkpointer(keras.callbacks.Callback):
-    """Early stopping on val_loss, an atomic checkpoint every epoch, and the divergence guard.
-
-    The checkpoint holds the model with its optimizer state, the best weights so far, and the
-    TrainingState, which is all a resumed run needs. An epoch that diverged (see `diverged`)
-    is not checkpointed: training stops with `rolled_back` set, and train_model resumes from
-    the previous checkpoint at half the learning rate; after profile.max_rollbacks of those,
-    the next divergence ends training (state.diverged).
-    """
-
-    def __init__(self, directory: Path, state: TrainingState, profile: Profile) -> None:
-        super().__init__()
-        self.directory, self.state, self.profile = directory, state, profile
-        self.rolled_back = False
-        self._epoch_start = 0.0
-
-    def diverged(self, loss: float) -> bool:
-        """Whether an epoch's training loss is non-finite or divergence_factor times the
-        lowest epoch loss so far."""
-        lowest = min((record["loss"] for record in self.state.history), default=math.inf)
-        return not math.isfinite(loss) or loss > self.profile.divergence_factor * lowest
-
-    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self._epoch_start = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        logs = logs or {}
-        state = self.state
-        seconds = time.perf_counter() - self._epoch_start
-        state.seconds += seconds
-        self.directory.mkdir(parents=True, exist_ok=True)
-        loss = float(logs["loss"])
-        if self.diverged(loss):
-            self.model.stop_training = True
-            if len(state.rollbacks) >= self.profile.max_rollbacks:
-                state.diverged = True
-            else:
-                state.rollbacks.append(
-                    {
-                        "epoch": epoch + 1,
-                        "loss": loss if math.isfinite(loss) else None,  # JSON has no NaN
-                        "lr_scale": state.lr_scale,
-                    }
-                )
-                self.rolled_back = True
-            write_json(self.directory / "state.json", dataclasses.asdict(state))
-            return
-        state.history.append(
-            {
-                "epoch": epoch + 1,
-                "loss": loss,
-                "val_loss": float(logs["val_loss"]),
-                "val_psnr": float(logs["val_psnr"]),
-                "val_ssim": float(logs["val_ssim"]),
-                "seconds": seconds,
-            }
-        )
-        if logs["val_loss"] < state.best_val_loss:
-            state.best_val_loss, state.best_epoch, state.wait = float(logs["val_loss"]), epoch, 0
-            with atomic_path(self.directory / "best.weights.h5") as staging:
-                self.model.save_weights(staging)
-        else:
-            state.wait += 1
-        state.epochs_done = epoch + 1
-        with atomic_path(self.directory / "last.keras") as staging:
-            self.model.save(staging)
-        write_json(self.directory / "state.json", dataclasses.asdict(state))
-        if state.wait >= self.profile.early_stopping_patience:
-            self.model.stop_training = True
+Stream = PatchStream | ClipStream | FrameToFrameStream
 
 
 def fingerprint(
     name: str,
     params: Params,
-    stream: PatchStream | ClipStream,
+    stream: Stream,
     validation: np.ndarray,
     init: Path | None = None,
+    held_out: np.ndarray | None = None,
 ) -> str:
     """Hash of everything a checkpoint depends on; a changed input starts training afresh."""
     spec = params.train.spec(name)
@@ -232,6 +71,12 @@ def fingerprint(
         "keras": keras.__version__,
         "backend": keras.backend.backend(),
     }
+    if params.train.supervision_of(name) == "noisy":
+        content["supervision"] = type(stream).__name__
+        content["without_clean"] = dataclasses.asdict(params.train.without_clean)
+        content["held_out"] = (
+            None if held_out is None else hashlib.sha256(held_out.tobytes()).hexdigest()
+        )
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
@@ -288,7 +133,7 @@ def _load_state(directory: Path, expected: str) -> TrainingState | None:
 def train_model(
     name: str,
     params: Params,
-    stream: PatchStream | ClipStream,
+    stream: Stream,
     validation: tuple[np.ndarray, np.ndarray],
     checkpoint_dir: Path,
     print_fn: Any = print,
@@ -296,20 +141,26 @@ def train_model(
     epoch_logger: EpochLogger | None = None,
     num_samples: int = 0,
     init: Path | None = None,
+    held_out: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[keras.Model, TrainingState]:
     """Fit one model, resuming from checkpoint_dir if it holds a run of the same fingerprint.
 
     The model's training noise (params.training_noise) is added to the stream's clean patches
-    in the training step.
+    in the training step; a model of supervision noisy adds none, and fits its network on a
+    FrameToFrameStream (masked loss) or a NeighbourStream (Neighbor2Neighbor's loss).
     validation: (noisy, clean) float32 (N, H, W, 3). Returns the model with its best weights.
     epoch_logger gets every epoch's metrics, including those a resumed run did before.
     init: a .keras model of the same layers to start from (a warm start), else from scratch.
+    held_out: a model of supervision noisy's held-out frame-to-frame pairs (ValidationImages):
+    its epochs are then chosen on them.
     The model trains on its budget: the active profile with its per_model settings. Call it
     inside training.distribution.data_parallel to train on every device of the node.
     """
     config = params.train
     budget = model_budget(config, name)
-    expected = fingerprint(name, params, stream, validation[0], init)
+    expected = fingerprint(
+        name, params, stream, validation[0], init, None if held_out is None else held_out[1]
+    )
     _make_deterministic(params.seed)
     state = _load_state(checkpoint_dir, expected)
     if state is None:
@@ -321,10 +172,9 @@ def train_model(
             network = build_model(name, config)
             if init is not None:
                 start_from(network, load_model(init), name, str(init))
-            model = with_training_noise(
-                network, training_noise(params, name), params.seed, params.noise.camera
-            )
-        model.compile(optimizer=make_optimizer(budget), loss="mse", metrics=[psnr_metric])
+            model, loss = fitted_model(name, params, network, stream)
+        scores = [psnr_metric] if loss == "mse" else []
+        model.compile(optimizer=make_optimizer(budget), loss=loss, metrics=scores)
         # Epoch 0's model: what a divergence in the first epoch rolls back to (state.json,
         # which a resume needs as well, comes with the first epoch or rollback).
         checkpoint_dir.mkdir(parents=True)
@@ -335,7 +185,11 @@ def train_model(
         model = _load_checkpoint(checkpoint_dir, budget, state)
         if epoch_logger is not None:
             for record in state.history:
-                epoch_logger(int(record["epoch"]), {key: record[key] for key in EPOCH_METRICS}, [])
+                metrics = {
+                    key: record[key] for key in (*EPOCH_METRICS, HELD_OUT_METRIC) if key in record
+                }
+                epoch_logger(int(record["epoch"]), metrics, [])
+    clean = config.supervision_of(name) == "clean"
     while not (
         state.diverged
         or state.wait >= budget.early_stopping_patience
@@ -349,10 +203,12 @@ def train_model(
             steps_per_epoch=budget.steps_per_epoch,
             shuffle=False,
             initial_epoch=state.epochs_done,
-            validation_data=validation,
+            validation_data=validation if clean else None,
             validation_batch_size=config.batch_size,
             callbacks=[
-                ValidationImages(validation, config.batch_size, num_samples, epoch_logger),
+                ValidationImages(
+                    validation, config.batch_size, num_samples, epoch_logger, not clean, held_out
+                ),
                 checkpointer,
                 StepProgress(name, budget.epochs, budget.steps_per_epoch),
                 *extra_callbacks,
@@ -389,7 +245,7 @@ def train_model(
 
 def _write_history(path: Path, history: list[dict[str, float]]) -> None:
     with atomic_path(path) as staging, staging.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=HISTORY_FIELDS)
+        writer = csv.DictWriter(handle, fieldnames=HISTORY_FIELDS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(history)
 
@@ -399,10 +255,11 @@ def summarise(
     params: Params,
     model: keras.Model,
     state: TrainingState,
-    stream: PatchStream | ClipStream,
+    stream: Stream,
 ) -> dict[str, Any]:
     """What models/<name>.json records of a trained model: size, budget, noise, best scores."""
     best = state.history[state.best_epoch]
+    clean = params.train.supervision_of(name) == "clean"
     return {
         "parameters": count_parameters(model),
         "architecture": params.train.spec(name).architecture,
@@ -410,7 +267,9 @@ def summarise(
         "precision": resolve_precision(params.train.active.precision),
         "schedule": model_budget(params.train, name).schedule,
         "learning_rate": model_budget(params.train, name).learning_rate,
-        "noise": dataclasses.asdict(training_noise(params, name)),
+        # supervision noisy adds no noise: the sources' own is what it learns
+        "noise": dataclasses.asdict(training_noise(params, name)) if clean else None,
+        "supervision": params.train.supervision_of(name),
         "patch_size": stream.patch,
         "batch_size": stream.batch_size,
         "epochs": state.epochs_done,
@@ -418,6 +277,7 @@ def summarise(
         "val_loss": best["val_loss"],
         "val_psnr": best["val_psnr"],
         "val_ssim": best["val_ssim"],
+        **({HELD_OUT_METRIC: best[HELD_OUT_METRIC]} if HELD_OUT_METRIC in best else {}),
         "train_seconds": state.seconds,
         # every epoch trained counts, the undone ones too: they took time as well
         "train_patches_per_second": (state.epochs_done + len(state.rollbacks) + state.diverged)

@@ -212,5 +212,9 @@ def with_training_noise(
 
 
 def denoiser(training_model: keras.Model) -> keras.Model:
-    """The network inside a with_training_noise model (its weights are shared, not copied)."""
-    return training_model.layers[-1]
+    """The network inside a fitted model (with_training_noise's, or training.supervision's):
+    its one layer that is a model (its weights are shared, not copied)."""
+    networks = [layer for layer in training_model.layers if isinstance(layer, keras.Model)]
+    if len(networks) != 1:
+        raise ValueError(f"{training_model.name}: holds {len(networks)} networks, not one")
+    return networks[0]

@@ -64,4 +64,7 @@ def training_settings(params: Params, name: str) -> dict[str, Any]:
         "budget": own_budget,
         "init_from": model_init_from(train, name),
     }
+    if train.supervision_of(name) == "noisy":  # only then, so clean models' files keep theirs
+        settings["supervision"] = "noisy"
+        settings["without_clean"] = dataclasses.asdict(train.without_clean)
     return settings

@@ -12,8 +12,13 @@ import pandas as pd
 from denoise.core.config import Params
 from denoise.core.errors import DataError
 from denoise.core.temporal import REFLECTED_FRAME, as_channels, reflected
+from denoise.core.train_config import WithoutClean
 from denoise.data.clips import CLIPS_MANIFEST
 from denoise.data.extract import MANIFEST_NAME
+from denoise.data.flow import frame_to_frame_target
+from denoise.data.subsampling import neighbour_masks, subsample
+
+ROLE = "role"  # the frame manifest's column: "clean" (a target) or "noisy" (no clean copy)
 
 
 class _EndlessStream(keras.utils.PyDataset):
@@ -87,7 +92,8 @@ class PatchStream(_EndlessStream):
         """The positions in `rows` of the frames batch `index` crops its patches from."""
         return self._draw(index)[1]
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+    def _patches(self, index: int) -> tuple[np.random.Generator, np.ndarray]:
+        """Batch `index`'s generator after its draws, and its patches float32 (B, P, P, 3)."""
         rng, picks = self._draw(index)
         clean = np.empty((self.batch_size, self.patch, self.patch, 3), np.float32)
         for slot, pick in enumerate(picks):
@@ -102,9 +108,117 @@ class PatchStream(_EndlessStream):
                 patch = patch[::-1]
             clean[slot] = patch
         clean /= 255.0
+        return rng, clean
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        rng, clean = self._patches(index)
         if self.host_noise is not None:  # drawn after the crops, from the batch's own rng
             return self.host_noise(clean, rng), clean
         return clean, clean
+
+
+class NeighbourStream(PatchStream):
+    """Neighbor2Neighbor batches from noisy frames: packed float32 (B, P, P, 5), the noisy
+    patches as stored (no noise added) then the two neighbour masks
+    (data.subsampling.neighbour_masks), and each patch's second sub-image (B, P/2, P/2, 3).
+    The patches are PatchStream's, the masks drawn after them from the same generator."""
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        rng, noisy = self._patches(index)
+        masks = np.stack([neighbour_masks(self.patch, self.patch, rng) for _ in noisy])
+        second = np.stack(
+            [subsample(patch, mask[..., 1]) for patch, mask in zip(noisy, masks, strict=True)]
+        )
+        return np.concatenate([noisy, masks], axis=-1), second
+
+
+def noisy_sources(manifest: pd.DataFrame) -> set[str]:
+    """The sources (manifest `video` names) whose role is noisy: the manifest's `role` column
+    (data.extract), and none without one (every source clean, as before roles)."""
+    if ROLE not in manifest.columns:
+        return set()
+    return set(manifest.loc[manifest[ROLE] == "noisy", "video"].unique())
+
+
+class FrameToFrameStream(_EndlessStream):
+    """Frame-to-frame batches from noisy clips (Ehret et al. 2019): noisy frames float32
+    (B, P, P, 3) in [0, 1] as stored (no noise added), and packed targets (B, P, P, 4): a
+    neighbouring frame (t - 1 or t + 1) warped onto each by optical flow, then the mask of the
+    pixels the loss scores (data.flow.frame_to_frame_target; masked-out pixels are 0).
+
+    Every pair's target and mask are made once, on the host, when the stream is built: flow
+    never runs in the compiled step. A pair keeping fewer than without_clean.min_coverage of
+    its pixels is dropped, and a clip with no pair left is skipped with a note (print_fn).
+    Batch `index` is a pure function of (seed, first_batch + index), as PatchStream's.
+    """
+
+    def __init__(
+        self,
+        frames_dir: Path,
+        clips: pd.DataFrame,
+        params: Params,
+        first_batch: int = 0,
+        print_fn: Callable[[str], None] = print,
+    ) -> None:
+        if clips.empty:
+            raise DataError(f"{frames_dir}: no noisy train clips for frame-to-frame training")
+        self.frames_dir = frames_dir
+        self.manifest = frames_dir / CLIPS_MANIFEST
+        self.clips = clips
+        settings = params.train.without_clean
+        self._clips: list[np.ndarray] = []
+        # (clip, frame t, its target float16 (H, W, 3), its mask bool (H, W))
+        self._pairs: list[tuple[int, int, np.ndarray, np.ndarray]] = []
+        for file, video, number in zip(clips["file"], clips["video"], clips["clip"], strict=True):
+            clip = np.load(frames_dir / file, mmap_mode="r")
+            frames = np.asarray(clip, dtype=np.float32) / 255.0
+            pairs = []
+            for frame in range(len(frames)):
+                for neighbour in (frame - 1, frame + 1):
+                    if not 0 <= neighbour < len(frames):
+                        continue
+                    target, mask = frame_to_frame_target(frames[frame], frames[neighbour], settings)
+                    if mask.mean() >= settings.min_coverage:
+                        pairs.append((len(self._clips), frame, target.astype(np.float16), mask))
+            if not pairs:
+                print_fn(
+                    f"{video} clip {number}: the optical flow failed on every frame pair "
+                    "(a scene cut, or too little texture); skipped"
+                )
+                continue
+            self._clips.append(clip)
+            self._pairs.extend(pairs)
+        if not self._pairs:
+            raise DataError(
+                f"{frames_dir}: no frame pair of the noisy train clips kept "
+                f"train.without_clean.min_coverage ({settings.min_coverage:g}) of its pixels"
+            )
+        height, width = self._clips[0].shape[1:3]
+        super().__init__(params, first_batch, height, width)
+
+    @property
+    def coverage(self) -> float:
+        """The share of pixels the masks keep, over every pair kept."""
+        return float(np.mean([pair[3].mean() for pair in self._pairs]))
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = self._generator(index)
+        size = self.patch
+        noisy = np.empty((self.batch_size, size, size, 3), np.float32)
+        packed = np.empty((self.batch_size, size, size, 4), np.float32)
+        for slot in range(self.batch_size):
+            clip, frame, target, mask = self._pairs[rng.integers(len(self._pairs))]
+            height, width = mask.shape
+            top, left = rng.integers(height - size + 1), rng.integers(width - size + 1)
+            window = (slice(top, top + size), slice(left, left + size))
+            image = self._clips[clip][frame][window] / 255.0
+            both = np.concatenate([target[window], mask[window][..., None]], axis=-1)
+            if rng.random() < 0.5:
+                image, both = image[:, ::-1], both[:, ::-1]
+            if rng.random() < 0.5:
+                image, both = image[::-1], both[::-1]
+            noisy[slot], packed[slot] = image, both
+        return noisy, packed
 
 
 class ClipStream(_EndlessStream):
@@ -173,6 +287,30 @@ class ClipStream(_EndlessStream):
         frames_first = windows.reshape(*windows.shape[:3], self.window, 3).transpose(0, 3, 1, 2, 4)
         frames_first[mirrored] = REFLECTED_FRAME  # a view: marks the windows' reflected frames
         return (windows if self.window > 1 else middles), middles
+
+
+def frame_to_frame_validation(
+    frames_dir: Path, clips: pd.DataFrame, settings: WithoutClean, per_clip: int = 3
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Held-out frame-to-frame pairs from noisy clips (validation ones): per clip, per_clip
+    frames t evenly spaced inside it, each with frame t + 1 warped onto it and its mask.
+
+    Returns (noisy float32 (M, H, W, 3) in [0, 1], packed float32 (M, H, W, 4): the warped
+    neighbour then the mask), as FrameToFrameStream yields them; None when no pair keeps
+    settings.min_coverage of its pixels (or there is no clip).
+    """
+    noisy, packed = [], []
+    for file in clips["file"]:
+        frames = np.load(frames_dir / file).astype(np.float32) / 255.0
+        spots = np.linspace(0, len(frames) - 2, per_clip + 2)[1:-1].round().astype(int)
+        for frame in np.unique(spots):
+            target, mask = frame_to_frame_target(frames[frame], frames[frame + 1], settings)
+            if mask.mean() >= settings.min_coverage:
+                noisy.append(frames[frame])
+                packed.append(np.concatenate([target, mask[..., None]], axis=-1))
+    if not noisy:
+        return None
+    return np.stack(noisy), np.stack(packed).astype(np.float32)
 
 
 def clip_validation(
