@@ -10,7 +10,7 @@ export DVC_NO_ANALYTICS := 1
 # subprocess chains and servers (one busy core on average), so two workers suit two cores.
 TEST_WORKERS ?= 2
 
-.PHONY: setup remote samples run serve ui push pull team-up team-down test test-fast lint lineage plots-template clean
+.PHONY: setup remote samples run serve ui push pull team-up team-down test test-fast lint lineage plots-template screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -90,6 +90,12 @@ lineage: setup
 # `dvc plots show` renders offline (.dvc/config names it). Needs npm; rerun after a DVC upgrade.
 plots-template: setup
 	python infra/plots/build_template.py
+
+# docs/images/mlflow-*.png, the README's pictures of the MLflow UI: after `make run`.
+screenshots: setup
+	infra/apt-install.sh chromium "no screenshots"
+	infra/apt-install.sh chromium-driver "no screenshots"
+	python infra/screenshots.py
 
 clean:
 	rm -rf data/frames data/evalsets reports/validation models checkpoints reports/evaluation

@@ -34,13 +34,8 @@ from denoise.core.config import Services, load_params
 from denoise.core.errors import ServiceError, StoppedError, UnreachableError
 from denoise.core.markdown import markdown_table
 from denoise.serving.load import ALREADY_CHAMPION
-from denoise.tracking.runs import (
-    PARENT_RUN_ENV,
-    close_pipeline_run,
-    configure,
-    open_pipeline_run,
-    pipeline_run_name,
-)
+from denoise.tracking.runs import PARENT_RUN_ENV, close_pipeline_run, configure, open_pipeline_run
+from denoise.tracking.views import pipeline_run_name
 from flows import fanout
 from flows.stages import StageFailed, read_stages, run_dvc
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from conftest import PROJECT_ROOT, project_values
 
-from denoise.core.config import DeadLeaves, load_params, params_from_dict
+from denoise.core.config import load_params, params_from_dict
+from denoise.core.data_config import DeadLeaves
 from denoise.core.errors import ConfigError, DataError
 from denoise.data.dead_leaves import disc_radii, generate, load_palette
 from denoise.data.sources import list_sources

@@ -76,3 +76,81 @@ def test_the_lineage_document_holds_dvcs_current_graphs() -> None:
             timeout=120,
         ).stdout
         assert graph.strip() in document, f"docs/lineage.md is stale: run `make lineage` ({extra})"
+
+
+DOCUMENTS = [PROJECT_ROOT / "README.md", *sorted((PROJECT_ROOT / "docs").glob("*.md"))]
+# A dotted name in backticks: code (denoise.serving.api.Denoiser), or a tag or event name the
+# code writes as a string (denoise.reason, denoise.champion.moved).
+DOTTED_NAME = re.compile(r"`(denoise(?:\.\w+)+)(?:\(\))?`")
+# A command line in a fenced block: `denoise <command> ...`, after an optional prompt.
+COMMAND_LINE = re.compile(r"^\s*(?:\$ )?denoise ([a-z][a-z-]*)\b", re.MULTILINE)
+FENCED = re.compile(r"```[a-z]*\n(.*?)```", re.DOTALL)
+
+
+def _resolves(name: str) -> bool:
+    """Whether a dotted name is an importable module, or an attribute of one."""
+    import importlib
+
+    parts = name.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            found: object = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        try:
+            for attribute in parts[cut:]:
+                found = getattr(found, attribute)
+        except AttributeError:
+            return False
+        return True
+    return False
+
+
+def _written_names() -> set[str]:
+    """The tag, metric and event names the code and flows write as "denoise.<name>..." strings."""
+    written = set()
+    sources = [
+        *(PROJECT_ROOT / "src" / "denoise").rglob("*.py"),
+        *(PROJECT_ROOT / "flows").glob("*.py"),
+    ]
+    for path in sources:
+        written |= set(re.findall(r"[\"']denoise\.([\w.{}]+)", path.read_text()))
+    return {name.split(".")[0] for name in written}
+
+
+def test_every_name_of_the_code_the_docs_mention_exists() -> None:
+    """Each `denoise.…` name is importable (a module, or a name in one), unless it is a tag or
+    event name the code writes."""
+    tags = _written_names()
+    named = {
+        (path.relative_to(PROJECT_ROOT), name)
+        for path in DOCUMENTS
+        for name in DOTTED_NAME.findall(path.read_text())
+    }
+    missing = [
+        f"{path}: {name}"
+        for path, name in sorted(named)
+        if not _resolves(name) and name.split(".")[1] not in tags
+    ]
+    assert len(named) > 5 and missing == []
+
+
+def test_every_denoise_command_the_docs_show_has_its_help() -> None:
+    from typer.testing import CliRunner
+
+    from denoise.cli import app
+
+    commands = {
+        (path.relative_to(PROJECT_ROOT), command)
+        for path in DOCUMENTS
+        for block in FENCED.findall(path.read_text())
+        for command in COMMAND_LINE.findall(block)
+    }
+    assert commands, "the docs show denoise commands"
+    runner = CliRunner()
+    failed = []
+    for path, command in sorted(commands):
+        result = runner.invoke(app, [command, "--help"])
+        if result.exit_code != 0 or "Usage" not in result.output:
+            failed.append(f"{path}: denoise {command}: {result.output.strip()[-200:]}")
+    assert failed == []

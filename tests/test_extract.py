@@ -11,8 +11,8 @@ import pytest
 from conftest import write_params, write_tiny_video
 
 from denoise.core.config import Params
+from denoise.core.data_config import Split
 from denoise.core.errors import DataError
-from denoise.core.extract_config import Split
 from denoise.data.extract import assign_splits, load_frames, load_manifest
 from denoise.data.sources import list_sources
 from denoise.data.video import IMAGE_SUFFIXES

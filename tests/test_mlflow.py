@@ -11,6 +11,7 @@ they pass alone and in any order.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from repository import build_repository, commit, sh
 from servers import start_mlflow_server, stop
 
 from denoise.tracking.aliases import Decision, decide
+from denoise.tracking.views import experiment_link
 from denoise.training.settings import with_active
 from flows.pipeline import champion_moves
 from flows.stages import read_stages
@@ -218,3 +220,46 @@ def test_the_flow_announces_each_registered_models_champion_move_once() -> None:
     # A former champion whose training run is registered again was decided earlier: no move.
     former = {**decision("denoise", "dncnn", "1", "3"), "alias": "champion", "earlier": True}
     assert champion_moves([image_move, former]) == {"denoise": image_move}
+
+
+def _browser():  # type: ignore[no-untyped-def]
+    """Debian's headless Chromium driven by selenium (make test installs chromium-driver)."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if browser is None or driver is None:
+        pytest.skip("chromium or chromedriver not installed (make test installs both)")
+    from selenium import webdriver
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1600,900"):
+        options.add_argument(argument)
+    return webdriver.Chrome(options=options, service=webdriver.ChromeService(driver))
+
+
+def test_the_ui_opens_on_the_runs_with_metric_columns_and_the_champion(
+    server: str, first_run: FirstRun
+) -> None:
+    """What a person sees following the link `denoise ui` prints: the runs table in the
+    model-training view with the headline metrics as columns, and the registry's champion."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    experiment = _client(server).get_experiment_by_name(EXPERIMENT)
+    driver = _browser()
+
+    def page() -> str:
+        return str(driver.find_element("tag name", "body").text)
+
+    try:
+        driver.get(experiment_link(server, experiment.experiment_id))
+        # Loaded: the flat runs are listed by name, with the metric columns of the view.
+        WebDriverWait(driver, 180).until(lambda _: "register:" in page())
+        WebDriverWait(driver, 60).until(lambda _: "champion.test_psnr" in page())
+        shown = page()
+        assert "Traces 0" not in shown and "Model training" in shown
+        champion = _client(server).get_model_version_by_alias(MODEL_NAME, "champion")
+        driver.get(f"{server}/#/models/{MODEL_NAME}")
+        WebDriverWait(driver, 180).until(lambda _: "@ champion" in page())
+        assert f"Version {champion.version}" in page()
+    finally:
+        driver.quit()

@@ -15,7 +15,8 @@ from denoise.core.config import load_params
 from denoise.core.locations import repository_root, tracking_uri
 from denoise.serving.load import CHALLENGER, CHAMPION
 from denoise.tracking.aliases import decide, should_promote
-from denoise.tracking.runs import flatten, model_run_name, pipeline_run_name
+from denoise.tracking.runs import flatten
+from denoise.tracking.views import model_run_name, pipeline_run_name
 
 
 def _git(*arguments: str, cwd: Path) -> None:

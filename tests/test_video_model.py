@@ -31,7 +31,7 @@ from denoise.data.video import read_image_float, read_video_rgb, write_image_flo
 from denoise.models.build import build_model, multiply_adds_per_pixel, required_multiple
 from denoise.models.drunet import drunet
 from denoise.models.fastdvdnet import fastdvdnet
-from denoise.serving import apply
+from denoise.serving import apply, choose
 from denoise.serving.tiling import denoise_batch
 from denoise.stages.evaluate import run as run_evaluate
 from denoise.stages.extract import run as run_extract
@@ -417,8 +417,8 @@ def test_videos_fall_back_to_the_image_model_frame_by_frame_then_the_shipped_one
     still = tmp_path / "still.png"
     write_image_float(still, np.full((16, 16, 3), 0.5, np.float32), np.dtype(np.uint8))
     tried: list[str] = []
-    load = apply.load_model_at
-    monkeypatch.setattr(apply, "_load", lambda p, uri: tried.append(uri) or load(p, uri))
+    load = choose.load_model_at
+    monkeypatch.setattr(choose, "load_model_at", lambda p, uri: tried.append(uri) or load(p, uri))
     summary = apply.run(params, [source, still], tmp_path / "out")
     assert summary.video_model_uri is not None and summary.video_model_uri.endswith(".keras")
     assert summary.model_uri == summary.video_model_uri

@@ -21,6 +21,8 @@ from denoise.tracking.server import tracking_error
 
 app = typer.Typer(
     help="Turn raw video into trained, versioned denoising models.",
+    # Docstrings as markdown: a paragraph's lines join and wrap to the terminal.
+    rich_markup_mode="markdown",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

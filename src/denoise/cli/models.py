@@ -31,28 +31,29 @@ def apply(
             "--model",
             "-m",
             help="models:/NAME@ALIAS, runs:/ID/model, a .keras file, or `pretrained` (the model "
-            "shipped with denoise) [default: images: models:/<register.model_name>@champion, or "
-            "the shipped model while none is registered; videos: "
-            "models:/<register.video_model_name>@champion, or the image model frame by frame].",
+            "shipped with denoise).",
+            show_default="the champion: the shipped model while none is registered; videos: the "
+            "video champion, else the image model frame by frame",
         ),
     ] = None,
     tile: Annotated[
-        int | None, typer.Option("--tile", help="Largest tile side [default: apply.tile_size].")
+        int | None,
+        typer.Option("--tile", help="Largest tile side.", show_default="apply.tile_size"),
     ] = None,
     self_ensemble: Annotated[
         bool | None,
         typer.Option(
             "--self-ensemble/--no-self-ensemble",
-            help="Average over 8 flips and quarter turns (8 model calls per tile) "
-            "[default: apply.self_ensemble].",
+            help="Average over 8 flips and quarter turns (8 model calls per tile).",
+            show_default="apply.self_ensemble",
         ),
     ] = None,
     precision: Annotated[
         str | None,
         typer.Option(
             "--precision",
-            help="float32, or bfloat16 (mixed: faster on CPUs with native bf16 and on GPUs) "
-            "[default: apply.precision].",
+            help="float32, or bfloat16 (mixed: faster on CPUs with native bf16 and on GPUs).",
+            show_default="apply.precision",
         ),
     ] = None,
     params: ParamsOption = Path("params.yaml"),

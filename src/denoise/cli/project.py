@@ -30,8 +30,9 @@ def ui(
 ) -> None:
     """Open the MLflow UI on the tracking store the pipeline logs to (local SQLite default),
     and print the link to the experiment's runs in the model-training view."""
-    from denoise.tracking.runs import configure, experiment_link
+    from denoise.tracking.runs import configure
     from denoise.tracking.server import check_server
+    from denoise.tracking.views import experiment_link
 
     config = _load(params)
     uri = tracking_uri(config)

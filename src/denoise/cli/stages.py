@@ -113,7 +113,9 @@ def train(
     params: ParamsOption = Path("params.yaml"),
     model: Annotated[
         str | None,
-        typer.Option("--model", help="Train this model of train.models alone [default: all]."),
+        typer.Option(
+            "--model", help="Train this model of train.models alone.", show_default="all of them"
+        ),
     ] = None,
 ) -> None:
     """Train the models of params.train.models on streamed noisy patches (train@<model>)."""
@@ -130,8 +132,10 @@ def train(
 @app.command()
 @_user_errors
 def evaluate(params: ParamsOption = Path("params.yaml")) -> None:
-    """Score the noisy input, classical baselines and trained models; print the table (in a
-    terminal; under DVC or the flow, where `denoise run` ends with its own, where it is)."""
+    """Score the noisy input, classical baselines and trained models; print the table.
+
+    In a terminal; under DVC or the flow one line says where it is (`denoise run` ends with
+    its own)."""
     from denoise.stages import evaluate as stage
 
     config = _stage(params)

@@ -2,11 +2,10 @@
 
 Each params.yaml section is one frozen pydantic dataclass (denoise.core.schema's `section`:
 `extra="forbid"`, `Literal` choices, `Field` bounds, a model validator only for a rule that spans
-fields); the train section and training noise are in denoise.core.train_config. A changed copy
+fields); the train section and training noise are in denoise.core.train_config, the data
+sections (samples, extract, noise) in denoise.core.data_config. A changed copy
 (`dataclasses.replace`) is validated again, and any error is one ConfigError line naming the
 dotted key. load_params() is the only reader of params.yaml (core.params_file parses it).
-The extract section is in denoise.core.extract_config, the noise section in
-denoise.core.noise_config.
 
 Defaults live in params.yaml alone: it must set every key, and the code holds no default
 value. params.yaml is the documented home of each setting (its comments say what each does),
@@ -28,9 +27,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
+from denoise.core.data_config import (
+    Extract,
+    Noise,
+    Samples,
+)
 from denoise.core.errors import ConfigError
-from denoise.core.extract_config import Extract
-from denoise.core.noise_config import Noise
 from denoise.core.params_file import read_values, with_recipe
 from denoise.core.schema import (
     ApplyPrecision,
@@ -44,11 +46,8 @@ from denoise.core.schema import (
     Name,
     NonNegative,
     NotBlank,
-    PhotoFolder,
     Positive,
     RelativeFolder,
-    Source,
-    StillFolder,
     Str,
     fail,
     section,
@@ -77,41 +76,6 @@ class Paths:
     def every(self) -> list[str]:
         """Every path, in params.yaml's order."""
         return [getattr(self, field.name) for field in dataclasses.fields(self)]
-
-
-@section
-class DeadLeaves:
-    """The dead_leaves still folder: seeded dead-leaves images (denoise.data.dead_leaves)."""
-
-    images: AtLeast1
-    radius_min: Annotated[Float, Field(ge=0.5)]  # pixels of the written image
-    radius_max: Positive
-    alpha: Annotated[Float, Field(gt=1)]  # disc radius density ~ r ** -alpha
-    max_discs: AtLeast1  # at most this many discs an image (the last gaps keep the background)
-    supersample: AtLeast1  # drawn this many times larger, then area-resized (soft edges)
-    colours_from: Annotated[list[PhotoFolder], Field(min_length=1)]
-    texture_fraction: Fraction  # share of discs given a grating between two colours
-    texture_period_min: Annotated[Float, Field(ge=2)]  # pixels
-    texture_period_max: Annotated[Float, Field(ge=2)]
-    blur_max: NonNegative  # each image blurred by a Gaussian of sigma ~ U(0, blur_max) pixels
-
-    @model_validator(mode="after")
-    def _ranges(self) -> DeadLeaves:
-        if self.radius_max <= self.radius_min:
-            fail("radius_max", f"must be > radius_min, got {self.radius_max}")
-        if self.texture_period_max < self.texture_period_min:
-            fail("texture_period_max", "must be >= texture_period_min")
-        return self
-
-
-@section
-class Samples:
-    videos: list[Source]
-    synthetic_frames: AtLeast1
-    # Train-only still folders to build under paths.raw (denoise.data.stills): photos,
-    # wallpapers, jxl_photos, dead_leaves.
-    stills: list[StillFolder]
-    dead_leaves: DeadLeaves
 
 
 @section

@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from denoise.core.config import DeadLeaves
+from denoise.core.data_config import DeadLeaves
 from denoise.core.errors import DataError
 from denoise.core.noise import set_rng
 from denoise.data.video import IMAGE_SUFFIXES

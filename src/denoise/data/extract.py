@@ -14,8 +14,8 @@ import pandas as pd
 
 from denoise.core.atomic import atomic_directory
 from denoise.core.config import Params
+from denoise.core.data_config import Split
 from denoise.core.errors import DataError
-from denoise.core.extract_config import Split
 from denoise.core.progress import progress
 from denoise.data.clips import CLIPS_DIR, CLIPS_MANIFEST, clip_starts, collect_clips
 from denoise.data.roles import NOISY, SOURCES_NAME, SourceRole, source_role, source_table

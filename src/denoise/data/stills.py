@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 
 from denoise.core.atomic import atomic_directory
-from denoise.core.config import DeadLeaves
+from denoise.core.data_config import DeadLeaves
 from denoise.core.errors import DataError
 from denoise.core.schema import STILL_FOLDERS
 from denoise.data.dead_leaves import load_palette, write_dead_leaves

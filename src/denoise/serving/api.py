@@ -22,14 +22,8 @@ from denoise.core.config import Apply, Params, default_params, load_params
 from denoise.core.errors import InputError, ModelError
 from denoise.core.schema import INIT_CHAMPION, INIT_PRETRAINED
 from denoise.models.pretrained import pretrained_model_path
-from denoise.serving.apply import (
-    Applied,
-    apply_to_video,
-    denoise_channels,
-    load_model_at,
-    model_window,
-    shipped_fallback,
-)
+from denoise.serving.apply import Applied, apply_to_video, denoise_channels, model_window
+from denoise.serving.choose import load_model_at, shipped_fallback
 from denoise.serving.load import default_model_uri
 
 # Integer images are scaled from their full range, as image files are read.

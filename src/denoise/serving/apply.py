@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import itertools
 import os
-import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -16,8 +14,7 @@ import numpy as np
 
 from denoise.core.atomic import atomic_path
 from denoise.core.config import Apply, Params
-from denoise.core.errors import InputError, NotRegisteredError, VideoError
-from denoise.core.locations import tracking_uri
+from denoise.core.errors import InputError, VideoError
 from denoise.core.progress import progress
 from denoise.core.schema import INIT_PRETRAINED
 from denoise.core.temporal import channel_windows
@@ -34,7 +31,8 @@ from denoise.data.video import (
     write_image_float,
 )
 from denoise.models.pretrained import pretrained_model_path
-from denoise.serving.load import _is_local, default_model_uri, load_denoiser
+from denoise.serving.choose import SHIPPED, first_registered, load_model_at
+from denoise.serving.load import default_model_uri
 from denoise.serving.tiling import denoise_batch, denoise_image
 
 
@@ -305,55 +303,6 @@ def apply_to_video(model: Any, source: Path, target: Path, config: Apply) -> App
     return Applied(source, target, info.width, info.height, written, info.fps, video, note)
 
 
-def load_model_at(params: Params, uri: str) -> Any:
-    """The model at uri, at params.apply.precision."""
-    model = load_denoiser(uri, None if _is_local(uri) else tracking_uri(params))
-    if hasattr(model, "layers"):
-        # lazy: Keras loads only once the inputs are known to be good
-        from denoise.models.precision import at_precision
-
-        model = at_precision(model, params.apply.precision)
-    return model
-
-
-def _first_registered(
-    params: Params, choices: list[tuple[str, str]], loaded: dict[str, Any]
-) -> tuple[Any, str]:
-    """The model of the first (uri, what it is) of choices that loads, and its URI: each one
-    not registered is said on stderr, with what is used instead (the last must load). loaded:
-    what each URI tried so far gave (a model, or the NotRegisteredError), so that images and
-    videos load a model they share once."""
-
-    def attempt(uri: str) -> Any:
-        if uri not in loaded:
-            try:
-                loaded[uri] = load_model_at(params, uri)
-            except NotRegisteredError as error:
-                loaded[uri] = error
-        return loaded[uri]
-
-    for (uri, _), (_, instead) in itertools.pairwise(choices):
-        found = attempt(uri)
-        if not isinstance(found, NotRegisteredError):
-            return found, uri
-        print(f"no {uri} yet ({found}); using {instead}", file=sys.stderr)
-    last = choices[-1][0]
-    found = attempt(last)
-    if isinstance(found, NotRegisteredError):
-        raise found
-    return found, last
-
-
-SHIPPED = "the shipped pretrained model"
-
-
-def shipped_fallback(params: Params, uris: list[str]) -> tuple[Any, str]:
-    """The model of the first of uris that is registered, else the shipped model (each one
-    not registered is said in one line on stderr), and what was loaded."""
-    choices = [(uri, uri) for uri in uris] + [(str(pretrained_model_path()), SHIPPED)]
-    return _first_registered(params, choices, {})
-
-
 def run(
     params: Params, inputs: list[Path], output: Path, model_uri: str | None = None
 ) -> ApplySummary:
@@ -394,11 +343,11 @@ def run(
         video_model, video_uri = model, uri
     else:
         if images:
-            model, uri = _first_registered(params, [image_champion, shipped], loaded)
+            model, uri = first_registered(params, [image_champion, shipped], loaded)
         if videos:
             video_champion = (default_model_uri(params, video=True), "")
             frame_by_frame = (image_champion[0], f"{image_champion[1]} frame by frame")
-            video_model, video_uri = _first_registered(
+            video_model, video_uri = first_registered(
                 params, [video_champion, frame_by_frame, shipped], loaded
             )
     outputs = []

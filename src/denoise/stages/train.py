@@ -21,8 +21,9 @@ from denoise.core.noise import level_name
 from denoise.data.clips import CLIPS_MANIFEST
 from denoise.data.evalsets import CLIP_SETS, CLIP_VALIDATION, load_set
 from denoise.data.extract import load_clips_manifest, load_manifest
-from denoise.tracking.models import INIT_TAG, log_trained_model
-from denoise.tracking.runs import log_epoch, log_frames_inputs, model_run_name, stage
+from denoise.tracking.models import INIT_TAG, log_epoch, log_frames_inputs, log_trained_model
+from denoise.tracking.runs import stage
+from denoise.tracking.views import model_run_name
 from denoise.training.distribution import data_parallel
 from denoise.training.loop import _write_history, summarise, train_model
 from denoise.training.noise import host_noise

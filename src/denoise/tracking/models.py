@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from denoise.core.config import Params, default_params
 from denoise.core.errors import ModelError
 from denoise.models.pretrained import PRETRAINED_DIR
 from denoise.serving.pyfunc import BACKEND_KEY, KERAS_ARTIFACT, DenoiserModel
+from denoise.tracking.runs import dvc_out_md5
 
 
 def _requirements() -> list[str]:
@@ -156,3 +158,42 @@ def logged_model_uri(run_id: str) -> str:
 
     tags = MlflowClient().get_run(run_id).data.tags
     return tags.get(MODEL_URI_TAG) or f"runs:/{run_id}/{MODEL_ARTIFACT}"
+
+
+def log_epoch(epoch: int, metrics: dict[str, float], samples: list[Any]) -> None:
+    """One epoch's metrics, and its sample triptychs as images keyed by frame, at step=epoch."""
+    import mlflow
+
+    mlflow.log_metrics(metrics, step=epoch)
+    for index, image in enumerate(samples):
+        mlflow.log_image(image, key=f"validation-frame-{index}", step=epoch, synchronous=True)
+
+
+def log_frames_inputs(params: Params, manifest: Any, clips: Any | None = None) -> None:
+    """The raw videos and the frames a model was trained on, as MLflow datasets with DVC hashes.
+
+    manifest: the frames manifest (pandas DataFrame, one row per frame); clips: for a model
+    trained on clips, the clips manifest (one row per clip), logged as its training data.
+    """
+    import mlflow
+    from mlflow.data.pandas_dataset import from_pandas
+
+    videos = manifest.groupby("video", as_index=False).agg(
+        video_sha256=("video_sha256", "first"), frames=("frame_index", "size")
+    )
+    raw_md5 = dvc_out_md5(params.paths.raw) or None
+    frames_md5 = dvc_out_md5(params.paths.frames) or None
+    with warnings.catch_warnings():
+        # MLflow warns that a local path matches its local-artifact source type twice, and
+        # that integer columns cannot hold missing values; neither applies to a manifest.
+        warnings.simplefilter("ignore", UserWarning)
+        raw = from_pandas(videos, source=params.paths.raw, name="raw-videos", digest=raw_md5)
+        frames = from_pandas(manifest, source=params.paths.frames, name="frames", digest=frames_md5)
+        mlflow.log_input(raw, context="raw")
+        if clips is None:
+            mlflow.log_input(frames, context="training")
+        else:
+            source = f"{params.paths.frames}/clips"
+            trained = from_pandas(clips, source=source, name="clips", digest=frames_md5)
+            mlflow.log_input(frames, context="frames")
+            mlflow.log_input(trained, context="training")

@@ -15,13 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import os
-import re
 import socket
 import subprocess
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,8 +28,15 @@ import yaml
 from denoise.core import lifeline, locks, services
 from denoise.core.config import Params, params_to_dict
 from denoise.core.locations import tracking_uri
-from denoise.core.schema import INIT_PRETRAINED
 from denoise.tracking import store
+from denoise.tracking.views import (
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
+    VIEW,
+    VIEW_TAG,
+    relocate_artifacts,
+    run_link,
+)
 
 PARENT_RUN_ENV = "DENOISE_MLFLOW_PARENT_RUN_ID"
 STAGE_TAG = "denoise.stage"
@@ -40,23 +44,6 @@ STAGE_STATUS_TAG = "denoise.stage.{stage}"
 # The process that opened a run: the next pipeline start ends its runs FAILED if it is gone.
 HOST_TAG, PID_TAG, PID_START_TAG = "denoise.host", "denoise.pid", "denoise.pid_start"
 FAILURE_TAG = "denoise.failure"
-# The experiment is model training: MLflow labels it so. Its UI (3.17) still opens on the GenAI
-# view unless the link says workflowType=machine_learning (MODEL_TRAINING_VIEW) or the browser
-# was switched to "Model training" once (it remembers).
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-EXPERIMENT_KIND = "custom_model_development"
-# A view of the runs table the links open (viewStateShareKey): the headline metrics as columns.
-VIEW_KEY = "denoise"
-VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
-VIEW_COLUMNS = (
-    "champion.test_psnr",
-    "champion.photos_psnr",
-    "champion.version",
-    "test_psnr",
-    "photos_psnr",
-    "ms_frame",
-)
-VIEW = json.dumps({"selectedColumns": [f"metrics.`{name}`" for name in VIEW_COLUMNS]})
 
 
 def _process_tags() -> dict[str, str]:
@@ -142,44 +129,15 @@ def configure(params: Params, root: Path | None = None) -> str:
             )
         else:
             experiment_id = str(experiment.experiment_id)
-            for key, value in tags.items():
-                if experiment.tags.get(key) != value:
-                    client.set_experiment_tag(experiment_id, key, value)
+            for key, wanted in tags.items():
+                if experiment.tags.get(key) != wanted:
+                    client.set_experiment_tag(experiment_id, key, wanted)
             recorded = experiment.artifact_location
             if artifact_location and recorded != artifact_location:  # the repository moved
                 database = Path(uri.removeprefix("sqlite:///"))
                 relocate_artifacts(database, recorded, artifact_location)
     mlflow.set_experiment(experiment_id=experiment_id)
     return str(experiment_id)
-
-
-# Where a SQLite store records absolute artifact locations (MLflow 3's schema).
-ARTIFACT_COLUMNS = (
-    ("experiments", "artifact_location"),
-    ("runs", "artifact_uri"),
-    ("model_versions", "source"),
-    ("model_versions", "storage_location"),
-    ("logged_models", "artifact_location"),
-)
-
-
-def relocate_artifacts(database: Path, recorded: str, location: str) -> int:
-    """Point a local store's records at the artifact folder beside it, after the repository
-    (with mlflow/) was moved or copied: MLflow's SQLite store keeps absolute file:// locations.
-    Rewrites every location under `recorded` to the same path under `location`; returns the
-    number of records changed."""
-    import sqlite3
-
-    changed = 0
-    with contextlib.closing(sqlite3.connect(database)) as connection, connection:
-        for table, column in ARTIFACT_COLUMNS:
-            cursor = connection.execute(
-                f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
-                f"WHERE {column} = ? OR substr({column}, 1, ?) = ?",
-                (location, len(recorded) + 1, recorded, len(recorded) + 1, f"{recorded}/"),
-            )
-            changed += cursor.rowcount
-    return changed
 
 
 def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -210,7 +168,7 @@ def _git(*arguments: str) -> str:
         return ""
 
 
-def _dvc_out_md5(path: str) -> str:
+def dvc_out_md5(path: str) -> str:
     """The DVC hash of a raw-data folder (its .dvc file) or a stage output (dvc.lock), if any."""
     tracked = Path(f"{path}.dvc")
     if tracked.is_file():
@@ -230,41 +188,13 @@ def lineage_tags(params: Params) -> dict[str, str]:
     tags = {
         "git.commit": _git("rev-parse", "HEAD") or "unknown",
         "git.dirty": str(bool(_git("status", "--porcelain", "--untracked-files=no"))).lower(),
-        "dvc.raw.md5": _dvc_out_md5(params.paths.raw) or "unknown",
-        "dvc.frames.md5": _dvc_out_md5(params.paths.frames) or "unknown",
+        "dvc.raw.md5": dvc_out_md5(params.paths.raw) or "unknown",
+        "dvc.frames.md5": dvc_out_md5(params.paths.frames) or "unknown",
     }
     experiment = os.environ.get("DVC_EXP_NAME")
     if experiment:
         tags["dvc.experiment"] = experiment
     return tags
-
-
-def model_run_name(model: str, started: str) -> str:
-    """A training run's name: the model and where its weights started (the init stage's words:
-    "" for none, "models:/denoise@champion (version 3)", "pretrained (drunet_light.keras)", a
-    file)."""
-    if not started:
-        return f"{model}: from scratch"
-    version = re.search(r"\(version (\d+)\)$", started)
-    if version:
-        return f"{model}: fine-tune from v{version.group(1)}"
-    if started.startswith(f"{INIT_PRETRAINED} "):
-        return f"{model}: fine-tune from the shipped model"
-    return f"{model}: fine-tune from {Path(started).name}"
-
-
-def pipeline_run_name(trigger: str, trained: int, registry: dict[str, Any] | None) -> str:
-    """The pipeline run's name once it ended: "pipeline: scheduled, 3 trained, champion v5".
-    registry: registry.json of this run (None: register did not run)."""
-    parts = [trigger, f"{trained} trained"]
-    decisions = (registry or {}).get("decisions", [])
-    moved = [d for d in decisions if d.get("holds") == "champion" and not d.get("earlier")]
-    kept = [d for d in decisions if d.get("champion_version")]
-    if moved:
-        parts.append(f"champion v{moved[0]['version']}")
-    elif kept:
-        parts.append(f"champion v{kept[0]['champion_version']} kept")
-    return "pipeline: " + ", ".join(parts)
 
 
 def open_pipeline_run(
@@ -451,65 +381,3 @@ def stage(params: Params, name: str) -> Iterator[StageTracker]:
     record_stages(parent_run_id, {name: "ran"})
     if owned:
         client.set_terminated(parent_run_id, status="FINISHED")
-
-
-# MLflow 3's UI opens an experiment on its GenAI view, where training runs do not show.
-MODEL_TRAINING_VIEW = "workflowType=machine_learning"
-
-
-def experiment_link(base: str, experiment_id: str) -> str:
-    """The experiment's runs in the UI's model-training view, with the headline metrics as
-    columns (VIEW), under base (the UI's URL)."""
-    view = f"{MODEL_TRAINING_VIEW}&viewStateShareKey={VIEW_KEY}"
-    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?{view}"
-
-
-def run_link(run_id: str) -> str:
-    """Where the run is seen in the MLflow UI (`make ui` serves the local store)."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    run = MlflowClient().get_run(run_id)
-    uri = mlflow.get_tracking_uri()
-    base = uri if uri.startswith("http") else "http://127.0.0.1:5000"
-    experiment = run.info.experiment_id
-    return f"{base.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}?{MODEL_TRAINING_VIEW}"
-
-
-def log_epoch(epoch: int, metrics: dict[str, float], samples: list[Any]) -> None:
-    """One epoch's metrics, and its sample triptychs as images keyed by frame, at step=epoch."""
-    import mlflow
-
-    mlflow.log_metrics(metrics, step=epoch)
-    for index, image in enumerate(samples):
-        mlflow.log_image(image, key=f"validation-frame-{index}", step=epoch, synchronous=True)
-
-
-def log_frames_inputs(params: Params, manifest: Any, clips: Any | None = None) -> None:
-    """The raw videos and the frames a model was trained on, as MLflow datasets with DVC hashes.
-
-    manifest: the frames manifest (pandas DataFrame, one row per frame); clips: for a model
-    trained on clips, the clips manifest (one row per clip), logged as its training data.
-    """
-    import mlflow
-    from mlflow.data.pandas_dataset import from_pandas
-
-    videos = manifest.groupby("video", as_index=False).agg(
-        video_sha256=("video_sha256", "first"), frames=("frame_index", "size")
-    )
-    raw_md5 = _dvc_out_md5(params.paths.raw) or None
-    frames_md5 = _dvc_out_md5(params.paths.frames) or None
-    with warnings.catch_warnings():
-        # MLflow warns that a local path matches its local-artifact source type twice, and
-        # that integer columns cannot hold missing values; neither applies to a manifest.
-        warnings.simplefilter("ignore", UserWarning)
-        raw = from_pandas(videos, source=params.paths.raw, name="raw-videos", digest=raw_md5)
-        frames = from_pandas(manifest, source=params.paths.frames, name="frames", digest=frames_md5)
-        mlflow.log_input(raw, context="raw")
-        if clips is None:
-            mlflow.log_input(frames, context="training")
-        else:
-            source = f"{params.paths.frames}/clips"
-            trained = from_pandas(clips, source=source, name="clips", digest=frames_md5)
-            mlflow.log_input(frames, context="frames")
-            mlflow.log_input(trained, context="training")

@@ -26,9 +26,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from denoise.core.data_config import CameraProcessing
 from denoise.core.errors import ConfigError
 from denoise.core.noise import add_camera_noise, compress_jpeg
-from denoise.core.noise_config import CameraProcessing
 from denoise.core.temporal import REFLECTED_FRAME
 from denoise.core.train_config import TrainNoise
 

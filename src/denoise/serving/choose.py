@@ -1,0 +1,64 @@
+"""Which model denoises: a model at a URI or file, loaded at params.apply.precision, and the
+registered champion with the shipped model while none is registered (denoise apply and the
+Python API choose alike)."""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from typing import Any
+
+from denoise.core.config import Params
+from denoise.core.errors import NotRegisteredError
+from denoise.core.locations import tracking_uri
+from denoise.models.pretrained import pretrained_model_path
+from denoise.serving.load import _is_local, load_denoiser
+
+
+def load_model_at(params: Params, uri: str) -> Any:
+    """The model at uri, at params.apply.precision."""
+    model = load_denoiser(uri, None if _is_local(uri) else tracking_uri(params))
+    if hasattr(model, "layers"):
+        # lazy: Keras loads only once the inputs are known to be good
+        from denoise.models.precision import at_precision
+
+        model = at_precision(model, params.apply.precision)
+    return model
+
+
+def first_registered(
+    params: Params, choices: list[tuple[str, str]], loaded: dict[str, Any]
+) -> tuple[Any, str]:
+    """The model of the first (uri, what it is) of choices that loads, and its URI: each one
+    not registered is said on stderr, with what is used instead (the last must load). loaded:
+    what each URI tried so far gave (a model, or the NotRegisteredError), so that images and
+    videos load a model they share once."""
+
+    def attempt(uri: str) -> Any:
+        if uri not in loaded:
+            try:
+                loaded[uri] = load_model_at(params, uri)
+            except NotRegisteredError as error:
+                loaded[uri] = error
+        return loaded[uri]
+
+    for (uri, _), (_, instead) in itertools.pairwise(choices):
+        found = attempt(uri)
+        if not isinstance(found, NotRegisteredError):
+            return found, uri
+        print(f"no {uri} yet ({found}); using {instead}", file=sys.stderr)
+    last = choices[-1][0]
+    found = attempt(last)
+    if isinstance(found, NotRegisteredError):
+        raise found
+    return found, last
+
+
+SHIPPED = "the shipped pretrained model"
+
+
+def shipped_fallback(params: Params, uris: list[str]) -> tuple[Any, str]:
+    """The model of the first of uris that is registered, else the shipped model (each one
+    not registered is said in one line on stderr), and what was loaded."""
+    choices = [(uri, uri) for uri in uris] + [(str(pretrained_model_path()), SHIPPED)]
+    return first_registered(params, choices, {})
