@@ -37,7 +37,7 @@ from denoise.data.extract import frame_digests, load_manifest
 from denoise.data.stills import DEAD_LEAVES_FOLDER, read_provenance
 from denoise.evaluation.adapters import model_denoiser
 from denoise.evaluation.baselines import baseline
-from denoise.evaluation.scoring import per_image, score
+from denoise.evaluation.scoring import per_image, score, told_sigma
 from denoise.models.build import load_model
 from denoise.models.pretrained import PRETRAINED_CARD, PRETRAINED_DIR, PRETRAINED_MODEL
 
@@ -66,7 +66,7 @@ def scores(workspace: Path, model_path: Path, params: Any) -> dict[str, Any]:
             continue
         clean, noisy_levels, info = load_set(workspace / params.paths.evalsets, set_name)
         for level, noisy in noisy_levels.items():
-            sigma = float(info["levels"][level]["level"])
+            sigma = told_sigma(info["levels"][level])
             for method, function in (("model", model), ("nlm", nlm)):
                 result = score(clean, noisy, sigma, function, keep=0)
                 results.setdefault(set_name, {}).setdefault(level, {})[method] = {

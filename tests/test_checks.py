@@ -195,7 +195,7 @@ def test_an_evaluation_set_whose_noise_does_not_match_its_sigma_fails(params: Pa
     message = _error(params)
     assert (
         "evaluation_sets: expect_column_values_to_be_between('sigma_relative_error') <= 0.05: "
-        "3 of 32 rows, e.g. test/gaussian-25/tiny.avi#" in message
+        "3 of 56 rows, e.g. test/gaussian-25/tiny.avi#" in message
     )
     assert "frames:" not in message
     table = evaluation_set_table(Path(params.paths.evalsets))
@@ -208,7 +208,7 @@ def test_an_as_saved_level_off_the_8_bit_grid_fails(params: Params) -> None:
     path = Path(params.paths.evalsets) / "test" / "gaussian-25-saved.npy"
     np.save(path, np.load(path) + np.float32(0.3 / 255))  # no longer k / 255
     message = _error(params)
-    assert "expect_column_values_to_be_in_set('on_8_bit_grid') in {True}: 3 of 32 rows" in message
+    assert "expect_column_values_to_be_in_set('on_8_bit_grid') in {True}: 3 of 56 rows" in message
 
 
 def test_non_finite_evaluation_values_fail(params: Params) -> None:
@@ -218,7 +218,7 @@ def test_non_finite_evaluation_values_fail(params: Params) -> None:
     noisy[1, 0, 0, 0] = np.nan
     np.save(path, noisy)
     message = _error(params)
-    assert "expect_column_values_to_be_in_set('finite') in {True}: 1 of 32 rows" in message
+    assert "expect_column_values_to_be_in_set('finite') in {True}: 1 of 56 rows" in message
 
 
 def test_validate_command_prints_one_error_line(params: Params, tmp_path: Path) -> None:

@@ -69,6 +69,9 @@ def test_stage_scores_every_method_on_every_set(params: Params) -> None:
             "gaussian-25",
             "gaussian-25-saved",
             "gaussian-50",
+            "camera-low",
+            "camera-high",
+            "camera-high-jpeg80",
         }
         for name, level in set_metrics["levels"].items():
             # BM3D runs at evaluate.bm3d_levels only (tiny_params: its first image of each)

@@ -33,6 +33,8 @@ def test_frames_counts_shapes_and_rgb_order(params: Params) -> None:
         "video",
         "video_sha256",
         "source_kind",
+        "role",
+        "source_noise_sigma",
         "frame_index",
         "timestamp_s",
         "mean",
@@ -44,6 +46,7 @@ def test_frames_counts_shapes_and_rgb_order(params: Params) -> None:
     }
     assert manifest["phash"].str.len().eq(16).all()
     assert manifest["source_kind"].eq("video").all()
+    assert manifest["role"].eq("clean").all(), "auto keeps a clean video clean"
 
 
 def test_stride_target_fps_and_shards(params: Params) -> None:

@@ -89,7 +89,15 @@ def test_stage_writes_fixed_float_evaluation_sets(params: Params) -> None:
     run_extract(params)
     summary = run_noise(params)
     evalsets = Path(params.paths.evalsets)
-    assert summary.levels == ["gaussian-15", "gaussian-25", "gaussian-25-saved", "gaussian-50"]
+    assert summary.levels == [
+        "gaussian-15",
+        "gaussian-25",
+        "gaussian-25-saved",
+        "gaussian-50",
+        "camera-low",
+        "camera-high",
+        "camera-high-jpeg80",
+    ]
     assert set(summary.images_per_set) == {"validation", "test", "photographs"}
     _, noisy, _ = load_set(evalsets, "test")
     assert noisy["gaussian-25"].dtype == np.float32
@@ -122,7 +130,15 @@ def test_the_held_out_set_is_crops_of_photographs_no_other_set_uses(params: Para
     assert [name.rsplit("_", 2)[0] for name in info["images"]] == ["retina"] * 2 + [
         "grace_hopper"
     ] * 2
-    assert set(noisy) == {"gaussian-15", "gaussian-25", "gaussian-25-saved", "gaussian-50"}
+    assert set(noisy) == {
+        "gaussian-15",
+        "gaussian-25",
+        "gaussian-25-saved",
+        "gaussian-50",
+        "camera-low",
+        "camera-high",
+        "camera-high-jpeg80",
+    }
     project = load_params(PROJECT_ROOT / "params.yaml").noise
     assert not set(project.held_out.images) & set(project.photographs)
     packaged = (*WALLPAPERS.values(), *JXL_PHOTOS.values())

@@ -62,6 +62,11 @@ def extract(params: ParamsOption = Path("params.yaml")) -> None:
     summary = stage.run(_stage(params))
     counts = ", ".join(f"{split} {count}" for split, count in summary.frames_per_split.items())
     typer.echo(f"extracted {summary.num_sources} source(s): {counts} frames")
+    noisy = [name for name, role in summary.roles.items() if role == "noisy"]
+    if noisy:
+        typer.echo(f"noisy sources (never clean targets): {', '.join(noisy)}")
+    for note in summary.notes:
+        typer.echo(f"note: {note}")
 
 
 @app.command()
@@ -82,6 +87,8 @@ def validate(params: ParamsOption = Path("params.yaml")) -> None:
     from denoise.stages import validate as stage
 
     summary = stage.run(_stage(params))
+    for warning in summary.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     for suite in summary.suites:
         typer.echo(f"{suite.name}: {len(suite.outcomes)} expectations met on {suite.rows} rows")
     typer.echo(f"report: {summary.report}")

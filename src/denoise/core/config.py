@@ -86,6 +86,7 @@ class FrameChecks:
     min_std: Annotated[Float, Field(ge=0, le=0.5)]
     max_duplicate_fraction: Fraction
     near_duplicate_difference: Annotated[Float, Field(ge=0, lt=1)]
+    max_clean_noise_sigma: NonNegative  # a clean source's estimated noise level (0-255) at most
 
     @model_validator(mode="after")
     def _means(self) -> FrameChecks:
@@ -231,6 +232,17 @@ class Params:
     quality: Quality
     # Named sets of params a profile cannot hold, {dotted key: value} each: `denoise recipe`.
     recipes: dict[Name, dict[Str, Any]]
+
+    @model_validator(mode="after")
+    def _clean_noise(self) -> Params:
+        threshold = self.extract.noise_estimate.auto_threshold
+        if self.validate.frames.max_clean_noise_sigma < threshold:
+            fail(
+                "validate.frames.max_clean_noise_sigma",
+                f"must be >= extract.noise_estimate.auto_threshold ({threshold:g}), or an auto "
+                "source found clean would fail validate",
+            )
+        return self
 
     @model_validator(mode="after")
     def _sizes(self) -> Params:

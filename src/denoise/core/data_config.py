@@ -1,5 +1,7 @@
-"""The data sections of params.yaml: samples (and dead leaves), extract (split, clips) and noise
-(the evaluation sets): frozen pydantic dataclasses, as denoise.core.config describes them."""
+"""The data sections of params.yaml: samples (and dead leaves), extract (split, clips, each
+source's role and the noise estimate that decides `auto`) and noise (training noise, the camera
+processing, the evaluation levels): frozen pydantic dataclasses, as denoise.core.config
+describes them."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from denoise.core.schema import (
     NonNegative,
     PhotoFolder,
     Positive,
+    Role,
     Source,
     StillFolder,
     fail,
@@ -82,6 +85,18 @@ class Clips:
 
 
 @section
+class NoiseEstimate:
+    """Each source's noise level, measured by extract on native-scale frames (before any
+    resize) with Donoho's estimator (core.noise_level), for the `auto` role."""
+
+    frames: AtLeast1  # frames measured per source: its first ones (a folder: evenly spaced)
+    auto_threshold: NonNegative  # auto: noisy above this median estimate (0-255), else clean
+    curve_bins: AtLeast1  # the noise-level curve: std-dev in this many intensity bins ...
+    curve_min_blocks: AtLeast1  # ... each from at least this many 2x2 blocks (else NaN)
+    max_saturated: Fraction  # a frame with more values at 0 or 255 than this gives no estimate
+
+
+@section
 class Extract:
     size: Annotated[Int, Field(ge=8)]
     frame_stride: AtLeast1
@@ -93,7 +108,52 @@ class Extract:
     # Sources (names under paths.raw) whose every frame is a train frame: extra variety, such as
     # a photo library, that never enters the validation or test sets.
     train_only: list[Source]
+    # Each source's role: clean (a target, noise added to it), noisy (no clean copy: cropped at
+    # native scale, never a target), or auto (noise_estimate decides); sources not named here
+    # take default_role.
+    roles: dict[Source, Role]
+    default_role: Role
+    noise_estimate: NoiseEstimate
     clips: Clips
+
+    def role(self, source: str) -> str:
+        """The role params give a source (a name under paths.raw): clean, noisy or auto."""
+        return self.roles.get(source, self.default_role)
+
+
+@section
+class CameraProcessing:
+    """The processing camera noise is added under (Brooks et al. 2019): unprocess an sRGB frame
+    (inverse smoothstep, gamma expansion, divide by the gains), add the noise in linear light,
+    process it again. Fixed at the means of the paper's random gains."""
+
+    rgb_gain: Positive  # brightening (the paper: 1 / N(0.8, 0.1))
+    red_gain: Positive  # white balance (the paper: U(1.9, 2.4))
+    blue_gain: Positive  # (the paper: U(1.5, 1.9))
+    gamma: Positive
+
+    def gains(self) -> list[float]:
+        """Per-channel gains, R G B: brightening times white balance."""
+        return [self.rgb_gain * self.red_gain, self.rgb_gain, self.rgb_gain * self.blue_gain]
+
+
+@section
+class CameraLevel:
+    """Poisson-Gaussian noise in linear light: variance shot * x + read, x in [0, 1]."""
+
+    shot: Positive
+    read: NonNegative
+
+
+@section
+class CompressedLevel:
+    """An evaluation level's noisy images, JPEG-coded through OpenCV: <noise>-jpeg<quality>."""
+
+    noise: Name  # the level it compresses: camera-high, gaussian-25, ...
+    quality: Annotated[Int, Field(ge=1, le=100)]
+
+    def name(self) -> str:
+        return f"{self.noise}-jpeg{self.quality}"
 
 
 @section
@@ -102,6 +162,8 @@ class EvaluationNoise:
     poisson: list[Positive]
     speckle: list[NonNegative]
     salt_pepper: list[Fraction]
+    camera: dict[Name, CameraLevel]  # camera-<name>
+    compressed: list[CompressedLevel]
     as_saved: list[Float]
 
     @model_validator(mode="after")
@@ -109,6 +171,11 @@ class EvaluationNoise:
         for index, sigma in enumerate(self.as_saved):
             if sigma not in self.gaussian:
                 fail(f"as_saved[{index}]", f"{sigma:g} is not one of gaussian {self.gaussian}")
+        known = [f"{kind}-{level:g}" for kind, level in self.levels()]
+        known += [f"camera-{name}" for name in self.camera]
+        for index, level in enumerate(self.compressed):
+            if level.noise not in known:
+                fail(f"compressed[{index}].noise", f"{level.noise!r} is none of {known}")
         return self
 
     def levels(self) -> list[tuple[str, float]]:
@@ -131,6 +198,7 @@ class HeldOut:
 @section
 class Noise:
     train: TrainNoise
+    camera: CameraProcessing
     evaluation: EvaluationNoise
     validation_sigma: NonNegative
     max_frames: AtLeast1

@@ -18,9 +18,15 @@ from typing_extensions import dataclass_transform
 
 from denoise.core.errors import ConfigError
 
-NoiseKind = Literal["gaussian", "gaussian_blind", "poisson", "speckle", "salt_pepper"]
+# compressed: camera noise then JPEG, drawn on the host in the patch stream (training.noise)
+NoiseKind = Literal[
+    "gaussian", "gaussian_blind", "poisson", "speckle", "salt_pepper", "camera", "compressed"
+]
 BaselineMethod = Literal["noisy", "blur", "median", "nlm", "bm3d"]  # image by image
 VideoBaselineMethod = Literal["bm4d"]  # on whole clips: the clip sets only
+# clean: a target (noise is added to it); noisy: no clean copy exists, cropped at native scale
+# and never a target; auto: decided by extract from its estimated noise level
+Role = Literal["clean", "noisy", "auto"]
 # train-only still folders samples can build (denoise.data.stills, denoise.data.dead_leaves)
 StillFolder = Literal["photos", "wallpapers", "jxl_photos", "dead_leaves"]
 PhotoFolder = Literal["photos", "wallpapers", "jxl_photos"]  # those of photographs

@@ -48,12 +48,22 @@ class TrainNoise:
     peak: Positive
     variance: NonNegative
     amount: Fraction
+    # camera: log(shot) ~ U(log shot_min, log shot_max) per image, and
+    # log(read) = read_slope * log(shot) + read_intercept + N(0, read_spread), natural logs
+    shot_min: Positive
+    shot_max: Positive
+    read_slope: Float
+    read_intercept: Float
+    read_spread: NonNegative
+    jpeg_quality: Annotated[Int, Field(ge=1, le=100)]  # compressed: camera noise, then JPEG
     as_saved: Bool  # clip to [0, 1] and round to 8 bits after adding the noise
 
     @model_validator(mode="after")
     def _range(self) -> TrainNoise:
         if self.sigma_min > self.sigma_max:
             fail("sigma_min", "must be <= sigma_max")
+        if self.shot_min > self.shot_max:
+            fail("shot_min", "must be <= shot_max")
         return self
 
 
@@ -68,6 +78,12 @@ class VariantNoise:
     peak: Positive | None = None
     variance: NonNegative | None = None
     amount: Fraction | None = None
+    shot_min: Positive | None = None
+    shot_max: Positive | None = None
+    read_slope: Float | None = None
+    read_intercept: Float | None = None
+    read_spread: NonNegative | None = None
+    jpeg_quality: Annotated[Int, Field(ge=1, le=100)] | None = None
     as_saved: Bool | None = None
 
     def overrides(self) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -22,8 +23,18 @@ import pandas as pd
 from denoise.core.atomic import atomic_directory, write_json
 from denoise.core.config import Params
 from denoise.core.errors import ConfigError, DataError
-from denoise.core.noise import apply_noise, as_saved, empirical_sigma, level_name, set_rng
+from denoise.core.noise import (
+    add_camera_noise,
+    apply_noise,
+    as_saved,
+    compress_jpeg,
+    empirical_sigma,
+    level_name,
+    set_rng,
+)
+from denoise.core.noise_level import estimate_sigma
 from denoise.data.extract import load_clips_manifest, load_frames, load_manifest
+from denoise.data.roles import clean_targets
 from denoise.data.stills import tiles
 from denoise.data.video import centre_crop_resize
 
@@ -58,6 +69,33 @@ def load_photograph(name: str, size: int) -> np.ndarray:
         raise ConfigError(f"noise.photographs: {name!r} is not a colour photograph")
     image = image[..., :3].astype(np.float32) / 255.0
     return centre_crop_resize(image, size)
+
+
+def _noisy_levels(
+    clean: np.ndarray, name: str, params: Params
+) -> Iterator[tuple[str, dict[str, object], np.ndarray]]:
+    """Every evaluation level of one set: (level name, its index entry, the noisy images), in
+    params order (numeric kinds, camera, compressed); each level's draw seeded by its name."""
+    evaluation, seed = params.noise.evaluation, params.seed
+    drawn: dict[str, np.ndarray] = {}
+    for kind, level in evaluation.levels():
+        noisy = apply_noise(clean, kind, level, set_rng(seed, name, kind, f"{level:g}"))
+        drawn[level_name(kind, level)] = noisy
+        yield level_name(kind, level), {"kind": kind, "level": level, "as_saved": False}, noisy
+        if kind == "gaussian" and level in evaluation.as_saved:  # the same draw, as on disk
+            saved = {"kind": kind, "level": level, "as_saved": True}
+            yield level_name(kind, level, saved=True), saved, as_saved(noisy)
+    camera = params.noise.camera
+    for setting, values in evaluation.camera.items():
+        rng = set_rng(seed, name, "camera", setting)
+        noisy = add_camera_noise(clean, values.shot, values.read, camera.gains(), camera.gamma, rng)
+        drawn[f"camera-{setting}"] = noisy
+        entry = {"kind": "camera", "level": setting, "shot": values.shot, "read": values.read}
+        yield f"camera-{setting}", {**entry, "as_saved": False}, noisy
+    for compressed in evaluation.compressed:
+        entry = {"kind": "compressed", "level": compressed.name(), "noise": compressed.noise}
+        noisy = compress_jpeg(drawn[compressed.noise], compressed.quality)
+        yield compressed.name(), {**entry, "quality": compressed.quality, "as_saved": False}, noisy
 
 
 def held_out_source(name: str) -> np.ndarray:
@@ -105,33 +143,29 @@ def _write_set(
     set_dir.mkdir()
     np.save(set_dir / "clean.npy", clean.astype(np.float32), allow_pickle=False)
     levels = {}
-    for kind, level in params.noise.evaluation.levels():
-        noisy = apply_noise(clean, kind, level, set_rng(params.seed, name, kind, f"{level:g}"))
-        variants = [(False, noisy)]
-        if kind == "gaussian" and level in params.noise.evaluation.as_saved:
-            variants.append((True, as_saved(noisy)))  # the same draw, as written to disk
-        for saved, images in variants:
-            np.save(set_dir / f"{level_name(kind, level, saved)}.npy", images, allow_pickle=False)
-            levels[level_name(kind, level, saved)] = {
-                "kind": kind,
-                "level": level,
-                "as_saved": saved,
-                "empirical_sigma": empirical_sigma(images, clean),
-            }
+    for level, entry, images in _noisy_levels(clean, name, params):
+        np.save(set_dir / f"{level}.npy", images, allow_pickle=False)
+        frames = images.reshape(-1, *images.shape[-3:])  # a clip set's frames, one by one
+        levels[level] = {
+            **entry,
+            "empirical_sigma": empirical_sigma(images, clean),
+            # what a method told no sigma estimates (core.noise_level), mean over images
+            "estimated_sigma": float(np.mean(estimate_sigma(frames))) if len(frames) else 0.0,
+        }
     return {"images": sources, "shape": list(clean.shape), "levels": levels}
 
 
 def _write_clip_sets(directory: Path, frames_dir: Path, params: Params) -> dict[str, object]:
     """clips-validation and clips-test: the split's clips (at most noise.max_clips, evenly
     spaced over it), clean and noisy."""
-    clips = load_clips_manifest(frames_dir)
+    clips = clean_targets(load_clips_manifest(frames_dir))
     written: dict[str, object] = {}
     for split in EVALUATION_SPLITS:
         rows = clips[clips["split"] == split] if len(clips) else clips
         if rows.empty:
             raise DataError(
-                f"{frames_dir}: no {split} clips of {params.extract.clips.length} frames; "
-                f"shorten extract.clips.length or add longer videos"
+                f"{frames_dir}: no {split} clips of {params.extract.clips.length} frames from "
+                "a clean source; shorten extract.clips.length or add longer clean videos"
             )
         if params.noise.max_clips is not None:
             rows = evenly_spaced(rows, params.noise.max_clips)
@@ -158,15 +192,16 @@ class NoiseSummary:
 def write_evaluation_sets(params: Params) -> NoiseSummary:
     """The stage's work without MLflow (bench/gpu_train.py runs it on hosts without it)."""
     frames_dir = Path(params.paths.frames)
-    manifest = load_manifest(frames_dir)
+    manifest = clean_targets(load_manifest(frames_dir))  # never score against noisy frames
     index: dict[str, object] = {"seed": params.seed, "sets": {}}
     with atomic_directory(params.paths.evalsets) as staging:
         for split in EVALUATION_SPLITS:
             rows = evenly_spaced(manifest[manifest["split"] == split], params.noise.max_frames)
             if rows.empty:
                 raise DataError(
-                    f"{frames_dir}: no {split} frames; raise extract.split.{split}_fraction "
-                    "or add longer videos"
+                    f"{frames_dir}: no {split} frames from a clean source; raise "
+                    f"extract.split.{split}_fraction, add longer videos, or give a source "
+                    "role clean in extract.roles"
                 )
             sources = [
                 f"{video}#{frame}"

@@ -18,6 +18,7 @@ from denoise.core.data_config import Split
 from denoise.core.errors import DataError
 from denoise.core.progress import progress
 from denoise.data.clips import CLIPS_DIR, CLIPS_MANIFEST, clip_starts, collect_clips
+from denoise.data.roles import NOISY, SOURCES_NAME, SourceRole, source_role, source_table
 from denoise.data.sources import Source, check_sources, file_sha256
 from denoise.data.video import Frame, probe, read_frames, read_still
 
@@ -31,6 +32,8 @@ class ExtractSummary:
     num_sources: int  # videos plus still-image folders
     frames_per_split: dict[str, int]
     clips_per_split: dict[str, int] = dataclasses.field(default_factory=dict)  # extract.clips
+    roles: dict[str, str] = dataclasses.field(default_factory=dict)  # source -> clean | noisy
+    notes: list[str] = dataclasses.field(default_factory=list)  # one line each, for the user
 
 
 def images_sha256(images: tuple[Path, ...]) -> str:
@@ -91,19 +94,27 @@ def assign_splits(
     return labels
 
 
-def _extract_source(source: Source, raw_dir: Path, out_dir: Path, params: Params) -> pd.DataFrame:
+def _extract_source(
+    source: Source, role: SourceRole, raw_dir: Path, out_dir: Path, params: Params
+) -> pd.DataFrame:
     """Write one source's frames as shards in out_dir; return its manifest rows.
 
     A still image counts as one second: its frame_index and timestamp_s are its position in
     name order, so the split's time blocks and gap_seconds apply to a folder as to a video.
+    A noisy source's frames are cropped at native scale, never area-resized.
     """
     config = params.extract
     name = source.path.relative_to(raw_dir).as_posix()
+    native = role.role == NOISY
     frames: Iterable[Frame]
     if source.images:
         kind, digest, expected = "images", images_sha256(source.images), len(source.images)
         frames = (
-            Frame(position, float(position), read_still(path, config.size, config.allow_greyscale))
+            Frame(
+                position,
+                float(position),
+                read_still(path, config.size, config.allow_greyscale, native),
+            )
             for position, path in enumerate(source.images)
         )
     else:
@@ -117,6 +128,7 @@ def _extract_source(source: Source, raw_dir: Path, out_dir: Path, params: Params
             config.target_fps,
             config.allow_greyscale,
             config.min_decoded_fraction,
+            native,
         )
     rows: list[dict[str, object]] = []
     buffer: list[np.ndarray] = []
@@ -128,6 +140,8 @@ def _extract_source(source: Source, raw_dir: Path, out_dir: Path, params: Params
                 "video": name,
                 "video_sha256": digest,
                 "source_kind": kind,
+                "role": role.role,
+                "source_noise_sigma": role.level.sigma,
                 "frame_index": frame.index,
                 "timestamp_s": frame.timestamp,
                 "shard": shard,
@@ -151,12 +165,13 @@ def _extract_source(source: Source, raw_dir: Path, out_dir: Path, params: Params
 
 
 def _extract_clips(
-    source: Source, name: str, table: pd.DataFrame, out_dir: Path, params: Params
+    source: Source, role: SourceRole, table: pd.DataFrame, out_dir: Path, params: Params
 ) -> pd.DataFrame:
     """A second decode of one video, every frame: write its clips (extract.clips) under
     out_dir/clips/ and return their manifest rows. The frames' blocks are those of its sampled
     frames (table), so a test clip holds only test-block frames, never a gap frame."""
     config = params.extract
+    name = role.name
     info = probe(source.path)
     span = (float(table["timestamp_s"].min()), float(table["timestamp_s"].max()))
     # read_frames stamps decoded frame i at i / fps: the labels of every frame, ahead.
@@ -172,7 +187,13 @@ def _extract_clips(
         for start in clip_starts(labels, length, config.clips.per_split, split)
     }
     frames = read_frames(
-        source.path, config.size, 1, None, config.allow_greyscale, config.min_decoded_fraction
+        source.path,
+        config.size,
+        1,
+        None,
+        config.allow_greyscale,
+        config.min_decoded_fraction,
+        role.role == NOISY,
     )
     rows: list[dict[str, object]] = []
     stem = name.replace("/", "__")
@@ -183,6 +204,7 @@ def _extract_clips(
         rows.append(
             {
                 "video": name,
+                "role": role.role,
                 "split": split,
                 "clip": number,
                 "file": file,
@@ -200,18 +222,24 @@ def extract_frames(params: Params) -> ExtractSummary:
     """The stage's work without MLflow (bench/gpu_train.py runs it on hosts without it)."""
     raw_dir, frames_dir = Path(params.paths.raw), Path(params.paths.frames)
     sources = check_sources(params)
+    roles = [
+        source_role(source, source.path.relative_to(raw_dir).as_posix(), params)
+        for source in sources
+    ]
     with atomic_directory(frames_dir) as staging:
-        tables = [_extract_source(source, raw_dir, staging, params) for source in sources]
+        tables = [
+            _extract_source(source, role, raw_dir, staging, params)
+            for source, role in zip(sources, roles, strict=True)
+        ]
         manifest = pd.concat(tables, ignore_index=True)
         manifest.to_parquet(staging / MANIFEST_NAME, index=False)
+        source_table(roles, tables, params).to_parquet(staging / SOURCES_NAME, index=False)
         clips_per_split: dict[str, int] = {}
         if params.extract.clips.per_split > 0:
             (staging / CLIPS_DIR).mkdir()
             found = [
-                _extract_clips(
-                    source, source.path.relative_to(raw_dir).as_posix(), table, staging, params
-                )
-                for source, table in zip(sources, tables, strict=True)
+                _extract_clips(source, role, table, staging, params)
+                for source, role, table in zip(sources, roles, tables, strict=True)
                 if not source.images
             ]
             clips = pd.concat(found, ignore_index=True) if found else pd.DataFrame()
@@ -223,6 +251,8 @@ def extract_frames(params: Params) -> ExtractSummary:
         num_sources=len(sources),
         frames_per_split={split: int(counts.get(split, 0)) for split in (*SPLITS, GAP)},
         clips_per_split=clips_per_split,
+        roles={role.name: role.role for role in roles},
+        notes=[role.note for role in roles if role.note],
     )
 
 

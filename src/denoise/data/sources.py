@@ -104,7 +104,8 @@ def file_sha256(path: Path) -> str:
 
 
 def check_sources(params: Params, open_files: bool = False) -> list[Source]:
-    """The sources under paths.raw, after checking that extract.train_only names only them.
+    """The sources under paths.raw, after checking that extract.train_only and extract.roles
+    name only them.
 
     open_files: also check that each video opens and each image has a decoder (headers only),
     so a bad file is named before any stage deletes an output.
@@ -112,12 +113,13 @@ def check_sources(params: Params, open_files: bool = False) -> list[Source]:
     raw_dir = Path(params.paths.raw)
     sources = list_sources(raw_dir)
     names = {source.path.relative_to(raw_dir).as_posix() for source in sources}
-    for name in params.extract.train_only:
-        if name not in names:
-            raise DataError(
-                f"extract.train_only names {name!r}, which is not a video or image folder "
-                f"under {raw_dir} (sources: {', '.join(sorted(names)) or 'none'})"
-            )
+    for key, named in (("train_only", params.extract.train_only), ("roles", params.extract.roles)):
+        for name in named:
+            if name not in names:
+                raise DataError(
+                    f"extract.{key} names {name!r}, which is not a video or image folder "
+                    f"under {raw_dir} (sources: {', '.join(sorted(names)) or 'none'})"
+                )
     for source in sources if open_files else []:
         for image in source.images:
             if not can_read_image(image):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import cv2
@@ -60,12 +60,17 @@ def probe(path: Path) -> VideoInfo:
         capture.release()
 
 
-def centre_crop_resize(image: np.ndarray, size: int) -> np.ndarray:
-    """Crop the largest centred square and resize it to size x size with area interpolation.
+def centre_crop_resize(image: np.ndarray, size: int, native_scale: bool = False) -> np.ndarray:
+    """Crop the largest centred square and resize it to size x size with area interpolation;
+    native_scale: crop the centred size x size square instead, never resized (a noisy
+    source's frames keep their own noise, which area interpolation would average away).
 
     image: (H, W, C) or (H, W), any dtype OpenCV resizes; channel order is kept.
     """
     height, width = image.shape[:2]
+    if native_scale:
+        top, left = (height - size) // 2, (width - size) // 2
+        return np.ascontiguousarray(image[top : top + size, left : left + size])
     side = min(height, width)
     top, left = (height - side) // 2, (width - side) // 2
     square = image[top : top + side, left : left + side]
@@ -103,14 +108,16 @@ def read_frames(
     target_fps: float | None = None,
     allow_greyscale: bool = False,
     min_decoded_fraction: float = 0.5,
-) -> Iterator[Frame]:
+    native_scale: bool = False,
+) -> Generator[Frame, None, None]:
     """Decode a video, keep every `frame_stride`-th frame (or resample to `target_fps`).
 
-    Yields RGB uint8 frames of size x size. Raises VideoError (naming the file) for a video
-    that cannot be opened, decodes to no frames, decodes to fewer than `min_decoded_fraction` of
-    the frames its header announces (truncated), is smaller than `size`, or is greyscale while
-    `allow_greyscale` is false. The checks that need the whole stream run after the last frame,
-    so a consumer must not commit its output before the iterator is exhausted.
+    Yields RGB uint8 frames of size x size (native_scale: cropped, not resized). Raises
+    VideoError (naming the file) for a video that cannot be opened, decodes to no frames,
+    decodes to fewer than `min_decoded_fraction` of the frames its header announces
+    (truncated), is smaller than `size`, or is greyscale while `allow_greyscale` is false. The
+    checks that need the whole stream run after the last frame, so a consumer must not commit
+    its output before the iterator is exhausted.
     """
     info = probe(path)
     if min(info.width, info.height) < size:
@@ -132,7 +139,7 @@ def read_frames(
                 continue
             if bgr.ndim == 2:
                 bgr = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR)
-            small = centre_crop_resize(bgr, size)
+            small = centre_crop_resize(bgr, size, native_scale)
             colour_seen = colour_seen or _has_colour(small)
             yield Frame(
                 decoded - 1, (decoded - 1) / info.fps, cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
@@ -153,9 +160,11 @@ def read_frames(
         )
 
 
-def read_still(path: Path, size: int, allow_greyscale: bool = False) -> np.ndarray:
+def read_still(
+    path: Path, size: int, allow_greyscale: bool = False, native_scale: bool = False
+) -> np.ndarray:
     """Read a still image as a frame: RGB uint8 (size, size, 3), cropped and resized as video
-    frames are.
+    frames are (native_scale: cropped only).
 
     16-bit images are scaled to 8 bits and float images clipped to [0, 1] first; an alpha
     channel is dropped. Raises DataError (naming the file) for an image OpenCV cannot read, one
@@ -173,7 +182,7 @@ def read_still(path: Path, size: int, allow_greyscale: bool = False) -> np.ndarr
             f"{path}: image is {width}x{height}, smaller than the "
             f"{size}x{size} frames extract.size asks for"
         )
-    small = centre_crop_resize(bgr, size)
+    small = centre_crop_resize(bgr, size, native_scale)
     if small.dtype == np.uint16:
         small = np.round(small / 257.0).astype(np.uint8)  # 65535 / 255
     elif small.dtype != np.uint8:

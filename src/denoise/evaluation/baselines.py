@@ -1,8 +1,10 @@
 """Classical denoisers to compare against, each a pure function of one image.
 
 noisy: float32 (H, W, 3) RGB, nominally [0, 1] but unclipped; sigma on the 0-255 scale (the
-noise level each method is told, where it takes one). Every method returns float32 (H, W, 3)
-clipped to [0, 1], as an image written to disk would be. BM4D (`bm4d_video`) sees a whole clip.
+noise level each method is told, where it takes one; scoring.per_image replaces a NaN, "not
+told", with Donoho's estimate on the noisy image, core.noise_level). Every method returns
+float32 (H, W, 3) clipped to [0, 1], as an image written to disk would be. BM4D
+(`bm4d_video`) sees a whole clip.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import numpy as np
 
 from denoise.core.config import Evaluate
 from denoise.core.schema import BASELINE_METHODS
-from denoise.evaluation.scoring import BatchDenoiser, per_image
+from denoise.evaluation.scoring import BatchDenoiser, per_image, told_or_estimated
 
 Denoiser = Callable[[np.ndarray, float], np.ndarray]
 
@@ -74,6 +76,7 @@ def bm4d_video(noisy: np.ndarray, sigma: float) -> np.ndarray:
     import bm3d as bm3d_package
     import bm4d as bm4d_package
 
+    sigma = told_or_estimated(noisy, sigma)
     if sigma <= 0:
         return np.clip(noisy, 0.0, 1.0).astype(np.float32)
     frames, height, width, _ = noisy.shape

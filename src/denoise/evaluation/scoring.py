@@ -4,6 +4,7 @@ frame, as docs/benchmarks.md states the conventions (core.metrics)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from denoise.core.metrics import psnr, ssim, temporal_psnr
+from denoise.core.noise_level import estimate_sigma
 
 # Maps noisy float32 (N, H, W, 3) images, and the sigma (0-255 scale) a method is told, to the
 # denoised (N, H, W, 3); a clip method maps one (T, H, W, 3) clip the same way.
@@ -36,9 +38,21 @@ class MethodResult:
         }
 
 
+def told_or_estimated(noisy: np.ndarray, sigma: float) -> float:
+    """The sigma (0-255 scale) a method uses on noisy float32 (H, W, 3) or (T, H, W, 3): the
+    one it was told, or where that is NaN (told_sigma: not told) Donoho's estimate made on the
+    noisy image itself (core.noise_level; a clip's: the median of its frames')."""
+    if not math.isnan(sigma):
+        return sigma
+    return float(np.median(estimate_sigma(noisy.reshape(-1, *noisy.shape[-3:]))))
+
+
 def per_image(function: Callable[[np.ndarray, float], np.ndarray]) -> BatchDenoiser:
-    """A one-image denoiser applied to each image of a stack in turn."""
-    return lambda noisy, sigma: np.stack([function(image, sigma) for image in noisy])
+    """A one-image denoiser applied to each image of a stack in turn, told sigma or, where it
+    is NaN, the image's own estimate (told_or_estimated)."""
+    return lambda noisy, sigma: np.stack(
+        [function(image, told_or_estimated(image, sigma)) for image in noisy]
+    )
 
 
 def score(
@@ -93,12 +107,19 @@ def psnr_scores(
     return [psnr(reference, image) for reference, image in zip(clean, denoised, strict=True)]
 
 
+ESTIMATED_KINDS = ("camera", "compressed")  # a method is told no sigma: it estimates it
+
+
 def told_sigma(level_info: dict[str, Any]) -> float:
     """The noise level a method is told at an evaluation level (index.json's entry): the
-    declared sigma of a Gaussian level, else the set's measured one."""
-    return float(
-        level_info["level"] if level_info["kind"] == "gaussian" else level_info["empirical_sigma"]
-    )
+    declared sigma of a Gaussian level; NaN for camera and compressed levels, where each
+    method estimates it from the noisy image as a user would (told_or_estimated); else the
+    set's measured one."""
+    if level_info["kind"] == "gaussian":
+        return float(level_info["level"])
+    if level_info["kind"] in ESTIMATED_KINDS:
+        return math.nan
+    return float(level_info["empirical_sigma"])
 
 
 def score_clips(

@@ -21,6 +21,8 @@ def conventions(params: Params) -> dict[str, Any]:
         "range": "RGB float in [0, 1], PSNR data range 1.0, per image then averaged",
         "ssim": "Gaussian 11x11 window, sigma 1.5, population covariance, channel mean",
         "noise": "added in float, unclipped; denoised outputs clipped to [0, 1]",
+        "sigma": "methods that take one are told the true sigma at Gaussian levels, and use "
+        "Donoho's MAD estimate on each noisy image at camera and compressed levels",
         "models": ("x8 self-ensemble" if params.apply.self_ensemble else "one pass per image")
         + f", {params.apply.precision}, as params.apply serves them",
         "seed": params.seed,

@@ -7,6 +7,7 @@ from typing import Any
 import keras
 from keras import layers, ops
 
+from denoise.core.noise_level import donoho_sigma
 from denoise.core.train_config import Train, Variant
 from denoise.models.dense_ae import AveragePatches, ExtractPatches
 from denoise.models.dncnn import _conv_stack
@@ -17,7 +18,8 @@ class NoiseLevelMap(layers.Layer):
     """A constant map of each image's estimated noise std-dev, from 2x2-packed pixels.
 
     Input (N, h, w, 4C) as ExtractPatches(2, 2, C) packs them; output (N, h, w, 1). The
-    estimate is Donoho's: median(|HH|) / 0.6745 over the finest Haar diagonal coefficients
+    estimate is Donoho's (core.noise_level.donoho_sigma, the one the evaluation's classical
+    methods and extract use): median(|HH|) / 0.6745 over the finest Haar diagonal coefficients
     HH = (x00 - x01 - x10 + x11) / 2 of every channel, which for white Gaussian noise of std
     sigma have std sigma, and which smooth image content barely reaches. It has no weights
     and passes no gradient, so the map tells the network the noise level as FFDNet's input
@@ -32,11 +34,8 @@ class NoiseLevelMap(layers.Layer):
     def call(self, packed: Any) -> Any:
         packed = ops.cast(packed, "float32")
         c = self.channels
-        diagonal = (
-            packed[..., 0:c] - packed[..., c : 2 * c] - packed[..., 2 * c : 3 * c]
-        ) + packed[..., 3 * c : 4 * c]
-        flat = ops.reshape(ops.abs(diagonal) * 0.5, (ops.shape(packed)[0], -1))
-        sigma = ops.stop_gradient(ops.median(flat, axis=1) / 0.6745)
+        blocks = [packed[..., index * c : (index + 1) * c] for index in range(4)]
+        sigma = ops.stop_gradient(donoho_sigma(blocks[0], blocks[1], blocks[2], blocks[3], ops))
         return ops.ones_like(packed[..., :1]) * sigma[:, None, None, None]
 
     def get_config(self) -> dict[str, Any]:

@@ -26,7 +26,8 @@ from denoise.tracking.runs import stage
 from denoise.tracking.views import model_run_name
 from denoise.training.distribution import data_parallel
 from denoise.training.loop import _write_history, summarise, train_model
-from denoise.training.settings import model_init_from
+from denoise.training.noise import host_noise
+from denoise.training.settings import model_init_from, training_noise
 from denoise.training.stream import (
     ClipStream,
     FrameToFrameStream,
@@ -136,10 +137,14 @@ def _training_data(
     if params.train.supervision_of(name) == "noisy":
         clean, noisy_set, _ = load_set(evalsets, "validation")
         return _noisy_stream(params, name, manifest), (noisy_set[level], clean)
+    noise = host_noise(training_noise(params, name), params.noise.camera)
     if not params.train.on_clips(name):
         clean, noisy_set, _ = load_set(evalsets, "validation")
         train = manifest[(manifest["split"] == "train") & ~manifest["video"].isin(noisy)]
-        return PatchStream(frames_dir, train, params), (noisy_set[level], clean)
+        stream = PatchStream(frames_dir, train, params, host_noise=noise)
+        return stream, (noisy_set[level], clean)
+    if noise is not None:
+        raise ConfigError(f"{name}: compressed training noise is for models on frames, not clips")
     window = params.train.window(name)
     clips = load_clips_manifest(frames_dir)
     clean, noisy_set, _ = load_set(evalsets, CLIP_VALIDATION, CLIP_SETS)

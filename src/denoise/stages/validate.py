@@ -15,13 +15,14 @@ from denoise.validation.outcomes import EVALUATION_SETS, FRAMES, SUMMARY_HTML, S
 from denoise.validation.report import failure_message
 from denoise.validation.runner import validate_tables
 from denoise.validation.suites import evaluation_set_expectations, frames_expectations
-from denoise.validation.tables import evaluation_set_table, frame_table
+from denoise.validation.tables import evaluation_set_table, frame_table, split_warnings
 
 
 @dataclasses.dataclass(frozen=True)
 class ValidationSummary:
     suites: list[SuiteResult]
     report: Path  # the summary page, index.html
+    warnings: list[str] = dataclasses.field(default_factory=list)  # one line each
 
 
 def run(params: Params) -> ValidationSummary:
@@ -31,9 +32,8 @@ def run(params: Params) -> ValidationSummary:
     failure is raised, so the user can read why it failed.
     """
     frames_dir = Path(params.paths.frames)
-    frames = frame_table(
-        load_manifest(frames_dir), frames_dir, params.validate.frames.near_duplicate_difference
-    )
+    manifest = load_manifest(frames_dir)
+    frames = frame_table(manifest, frames_dir, params.validate.frames.near_duplicate_difference)
     evaluation_sets = evaluation_set_table(Path(params.paths.evalsets))
     tables = {
         FRAMES: (frames, frames_expectations(params)),
@@ -51,4 +51,4 @@ def run(params: Params) -> ValidationSummary:
             log_report(results, report_dir)
         if failures(results):
             raise ValidationError(failure_message(results, report))
-    return ValidationSummary(suites=results, report=report)
+    return ValidationSummary(suites=results, report=report, warnings=split_warnings(manifest))

@@ -8,6 +8,8 @@ batch itself (bench/throughput.py), and on a GPU host it would leave the acceler
 The noise models are those of `denoise.core.noise` (which makes the fixed evaluation sets in NumPy),
 with the same parameters: every function takes clean float32 RGB in [0, 1] and returns it
 noisy and unclipped, or clipped and rounded to 8 bits when `as_saved`.
+`compressed` noise (camera noise, then JPEG) cannot be drawn in the step: the patch stream
+draws it on the host (`host_noise`) and the layer passes it through.
 The layer is the identity outside training, so validation and prediction see their inputs
 as they are. Its random state is part of the checkpoint, so a resumed run draws the noise
 the uninterrupted run would have drawn.
@@ -16,12 +18,17 @@ the uninterrupted run would have drawn.
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Callable
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
+from denoise.core.data_config import CameraProcessing
 from denoise.core.errors import ConfigError
+from denoise.core.noise import add_camera_noise, compress_jpeg
 from denoise.core.temporal import REFLECTED_FRAME
 from denoise.core.train_config import TrainNoise
 
@@ -74,12 +81,46 @@ class TrainingNoise(keras.layers.Layer):
     mirrors, noise and all, as a reflected noisy clip gives it at inference.
     """
 
-    def __init__(self, noise: dict[str, Any] | TrainNoise, seed: int, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        noise: dict[str, Any] | TrainNoise,
+        seed: int,
+        camera: dict[str, Any] | CameraProcessing | None = None,
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("dtype", "float32")  # noise on 8-bit data needs float32, not bf16
         super().__init__(**kwargs)
         self.noise = noise if isinstance(noise, TrainNoise) else TrainNoise(**noise)
+        if isinstance(camera, dict):
+            camera = CameraProcessing(**camera)
+        if self.noise.kind == "camera" and camera is None:
+            raise ConfigError("camera training noise needs noise.camera's processing")
+        self.camera = camera
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def _camera(self, clean: Any) -> Any:
+        """Brooks et al.'s unprocess, Poisson-Gaussian noise in linear light at a (shot, read)
+        drawn per image or window, process: core.noise.add_camera_noise in keras.ops."""
+        noise, camera, shape = self.noise, self.camera, ops.shape(clean)
+        if camera is None:
+            raise ConfigError("camera training noise needs noise.camera's processing")
+        gains = ops.tile(ops.convert_to_tensor(camera.gains(), "float32"), [shape[-1] // 3])
+        one_per_image = (shape[0], 1, 1, 1)
+        bounds = math.log(noise.shot_min), math.log(noise.shot_max)
+        log_shot = keras.random.uniform(one_per_image, *bounds, seed=self.seed_generator)
+        log_read = noise.read_slope * log_shot + noise.read_intercept
+        log_read += keras.random.normal(
+            one_per_image, stddev=noise.read_spread, seed=self.seed_generator
+        )
+        shot, read = ops.exp(log_shot), ops.exp(log_read)
+        tone = 0.5 - ops.sin(ops.arcsin(1.0 - 2.0 * ops.clip(clean, 0.0, 1.0)) / 3.0)
+        linear = ops.power(ops.maximum(tone, 1e-8), camera.gamma) / gains
+        counted = _poisson(linear / shot, self.seed_generator.next()) * shot
+        read_noise = ops.sqrt(read) * keras.random.normal(shape, seed=self.seed_generator)
+        lifted = ops.clip((counted + read_noise) * gains, 0.0, 1.0)
+        compressed = ops.power(ops.maximum(lifted, 1e-8), 1.0 / camera.gamma)
+        return 3.0 * compressed**2 - 2.0 * compressed**3
 
     def call(self, clean: Any, training: bool = False) -> Any:
         if not training:
@@ -109,6 +150,10 @@ class TrainingNoise(keras.layers.Layer):
             salt = keras.random.uniform(pixels, seed=self.seed_generator) < 0.5
             hit, salt = ops.repeat(hit, 3, axis=-1), ops.repeat(salt, 3, axis=-1)
             noisy = ops.where(hit, ops.cast(salt, clean.dtype), clean)
+        elif noise.kind == "camera":
+            noisy = self._camera(clean)
+        elif noise.kind == "compressed":  # drawn on the host (host_noise): its input is noisy
+            noisy = clean
         else:  # poisson: photon counts ~ Poisson(clean * peak), scaled back by 1 / peak
             lam = ops.maximum(clean, 0.0) * noise.peak
             noisy = _poisson(lam, self.seed_generator.next()) / noise.peak
@@ -117,7 +162,9 @@ class TrainingNoise(keras.layers.Layer):
         return mirror_reflected(clean, noisy)
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "noise": dataclasses.asdict(self.noise), "seed": self.seed}
+        camera = dataclasses.asdict(self.camera) if self.camera is not None else None
+        noise = dataclasses.asdict(self.noise)
+        return {**super().get_config(), "noise": noise, "seed": self.seed, "camera": camera}
 
     # The random state is not a weight, so Keras would not save it; a checkpoint needs it.
     def save_own_variables(self, store: Any) -> None:
@@ -127,10 +174,39 @@ class TrainingNoise(keras.layers.Layer):
         self.seed_generator.state.assign(store["seed_state"])
 
 
-def with_training_noise(model: keras.Model, noise: TrainNoise, seed: int) -> keras.Model:
-    """The model to fit: clean patches in, TrainingNoise, then `model`; see `denoiser`."""
+HostNoise = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+
+def host_noise(noise: TrainNoise, camera: CameraProcessing) -> HostNoise | None:
+    """The noise the patch stream draws on the host, for a kind the compiled step cannot draw
+    (JPEG is no keras.ops): compressed, camera noise at a (shot, read) drawn per patch as the
+    step draws it for `camera`, then OpenCV's JPEG at noise.jpeg_quality. None for every other
+    kind. The function maps clean float32 (B, P, P, 3) patches and the batch's seeded rng to
+    noisy ones; TrainingNoise then passes them through."""
+    if noise.kind != "compressed":
+        return None
+
+    def add(clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        bounds = math.log(noise.shot_min), math.log(noise.shot_max)
+        log_shot = rng.uniform(*bounds, len(clean))
+        log_read = noise.read_slope * log_shot + noise.read_intercept
+        log_read = log_read + rng.normal(0.0, noise.read_spread, len(clean))
+        noisy = [
+            add_camera_noise(patch[None], shot, read, camera.gains(), camera.gamma, rng)[0]
+            for patch, shot, read in zip(clean, np.exp(log_shot), np.exp(log_read), strict=True)
+        ]
+        return compress_jpeg(np.stack(noisy), noise.jpeg_quality)
+
+    return add
+
+
+def with_training_noise(
+    model: keras.Model, noise: TrainNoise, seed: int, camera: CameraProcessing | None = None
+) -> keras.Model:
+    """The model to fit: clean patches in, TrainingNoise, then `model`; see `denoiser`.
+    camera: noise.camera, the processing camera noise is added under."""
     return keras.Sequential(
-        [keras.Input(model.input_shape[1:]), TrainingNoise(noise, seed), model],
+        [keras.Input(model.input_shape[1:]), TrainingNoise(noise, seed, camera), model],
         name=f"{model.name}_training",
     )
 

@@ -44,11 +44,12 @@ class _EndlessStream(keras.utils.PyDataset):
 class PatchStream(_EndlessStream):
     """An endless stream of (clean, clean) batches of random patches, float32 (B, P, P, 3) in
     [0, 1], randomly flipped. The model fitted on it starts with a TrainingNoise layer, which
-    turns the input half noisy in the training step. Batch `index` is a pure function of
-    (seed, first_batch + index): Keras reads the stream in order across epochs (fit with
-    steps_per_epoch), and a resumed run starts at first_batch = epochs_done * steps_per_epoch,
-    so it sees exactly the batches the uninterrupted run would have seen, whatever prefetching
-    Keras does.
+    turns the input half noisy in the training step; with host_noise, the stream does that
+    itself for noise the step cannot draw (JPEG), and yields (noisy, clean). Batch `index` is
+    a pure function of (seed, first_batch + index): Keras reads the stream in order across
+    epochs (fit with steps_per_epoch), and a resumed run starts at first_batch = epochs_done *
+    steps_per_epoch, so it sees exactly the batches the uninterrupted run would have seen,
+    whatever prefetching Keras does.
     """
 
     def __init__(
@@ -57,9 +58,11 @@ class PatchStream(_EndlessStream):
         rows: pd.DataFrame,
         params: Params,
         first_batch: int = 0,
+        host_noise: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
     ) -> None:
         if rows.empty:
             raise DataError(f"{frames_dir}: no train frames; check extract.split")
+        self.host_noise = host_noise  # training.noise.host_noise: (noisy, clean) batches
         self.frames_dir = frames_dir
         self.manifest = frames_dir / MANIFEST_NAME  # what it draws from (checkpoint fingerprints)
         shards = {
@@ -108,7 +111,9 @@ class PatchStream(_EndlessStream):
         return rng, clean
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        clean = self._patches(index)[1]
+        rng, clean = self._patches(index)
+        if self.host_noise is not None:  # drawn after the crops, from the batch's own rng
+            return self.host_noise(clean, rng), clean
         return clean, clean
 
 

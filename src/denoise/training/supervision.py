@@ -125,7 +125,8 @@ def fitted_model(
     supervision clean; for noisy, frame-to-frame's or Neighbor2Neighbor's, by the stream."""
     supervision = params.train.supervision_of(name)
     if supervision == "clean":
-        return with_training_noise(network, training_noise(params, name), params.seed), "mse"
+        noise = training_noise(params, name)
+        return with_training_noise(network, noise, params.seed, params.noise.camera), "mse"
     if isinstance(stream, NeighbourStream):
         gamma = params.train.without_clean.gamma
         return neighbor2neighbor_model(network, stream.patch), Neighbor2NeighborLoss(gamma)

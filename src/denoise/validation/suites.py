@@ -60,6 +60,15 @@ def frames_expectations(params: Params) -> list[Expectation]:
             meta=_notes("Standard deviation above validate.frames.min_std: no blank frames."),
         ),
         gxe.ExpectColumnValuesToBeBetween(
+            column="video_clean_noise_sigma",
+            max_value=config.max_clean_noise_sigma,
+            meta=_notes(
+                "A clean source's estimated noise level (extract's, 0-255) is at most "
+                "validate.frames.max_clean_noise_sigma: too noisy to be a target otherwise "
+                "(give it role noisy in extract.roles)."
+            ),
+        ),
+        gxe.ExpectColumnValuesToBeBetween(
             column="video_duplicate_fraction",
             max_value=config.max_duplicate_fraction,
             meta=_notes("Few exact or near duplicates per video: no frozen camera."),

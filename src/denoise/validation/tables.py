@@ -15,6 +15,7 @@ import pandas as pd
 from denoise.core.errors import DataError
 from denoise.data.evalsets import INDEX_NAME
 from denoise.data.extract import GAP
+from denoise.data.roles import CLEAN
 from denoise.validation.outcomes import ROW
 
 
@@ -33,7 +34,8 @@ def frame_table(
     less than near_duplicate_difference; per video, video_frames and video_duplicate_fraction;
     split_frames: video_frames of a source split in time, NaN for an extract.train_only one;
     overlaps_other_split: the frame's time lies in another split's time block of its video;
-    shared_with_other_split: identical pixels appear in another split (of any video).
+    shared_with_other_split: identical pixels appear in another split (of any video);
+    video_clean_noise_sigma: a clean source's estimated noise level (NaN for a noisy one).
     """
     table = manifest.sort_values(["video", "timestamp_s", "frame_index"], kind="stable")
     table = table.reset_index(drop=True)
@@ -82,9 +84,27 @@ def frame_table(
     table["video_frames"] = by_video["video"].transform("size").astype(int)
     table["split_frames"] = table["video_frames"].astype(float).where(~table["train_only"])
     table["video_duplicate_fraction"] = by_video["duplicate"].transform("mean").astype(float)
+    # a clean source's noise level (extract's estimate), checked against max_clean_noise_sigma
+    table["video_clean_noise_sigma"] = (
+        table["source_noise_sigma"].astype(float).where(table["role"] == CLEAN)
+    )
     table["overlaps_other_split"] = _overlaps_other_split(table)
     table["shared_with_other_split"] = _shared_with_other_split(table)
     return table
+
+
+def split_warnings(manifest: pd.DataFrame) -> list[str]:
+    """One line per source split in time (not extract.train_only) that yields no validation or
+    no test frames: it is then trained on but never checked."""
+    warnings = []
+    for video, rows in manifest[~manifest["train_only"]].groupby("video", sort=True):
+        missing = [split for split in ("validation", "test") if not (rows["split"] == split).any()]
+        if missing:
+            warnings.append(
+                f"{video} yields no {' and no '.join(missing)} frames ({len(rows)} frames); "
+                "lengthen it or raise extract.split's fractions"
+            )
+    return warnings
 
 
 def _overlaps_other_split(table: pd.DataFrame) -> list[bool]:
