@@ -154,3 +154,18 @@ def test_every_denoise_command_the_docs_show_has_its_help() -> None:
         if result.exit_code != 0 or "Usage" not in result.output:
             failed.append(f"{path}: denoise {command}: {result.output.strip()[-200:]}")
     assert failed == []
+
+
+README_MAX_LINES = 200
+LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
+
+
+def test_the_readme_is_short_and_every_link_of_the_docs_resolves() -> None:
+    assert (PROJECT_ROOT / "README.md").read_text().count("\n") <= README_MAX_LINES
+    broken = [
+        f"{path.relative_to(PROJECT_ROOT)}: {target}"
+        for path in DOCUMENTS
+        for target in LINK.findall(path.read_text())
+        if "://" not in target and not (path.parent / target).exists()
+    ]
+    assert broken == []
