@@ -184,6 +184,9 @@ class Apply:
     batch_size: AtLeast1
     self_ensemble: Bool
     precision: ApplyPrecision  # models.at_precision
+    # how far (0-255) an input's estimated noise level may lie outside the model's trained
+    # range before `denoise apply` warns (serving.input_noise)
+    noise_tolerance: NonNegative
     # The served model's limits (serving.guard): a request body in megabytes of 10^6 bytes,
     # an image in millions of pixels, and how far outside [0, 1] a value may lie.
     max_request_megabytes: Positive

@@ -27,6 +27,7 @@ from denoise.core.atomic import atomic_directory, write_json
 from denoise.core.config import Params
 from denoise.core.errors import DataError, ValidationError
 from denoise.core.noise import level_name
+from denoise.core.noise_level import NOISE_RANGE
 from denoise.core.temporal import temporal_windows
 from denoise.data.evalsets import CLIP_SETS, CLIP_TEST, load_set
 from denoise.evaluation.scoring import IDENTITY, psnr_scores
@@ -133,7 +134,8 @@ def _in_this_store(tracker: StageTracker, params: Params, runs: dict[str, str]) 
         tags = {"denoise.model": model, TRAINED_RUN_TAG: run_id}
         with tracker.child(model, tags=tags) as logged:
             path = Path(params.paths.models) / f"{model}.keras"
-            log_model_file(params, path, params.train.window(model))
+            trained = json.loads(path.with_suffix(".json").read_text()).get(NOISE_RANGE)
+            log_model_file(params, path, params.train.window(model), trained)
         found[model] = logged
     return found
 
