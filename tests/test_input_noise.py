@@ -8,15 +8,18 @@ from pathlib import Path
 import cv2
 import keras
 import numpy as np
+import pandas as pd
 import pytest
-from conftest import write_tiny_video
+from conftest import tiny_params, write_tiny_video
 from mlflow.models import Model
 from typer.testing import CliRunner
 
 from denoise.cli import app
 from denoise.core.noise_level import NOISE_RANGE, sources_noise_range, trained_noise_range
+from denoise.data.roles import SOURCES_NAME
 from denoise.models.pretrained import PRETRAINED_MODEL
 from denoise.serving.input_noise import input_noise_level, model_noise_range, noise_note
+from denoise.stages.train import noise_range
 
 
 def _noisy_photo(path: Path, sigma: float) -> Path:
@@ -85,3 +88,19 @@ def test_apply_warns_on_stderr_when_the_input_is_outside_the_range(tmp_path: Pat
     assert len(lines) == 2
     assert lines[0].startswith(f"{calm}: noise level") and "within" in lines[0]
     assert lines[1].startswith(f"warning: {loud}: noise level") and "above" in lines[1]
+
+
+def test_a_models_noise_range_is_its_training_sigmas_or_its_noisy_sources_levels(
+    tmp_path: Path,
+) -> None:
+    params = tiny_params(tmp_path)
+    manifest = pd.DataFrame({"video": ["phone.mp4", "box.mp4"], "role": ["noisy", "clean"]})
+    frames = Path(params.paths.frames)
+    frames.mkdir(parents=True)
+    pd.DataFrame(
+        {"source": ["phone.mp4", "box.mp4", "other.mp4"], "noise_sigma": [9.0, 1.0, 20.0]}
+    ).to_parquet(frames / SOURCES_NAME)
+    blind = params.noise.train
+    assert noise_range(params, "paper_cae", manifest) == [blind.sigma_min, blind.sigma_max]
+    # Only the noisy sources it learnt from: not the clean box, nor a source of another run.
+    assert noise_range(params, "drunet_light_noisy", manifest) == [9.0, 9.0]

@@ -167,6 +167,10 @@ class Register:
     video_model_name: Name  # temporal models (train.window > 1)
     score_set: Name
     promotion_margin_db: NonNegative
+    # A run with noisy sources: champion moves on the held-out frame-to-frame loss (dB) by
+    # noisy_margin_db, if the candidate loses at most clean_guard_db of PSNR on score_set.
+    noisy_margin_db: NonNegative
+    clean_guard_db: NonNegative
 
     @model_validator(mode="after")
     def _apart(self) -> Register:
