@@ -3,16 +3,19 @@ guard on the clean score set, and the version's tags say which rule decided."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 from test_register import _logged_runs
+from test_without_clean import translating_clip
 
 from denoise.core.config import Params
-from denoise.evaluation.frame_to_frame import frame_to_frame_db
+from denoise.evaluation.frame_to_frame import frame_to_frame_db, held_out_pairs
 from denoise.serving.load import CHALLENGER, CHAMPION
 from denoise.stages.register import _register
 from denoise.tracking.aliases import (
@@ -53,6 +56,44 @@ def test_first_champion_ineligible_and_already_champion() -> None:
     already = decide_on_noisy(Scores(30.0, 28.0, 30.0, 28.0), True, "2", "2", MARGIN, GUARD)
     assert already[0] == CHAMPION
     assert _decide(Scores(30.0, math.nan, 30.0, 28.0))[0] == CHALLENGER
+
+
+def _frames_with_clips(root: Path, roles: dict[str, str]) -> Path:
+    """A frames folder: each source (name -> role) one translating noisy video whose 6 frames
+    are one test clip, with the manifest's role column."""
+    root.mkdir()
+    (root / "clips").mkdir()
+    rows, clips = [], []
+    for seed, (name, role) in enumerate(roles.items()):
+        frames = translating_clip(6, 15, seed=seed)
+        np.save(root / f"{name}.0000.npy", frames)
+        np.save(root / f"clips/{name}.test.000.npy", frames)
+        rows += [
+            {"video": name, "source_kind": "video", "frame_index": index, "timestamp_s": index,
+             "shard": f"{name}.0000.npy", "offset": index, "split": "test", "role": role}
+            for index in range(len(frames))
+        ]  # fmt: skip
+        clips.append({"video": name, "split": "test", "clip": 0,
+                      "file": f"clips/{name}.test.000.npy", "frames": 6})  # fmt: skip
+    pd.DataFrame(rows).to_parquet(root / "manifest.parquet", index=False)
+    pd.DataFrame(clips).to_parquet(root / "clips.parquet", index=False)
+    return root
+
+
+def test_held_out_pairs_come_from_the_noisy_sources_test_clips_only(
+    params: Params, tmp_path: Path
+) -> None:
+    def pairs(roles: dict[str, str]) -> tuple[np.ndarray, np.ndarray] | None:
+        frames = _frames_with_clips(tmp_path / "-".join(roles.values()), roles)
+        paths = dataclasses.replace(params.paths, frames=str(frames))
+        return held_out_pairs(dataclasses.replace(params, paths=paths))
+
+    assert pairs({"box.mp4": "clean"}) is None  # no noisy source: register decides as before
+    found = pairs({"box.mp4": "clean", "phone.mp4": "noisy"})
+    assert found is not None
+    noisy, packed = found
+    assert noisy.shape[1:] == (32, 32, 3) and packed.shape == (*noisy.shape[:3], 4)
+    assert len(noisy) == 3  # per_clip frames of the one noisy clip, none of the clean one
 
 
 def _noisy_pairs(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
