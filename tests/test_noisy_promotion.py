@@ -83,12 +83,18 @@ def _frames_with_clips(root: Path, roles: dict[str, str]) -> Path:
 def test_held_out_pairs_come_from_the_noisy_sources_test_clips_only(
     params: Params, tmp_path: Path
 ) -> None:
-    def pairs(roles: dict[str, str]) -> tuple[np.ndarray, np.ndarray] | None:
-        frames = _frames_with_clips(tmp_path / "-".join(roles.values()), roles)
-        paths = dataclasses.replace(params.paths, frames=str(frames))
-        return held_out_pairs(dataclasses.replace(params, paths=paths))
+    notes: list[str] = []
 
-    assert pairs({"box.mp4": "clean"}) is None  # no noisy source: register decides as before
+    def pairs(roles: dict[str, str], clips: bool = True) -> tuple[np.ndarray, np.ndarray] | None:
+        frames = _frames_with_clips(tmp_path / f"{'-'.join(roles.values())}-{clips}", roles)
+        if not clips:  # extract.clips off: no clips manifest
+            (frames / "clips.parquet").unlink()
+        paths = dataclasses.replace(params.paths, frames=str(frames))
+        return held_out_pairs(dataclasses.replace(params, paths=paths), print_fn=notes.append)
+
+    assert pairs({"box.mp4": "clean"}) is None and notes == []  # register decides as before
+    assert pairs({"phone.mp4": "noisy"}, clips=False) is None
+    assert len(notes) == 1 and "phone.mp4" in notes[0] and "on PSNR" in notes[0]
     found = pairs({"box.mp4": "clean", "phone.mp4": "noisy"})
     assert found is not None
     noisy, packed = found

@@ -13,29 +13,40 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from denoise.core.config import Params
 
 Denoise = Callable[[np.ndarray], np.ndarray]  # float32 (N, H, W, 3) in [0, 1] -> the same
 
 
-def held_out_pairs(params: Params, split: str = "test") -> tuple[np.ndarray, np.ndarray] | None:
+def held_out_pairs(
+    params: Params, split: str = "test", print_fn: Callable[[str], None] = print
+) -> tuple[np.ndarray, np.ndarray] | None:
     """The noisy sources' held-out frame-to-frame pairs: from the clips of `split` of each
     source whose role is noisy (the manifest's role column), as training validates on its
     validation clips (training.stream.frame_to_frame_validation). None when the run has no noisy
-    source, or none of its clips of that split keeps enough pixels."""
-    from denoise.data.extract import load_clips_manifest, load_manifest
+    source; None with a note when they have no clip of that split (still images, or
+    extract.clips off) or none keeps enough pixels."""
+    from denoise.data.clips import CLIPS_MANIFEST
+    from denoise.data.extract import load_manifest
     from denoise.training.stream import frame_to_frame_validation, noisy_sources
 
     frames_dir = Path(params.paths.frames)
     noisy = noisy_sources(load_manifest(frames_dir))
     if not noisy:
         return None
-    clips = load_clips_manifest(frames_dir)
-    if clips.empty:
-        return None
-    chosen = clips[(clips["split"] == split) & clips["video"].isin(noisy)]
-    return frame_to_frame_validation(frames_dir, chosen, params.train.without_clean)
+    pairs = None
+    if (frames_dir / CLIPS_MANIFEST).is_file():
+        clips = pd.read_parquet(frames_dir / CLIPS_MANIFEST)
+        chosen = clips[(clips["split"] == split) & clips["video"].isin(noisy)]
+        pairs = frame_to_frame_validation(frames_dir, chosen, params.train.without_clean)
+    if pairs is None:
+        print_fn(
+            f"no held-out frame-to-frame pairs in the {split} clips of the noisy sources "
+            f"({', '.join(sorted(noisy))}); models are decided on PSNR on the clean score set"
+        )
+    return pairs
 
 
 def frame_to_frame_db(denoised: np.ndarray, packed: np.ndarray) -> float:
