@@ -252,6 +252,36 @@ def _settings_file(path: Path) -> dict[str, str]:
     )
 
 
+def _tiny_project(folder: Path) -> Path:
+    """folder with tiny params and a 12-frame video: what `denoise preflight` checks."""
+    params = tiny_params(folder)
+    Path(params.paths.raw).mkdir(parents=True)
+    write_tiny_video(Path(params.paths.raw) / "tiny.avi")
+    return write_params(params, folder / "params.yaml")
+
+
+def _preflight(
+    params: Path, team: Team, user: str | None = None, password: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`denoise preflight` against the team's MLflow as user (None: no credentials)."""
+    environment = {
+        **{name: value for name, value in os.environ.items() if not name.startswith("MLFLOW_")},
+        "MLFLOW_TRACKING_URI": team.mlflow,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+    }
+    if user is not None and password is not None:
+        environment |= {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": password}
+    return subprocess.run(
+        ["denoise", "preflight", "--params", str(params)],
+        cwd=params.parent,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def _one_error(result: subprocess.CompletedProcess[str]) -> str:
     assert result.returncode != 0, result.stdout
     errors = [line for line in result.stderr.splitlines() if line.strip()]
@@ -539,26 +569,8 @@ def test_the_object_store_refuses_anonymous_and_wrong_key_requests(team: Team) -
 def test_preflight_without_credentials_fails_at_once_naming_them(
     team: Team, tmp_path: Path
 ) -> None:
-    params = tiny_params(tmp_path)
-    Path(params.paths.raw).mkdir(parents=True)
-    write_tiny_video(Path(params.paths.raw) / "tiny.avi")
-    write_params(params, tmp_path / "params.yaml")
-    environment = {
-        name: value for name, value in os.environ.items() if not name.startswith("MLFLOW_")
-    }
-    environment |= {
-        "MLFLOW_TRACKING_URI": team.mlflow,
-        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-    }
-    result = subprocess.run(
-        ["denoise", "preflight", "--params", str(tmp_path / "params.yaml")],
-        cwd=tmp_path,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,  # refused credentials are final: no retries before the line
-        check=False,
-    )
+    # refused credentials are final: no retries before the line
+    result = _preflight(_tiny_project(tmp_path), team)
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, result.stderr
@@ -904,39 +916,13 @@ def test_preflight_names_the_missing_permission_and_the_command_that_grants_it(
     team: Team, tmp_path: Path
 ) -> None:
     user, password = _user_without_grants(team)
-    params = tiny_params(tmp_path)
-    Path(params.paths.raw).mkdir(parents=True)
-    write_tiny_video(Path(params.paths.raw) / "tiny.avi")
-    write_params(params, tmp_path / "params.yaml")
-    environment = {
-        **{name: value for name, value in os.environ.items() if not name.startswith("MLFLOW_")},
-        "MLFLOW_TRACKING_URI": team.mlflow,
-        "MLFLOW_TRACKING_USERNAME": user,
-        "MLFLOW_TRACKING_PASSWORD": password,
-        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-    }
-    result = subprocess.run(
-        ["denoise", "preflight", "--params", str(tmp_path / "params.yaml")],
-        cwd=tmp_path,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    project = _tiny_project(tmp_path)
+    result = _preflight(project, team, user, password)
     error = _one_error(result)
     assert f"user {user} has READ permission on experiment denoise" in error
     assert error.endswith(f"infra/team/team.sh grant {user}")
     _team_sh("grant", user, settings=team.settings, timeout=120)
-    granted = subprocess.run(
-        ["denoise", "preflight", "--params", str(tmp_path / "params.yaml")],
-        cwd=tmp_path,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    granted = _preflight(project, team, user, password)
     assert granted.returncode == 0, granted.stderr
 
 

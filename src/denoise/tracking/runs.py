@@ -263,6 +263,17 @@ def close_pipeline_run(
     return run_link(run_id)
 
 
+def _log_metrics_now(client: Any, run_id: str, metrics: dict[str, float]) -> None:
+    """metrics on a run at step 0, in one request, without reopening it."""
+    import time
+
+    from mlflow.entities import Metric
+
+    if metrics:
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])
+
+
 class StageTracker:
     """What a stage's run() uses to log: child runs under the pipeline's parent run."""
 
@@ -321,14 +332,10 @@ class StageTracker:
         """Results of a finished run (a model's training run) logged to it without reopening
         it, so its status and duration stay its own work. data: artifact file -> JSON dict;
         files: (local file, artifact folder)."""
-        import time
-
-        from mlflow.entities import Metric
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient()
-        now = int(time.time() * 1000)
-        client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])
+        _log_metrics_now(client, run_id, metrics)
         for artifact_file, values in (data or {}).items():
             client.log_dict(run_id, values, artifact_file)
         for local, artifact_path in files or []:
@@ -347,17 +354,10 @@ class StageTracker:
         summary goes to stages/<stage>.json; texts maps artifact file -> text; folders maps a
         local folder -> its artifact path; metrics show as the runs table's columns.
         """
-        import time
-
-        from mlflow.entities import Metric
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient()
-        if metrics:
-            now = int(time.time() * 1000)
-            client.log_batch(
-                self.parent_run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()]
-            )
+        _log_metrics_now(client, self.parent_run_id, metrics or {})
         if summary is not None:
             client.log_dict(self.parent_run_id, summary, f"stages/{self.stage}.json")
         for artifact_file, text in (texts or {}).items():
