@@ -22,13 +22,14 @@ def test_a_wide_photo_becomes_a_centred_grid_of_tiles() -> None:
         np.testing.assert_array_equal(tile, resized[30 * row : 30 * row + 30, left : left + 30])
 
 
-def test_flat_tiles_are_dropped_and_the_rest_written_as_png(tmp_path: Path) -> None:
+def test_flat_and_blown_out_tiles_are_dropped_and_the_rest_written_as_png(tmp_path: Path) -> None:
     photo = np.full((20, 40, 3), 128, np.uint8)  # short side 2 x 10: no resize, 2 x 4 tiles
     photo[:, 20:] = np.random.default_rng(1).integers(0, 256, size=(20, 20, 3))  # textured right
-    written, dropped = stills.write_tiles(photo, "half", tmp_path, 10, min_std=0.04)
-    assert (written, dropped) == (4, 4)
+    photo[:10, 20:30] = np.random.default_rng(2).integers(240, 256, size=(10, 10, 3))  # mean 0.97, std 0.018
+    written, dropped = stills.write_tiles(photo, "half", tmp_path, 10, min_std=0.01)
+    assert (written, dropped) == (3, 5)
     names = sorted(path.name for path in tmp_path.iterdir())
-    assert names == ["half_0_2.png", "half_0_3.png", "half_1_2.png", "half_1_3.png"]
+    assert names == ["half_0_3.png", "half_1_2.png", "half_1_3.png"]
     np.testing.assert_array_equal(cv2.imread(str(tmp_path / "half_1_3.png")), photo[10:, 30:])
 
 

@@ -9,8 +9,9 @@ a network trained on them alone trails NLM. Two folders add variety, both listed
   Debian bookworm's lomiri-wallpapers-16.04, lomiri-wallpapers-20.04, mate-backgrounds and
   plasma-workspace-wallpapers (illustrations and renders left out by name), each resized (area)
   so its short side is 2 x extract.size and cut into extract.size tiles on a centred grid. A
-  tile flatter than MIN_TILE_STD (bokeh, sky) teaches a denoiser nothing and would fail the
-  frames suite's min_std check, so it is dropped. Tiles are PNG, <photo>_<row>_<col>.png;
+  tile flatter than MIN_TILE_STD (bokeh, sky), or with its mean outside TILE_MEAN_RANGE
+  (blown out or black), teaches a denoiser little and would fail the frames suite's min_std or
+  mean checks, so it is dropped. Tiles are PNG, <photo>_<row>_<col>.png;
 - `jxl_photos`: 5 colour photographs of Debian bookworm's libjxl-testdata (flowers, a room,
   tulips, a lake shore, blossom), tiled as the wallpapers are;
 - `dead_leaves`: samples.dead_leaves.images synthetic images, colours from train folders only.
@@ -43,6 +44,7 @@ from denoise.data.sources import file_sha256
 
 PHOTOS_FOLDER, WALLPAPERS_FOLDER, JXL_PHOTOS_FOLDER, DEAD_LEAVES_FOLDER = STILL_FOLDERS
 MIN_TILE_STD = 0.04  # 0-1 scale
+TILE_MEAN_RANGE = (0.04, 0.96)  # 0-1 scale; inside the frames suite's default [0.02, 0.98]
 PROVENANCE = ".provenance.json"  # in each still folder: where its images come from
 OPENCV_DOC_LICENCE = (
     "Apache-2.0 AND BSD-3-Clause as packaged (opencv-doc's copyright file, default `Files: *` "
@@ -210,10 +212,12 @@ def write_tiles(
     image: np.ndarray, stem: str, out: Path, size: int, min_std: float
 ) -> tuple[int, int]:
     """Write the image's tiles as out/<stem>_<row>_<col>.png, except those whose std-dev (0-1
-    scale) is under min_std; returns (written, dropped)."""
+    scale) is under min_std or whose mean is outside TILE_MEAN_RANGE; returns (written,
+    dropped)."""
     written = dropped = 0
+    low, high = TILE_MEAN_RANGE
     for row, col, tile in tiles(image, size):
-        if tile.std() / 255 < min_std:
+        if tile.std() / 255 < min_std or not low <= tile.mean() / 255 <= high:
             dropped += 1
             continue
         cv2.imwrite(str(out / f"{stem}_{row}_{col}.png"), tile)
