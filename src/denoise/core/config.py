@@ -35,6 +35,7 @@ from denoise.core.data_config import (
 from denoise.core.errors import ConfigError
 from denoise.core.params_file import read_values, with_recipe
 from denoise.core.schema import (
+    ApplyBackend,
     ApplyPrecision,
     AtLeast1,
     Bool,
@@ -184,6 +185,9 @@ class Apply:
     batch_size: AtLeast1
     self_ensemble: Bool
     precision: ApplyPrecision  # models.at_precision
+    whole_megapixels: NonNegative  # frames up to this size (padded) run whole (serving.tiling)
+    backend: ApplyBackend  # serving.backends
+    converted_dir: NotBlank  # the kept OpenVINO copies, by the .keras file's SHA-256; ~ expands
     # The served model's limits (serving.guard): a request body in megabytes of 10^6 bytes,
     # an image in millions of pixels, and how far outside [0, 1] a value may lie.
     max_request_megabytes: Positive

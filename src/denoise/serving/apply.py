@@ -31,6 +31,7 @@ from denoise.data.video import (
     write_image_float,
 )
 from denoise.models.pretrained import pretrained_model_path
+from denoise.serving.backends import describe
 from denoise.serving.choose import SHIPPED, first_registered, load_model_at
 from denoise.serving.load import default_model_uri
 from denoise.serving.tiling import denoise_batch, denoise_image
@@ -155,6 +156,7 @@ class ApplySummary:
     model_uri: str  # the images' model (the videos' when there are only videos)
     outputs: list[Applied]
     video_model_uri: str | None = None  # the videos' model, when there are videos
+    backend: str = ""  # what ran the model (serving.backends.describe): "OpenVINO, bfloat16"
 
 
 def _chunks(frames: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
@@ -175,6 +177,7 @@ def _inference_options(config: Apply) -> dict[str, Any]:
         "overlap": config.overlap,
         "batch_size": config.batch_size,
         "ensemble": config.self_ensemble,
+        "whole_megapixels": config.whole_megapixels,
     }
 
 
@@ -356,4 +359,7 @@ def run(
             outputs.append(apply_to_image(model, source, target, params.apply))
     for source, target in videos:
         outputs.append(apply_to_video(video_model, source, target, params.apply))
-    return ApplySummary(uri if images else video_uri, outputs, video_uri if videos else None)
+    used = model if images else video_model
+    return ApplySummary(
+        uri if images else video_uri, outputs, video_uri if videos else None, describe(used)
+    )
