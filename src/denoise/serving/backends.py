@@ -62,6 +62,15 @@ def resolve_backend(choice: str) -> str:
     return choice
 
 
+def converted_folder(setting: str) -> Path:
+    """params.apply.converted_dir as a path: ~ expands, and a leading ~/.cache means the XDG
+    cache folder, XDG_CACHE_HOME, where that is set."""
+    cache = os.environ.get("XDG_CACHE_HOME")
+    if cache and (setting == "~/.cache" or setting.startswith("~/.cache/")):
+        return Path(cache) / setting.removeprefix("~/.cache").lstrip("/")
+    return Path(setting).expanduser()
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as file:

@@ -14,7 +14,7 @@ from denoise.core.config import Params
 from denoise.core.errors import ModelError, NotRegisteredError
 from denoise.core.locations import tracking_uri
 from denoise.models.pretrained import pretrained_model_path
-from denoise.serving.backends import OPENVINO, load_openvino, resolve_backend
+from denoise.serving.backends import OPENVINO, converted_folder, load_openvino, resolve_backend
 from denoise.serving.load import KERAS_SUFFIXES, _is_local, download_keras, load_denoiser
 
 
@@ -23,7 +23,7 @@ def load_model_at(params: Params, uri: str) -> Any:
     the Keras model at params.apply.precision. With backend auto, a model with no .keras file
     (a plain pyfunc) runs as it was logged."""
     if resolve_backend(params.apply.backend) == OPENVINO:
-        converted = Path(params.apply.converted_dir).expanduser()
+        converted = converted_folder(params.apply.converted_dir)
         path = Path(uri)
         if _is_local(uri) and path.is_file() and path.suffix in KERAS_SUFFIXES:
             return load_openvino(path, converted)
