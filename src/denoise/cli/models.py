@@ -52,7 +52,8 @@ def apply(
         str | None,
         typer.Option(
             "--precision",
-            help="float32, or bfloat16 (mixed: faster on CPUs with native bf16 and on GPUs).",
+            help="The keras backend's: float32, or bfloat16 (mixed: faster on CPUs with native "
+            "bf16 and on GPUs). OpenVINO takes bfloat16 where the CPU has it.",
             show_default="apply.precision",
         ),
     ] = None,

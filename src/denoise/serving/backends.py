@@ -34,6 +34,10 @@ BFLOAT16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 _CONVERTED_XML, _CONVERTED_CARD = "model.xml", "card.json"
 
 
+class ConversionError(ModelError):
+    """The OpenVINO copy of a model could not be made (backend auto then runs Keras)."""
+
+
 def cpu_flags() -> frozenset[str]:
     """The CPU's flags from /proc/cpuinfo (empty where there is none)."""
     try:
@@ -93,9 +97,10 @@ def converted_copy(keras_file: Path, converted_dir: Path) -> Path:
         model = load_model(keras_file)
     except (OSError, ValueError) as error:
         raise ModelError(f"{keras_file}: not a Keras model ({error})".split("\n")[0]) from None
-    converted_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=converted_dir, prefix=".converting-"))
+    staging = None
     try:
+        converted_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=converted_dir, prefix=".converting-"))
         model.export(str(staging / _CONVERTED_XML), format="openvino", verbose=False)
         card = {
             "source": keras_file.name,
@@ -108,8 +113,14 @@ def converted_copy(keras_file: Path, converted_dir: Path) -> Path:
         except OSError:  # another process finished first: keep its copy
             if not (folder / _CONVERTED_CARD).is_file():
                 raise
+    except (OSError, RuntimeError, ValueError) as error:  # a full disk, a layer OpenVINO lacks
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConversionError(
+            f"cannot make the OpenVINO copy of {keras_file.name} in {converted_dir}: {reason}"
+        ) from None
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
     return folder
 
 
