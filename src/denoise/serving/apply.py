@@ -15,6 +15,7 @@ import numpy as np
 from denoise.core.atomic import atomic_path
 from denoise.core.config import Apply, Params
 from denoise.core.errors import InputError, VideoError
+from denoise.core.pipelined import read_ahead, write_behind
 from denoise.core.progress import progress
 from denoise.core.schema import INIT_PRETRAINED
 from denoise.core.temporal import channel_windows
@@ -280,11 +281,12 @@ def apply_to_video(model: Any, source: Path, target: Path, config: Apply) -> App
             writer = container.video_writer(staging, source, timed, info.width, info.height)
         else:
             writer = rgb_video_writer(staging, info.fps, info.width, info.height)
-        with writer as write:
-            for noisy in _chunks(frames, config.batch_size):
+        # Decoding reads ahead and encoding writes behind, in threads, beside the model's calls.
+        with writer as write, write_behind(write) as write_later:
+            for noisy in _chunks(read_ahead(frames), config.batch_size):
                 denoised = denoise_batch(model, noisy, **_inference_options(config))
                 for frame in denoised:
-                    write(frame)
+                    write_later(frame)
                 written += len(denoised)
     video: str
     note: str | None

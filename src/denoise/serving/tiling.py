@@ -254,15 +254,17 @@ def _denoise_whole(
     """Denoise whole padded images, per_call at a time: float32 (N, H, W, C) -> (N, H, W, 3)."""
     height, width = noisy.shape[1:3]
     denoised_images = np.empty((*noisy.shape[:3], 3), np.float32)
+    size = (layout.padded_height, layout.padded_width)
     for first in range(0, len(noisy), per_call):
         chunk = noisy[first : first + per_call]
-        size = (layout.padded_height, layout.padded_width)
-        padded = np.stack([_pad(image, *size) for image in chunk])
+        padded = chunk if size == (height, width) else np.stack([_pad(one, *size) for one in chunk])
         denoised = predict(padded)
         if denoised.shape != (*padded.shape[:3], 3):
             raise ValueError(
                 f"the model returned {denoised.shape} for images of shape {padded.shape}"
             )
+        if len(padded) == len(noisy) and size == (height, width):
+            return np.clip(denoised, 0.0, 1.0)  # one call, no padding: no crop to copy
         denoised_images[first : first + per_call] = denoised[:, :height, :width]
     return np.clip(denoised_images, 0.0, 1.0, out=denoised_images)
 
