@@ -14,7 +14,8 @@ For each backend, on a 1280x720 frame (scikit-image's astronaut, resized, AWGN s
   where installed), each a fresh process: (t_long - t_short) / (long - short) frames, which
   leaves out start-up; `apply start-up`: t_short less its frames at that rate.
 The OpenVINO copy is made (and timed) first where there is none, so start-ups find it kept.
-Prints the machine, its CPU flags, the load average before and after, a markdown table.
+--rounds N repeats it all, the backends alternating, and reports medians. Prints the machine,
+its CPU flags, the load average before and after each round, and a markdown table.
 """
 
 from __future__ import annotations
@@ -143,6 +144,7 @@ def main() -> None:
     parser.add_argument("--backends", nargs="+", default=["keras", "openvino"])
     parser.add_argument("--frames", type=int, nargs=2, default=[3, 13], help="short, long video")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=1, help="repeat everything; medians")
     parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
     args = parser.parse_args()
     flags = cpu_flags()
@@ -164,20 +166,31 @@ def main() -> None:
         start = time.perf_counter()
         Denoiser.load(args.model, backend="openvino")  # converts where no copy is kept yet
         print(f"OpenVINO copy ready in {time.perf_counter() - start:.1f} s", flush=True)
-    for backend in args.backends:
-        row: dict[str, Any] = {"backend": backend}
-        row |= api_startup(args.model, backend, frame)
-        times = {
-            count: apply_seconds(args.model, backend, video, scratch / f"out-{backend}-{count}.mp4")
-            for count, video in videos.items()
-        }
-        row["apply_per_frame"] = (times[long] - times[short]) / (long - short)
-        row["apply_startup"] = times[short] - short * row["apply_per_frame"]
-        row |= in_process(args.model, backend, args.repeats)
-        row["load"] = load_average()
-        results.append(row)
-        print(f"  {row}", flush=True)
-    print(f"\nSeconds, one 1280x720 frame; apply on {short}- and {long}-frame 720p videos:\n")
+    rounds: dict[str, list[dict[str, Any]]] = {backend: [] for backend in args.backends}
+    for _ in range(args.rounds):  # the backends alternate, so a change of load hits both
+        for backend in args.backends:
+            row: dict[str, Any] = {"backend": backend}
+            row |= api_startup(args.model, backend, frame)
+            times = {
+                count: apply_seconds(
+                    args.model, backend, video, scratch / f"out-{backend}-{count}.mp4"
+                )
+                for count, video in videos.items()
+            }
+            row["apply_per_frame"] = (times[long] - times[short]) / (long - short)
+            row["apply_startup"] = times[short] - short * row["apply_per_frame"]
+            row |= in_process(args.model, backend, args.repeats)
+            row["load"] = load_average()
+            rounds[backend].append(row)
+            print(f"  {row}", flush=True)
+    for measured in rounds.values():
+        numbers = [key for key, value in measured[0].items() if isinstance(value, float)]
+        median = {key: statistics.median(row[key] for row in measured) for key in numbers}
+        results.append(measured[0] | median | {"rounds": len(measured)})
+    print(
+        f"\nSeconds, one 1280x720 frame; apply on {short}- and {long}-frame 720p videos; "
+        f"medians of {args.rounds} rounds:\n"
+    )
     header = [
         "backend",
         "bare",
