@@ -30,9 +30,9 @@ from denoise.core.errors import ConfigError, ValidationError
 from denoise.data.extract import MANIFEST_NAME
 from denoise.stages.extract import run as run_extract
 from denoise.stages.noise import run as run_noise
-from denoise.stages.register import check_results
 from denoise.stages.validate import run as run_validate
 from denoise.validation.outcomes import RESULTS_JSON
+from denoise.validation.results import check_results
 from denoise.validation.tables import evaluation_set_table
 
 

@@ -414,6 +414,8 @@ def test_apply_uses_the_champion_by_default(champion: str, tmp_path: Path) -> No
     assert result.exit_code == 0, result.stderr
     assert f"model: {champion}" in result.stdout
     assert cv2.imread(str(tmp_path / "out" / "frame.png")).shape == (101, 203, 3)
+    # its metadata holds no trained noise range (logged without one): said, not guessed
+    assert f"{image}: noise level" in result.stderr and "range: unknown" in result.stderr
 
 
 def test_apply_names_a_missing_alias(tracking_server: str, tmp_path: Path) -> None:

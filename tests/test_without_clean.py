@@ -386,3 +386,7 @@ def test_the_train_stage_learns_from_the_noisy_video_alone(tmp_path: Path) -> No
     summary = json.loads((Path(config.paths.models) / "cae_noisy.json").read_text())
     assert summary["supervision"] == "noisy" and summary["noise"] is None
     assert summary["val_frame_to_frame"] == summary["val_loss"] > 0
+    # its card's trained noise range: the noisy video's measured level (sources.parquet)
+    measured = pd.read_parquet(Path(config.paths.frames) / "sources.parquet")
+    level = float(measured.loc[measured["source"] == "long.avi", "noise_sigma"].iloc[0])
+    assert summary["noise_range"] == [level, level]

@@ -168,6 +168,10 @@ class Register:
     video_model_name: Name  # temporal models (train.window > 1)
     score_set: Name
     promotion_margin_db: NonNegative
+    # A run with noisy sources: champion moves on the held-out frame-to-frame loss (dB) by
+    # noisy_margin_db, if the candidate loses at most clean_guard_db of PSNR on score_set.
+    noisy_margin_db: NonNegative
+    clean_guard_db: NonNegative
 
     @model_validator(mode="after")
     def _apart(self) -> Register:
@@ -188,6 +192,9 @@ class Apply:
     whole_megapixels: NonNegative  # frames up to this size (padded) run whole (serving.tiling)
     backend: ApplyBackend  # serving.backends
     converted_dir: NotBlank  # the kept OpenVINO copies, by the .keras file's SHA-256; ~ expands
+    # how far (0-255) an input's estimated noise level may lie outside the model's trained
+    # range before `denoise apply` warns (serving.input_noise)
+    noise_tolerance: NonNegative
     # The served model's limits (serving.guard): a request body in megabytes of 10^6 bytes,
     # an image in millions of pixels, and how far outside [0, 1] a value may lie.
     max_request_megabytes: Positive

@@ -13,11 +13,15 @@ On 8-bit pixels the estimate moves in steps of about 0.74 (0-255 scale).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
 MAD_TO_SIGMA = 0.6745  # median |N(0, 1)|
+# A model's trained noise range [low, high] (0-255), or null: the key in models/<name>.json
+# and in its logged model's metadata.
+NOISE_RANGE = "noise_range"
 
 
 def donoho_sigma(x00: Any, x01: Any, x10: Any, x11: Any, xp: Any = np) -> Any:
@@ -94,3 +98,23 @@ def measure_noise_level(
         enough = inside.size >= min_blocks
         curve.append(float(np.median(inside) / MAD_TO_SIGMA * 255.0) if enough else float("nan"))
     return NoiseLevel(float(np.median(sigmas)), len(frames), len(usable), centres, curve)
+
+
+def trained_noise_range(noise: Mapping[str, Any] | None) -> tuple[float, float] | None:
+    """The noise levels (0-255, as Donoho's estimate reads them) a model trained on, from its
+    training noise (TrainNoise as a mapping): sigma for gaussian, [sigma_min, sigma_max] for
+    gaussian_blind; None for other kinds, whose level varies with intensity, and for none."""
+    if noise is None:
+        return None
+    if noise.get("kind") == "gaussian":
+        return float(noise["sigma"]), float(noise["sigma"])
+    if noise.get("kind") == "gaussian_blind":
+        return float(noise["sigma_min"]), float(noise["sigma_max"])
+    return None
+
+
+def sources_noise_range(sigmas: Iterable[float]) -> tuple[float, float] | None:
+    """The range of the noise levels (0-255) of the noisy sources a model learnt from as they
+    are; None when none has an estimate."""
+    known = [float(sigma) for sigma in sigmas if np.isfinite(sigma)]
+    return (min(known), max(known)) if known else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -34,6 +35,7 @@ from denoise.data.video import (
 from denoise.models.pretrained import pretrained_model_path
 from denoise.serving.backends import describe
 from denoise.serving.choose import SHIPPED, first_registered, load_model_at
+from denoise.serving.input_noise import input_noise_level, model_noise_range, noise_note
 from denoise.serving.load import default_model_uri
 from denoise.serving.tiling import denoise_batch, denoise_image
 
@@ -355,6 +357,8 @@ def run(
             video_model, video_uri = first_registered(
                 params, [video_champion, frame_by_frame, shipped], loaded
             )
+    _say_noise_levels(params, [(pair[0], uri) for pair in images])
+    _say_noise_levels(params, [(pair[0], video_uri) for pair in videos])
     outputs = []
     if images:
         for source, target in progress(images, description="denoise images"):
@@ -365,3 +369,14 @@ def run(
     return ApplySummary(
         uri if images else video_uri, outputs, video_uri if videos else None, describe(used)
     )
+
+
+def _say_noise_levels(params: Params, inputs: list[tuple[Path, str]]) -> None:
+    """One line per input on stderr: its estimated noise level against the range the model
+    (at the URI paired with it) was trained on (serving.input_noise)."""
+    ranges: dict[str, tuple[float, float] | None] = {}
+    for source, uri in inputs:
+        if uri not in ranges:
+            ranges[uri] = model_noise_range(uri)
+        sigma = input_noise_level(source)
+        print(noise_note(source, sigma, ranges[uri], params.apply.noise_tolerance), file=sys.stderr)

@@ -10,39 +10,53 @@ when it is registered (its tags and description record the decision); registerin
 training run again reports that decision and redoes nothing. After the new versions are
 decided, `challenger` points at the best version that passed the results checks and is not the
 champion, scored on the same set, or at nothing.
+
+A run with noisy sources (the manifest's role column) decides its image models by another
+rule (tracking.aliases.decide_on_noisy): on the held-out frame-to-frame loss over those
+sources' test clips (evaluation.frame_to_frame; candidate and champion on the same frames) by
+register.noisy_margin_db, with a guard: the candidate may lose at most register.clean_guard_db
+of PSNR on score_set. The version's tag denoise.rule says which rule decided. Without such
+frames (no noisy source, or no test clip of one keeps enough pixels) the PSNR rule decides.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from denoise.core.atomic import atomic_directory, write_json
+from denoise.core.atomic import write_json
 from denoise.core.config import Params
-from denoise.core.errors import DataError, ValidationError
+from denoise.core.errors import DataError
 from denoise.core.noise import level_name
+from denoise.core.noise_level import NOISE_RANGE
 from denoise.core.temporal import temporal_windows
 from denoise.data.evalsets import CLIP_SETS, CLIP_TEST, load_set
+from denoise.evaluation.frame_to_frame import Denoise, held_out_pairs, score_frame_to_frame
 from denoise.evaluation.scoring import IDENTITY, psnr_scores
 from denoise.evaluation.summary import headline_level, headline_metrics, headline_sets
 from denoise.serving.load import CHALLENGER, CHAMPION
 from denoise.tracking.aliases import (
+    CHAMPION_FRAME_TO_FRAME_TAG,
     CHAMPION_SCORE_TAG,
     DECISION_TAG,
+    FRAME_TO_FRAME_TAG,
     MODEL_TAG,
     REASON_TAG,
     REJECTED,
+    RULE_FRAME_TO_FRAME,
+    RULE_PSNR,
+    RULE_TAG,
     SCORE_TAG,
     SET_TAG,
     Decision,
+    Scores,
     champion_of,
     decide,
+    decide_on_noisy,
     description,
     earlier_decision,
     point_challenger,
@@ -50,11 +64,7 @@ from denoise.tracking.aliases import (
 )
 from denoise.tracking.models import INIT_TAG, TRAINED_RUN_TAG, log_model_file, logged_model_uri
 from denoise.tracking.runs import StageTracker, stage
-from denoise.validation.outcomes import RESULTS, SUMMARY_HTML, SuiteResult, failures
-from denoise.validation.report import failure_message
-from denoise.validation.runner import validate_tables
-from denoise.validation.suites import results_expectations
-from denoise.validation.tables import results_table
+from denoise.validation.results import check_results
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,16 +86,12 @@ def score_model(
     clips (N, T, H, W, 3): every frame is scored, denoised from the window around it (the
     ends reflected, core.temporal).
     """
-    import mlflow
-
-    model = mlflow.pyfunc.load_model(model_uri)
-    served = model.unwrap_python_model()
-    served.serve_as(self_ensemble, precision)
+    denoise, window = _served(model_uri, self_ensemble, precision)
 
     def denoise_batch(inputs: np.ndarray, sigma: float) -> np.ndarray:  # sigma: not told
-        return np.clip(model.predict(inputs), 0.0, 1.0)
+        return denoise(inputs)
 
-    if served.window == 1:
+    if window == 1:
         scores = psnr_scores(clean, noisy, 0.0, denoise_batch)
     else:  # one clip's windows at a time: memory holds one clip's
         scores = [
@@ -93,12 +99,22 @@ def score_model(
             for frames, clip in zip(clean, noisy, strict=True)
             for value in psnr_scores(
                 frames,
-                np.stack(list(temporal_windows(clip, served.window // 2))),
+                np.stack(list(temporal_windows(clip, window // 2))),
                 0.0,
                 denoise_batch,
             )
         ]
     return float(np.mean(scores))
+
+
+def _served(model_uri: str, self_ensemble: bool, precision: str) -> tuple[Denoise, int]:
+    """A logged or registered denoiser as served (clipped to [0, 1]), and its window."""
+    import mlflow
+
+    model = mlflow.pyfunc.load_model(model_uri)
+    served = model.unwrap_python_model()
+    served.serve_as(self_ensemble, precision)
+    return (lambda inputs: np.clip(model.predict(inputs), 0.0, 1.0)), served.window
 
 
 def _trained_runs(params: Params) -> dict[str, str]:
@@ -133,7 +149,8 @@ def _in_this_store(tracker: StageTracker, params: Params, runs: dict[str, str]) 
         tags = {"denoise.model": model, TRAINED_RUN_TAG: run_id}
         with tracker.child(model, tags=tags) as logged:
             path = Path(params.paths.models) / f"{model}.keras"
-            log_model_file(params, path, params.train.window(model))
+            trained = json.loads(path.with_suffix(".json").read_text()).get(NOISE_RANGE)
+            log_model_file(params, path, params.train.window(model), trained)
         found[model] = logged
     return found
 
@@ -176,7 +193,9 @@ def run(params: Params) -> RegisterSummary:
             eligible = check_results(
                 metrics, params, score_set=params.register.score_set, models=list(group)
             ).eligible
-            decisions += _register(params, name, group, eligible, *_scoring_set(params, temporal))
+            scoring = _scoring_set(params, temporal)
+            held_out = None if temporal else held_out_pairs(params)
+            decisions += _register(params, name, group, eligible, *scoring, held_out=held_out)
         summary = RegisterSummary(decisions=decisions)
         headline = _headline(params, summary, metrics)
         tracker.log_to_parent(
@@ -214,20 +233,37 @@ def _register(
     clean: np.ndarray,
     noisy: np.ndarray,
     scored_on: str,
+    held_out: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[Decision]:
     """Register each model's run as a version of `name`, best first, decide each new version
-    once (moving `champion` when it wins), then point `challenger` (best_challenger)."""
+    once (moving `champion` when it wins), then point `challenger` (best_challenger).
+
+    held_out: the noisy sources' held-out (noisy, packed) frame-to-frame pairs
+    (evaluation.frame_to_frame); given, decide_on_noisy decides on them, else decide on PSNR.
+    """
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
     serving = (params.apply.self_ensemble, params.apply.precision)  # as `denoise apply` serves
+    config = params.register
+
+    def held_out_score(uri: str, pairs: tuple[np.ndarray, np.ndarray]) -> float:
+        denoise, _ = _served(uri, *serving)
+        return score_frame_to_frame(denoise, *pairs, params.apply.batch_size)
+
     scores = {
         model: score_model(logged_model_uri(run_id), clean, noisy, *serving)
         for model, run_id in runs.items()
     }
+    frame_scores = (
+        {model: held_out_score(logged_model_uri(run), held_out) for model, run in runs.items()}
+        if held_out is not None
+        else {}
+    )
+    ranking = frame_scores or scores
     decisions = []
     # Best candidate first, so a weaker one from the same run is compared with it.
-    for model in sorted(scores, key=lambda key: -scores[key]):
+    for model in sorted(ranking, key=lambda key: -ranking[key]):
         version = registered_version(client, name, runs[model])
         champion = champion_of(client, name)
         champion_version = None if champion is None else str(champion.version)
@@ -235,19 +271,29 @@ def _register(
         if earlier is not None:
             decisions.append(earlier)
             continue
-        champion_score = None
+        champion_score = champion_frames = None
         if champion_version not in (None, str(version.version)):
             champion_uri = f"models:/{name}@{CHAMPION}"
             champion_score = score_model(champion_uri, clean, noisy, *serving)
-        score = scores[model]
-        alias, reason = decide(
-            score,
-            eligible.get(model, False),
-            str(version.version),
-            champion_version,
-            champion_score,
-            params.register.promotion_margin_db,
-        )
+            if held_out is not None:  # the same held-out frames as the candidate's
+                champion_frames = held_out_score(champion_uri, held_out)
+        score, passed, number = scores[model], eligible.get(model, False), str(version.version)
+        if held_out is None:
+            rule = RULE_PSNR
+            alias, reason = decide(
+                score, passed, number, champion_version, champion_score, config.promotion_margin_db
+            )
+        else:
+            rule = RULE_FRAME_TO_FRAME
+            both = Scores(score, frame_scores[model], champion_score, champion_frames)
+            alias, reason = decide_on_noisy(
+                both,
+                passed,
+                number,
+                champion_version,
+                config.noisy_margin_db,
+                config.clean_guard_db,
+            )
         if alias == CHAMPION:
             client.set_registered_model_alias(name, alias, version.version)
         decision = Decision(
@@ -259,6 +305,9 @@ def _register(
             champion_score=champion_score,
             alias=alias,
             reason=reason,
+            rule=rule,
+            frame_to_frame=frame_scores.get(model),
+            champion_frame_to_frame=champion_frames,
         )
         tags = {
             MODEL_TAG: model,
@@ -267,7 +316,13 @@ def _register(
             CHAMPION_SCORE_TAG: "" if champion_score is None else f"{champion_score:.4f}",
             REASON_TAG: reason,
             INIT_TAG: client.get_run(runs[model]).data.tags.get(INIT_TAG, ""),
+            RULE_TAG: rule,
         }
+        if held_out is not None:
+            tags[FRAME_TO_FRAME_TAG] = f"{frame_scores[model]:.4f}"
+            tags[CHAMPION_FRAME_TO_FRAME_TAG] = (
+                "" if champion_frames is None else f"{champion_frames:.4f}"
+            )
         for key, value in tags.items():
             client.set_model_version_tag(name, version.version, key, value)
         client.update_model_version(name, version.version, description(decision, scored_on))
@@ -280,97 +335,3 @@ def _register(
     if champion is not None:
         holders[str(champion.version)] = CHAMPION
     return [dataclasses.replace(entry, holds=holders.get(entry.version)) for entry in decisions]
-
-
-@dataclasses.dataclass(frozen=True)
-class ResultsCheck:
-    """The results suite passed; which models may be promoted."""
-
-    reference: str  # where gains are measured: "<set>/gaussian-<validation_sigma>"
-    noisy_psnr: float  # dB, the noisy input's PSNR there
-    psnr: dict[str, float]  # dB per trained model
-    gain_db: dict[str, float]  # psnr - noisy_psnr per trained model
-    eligible: dict[str, bool]  # gain_db >= validate.results.min_gain_over_noisy_db
-    report: Path | None  # index.html of the report, when one was written
-    suites: list[SuiteResult]  # for log_report(), with the report folder
-
-
-def promotion_gains(
-    metrics: Mapping[str, Any],
-    models: list[str],
-    score_set: str,
-    sigma: float,
-    group: str = "sets",
-) -> tuple[str, float, dict[str, float]]:
-    """PSNR of each model and of the noisy input on score_set (of metrics[group]: "sets", or
-    "clip_sets") at Gaussian sigma (0-255 scale).
-
-    Returns (reference, noisy PSNR, {model: PSNR}). Where the noisy method was not evaluated,
-    its PSNR is the expectation for unclipped noise, 20 log10(255 / sigma).
-    """
-    reference = f"{score_set}/{level_name('gaussian', sigma)}"
-    level = metrics.get(group, {}).get(score_set, {}).get("levels", {})
-    results = level.get(level_name("gaussian", sigma))
-    if results is None:
-        raise ValidationError(
-            f"results: no scores at {reference} in the metrics (evaluate scores "
-            f"{', '.join(metrics.get(group, {})) or 'no sets'}); rerun `denoise evaluate`"
-        )
-    missing = [model for model in models if model not in results]
-    if missing:
-        raise ValidationError(
-            f"results: no score for {', '.join(missing)} at {reference}; rerun `denoise evaluate`"
-        )
-    noisy = (
-        float(results["noisy"]["psnr"])
-        if "noisy" in results
-        else 20.0 * math.log10(255.0 / sigma)
-        if sigma > 0
-        else math.inf
-    )
-    return reference, noisy, {model: float(results[model]["psnr"]) for model in models}
-
-
-def check_results(
-    metrics: Mapping[str, Any],
-    params: Params,
-    score_set: str = "test",
-    report_dir: str | Path | None = None,
-    models: list[str] | None = None,
-) -> ResultsCheck:
-    """Run the results suite on evaluate's metrics, then decide which models may be promoted.
-
-    metrics: the mapping in paths.metrics. Raises ValidationError (after writing the report,
-    when report_dir is given) if a metric is not finite or a PSNR is implausible. A model is
-    eligible when it beats the noisy input by validate.results.min_gain_over_noisy_db on
-    score_set at noise.validation_sigma; an ineligible model may be recorded, never promoted.
-    models: those to decide for (None: train.models), all image models or all temporal ones,
-    which are measured on the test clips instead of score_set.
-    """
-    config = params.validate.results
-    tables = {RESULTS: (results_table(metrics), results_expectations(config))}
-    report = None
-    if report_dir is None:
-        results = validate_tables(tables, None)
-    else:
-        with atomic_directory(report_dir) as staging:
-            results = validate_tables(tables, staging)
-        report = Path(report_dir) / SUMMARY_HTML
-    if failures(results):
-        raise ValidationError(failure_message(results, report))
-    models = list(params.train.models) if models is None else models
-    temporal = any(params.train.window(model) > 1 for model in models)
-    where = (CLIP_TEST, CLIP_SETS) if temporal else (score_set, "sets")
-    reference, noisy, psnr = promotion_gains(
-        metrics, models, where[0], params.noise.validation_sigma, where[1]
-    )
-    gain = {model: value - noisy for model, value in psnr.items()}
-    return ResultsCheck(
-        reference=reference,
-        noisy_psnr=noisy,
-        psnr=psnr,
-        gain_db=gain,
-        eligible={model: value >= config.min_gain_over_noisy_db for model, value in gain.items()},
-        report=report,
-        suites=results,
-    )

@@ -18,9 +18,11 @@ from denoise.core.errors import ConfigError, DataError
 from denoise.core.locations import init_file
 from denoise.core.locks import exclusive
 from denoise.core.noise import level_name
+from denoise.core.noise_level import NOISE_RANGE, sources_noise_range, trained_noise_range
 from denoise.data.clips import CLIPS_MANIFEST
 from denoise.data.evalsets import CLIP_SETS, CLIP_VALIDATION, load_set
 from denoise.data.extract import load_clips_manifest, load_manifest
+from denoise.data.roles import load_sources
 from denoise.tracking.models import INIT_TAG, log_epoch, log_frames_inputs, log_trained_model
 from denoise.tracking.runs import stage
 from denoise.tracking.views import model_run_name
@@ -153,6 +155,19 @@ def _training_data(
     return stream, clip_validation(clean, noisy_set[level], window)
 
 
+def noise_range(params: Params, name: str, manifest: pd.DataFrame) -> list[float] | None:
+    """The noise levels (0-255) model `name` learnt to remove, for its card: its training
+    noise's sigma range, or for supervision noisy the range of its noisy sources' measured
+    levels (sources.parquet); None where no such range is known."""
+    if params.train.supervision_of(name) == "noisy":
+        sources = load_sources(Path(params.paths.frames))
+        learnt = sources[sources["source"].isin(noisy_sources(manifest))]
+        found = sources_noise_range(learnt["noise_sigma"])
+    else:
+        found = trained_noise_range(dataclasses.asdict(training_noise(params, name)))
+    return None if found is None else list(found)
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainSummary:
     models: dict[str, dict[str, Any]]
@@ -228,6 +243,7 @@ def _train(
                 )
             summary = summaries[name] = {
                 **summarise(name, params, model, state, stream),
+                NOISE_RANGE: noise_range(params, name, manifest),
                 "mlflow_run_id": run_id,
             }
             path = Path(params.paths.models) / f"{name}.keras"

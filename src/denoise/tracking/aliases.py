@@ -19,6 +19,11 @@ from denoise.tracking.models import logged_model_uri
 MODEL_TAG, SCORE_TAG, SET_TAG = "denoise.model", "denoise.score_psnr", "denoise.score_set"
 CHAMPION_SCORE_TAG, DECISION_TAG = "denoise.champion_psnr", "denoise.decision"
 REASON_TAG, REJECTED = "denoise.reason", "rejected"
+# Which rule decided (RULE_TAG): PSNR on the clean score set, or, when the run has noisy
+# sources, the held-out frame-to-frame loss on them (dB) with a guard on the clean set.
+RULE_TAG, RULE_PSNR, RULE_FRAME_TO_FRAME = "denoise.rule", "psnr", "frame_to_frame"
+FRAME_TO_FRAME_TAG = "denoise.score_frame_to_frame_db"
+CHAMPION_FRAME_TO_FRAME_TAG = "denoise.champion_frame_to_frame_db"
 
 
 def should_promote(candidate: float, champion: float | None, margin: float) -> bool:
@@ -50,6 +55,52 @@ def decide(
 
 
 @dataclasses.dataclass(frozen=True)
+class Scores:
+    """A candidate's and the champion's scores on the same frames: PSNR (dB) on the clean score
+    set, and the held-out frame-to-frame loss in dB on the noisy sources (evaluation.
+    frame_to_frame; higher is better). The champion's are None when there is none."""
+
+    psnr: float
+    frame_to_frame: float
+    champion_psnr: float | None
+    champion_frame_to_frame: float | None
+
+
+def decide_on_noisy(
+    scores: Scores,
+    eligible: bool,
+    version: str,
+    champion_version: str | None,
+    margin: float,
+    guard: float,
+) -> tuple[str | None, str]:
+    """decide's rule for a run with noisy sources: champion when the candidate beats the
+    champion's held-out frame-to-frame loss by margin dB and loses at most guard dB of PSNR on
+    the clean score set; challenger otherwise; None when it fails the results checks."""
+    if champion_version == version:
+        return CHAMPION, ALREADY_CHAMPION
+    if not eligible:
+        return None, "rejected: does not beat the noisy input by validate.results' margin"
+    champion, clean = scores.champion_frame_to_frame, scores.champion_psnr
+    if clean is not None and scores.psnr < clean - guard:
+        return CHALLENGER, (
+            f"loses {clean - scores.psnr:.3f} dB PSNR on the clean set to champion "
+            f"v{champion_version}, more than the guard {guard} dB"
+        )
+    if should_promote(scores.frame_to_frame, champion, margin):
+        if champion is None:
+            return CHAMPION, "first champion (frame-to-frame on the noisy sources)"
+        return CHAMPION, (
+            f"beats champion v{champion_version} by {scores.frame_to_frame - champion:.3f} dB "
+            "frame-to-frame on the noisy sources' held-out frames"
+        )
+    gap = scores.frame_to_frame - champion if champion is not None else float("nan")
+    return CHALLENGER, (
+        f"{gap:+.3f} dB frame-to-frame against champion v{champion_version}, margin {margin} dB"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
 class Decision:
     registered_model: str  # register.model_name, or register.video_model_name (temporal)
     model: str
@@ -61,6 +112,9 @@ class Decision:
     reason: str
     holds: str | None = None  # the alias the version holds after this stage ran
     earlier: bool = False  # decided when an earlier register run registered it, not now
+    rule: str = RULE_PSNR  # which rule decided: RULE_PSNR or RULE_FRAME_TO_FRAME
+    frame_to_frame: float | None = None  # dB on the noisy sources' held-out frames (that rule)
+    champion_frame_to_frame: float | None = None
 
 
 def registered_version(client: Any, name: str, run_id: str) -> Any:
@@ -94,7 +148,14 @@ def earlier_decision(version: Any, champion_version: str | None) -> Decision | N
             else f"decided when registered: {tags.get(REASON_TAG, decided)}"
         ),
         earlier=True,
+        rule=tags.get(RULE_TAG, RULE_PSNR),
+        frame_to_frame=_optional(tags.get(FRAME_TO_FRAME_TAG)),
+        champion_frame_to_frame=_optional(tags.get(CHAMPION_FRAME_TO_FRAME_TAG)),
     )
+
+
+def _optional(tag: str | None) -> float | None:
+    return float(tag) if tag else None
 
 
 def best_challenger(versions: Iterable[Any], champion_version: str | None, scored_on: str) -> Any:
@@ -132,9 +193,14 @@ def point_challenger(client: Any, name: str, scored_on: str) -> str | None:
 
 
 def description(decision: Decision, scored_on: str) -> str:
-    """One line for the registry page: model, score, set and decision."""
+    """One line for the registry page: model, score(s), set and decision."""
+    held_out = (
+        f", {decision.frame_to_frame:.2f} dB frame-to-frame on the noisy sources"
+        if decision.frame_to_frame is not None
+        else ""
+    )
     return (
-        f"{decision.model}: {decision.score:.2f} dB PSNR on {scored_on}; "
+        f"{decision.model}: {decision.score:.2f} dB PSNR on {scored_on}{held_out}; "
         f"{decision.alias or REJECTED} ({decision.reason})"
     )
 

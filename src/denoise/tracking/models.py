@@ -12,6 +12,7 @@ import numpy as np
 
 from denoise.core.config import Params, default_params
 from denoise.core.errors import ModelError
+from denoise.core.noise_level import NOISE_RANGE
 from denoise.models.pretrained import PRETRAINED_DIR
 from denoise.serving.pyfunc import BACKEND_KEY, KERAS_ARTIFACT, DenoiserModel
 from denoise.tracking.runs import dvc_out_md5
@@ -48,6 +49,7 @@ def log_denoiser(
     params: Params | None = None,
     registered_model_name: str | None = None,
     window: int = 1,
+    noise_range: list[float] | None = None,
 ) -> Any:
     """Log a saved .keras denoiser as an MLflow pyfunc model that denoises images of any size.
 
@@ -62,8 +64,9 @@ def log_denoiser(
     (code_paths) and the pip requirements are pinned to this environment, so `mlflow models
     serve --env-manager local` works here and a fresh virtualenv can rebuild it elsewhere.
     The Keras backend it was trained on is recorded (model_config and the MLmodel metadata):
-    a serving environment uses it where installed and otherwise one it has. Returns mlflow's
-    ModelInfo.
+    a serving environment uses it where installed and otherwise one it has, and so is the
+    noise range it was trained on (0-255, the metadata's noise_range; null: unknown), which
+    `denoise apply` compares its inputs' noise level with. Returns mlflow's ModelInfo.
     """
     import keras
     import mlflow
@@ -108,7 +111,7 @@ def log_denoiser(
             input_example=example,
             code_paths=[str(package)],
             pip_requirements=_requirements(),
-            metadata={BACKEND_KEY: model_config[BACKEND_KEY]},
+            metadata={BACKEND_KEY: model_config[BACKEND_KEY], NOISE_RANGE: noise_range},
             registered_model_name=registered_model_name,
         )
 
@@ -140,15 +143,21 @@ def log_trained_model(
             "rollbacks": len(summary["rollbacks"]),
         }
     )
-    log_model_file(params, keras_path, int(model.input_shape[-1]) // 3)
+    window = int(model.input_shape[-1]) // 3
+    log_model_file(params, keras_path, window, summary.get(NOISE_RANGE))
 
 
-def log_model_file(params: Params, keras_path: Path, window: int) -> None:
+def log_model_file(
+    params: Params, keras_path: Path, window: int, noise_range: list[float] | None = None
+) -> None:
     """Into the active run: the model saved at keras_path, as the register stage finds it;
-    window: its frames per output frame (1: an image model)."""
+    window: its frames per output frame (1: an image model); noise_range: what it was trained
+    on (0-255), or None where unknown."""
     import mlflow
 
-    info = log_denoiser(keras_path, name=MODEL_ARTIFACT, params=params, window=window)
+    info = log_denoiser(
+        keras_path, name=MODEL_ARTIFACT, params=params, window=window, noise_range=noise_range
+    )
     mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
 
 

@@ -133,7 +133,11 @@ def configure(params: Params, root: Path | None = None) -> str:
                 if experiment.tags.get(key) != wanted:
                     client.set_experiment_tag(experiment_id, key, wanted)
             recorded = experiment.artifact_location
-            if artifact_location and recorded != artifact_location:  # the repository moved
+            # The repository moved or was copied: its store names the old folder beside it. A
+            # location of the user's choosing (not such a folder) is left alone.
+            ours = f"/{Path(params.tracking.local_store).name}/artifacts"
+            moved = recorded.startswith("file://") and recorded.endswith(ours)
+            if artifact_location and recorded != artifact_location and moved:
                 database = Path(uri.removeprefix("sqlite:///"))
                 relocate_artifacts(database, recorded, artifact_location)
     mlflow.set_experiment(experiment_id=experiment_id)
