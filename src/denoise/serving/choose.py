@@ -64,7 +64,9 @@ def _openvino_at(params: Params, uri: str) -> OpenVINOModel | None:
             try:
                 registered = download_keras(uri, tracking_uri(params), Path(directory))
                 return load_openvino(registered.path, converted)
-            except (NotRegisteredError, ConversionError):
+            except NotRegisteredError:
+                return None  # the Keras path names what is missing, as it always has
+            except ConversionError:
                 raise
             except ModelError:
                 if params.apply.backend == OPENVINO:
