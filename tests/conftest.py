@@ -206,6 +206,20 @@ def tracking_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         os.environ["MLFLOW_TRACKING_URI"] = previous
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cache_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """apply's OpenVINO copies (apply.converted_dir, under XDG_CACHE_HOME) go to a throwaway
+    folder, for every test and its subprocesses: test models would pile up in the user's."""
+    folder = tmp_path_factory.mktemp("cache")
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous
+
+
 @pytest.fixture
 def quick_model(tmp_path: Path) -> Path:
     """An untrained paper_cae saved as .keras: for tests of apply's reading and writing, not

@@ -52,8 +52,18 @@ def apply(
         str | None,
         typer.Option(
             "--precision",
-            help="float32, or bfloat16 (mixed: faster on CPUs with native bf16 and on GPUs).",
+            help="The keras backend's: float32, or bfloat16 (mixed: faster on CPUs with native "
+            "bf16 and on GPUs). OpenVINO takes bfloat16 where the CPU has it.",
             show_default="apply.precision",
+        ),
+    ] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            "--backend",
+            help="keras, openvino (a converted copy, kept; bfloat16 where the CPU has it; the "
+            "`fast` extra), or auto (openvino where installed).",
+            show_default="apply.backend",
         ),
     ] = None,
     params: ParamsOption = Path("params.yaml"),
@@ -79,13 +89,14 @@ def apply(
         "tile_size": tile,
         "self_ensemble": self_ensemble,
         "precision": precision,
+        "backend": backend,
     }
     overrides = {key: value for key, value in options.items() if value is not None}
     try:
         config = dataclasses.replace(config, apply=dataclasses.replace(config.apply, **overrides))
     except DenoiseError as error:  # a ConfigError naming apply's key (--tile or --precision)
-        bad_precision = str(error).startswith("precision")
-        flag = f"--precision {precision}" if bad_precision else f"--tile {tile}"
+        flags = {"precision": f"--precision {precision}", "backend": f"--backend {backend}"}
+        flag = flags.get(str(error).split(":")[0], f"--tile {tile}")
         raise DenoiseError(f"{flag}: apply.{error}") from None
     summary = stage.run(config, inputs, output, model)
     for applied in summary.outputs:
@@ -95,7 +106,7 @@ def apply(
         typer.echo(f"{applied.source} -> {applied.output} ({size})")
         if applied.note:
             typer.echo(f"note: {applied.note}", err=True)
-    typer.echo(f"model: {summary.model_uri}")
+    typer.echo(f"model: {summary.model_uri} ({summary.backend})")
     if summary.video_model_uri not in (None, summary.model_uri):
         typer.echo(f"video model: {summary.video_model_uri}")
 

@@ -35,6 +35,7 @@ from denoise.core.data_config import (
 from denoise.core.errors import ConfigError
 from denoise.core.params_file import read_values, with_recipe
 from denoise.core.schema import (
+    ApplyBackend,
     ApplyPrecision,
     AtLeast1,
     Bool,
@@ -188,6 +189,9 @@ class Apply:
     batch_size: AtLeast1
     self_ensemble: Bool
     precision: ApplyPrecision  # models.at_precision
+    whole_megapixels: NonNegative  # frames up to this size (padded) run whole (serving.tiling)
+    backend: ApplyBackend  # serving.backends
+    converted_dir: NotBlank  # the kept OpenVINO copies, by the .keras file's SHA-256; ~ expands
     # how far (0-255) an input's estimated noise level may lie outside the model's trained
     # range before `denoise apply` warns (serving.input_noise)
     noise_tolerance: NonNegative

@@ -43,6 +43,8 @@ FlowMethod = Literal["dis", "farneback"]  # OpenCV's optical flow, for frame-to-
 WarpInterpolation = Literal["nearest", "linear"]
 Precision = Literal["float32", "mixed_bfloat16", "mixed_float16", "auto"]
 ApplyPrecision = Literal["float32", "bfloat16"]  # what apply computes in
+# what apply runs the model on: Keras, OpenVINO (the `fast` extra), or auto (serving.backends)
+ApplyBackend = Literal["auto", "keras", "openvino"]
 NOISE_KINDS: tuple[str, ...] = get_args(NoiseKind)
 BASELINE_METHODS: tuple[str, ...] = get_args(BaselineMethod)
 VIDEO_BASELINE_METHODS: tuple[str, ...] = get_args(VideoBaselineMethod)

@@ -4,25 +4,27 @@
     clean = denoiser.denoise(image)               # (H, W, C) or (N, H, W, C), same dtype back
     denoiser.denoise_video("in.mp4", "out.mp4")   # frame rate, timestamps and audio kept
 
-It is what `denoise apply` runs: the same loading, tiling and writing. Importing it loads
-neither TensorFlow nor MLflow; a .keras file or "pretrained" loads Keras only, and MLflow comes
-only for "champion" or a models:/ or runs:/ URI.
+It is what `denoise apply` runs: the same loading, backend, tiling and writing. Importing it
+loads neither TensorFlow nor MLflow; a .keras file or "pretrained" loads Keras only (OpenVINO
+only, once its converted copy is kept: serving.backends), and MLflow comes only for "champion"
+or a models:/ or runs:/ URI.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from denoise.core import runtime
 from denoise.core.config import Apply, Params, default_params, load_params
-from denoise.core.errors import InputError, ModelError
+from denoise.core.errors import DenoiseError, InputError, ModelError
 from denoise.core.schema import INIT_CHAMPION, INIT_PRETRAINED
 from denoise.models.pretrained import pretrained_model_path
 from denoise.serving.apply import Applied, apply_to_video, denoise_channels, model_window
+from denoise.serving.backends import describe
 from denoise.serving.choose import load_model_at, shipped_fallback
 from denoise.serving.load import default_model_uri
 
@@ -38,10 +40,14 @@ class Denoiser:
     model: Any
     source: str  # what was loaded: a file, or a models:/ or runs:/ URI
     settings: Apply
+    backend: str = ""  # what runs the model (serving.backends.describe): "OpenVINO, bfloat16"
 
     @classmethod
     def load(
-        cls, model: str | Path = INIT_CHAMPION, params: str | Path | Params | None = None
+        cls,
+        model: str | Path = INIT_CHAMPION,
+        params: str | Path | Params | None = None,
+        backend: str | None = None,
     ) -> Denoiser:
         """Load "champion" (the registered image champion, or the shipped model with a one-line
         note while none is registered), "pretrained" (the shipped model), a .keras file, an
@@ -49,9 +55,16 @@ class Denoiser:
 
         params: a params.yaml, or Params (default: ./params.yaml where there is one, else the
         packaged defaults): its `apply` settings, and the tracking store "champion" is read from.
+        backend: "keras", "openvino" or "auto" (default: params' apply.backend).
         """
         runtime.configure()  # TensorFlow's options, before Keras loads
         config = _params(params)
+        if backend is not None:
+            try:
+                settings = dataclasses.replace(config.apply, backend=cast(Any, backend))
+            except DenoiseError as error:
+                raise ModelError(f"backend {backend!r}: {error}") from None
+            config = dataclasses.replace(config, apply=settings)
         name = str(model)
         if name == INIT_CHAMPION:
             loaded, uri = shipped_fallback(config, [default_model_uri(config)])
@@ -63,7 +76,7 @@ class Denoiser:
                     "MLflow model folder, or a models:/ or runs:/ URI"
                 )
             loaded = load_model_at(config, uri)
-        return cls(loaded, uri, config.apply)
+        return cls(loaded, uri, config.apply, describe(loaded))
 
     @property
     def window(self) -> int:

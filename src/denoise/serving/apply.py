@@ -16,6 +16,7 @@ import numpy as np
 from denoise.core.atomic import atomic_path
 from denoise.core.config import Apply, Params
 from denoise.core.errors import InputError, VideoError
+from denoise.core.pipelined import read_ahead, write_behind
 from denoise.core.progress import progress
 from denoise.core.schema import INIT_PRETRAINED
 from denoise.core.temporal import channel_windows
@@ -32,6 +33,7 @@ from denoise.data.video import (
     write_image_float,
 )
 from denoise.models.pretrained import pretrained_model_path
+from denoise.serving.backends import describe
 from denoise.serving.choose import SHIPPED, first_registered, load_model_at
 from denoise.serving.input_noise import input_noise_level, model_noise_range, noise_note
 from denoise.serving.load import default_model_uri
@@ -157,6 +159,7 @@ class ApplySummary:
     model_uri: str  # the images' model (the videos' when there are only videos)
     outputs: list[Applied]
     video_model_uri: str | None = None  # the videos' model, when there are videos
+    backend: str = ""  # what ran the model (serving.backends.describe): "OpenVINO, bfloat16"
 
 
 def _chunks(frames: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
@@ -177,6 +180,7 @@ def _inference_options(config: Apply) -> dict[str, Any]:
         "overlap": config.overlap,
         "batch_size": config.batch_size,
         "ensemble": config.self_ensemble,
+        "whole_megapixels": config.whole_megapixels,
     }
 
 
@@ -279,11 +283,12 @@ def apply_to_video(model: Any, source: Path, target: Path, config: Apply) -> App
             writer = container.video_writer(staging, source, timed, info.width, info.height)
         else:
             writer = rgb_video_writer(staging, info.fps, info.width, info.height)
-        with writer as write:
-            for noisy in _chunks(frames, config.batch_size):
+        # Decoding reads ahead and encoding writes behind, in threads, beside the model's calls.
+        with writer as write, write_behind(write) as write_later:
+            for noisy in _chunks(read_ahead(frames), config.batch_size):
                 denoised = denoise_batch(model, noisy, **_inference_options(config))
                 for frame in denoised:
-                    write(frame)
+                    write_later(frame)
                 written += len(denoised)
     video: str
     note: str | None
@@ -360,7 +365,10 @@ def run(
             outputs.append(apply_to_image(model, source, target, params.apply))
     for source, target in videos:
         outputs.append(apply_to_video(video_model, source, target, params.apply))
-    return ApplySummary(uri if images else video_uri, outputs, video_uri if videos else None)
+    used = model if images else video_model
+    return ApplySummary(
+        uri if images else video_uri, outputs, video_uri if videos else None, describe(used)
+    )
 
 
 def _say_noise_levels(params: Params, inputs: list[tuple[Path, str]]) -> None:

@@ -6,17 +6,39 @@ from __future__ import annotations
 
 import itertools
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from denoise.core.config import Params
-from denoise.core.errors import NotRegisteredError
+from denoise.core.errors import ModelError, NotRegisteredError
 from denoise.core.locations import tracking_uri
 from denoise.models.pretrained import pretrained_model_path
-from denoise.serving.load import _is_local, load_denoiser
+from denoise.serving.backends import (
+    OPENVINO,
+    ConversionError,
+    OpenVINOModel,
+    converted_folder,
+    load_openvino,
+    resolve_backend,
+)
+from denoise.serving.load import KERAS_SUFFIXES, _is_local, download_keras, load_denoiser
 
 
 def load_model_at(params: Params, uri: str) -> Any:
-    """The model at uri, at params.apply.precision."""
+    """The model at uri, on params.apply.backend (serving.backends): its OpenVINO copy, or
+    the Keras model at params.apply.precision. With backend auto, a model with no .keras file
+    (a plain pyfunc) runs as it was logged."""
+    if resolve_backend(params.apply.backend) == OPENVINO:
+        try:
+            fast = _openvino_at(params, uri)
+        except ConversionError as error:
+            if params.apply.backend == OPENVINO:
+                raise
+            print(f"note: {error}; using Keras", file=sys.stderr)
+            fast = None
+        if fast is not None:
+            return fast
     model = load_denoiser(uri, None if _is_local(uri) else tracking_uri(params))
     if hasattr(model, "layers"):
         # lazy: Keras loads only once the inputs are known to be good
@@ -24,6 +46,34 @@ def load_model_at(params: Params, uri: str) -> Any:
 
         model = at_precision(model, params.apply.precision)
     return model
+
+
+def _openvino_at(params: Params, uri: str) -> OpenVINOModel | None:
+    """The OpenVINO copy of the model at uri, or None (backend auto) where it holds no .keras
+    file; backend openvino makes that a ModelError."""
+    converted = converted_folder(params.apply.converted_dir)
+    path = Path(uri)
+    if _is_local(uri) and path.is_file() and path.suffix in KERAS_SUFFIXES:
+        return load_openvino(path, converted)
+    if _is_local(uri):
+        files = sorted((path / "artifacts").glob(f"*{KERAS_SUFFIXES[0]}"))
+        if len(files) == 1:
+            return load_openvino(files[0], converted)
+    else:
+        with tempfile.TemporaryDirectory(prefix="denoise-model-") as directory:
+            try:
+                registered = download_keras(uri, tracking_uri(params), Path(directory))
+                return load_openvino(registered.path, converted)
+            except NotRegisteredError:
+                return None  # the Keras path names what is missing, as it always has
+            except ConversionError:
+                raise
+            except ModelError:
+                if params.apply.backend == OPENVINO:
+                    raise
+    if params.apply.backend == OPENVINO:
+        raise ModelError(f"{uri}: no .keras file to convert for OpenVINO; use --backend keras")
+    return None
 
 
 def first_registered(

@@ -1,9 +1,10 @@
 """Whole-image inference of any size: pad, tile, denoise in batches, blend, crop.
 
-`denoise_batch` / `denoise_image` reflect-pad to the model's required multiple, cut overlapping
-tiles of at most `tile_size` pixels, denoise them in batches, and blend the tiles back with
-complementary raised-cosine ramps across each overlap, so no seam is visible and the result
-matches whole-image inference to well above 50 dB PSNR.
+`denoise_batch` / `denoise_image` reflect-pad to the model's required multiple and run a frame
+that fits (one tile, or at most `whole_megapixels`) whole, in one call; otherwise they cut
+overlapping tiles of at most `tile_size` pixels, denoise them in batches, and blend the tiles
+back with complementary raised-cosine ramps across each overlap, so no seam is visible and the
+result matches whole-image inference to well above 50 dB PSNR.
 """
 
 from __future__ import annotations
@@ -174,13 +175,16 @@ def denoise_batch(
     multiple: int | None = None,
     ensemble: bool = False,
     before_call: Callable[[], None] | None = None,
+    whole_megapixels: float = 0.0,
 ) -> np.ndarray:
     """Denoise images of any size with overlapping tiles of at most tile_size pixels.
 
     noisy: float32 (N, H, W, 3) RGB in [0, 1], any H and W, or a temporal model's windows
     (N, H, W, 3 * window) (core.temporal.as_channels). model: a Keras model, or a
-    Predictor (then `multiple` defaults to 4). An image whose padded size fits in one tile is
-    denoised whole. ensemble: denoise each tile with the x8 self_ensemble (8 model calls).
+    Predictor (then `multiple` defaults to its `required_multiple`, else 4). An image whose
+    padded size fits in one tile, or is at most whole_megapixels, is denoised whole, as many
+    per call as fit in whole_megapixels (at most batch_size): no overlap computed twice and
+    no blending. ensemble: denoise each tile with the x8 self_ensemble (8 model calls).
     before_call: called before each model call; what it raises stops the work (the served
     model's timeout). Returns float32 (N, H, W, 3) clipped to [0, 1].
     """
@@ -199,9 +203,14 @@ def denoise_batch(
 
         multiple = required_multiple(model)
     elif multiple is None:
-        multiple = 4
+        multiple = int(getattr(model, "required_multiple", 4))
     num_images, height, width = noisy.shape[:3]
     layout = _layout(height, width, tile_size, overlap, multiple)
+    area = layout.padded_height * layout.padded_width
+    one_tile = len(layout.rows) == len(layout.columns) == 1
+    if one_tile or area <= whole_megapixels * 1e6:
+        per_call = batch_size if one_tile else int(whole_megapixels * 1e6 // area)
+        return _denoise_whole(predict, noisy, layout, min(batch_size, max(per_call, 1)))
     positions = [(row, column) for row in layout.rows for column in layout.columns]
     padded = np.stack([_pad(image, layout.padded_height, layout.padded_width) for image in noisy])
     blended = np.zeros((*padded.shape[:3], 3), np.float32)
@@ -239,6 +248,27 @@ def denoise_batch(
     return np.clip(denoised_images, 0.0, 1.0)
 
 
+def _denoise_whole(
+    predict: Predictor, noisy: np.ndarray, layout: _Layout, per_call: int
+) -> np.ndarray:
+    """Denoise whole padded images, per_call at a time: float32 (N, H, W, C) -> (N, H, W, 3)."""
+    height, width = noisy.shape[1:3]
+    denoised_images = np.empty((*noisy.shape[:3], 3), np.float32)
+    size = (layout.padded_height, layout.padded_width)
+    for first in range(0, len(noisy), per_call):
+        chunk = noisy[first : first + per_call]
+        padded = chunk if size == (height, width) else np.stack([_pad(one, *size) for one in chunk])
+        denoised = predict(padded)
+        if denoised.shape != (*padded.shape[:3], 3):
+            raise ValueError(
+                f"the model returned {denoised.shape} for images of shape {padded.shape}"
+            )
+        if len(padded) == len(noisy) and size == (height, width):
+            return np.clip(denoised, 0.0, 1.0)  # one call, no padding: no crop to copy
+        denoised_images[first : first + per_call] = denoised[:, :height, :width]
+    return np.clip(denoised_images, 0.0, 1.0, out=denoised_images)
+
+
 def denoise_image(
     model: Any,
     noisy: np.ndarray,
@@ -248,11 +278,20 @@ def denoise_image(
     multiple: int | None = None,
     ensemble: bool = False,
     before_call: Callable[[], None] | None = None,
+    whole_megapixels: float = 0.0,
 ) -> np.ndarray:
     """Denoise one image of any size; noisy float32 (H, W, 3) RGB in [0, 1] -> same shape."""
     noisy = np.asarray(noisy, dtype=np.float32)
     if noisy.ndim != 3:
         raise ValueError(f"expected one RGB image (H, W, 3), got shape {noisy.shape}")
     return denoise_batch(
-        model, noisy[None], tile_size, overlap, batch_size, multiple, ensemble, before_call
+        model,
+        noisy[None],
+        tile_size,
+        overlap,
+        batch_size,
+        multiple,
+        ensemble,
+        before_call,
+        whole_megapixels,
     )[0]
