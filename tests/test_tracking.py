@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+import requests
 from conftest import PROJECT_ROOT
+from servers import free_port, wait_http
 
 from denoise.core.config import load_params
 from denoise.core.locations import repository_root, tracking_uri
@@ -112,6 +116,7 @@ from denoise.core.config import load_params
 from denoise.tracking.runs import configure
 import mlflow  # imported before the start signal: the processes then open the store together
 
+Path(sys.argv[3]).touch()  # ready
 go = Path(sys.argv[1])
 while not go.exists():
     time.sleep(0.01)
@@ -127,17 +132,28 @@ def test_processes_that_open_a_new_local_store_at_once_share_one_experiment(
     store = tmp_path / "store" / "mlflow.db"
     go = tmp_path / "go"
     environment = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store}"}
+    ready = [tmp_path / f"ready-{index}" for index in range(3)]
     processes = [
         subprocess.Popen(
-            [sys.executable, "-c", _OPEN_STORE, str(go), str(PROJECT_ROOT / "params.yaml")],
+            [
+                sys.executable,
+                "-c",
+                _OPEN_STORE,
+                str(go),
+                str(PROJECT_ROOT / "params.yaml"),
+                str(flag),
+            ],
             env=environment,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        for _ in range(3)
+        for flag in ready
     ]
-    time.sleep(8)  # the imports
+    deadline = time.monotonic() + 300  # the imports, on a loaded machine
+    while not all(flag.exists() for flag in ready) and time.monotonic() < deadline:
+        assert all(process.poll() is None for process in processes)
+        time.sleep(0.1)
     go.touch()
     results = [process.communicate(timeout=120) for process in processes]
     assert [process.returncode for process in processes] == [0, 0, 0], results
@@ -187,3 +203,45 @@ def test_a_moved_repository_still_opens_its_artifacts(tmp_path: Path) -> None:
     artifact_uri, text = probe(moved, run_id)
     assert artifact_uri.startswith((moved / "mlflow" / "artifacts").as_uri())
     assert text == "the triptych"
+
+
+def test_denoise_ui_serves_the_link_it_prints_and_stops_at_once_on_ctrl_c(tmp_path: Path) -> None:
+    """`denoise ui` on a project's local store: one server process (one uvicorn worker, no
+    job runner), the printed link's page answers, and Ctrl-C (SIGINT to its process group, as
+    a terminal sends it) ends every process within 5 s (here a deadline of 30 s: the machine
+    may be loaded; docs/tracking.md has the measured figure)."""
+    shutil.copy(PROJECT_ROOT / "params.yaml", tmp_path / "params.yaml")
+    env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+    port = free_port()
+    log = tmp_path / "ui.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            ["denoise", "ui", "--port", str(port)],
+            cwd=tmp_path,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", 300, process)
+        link = next(line for line in log.read_text().splitlines() if "MLflow UI on" in line)
+        url = link.split("MLflow UI on ", 1)[1].split()[0]
+        assert url.startswith(f"http://127.0.0.1:{port}/#/experiments/")
+        assert requests.get(url, timeout=30).status_code == 200
+        group = subprocess.run(
+            ["pgrep", "-g", str(process.pid)], capture_output=True, text=True, check=False
+        ).stdout.split()
+        assert len(group) == 2, group  # `mlflow ui` and its uvicorn worker
+        began = time.monotonic()
+        os.killpg(process.pid, signal.SIGINT)
+        process.wait(30)
+        while (
+            subprocess.run(["pgrep", "-g", str(process.pid)], capture_output=True).returncode == 0
+        ):
+            assert time.monotonic() - began < 30, "a process of `denoise ui` outlived Ctrl-C"
+            time.sleep(0.05)
+        print(f"denoise ui stopped {time.monotonic() - began:.2f} s after Ctrl-C")
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
