@@ -3,7 +3,8 @@
 One module fixture runs `team.sh up` (PostgreSQL 15, rclone's S3 store, MLflow with basic auth,
 Prefect with an auth string) in a temporary state folder with secrets made up for the run, and
 `team.sh down` at the end. A server that cannot be installed or started fails the tests with
-its log; nothing here skips.
+its log; only the check of an unreadable environment skips where the environment is readable
+(or the tests run without root).
 """
 
 from __future__ import annotations
@@ -895,6 +896,40 @@ def test_a_failed_up_names_the_service_that_exited_and_stops_what_it_started() -
                 probe.connect(("127.0.0.1", int(settings[port])))
     finally:
         _run_team_sh("down", settings=settings, timeout=180)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def test_a_worker_user_that_cannot_run_this_environment_stops_up_before_anything_starts() -> None:
+    """As root, team.sh runs flow runs as an unprivileged system user. Where that user cannot
+    run this environment's Python (installed in a folder only root can reach), `up` refuses in
+    one line naming the user, the interpreter and both ways out, and starts nothing."""
+    if os.geteuid() != 0:
+        pytest.skip("not root: team.sh runs the worker as its caller, no system user")
+    if _worker_system_user() != "root":
+        pytest.skip(
+            "this environment is readable by other users: the worker test checks that the "
+            "worker runs unprivileged instead"
+        )
+    state = Path(tempfile.mkdtemp(prefix="denoise-team-"))
+    state.chmod(0o755)
+    ports = ("POSTGRES", "S3", "MLFLOW", "PREFECT")
+    settings = {
+        "DENOISE_TEAM_DIR": str(state),
+        **{f"DENOISE_TEAM_{name}_PORT": str(free_port()) for name in ports},
+        **made_up_secrets(),
+        "DENOISE_TEAM_WORKER_USER": "denoise-worker",
+    }
+    try:
+        result = _run_team_sh("up", settings=settings, timeout=120)
+        assert result.returncode != 0
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith("error: the worker's system user denoise-worker cannot run "), line
+        assert "other users can read it" in line and "DENOISE_TEAM_WORKER_USER=root" in line
+        assert not list(state.glob("*.pid")), "nothing started"
+        for name in ports:
+            with pytest.raises(ConnectionRefusedError), socket.socket() as probe:
+                probe.connect(("127.0.0.1", int(settings[f"DENOISE_TEAM_{name}_PORT"])))
+    finally:
         shutil.rmtree(state, ignore_errors=True)
 
 
