@@ -12,10 +12,11 @@ import pytest
 from conftest import PROJECT_ROOT
 
 from denoise.core.config import load_params
+from denoise.core.errors import StoppedError
 from denoise.core.locations import repository_root, tracking_uri
 from denoise.serving.load import CHALLENGER, CHAMPION
 from denoise.tracking.aliases import decide, should_promote
-from denoise.tracking.runs import flatten
+from denoise.tracking.runs import PARENT_RUN_ENV, flatten, stage
 from denoise.tracking.views import model_run_name, pipeline_run_name
 
 
@@ -109,6 +110,7 @@ _OPEN_STORE = """
 import sys, time
 from pathlib import Path
 from denoise.core.config import load_params
+from denoise.core.errors import StoppedError
 from denoise.tracking.runs import configure
 import mlflow  # imported before the start signal: the processes then open the store together
 
@@ -149,6 +151,7 @@ import sys
 from pathlib import Path
 import mlflow
 from denoise.core.config import load_params
+from denoise.core.errors import StoppedError
 from denoise.tracking.runs import configure
 root = Path(sys.argv[2])
 configure(load_params(sys.argv[1]), root)
@@ -187,3 +190,38 @@ def test_a_moved_repository_still_opens_its_artifacts(tmp_path: Path) -> None:
     artifact_uri, text = probe(moved, run_id)
     assert artifact_uri.startswith((moved / "mlflow" / "artifacts").as_uri())
     assert text == "the triptych"
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "recorded"),
+    [
+        (StoppedError("stopped by SIGTERM"), "KILLED", "stopped"),  # SIGTERM, a cancel, lifeline
+        (KeyboardInterrupt(), "KILLED", "stopped"),
+        (ValueError("a bad input"), "FAILED", "failed"),
+    ],
+)
+def test_a_stopped_stage_ends_its_runs_killed_and_a_failed_one_failed(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    error: BaseException,
+    status: str,
+    recorded: str,
+) -> None:
+    """A stage run by a bare `dvc repro`: its own parent run and its child run."""
+    from mlflow.tracking import MlflowClient
+
+    params = load_params(PROJECT_ROOT / "params.yaml")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.delenv(PARENT_RUN_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    with (
+        pytest.raises(type(error)),
+        stage(params, "train@paper_cae") as tracker,
+        tracker.child("paper_cae: from scratch") as run_id,
+    ):
+        raise error
+    client = MlflowClient()
+    child = client.get_run(run_id)
+    parent = client.get_run(child.data.tags["mlflow.parentRunId"])
+    assert (child.info.status, parent.info.status) == (status, status)
+    assert parent.data.tags["denoise.stage.train/paper_cae"] == recorded
