@@ -14,13 +14,12 @@ commits dvc.lock with the git-tracked reports to a results branch, never to the 
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, runtime, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
@@ -34,10 +33,17 @@ from denoise.core.config import Services, load_params
 from denoise.core.errors import ServiceError, StoppedError, UnreachableError
 from denoise.core.markdown import markdown_table
 from denoise.serving.load import ALREADY_CHAMPION
-from denoise.tracking.runs import PARENT_RUN_ENV, close_pipeline_run, configure, open_pipeline_run
-from denoise.tracking.views import pipeline_run_name
+from denoise.tracking.runs import PARENT_RUN_ENV
 from flows import fanout
-from flows.stages import StageFailed, read_stages, run_dvc
+from flows.stages import (
+    DESCRIBED,
+    StageFailed,
+    deleted_outputs,
+    read_stages,
+    run_dvc,
+    status_of,
+)
+from flows.tracking import close_tracking_run, open_tracking_run
 
 ARTIFACT_KEY = "denoise-metrics"
 FLOW_NAME = "denoise-pipeline"
@@ -89,22 +95,8 @@ def run_stage(
     # DVC found the same run in its run cache (pulled from a remote): outputs checked out.
     restored = ran and "is cached - skipping run" in output
     result = {"stage": stage, "ran": ran and not restored, "restored": restored}
-    logger.info("stage %s %s", stage, DESCRIBED[_status(result)])
+    logger.info("stage %s %s", stage, DESCRIBED[status_of(result)])
     return result
-
-
-# A stage's status in the tracking run's tags, and in words in the report.
-DESCRIBED = {
-    "ran": "ran",
-    "skipped": "skipped (unchanged)",
-    "restored": "restored (run cache)",
-}
-
-
-def _status(result: dict[str, Any]) -> str:
-    if result.get("restored"):
-        return "restored"
-    return "ran" if result["ran"] else "skipped"
 
 
 def transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -169,55 +161,6 @@ def commit_results(branch: str, root: Path) -> str | None:
     return commit
 
 
-# The tracking tasks are not retried by Prefect: MLflow's client retries transient errors
-# within params.yaml's services.retry_seconds, and the preflight stage has checked the server.
-@task(name="open-tracking-run", cache_policy=NO_CACHE)
-def open_tracking_run(root: Path) -> str:
-    """The MLflow parent run of this pipeline run."""
-    with contextlib.chdir(root):
-        params = load_params("params.yaml")
-        flow_run = runtime.flow_run.id or ""
-        return open_pipeline_run(params, tags={"prefect.flow_run_id": str(flow_run)})
-
-
-@task(name="close-tracking-run", cache_policy=NO_CACHE)
-def close_tracking_run(
-    root: Path,
-    run_id: str,
-    results: list[dict[str, Any]],
-    failed: str | None,
-    stopped: bool = False,
-) -> str:
-    """Record which stages ran, were skipped, failed or were stopped, end the run (KILLED when
-    stopped, FAILED when a stage failed); return its UI link."""
-    with contextlib.chdir(root):
-        params = load_params("params.yaml")
-        configure(params)
-        statuses = {result["stage"]: _status(result) for result in results}
-        if failed is not None:
-            statuses[failed] = "stopped" if stopped else "failed"
-        status = "KILLED" if stopped else "FAILED" if failed else "FINISHED"
-        return close_pipeline_run(run_id, statuses, status, _run_name(params, statuses, failed))
-
-
-def _run_name(params: Any, statuses: dict[str, str], failed: str | None) -> str:
-    """What this pipeline run did, as its MLflow run's name."""
-    if "auto-scheduled" in (runtime.flow_run.tags or []):  # Prefect's scheduler's runs
-        trigger = "scheduled"
-    else:
-        trigger = "deployment" if runtime.deployment.id else "by hand"
-    per_model = read_stages(Path.cwd()).per_model
-    trained = sum(
-        1 for stage, done in statuses.items() if stage.startswith(f"{per_model}@") and done == "ran"
-    )
-    registry_path = Path(params.paths.registry)
-    registry = None
-    if statuses.get("register") == "ran" and registry_path.is_file():
-        registry = json.loads(registry_path.read_text())
-    name = pipeline_run_name(trigger, trained, registry)
-    return f"{name}, {statuses[failed]} at {failed}" if failed else name
-
-
 @task(name="publish-report", cache_policy=NO_CACHE)
 def publish_report(
     root: Path, evaluation: str, results: list[dict[str, Any]], tracking_link: str
@@ -227,7 +170,7 @@ def publish_report(
     table = table_path.read_text() if table_path.is_file() else "(no metrics table)"
     stages = markdown_table(
         ["stage", "status"],
-        [[result["stage"], DESCRIBED[_status(result)]] for result in results],
+        [[result["stage"], DESCRIBED[status_of(result)]] for result in results],
     )
     markdown = f"## denoise pipeline\n\nMLflow run: {tracking_link}\n\n{stages}\n\n{table}"
     create_markdown_artifact(
@@ -335,8 +278,20 @@ def _reproduce(
             if stage == "register" and results[-1]["ran"]:
                 announce_champion(project / params.paths.registry)
         except BaseException as error:  # a stop is no Exception: SIGTERM, Ctrl-C, a cancel
-            stopped = not isinstance(error, Exception)
-            close_tracking_run(project, tracking_run_id, results, failed=stage, stopped=stopped)
+            if isinstance(error, Exception):
+                close_tracking_run(project, tracking_run_id, results, failed=stage)
+                raise
+            close_tracking_run.fn(project, tracking_run_id, results, failed=stage, stopped=True)
+            deleted = deleted_outputs(project, stage)
+            if deleted:
+                get_run_logger().warning(
+                    "stage %s stopped; DVC had deleted its outputs %s as it started: "
+                    "`dvc checkout %s` restores those of its last run, `denoise restore` the "
+                    "last commit's state",
+                    stage,
+                    ", ".join(deleted),
+                    stage,
+                )
             raise
     tracking_link = close_tracking_run(project, tracking_run_id, results, failed=None)
     if push:

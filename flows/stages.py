@@ -56,6 +56,31 @@ def read_stages(root: Path) -> Stages:
     return Stages(tuple(stages), per_model[0])
 
 
+# A stage's status in the tracking run's tags, and in words in the report.
+DESCRIBED = {
+    "ran": "ran",
+    "skipped": "skipped (unchanged)",
+    "restored": "restored (run cache)",
+}
+
+
+def status_of(result: dict[str, Any]) -> str:
+    """A stage task's result as one of DESCRIBED's keys."""
+    if result.get("restored"):
+        return "restored"
+    return "ran" if result["ran"] else "skipped"
+
+
+def deleted_outputs(root: Path, stage: str) -> list[str]:
+    """The outputs of the stage's last completed run (dvc.lock records them) that are gone
+    from the tree: DVC deletes a stage's outputs as it starts the stage, so a stage stopped
+    midway leaves them deleted."""
+    lock = root / "dvc.lock"
+    recorded = (yaml.safe_load(lock.read_text()) or {}) if lock.is_file() else {}
+    outs = recorded.get("stages", {}).get(stage, {}).get("outs", [])
+    return [str(out["path"]) for out in outs if not (root / str(out["path"])).exists()]
+
+
 class StageFailed(RuntimeError):
     """A DVC stage exited non-zero: bad input or a bug, so retrying would not help."""
 

@@ -214,3 +214,58 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
     broken.write_text("extract: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_params(broken)
+
+
+def _with_path(params: Params, **paths: str) -> Params:
+    return dataclasses.replace(params, paths=dataclasses.replace(params.paths, **paths))
+
+
+def test_a_path_under_a_regular_file_fails_in_preflight_naming_the_key_and_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before any stage deletes an output, not in the stage that first writes there."""
+    import subprocess
+    import sys
+    import time
+
+    from conftest import write_params
+
+    from denoise.stages.preflight import check_paths
+
+    monkeypatch.chdir(tmp_path)  # the paths are relative to the project, as users write them
+    (tmp_path / "data" / "raw").mkdir(parents=True)
+    (tmp_path / "data" / "raw" / "box.mp4").write_bytes(b"a video")
+    (tmp_path / "notes.txt").write_text("a file\n")
+    params = default_params()
+    check_paths(params)  # the project's own paths, under folders or not made yet: passed
+    for key, path, above in [
+        ("frames", "data/raw/box.mp4/frames", "data/raw/box.mp4"),
+        ("models", "notes.txt/models", "notes.txt"),  # the path's parent is the file
+        ("metrics", "notes.txt/a/b/metrics.json", "notes.txt"),
+        ("checkpoints", str(tmp_path / "notes.txt" / "checkpoints"), str(tmp_path / "notes.txt")),
+    ]:
+        with pytest.raises(ConfigError) as caught:
+            check_paths(_with_path(params, **{key: path}))
+        assert str(caught.value) == (
+            f"params.yaml: paths.{key}: {path} lies under {above}, a regular file, where no "
+            "folder can be made; choose a path under a folder"
+        )
+    # What the user sees: `denoise preflight` (the first stage, and `denoise run`'s checks).
+    write_params(_with_path(params, frames="data/raw/box.mp4/frames"), tmp_path / "params.yaml")
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "denoise", "preflight"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    seconds = time.monotonic() - started
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert result.stderr.splitlines() == [
+        "error: params.yaml: paths.frames: data/raw/box.mp4/frames lies under data/raw/box.mp4, "
+        "a regular file, where no folder can be made; choose a path under a folder"
+    ]
+    # About 3 s unloaded (docs/reliability.md): interpreter and CLI start, no MLflow or Keras.
+    assert seconds < 60, seconds
+    print(f"denoise preflight refused the path in {seconds:.1f} s")

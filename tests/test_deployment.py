@@ -3,10 +3,12 @@
 Fast tests check prefect.yaml, the GPU base job templates in infra/ and the results-branch
 commits. The slow ones run `infra/serve.sh` (what `make serve` runs), which starts a
 `prefect server` on a free loopback port, creates the `gpu` process pool, applies prefect.yaml's
-deployments and starts a worker, all in a temporary git + DVC repository with tiny params. They
-trigger runs of the `scheduled-retrain` deployment (the first is killed in training, the next
-resumes it, the last finds nothing to do) and read what happened back through the Prefect API.
-They run in order and share the server, the worker and the repository.
+deployments and starts a worker, all in a temporary git + DVC repository with tiny params that
+looks like a fresh clone after `make serve` (the videos in data/raw, data/raw.dvc committed, an
+empty DVC cache). They trigger runs of the `scheduled-retrain` deployment (the first is killed
+in training, the next resumes it, a third finds nothing to do, one is cancelled in training, the
+last trains each model in a job of its own) and read what happened back through the Prefect API
+and the MLflow store. They run in order and share the server, the worker and the repository.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -37,6 +40,7 @@ DEPLOYMENT = "denoise-pipeline/scheduled-retrain"
 CRON = "17 4 * * 2"  # not the default, so reading it back shows the setting took effect
 RESULTS_BRANCH = "results/main"
 LATE_AFTER_SECONDS = 10.0  # alerts.late_after_seconds in the test repository (its minimum)
+STEPS_PER_EPOCH = 10  # the test repository's training: seconds per epoch
 
 
 def _free_port() -> int:
@@ -92,17 +96,20 @@ class Served:
 
         return _wait(final, seconds, f"flow run {run_id} to finish ({self.log})", interval=2)
 
-    def stage_runs(self, run_id: UUID) -> list[tuple[str, str]]:
-        """(name, state) of the run's dvc-stage task runs, by start time."""
+    def task_runs(self, run_id: UUID) -> list[tuple[str, str]]:
+        """(name, state) of the run's task runs, by start time."""
         from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
         with self.client() as client:
             runs = client.read_task_runs(
                 flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
             )
-        runs = [run for run in runs if run.name in STAGES]
         runs.sort(key=lambda run: run.start_time or run.created)
         return [(run.name, run.state.type.value) for run in runs]
+
+    def stage_runs(self, run_id: UUID) -> list[tuple[str, str]]:
+        """(name, state) of the run's dvc-stage task runs, by start time."""
+        return [(name, state) for name, state in self.task_runs(run_id) if name in STAGES]
 
     def artifact(self, run_id: UUID) -> str:
         from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
@@ -262,10 +269,15 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     folder = tmp_path_factory.mktemp("deployment")
     params = tiny_params(folder / "repo")
     # Training long enough to be killed after the first epoch's checkpoint, before the last.
-    train = with_active(params.train, epochs=8, steps_per_epoch=10)
+    train = with_active(params.train, epochs=8, steps_per_epoch=STEPS_PER_EPOCH)
     alerts = dataclasses.replace(params.alerts, late_after_seconds=LATE_AFTER_SECONDS)
     params = without_bm3d(dataclasses.replace(params, train=train, alerts=alerts))
     root = build_repository(folder / "repo", params)
+    # A fresh clone after `make serve`: data/raw.dvc is committed and the videos are in
+    # data/raw, but the DVC cache is empty, so DVC sees them as unsaved files (a `dvc pull`
+    # refused to overwrite them: "Can't remove the following unsaved files without
+    # confirmation").
+    shutil.rmtree(root / ".dvc" / "cache")
     receiver = WebhookReceiver()
     port = _free_port()
     api_url = f"http://127.0.0.1:{port}/api"
@@ -347,25 +359,37 @@ def _training_checkpointed(root: Path) -> bool:
 
 @pytest.mark.slow
 def test_a_killed_run_crashes_the_next_waits_resumes_and_a_third_skips(served: Served) -> None:
-    """One scenario, in order: a run killed in training crashes while a second waits for the
-    deployment's slot; the second resumes training and completes every stage; a third, with
-    nothing changed, skips every stage but init and registers nothing."""
+    """One scenario, in order: the first run on a fresh clone gets past its pull and is killed
+    in training, and crashes while a second waits for the deployment's slot; the second resumes
+    training and completes every stage; a third, with nothing changed, skips every stage but
+    init and registers nothing; a late run alerts; a run cancelled in training ends its MLflow
+    runs KILLED and leaves no process; a fanned-out run trains each model in a job."""
     _kill_a_run_in_training(served)
     _the_next_run_resumes_and_completes(served)
     _a_run_without_changes_skips(served)
     _a_late_run_alerts(served)
+    _a_run_cancelled_in_training_ends_its_runs_killed_and_leaves_no_process(served)
     _a_fanned_out_run_trains_each_model_in_a_job_of_its_own(served)
 
 
 def _kill_a_run_in_training(served: Served) -> None:
     served.main = served.git("rev-parse", "main")
+    triggered = time.monotonic()
     first = served.first = served.trigger()
     _wait(lambda: served.flow_run(first).state.is_running(), 180, "the first run to start")
     # A second run while the first works: the deployment's concurrency limit holds it back.
     served.queued = served.trigger()
-    _wait(lambda: _training_checkpointed(served.root), 600, "a training checkpoint", 0.5)
+    _wait(
+        lambda: _training_checkpointed(served.root) or served.flow_run(first).state.is_final(),
+        600,
+        "a training checkpoint",
+        0.5,
+    )
+    # The fresh clone's first run got past its pull (its inputs were cached first) to training.
+    assert served.flow_run(first).state.type.value == "RUNNING", served.log.read_text()[-3000:]
+    assert ("dvc-pull", "COMPLETED") in served.task_runs(first)
+    print(f"fresh clone: first checkpoint {time.monotonic() - triggered:.0f} s after the trigger")
     assert served.flow_run(served.queued).state.type.value in {"SCHEDULED", "PENDING"}
-    assert served.flow_run(first).state.type.value == "RUNNING"
 
     # The worker started the flow run as a process group leader; kill the whole group.
     pid = int(served.flow_run(first).infrastructure_pid.rsplit(":", 1)[-1])
@@ -482,16 +506,125 @@ def _only_the_expected_alerts(served: Served, late_runs: set[UUID | None]) -> No
     assert late <= {f"prefect.flow-run.{run}" for run in late_runs}, late
 
 
+def _set_training(served: Served, message: str, **settings: int) -> None:
+    """Change the active training profile's settings on main (committed, as the runs check
+    main out)."""
+    params = yaml.safe_load((served.root / "params.yaml").read_text())
+    params["train"]["profiles"][params["train"]["profile"]].update(settings)
+    (served.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh("git", "commit", "-qam", message, cwd=served.root)
+
+
+def _mlflow_runs(served: Served, query: str) -> list[Any]:
+    """The runs of the repository's experiment in the tests' MLflow store that match query."""
+    from mlflow.tracking import MlflowClient
+
+    # The worker inherits the tests' MLflow store (conftest's tracking_store).
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    name = yaml.safe_load((served.root / "params.yaml").read_text())["tracking"]["experiment"]
+    experiment = client.get_experiment_by_name(name)
+    return list(client.search_runs([experiment.experiment_id], query)) if experiment else []
+
+
+def _process_tree(leader: int) -> dict[int, str]:
+    """{pid: start time} of a flow run's processes: the process group the worker started it
+    as the leader of, and every descendant of theirs, wherever it moved."""
+    found: dict[int, tuple[int, int, str]] = {}  # pid: (parent, group, start time)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:  # the command (field 2) is in parentheses and may hold spaces: split after it
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        found[int(entry.name)] = (int(fields[1]), int(fields[2]), fields[19])
+    members = {pid for pid, (_, group, _) in found.items() if group == leader}
+    while True:
+        children = {pid for pid, (parent, _, _) in found.items() if parent in members}
+        if children <= members:
+            return {pid: found[pid][2] for pid in members}
+        members |= children
+
+
+def _still_running(processes: dict[int, str]) -> list[int]:
+    """Those of processes (pid: start time) that still run: not ended, not a zombie."""
+    running = []
+    for pid, started in processes.items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[19] == started and fields[0] != "Z":
+            running.append(pid)
+    return running
+
+
+def _a_run_cancelled_in_training_ends_its_runs_killed_and_leaves_no_process(
+    served: Served,
+) -> None:
+    """`prefect flow-run cancel` of a run whose first model is training: the worker stops the
+    run's process group; the flow ends its MLflow run KILLED, the trainer its own; no process
+    of the run remains, and the log names what DVC deleted and the command that restores it."""
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import State
+
+    # Epochs of minutes: the run is still training when the cancel reaches it.
+    _set_training(served, "a long training", steps_per_epoch=5000)
+    run_id = served.trigger()
+    flow_run = f"tags.`prefect.flow_run_id` = '{run_id}'"
+    (parent,) = _wait(lambda: _mlflow_runs(served, flow_run), 300, "the run's MLflow run")
+    parent_id = parent.info.run_id
+    children = f"tags.`mlflow.parentRunId` = '{parent_id}'"
+    training = f"{children} and tags.`denoise.stage` = 'train@paper_cae'"
+    _wait(lambda: _mlflow_runs(served, training), 600, "paper_cae's training run", 0.5)
+    leader = int(served.flow_run(run_id).infrastructure_pid.rsplit(":", 1)[-1])
+    processes = _process_tree(leader)
+    assert len(processes) >= 3, processes  # the flow, dvc, the trainer (and a shell)
+
+    # What `prefect flow-run cancel` does.
+    with served.client() as client:
+        result = client.set_flow_run_state(run_id, State(type=StateType.CANCELLING))
+    assert result.status.value == "ACCEPT", result
+    cancelled = time.monotonic()
+    # The issue promises 10 s: 60 s allows for a loaded machine (docs/reliability.md).
+    _wait(lambda: not _still_running(processes), 60, "the cancelled run's processes", 0.2)
+    gone = time.monotonic() - cancelled
+    run = served.wait_final(run_id, seconds=180)
+    assert run.state.type.value == "CANCELLED", (run.state, served.log.read_text()[-3000:])
+    print(
+        f"cancel: no process of the run left after {gone:.1f} s, "
+        f"the flow run {run.state.name} after {time.monotonic() - cancelled:.1f} s"
+    )
+
+    (parent,) = _mlflow_runs(served, flow_run)
+    assert parent.info.status == "KILLED", parent.info
+    assert parent.data.tags["denoise.stage.train/paper_cae"] == "stopped"
+    statuses = [(run.info.run_name, run.info.status) for run in _mlflow_runs(served, children)]
+    assert all(status != "RUNNING" for _, status in statuses), statuses
+    (trained,) = _mlflow_runs(served, training)
+    assert trained.info.status == "KILLED", statuses
+    # DVC deleted the stage's outputs as it started it: the log says so, and how to restore.
+    log = served.log.read_text()
+    named = "stage train@paper_cae stopped; DVC had deleted its outputs "
+    (line,) = [line for line in log.splitlines() if named in line]
+    assert "models/paper_cae.keras" in line and "models/paper_cae.json" in line, line
+    assert line.endswith(
+        "`dvc checkout train@paper_cae` restores those of its last run, `denoise restore` the "
+        "last commit's state"
+    ), line
+    model = served.root / "models" / "paper_cae.keras"
+    assert not model.exists()
+    sh("dvc", "checkout", "train@paper_cae", cwd=served.root)
+    assert model.is_file()
+
+
 def _a_fanned_out_run_trains_each_model_in_a_job_of_its_own(served: Served) -> None:
     """A new budget on main retrains both models. With fan_out the pipeline runs them as two
     train-model flow runs at once (the jobs' worker takes two), each in a clone of its own;
     their outputs come back through the run cache, and dvc.lock records both stages."""
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
 
-    params = yaml.safe_load((served.root / "params.yaml").read_text())
-    params["train"]["profiles"][params["train"]["profile"]]["epochs"] = 3
-    (served.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    sh("git", "commit", "-qam", "a shorter training", cwd=served.root)
+    _set_training(served, "a shorter training", epochs=3, steps_per_epoch=STEPS_PER_EPOCH)
     with served.client() as client:
         deployment = client.read_deployment_by_name(DEPLOYMENT)
         run_id = client.create_flow_run_from_deployment(

@@ -209,7 +209,7 @@ def test_a_stage_whose_parent_is_killed_stops_itself(tmp_path: Path) -> None:
     )
 
 
-def test_sigterm_raises_in_the_stage_so_its_runs_end_failed(tmp_path: Path) -> None:
+def test_sigterm_raises_in_the_stage_so_its_runs_end_killed(tmp_path: Path) -> None:
     report = tmp_path / "report"
     stage = subprocess.Popen([sys.executable, "-c", _STAGE, str(report)])
     _wait_for(report, "watching", 60)

@@ -16,10 +16,11 @@ from conftest import PROJECT_ROOT
 from servers import free_port, wait_http
 
 from denoise.core.config import load_params
+from denoise.core.errors import StoppedError
 from denoise.core.locations import repository_root, tracking_uri
 from denoise.serving.load import CHALLENGER, CHAMPION
 from denoise.tracking.aliases import decide, should_promote
-from denoise.tracking.runs import flatten
+from denoise.tracking.runs import PARENT_RUN_ENV, flatten, stage
 from denoise.tracking.views import model_run_name, pipeline_run_name
 
 
@@ -113,6 +114,7 @@ _OPEN_STORE = """
 import sys, time
 from pathlib import Path
 from denoise.core.config import load_params
+from denoise.core.errors import StoppedError
 from denoise.tracking.runs import configure
 import mlflow  # imported before the start signal: the processes then open the store together
 
@@ -165,6 +167,7 @@ import sys
 from pathlib import Path
 import mlflow
 from denoise.core.config import load_params
+from denoise.core.errors import StoppedError
 from denoise.tracking.runs import configure
 root = Path(sys.argv[2])
 configure(load_params(sys.argv[1]), root)
@@ -245,3 +248,38 @@ def test_denoise_ui_serves_the_link_it_prints_and_stops_at_once_on_ctrl_c(tmp_pa
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "recorded"),
+    [
+        (StoppedError("stopped by SIGTERM"), "KILLED", "stopped"),  # SIGTERM, a cancel, lifeline
+        (KeyboardInterrupt(), "KILLED", "stopped"),
+        (ValueError("a bad input"), "FAILED", "failed"),
+    ],
+)
+def test_a_stopped_stage_ends_its_runs_killed_and_a_failed_one_failed(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    error: BaseException,
+    status: str,
+    recorded: str,
+) -> None:
+    """A stage run by a bare `dvc repro`: its own parent run and its child run."""
+    from mlflow.tracking import MlflowClient
+
+    params = load_params(PROJECT_ROOT / "params.yaml")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.delenv(PARENT_RUN_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    with (
+        pytest.raises(type(error)),
+        stage(params, "train@paper_cae") as tracker,
+        tracker.child("paper_cae: from scratch") as run_id,
+    ):
+        raise error
+    client = MlflowClient()
+    child = client.get_run(run_id)
+    parent = client.get_run(child.data.tags["mlflow.parentRunId"])
+    assert (child.info.status, parent.info.status) == (status, status)
+    assert parent.data.tags["denoise.stage.train/paper_cae"] == recorded

@@ -47,7 +47,7 @@ def _user_errors(command: Command) -> Command:
         try:
             return command(*args, **kwargs)
         except StoppedError as error:
-            # The stage's runs have ended FAILED on the way out. What remains of an ordinary
+            # The stage's runs have ended KILLED on the way out. What remains of an ordinary
             # exit (TensorFlow's and MLflow's threads, atexit hooks) took 20 s and more after
             # the line: a stopped process leaves at once.
             with contextlib.suppress(OSError):  # a killed parent takes the pipe with it
@@ -95,6 +95,6 @@ def _load(params_path: Path) -> Params:
 
 def _stage(params_path: Path) -> Params:
     """A pipeline stage's params; from here on the stage stops when the `dvc` (or flow) that
-    started it ends, and ends its MLflow runs FAILED on SIGTERM."""
+    started it ends, and ends its MLflow runs KILLED on SIGTERM."""
     lifeline.watch()
     return _load(params_path)

@@ -4,7 +4,7 @@
 train on, alone, and the next run would start a second trainer in the same tree. So each stage
 watches the processes that started it, up to the nearest `dvc` and the flow or Prefect engine
 above it, and stops itself when one of them ends. Stopping is SIGTERM to itself, whose handler
-raises StoppedError in the main thread: the stage's MLflow runs end FAILED and the CLI prints
+raises StoppedError in the main thread: the stage's MLflow runs end KILLED and the CLI prints
 one line. A stage that does not get back to Python within the grace period exits outright.
 """
 

@@ -15,7 +15,7 @@ from denoise.core.errors import ModelError
 from denoise.core.noise_level import NOISE_RANGE
 from denoise.models.pretrained import PRETRAINED_DIR
 from denoise.serving.pyfunc import BACKEND_KEY, KERAS_ARTIFACT, DenoiserModel
-from denoise.tracking.runs import dvc_out_md5
+from denoise.tracking.lineage import dvc_out_md5
 
 
 def _requirements() -> list[str]:

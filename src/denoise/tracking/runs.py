@@ -18,17 +18,16 @@ import dataclasses
 import logging
 import os
 import socket
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from denoise.core import lifeline, locks, services
 from denoise.core.config import Params, params_to_dict
+from denoise.core.errors import StoppedError
 from denoise.core.locations import tracking_uri
 from denoise.tracking import store
+from denoise.tracking.lineage import git_output, lineage_tags
 from denoise.tracking.views import (
     EXPERIMENT_KIND,
     EXPERIMENT_KIND_TAG,
@@ -163,44 +162,6 @@ def run_params(params: Params) -> dict[str, str]:
     return {**flatten(params_to_dict(params)), **flatten(active)}
 
 
-def _git(*arguments: str) -> str:
-    try:
-        return subprocess.run(
-            ["git", *arguments], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return ""
-
-
-def dvc_out_md5(path: str) -> str:
-    """The DVC hash of a raw-data folder (its .dvc file) or a stage output (dvc.lock), if any."""
-    tracked = Path(f"{path}.dvc")
-    if tracked.is_file():
-        outs = yaml.safe_load(tracked.read_text()).get("outs", [])
-        return str(outs[0].get("md5", "")) if outs else ""
-    lock = Path("dvc.lock")
-    if lock.is_file():
-        for stage in (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).values():
-            for out in stage.get("outs", []):
-                if Path(out["path"]) == Path(path):
-                    return str(out.get("md5", ""))
-    return ""
-
-
-def lineage_tags(params: Params) -> dict[str, str]:
-    """The git commit and the DVC hashes of the raw videos and frames this run used."""
-    tags = {
-        "git.commit": _git("rev-parse", "HEAD") or "unknown",
-        "git.dirty": str(bool(_git("status", "--porcelain", "--untracked-files=no"))).lower(),
-        "dvc.raw.md5": dvc_out_md5(params.paths.raw) or "unknown",
-        "dvc.frames.md5": dvc_out_md5(params.paths.frames) or "unknown",
-    }
-    experiment = os.environ.get("DVC_EXP_NAME")
-    if experiment:
-        tags["dvc.experiment"] = experiment
-    return tags
-
-
 def open_pipeline_run(
     params: Params, tags: dict[str, str] | None = None, name: str = "pipeline"
 ) -> str:
@@ -214,7 +175,7 @@ def open_pipeline_run(
 
     experiment_id = configure(params)
     client = MlflowClient()
-    commit = _git("rev-parse", "--short", "HEAD")
+    commit = git_output("rev-parse", "--short", "HEAD")
     run = client.create_run(
         experiment_id,
         run_name=f"{name}: {commit or 'no commit'}",
@@ -263,6 +224,24 @@ def close_pipeline_run(
     return run_link(run_id)
 
 
+# A stop (SIGTERM, Ctrl-C, a cancel, the lifeline when the process that started the stage
+# ended) ends a run KILLED; an error, FAILED.
+STOPS = (StoppedError, KeyboardInterrupt)
+
+
+@contextlib.contextmanager
+def _run(**arguments: Any) -> Iterator[Any]:
+    """mlflow.start_run, which ends the run FAILED on any exception; KILLED on a stop."""
+    import mlflow
+
+    with mlflow.start_run(**arguments) as run:
+        try:
+            yield run
+        except STOPS:
+            mlflow.end_run("KILLED")
+            raise
+
+
 def _log_metrics_now(client: Any, run_id: str, metrics: dict[str, float]) -> None:
     """metrics on a run at step 0, in one request, without reopening it."""
     import time
@@ -300,7 +279,7 @@ class StageTracker:
         if sample:
             set_system_metrics_sampling_interval(seconds)
             set_system_metrics_samples_before_logging(1)
-        with mlflow.start_run(
+        with _run(
             run_name=run_name,
             parent_run_id=self.parent_run_id,
             tags={
@@ -317,9 +296,7 @@ class StageTracker:
     @contextlib.contextmanager
     def resume(self, run_id: str) -> Iterator[str]:
         """Log more to an existing run (a model's training run, from a later stage)."""
-        import mlflow
-
-        with mlflow.start_run(run_id=run_id):
+        with _run(run_id=run_id):
             yield run_id
 
     def log_later(
@@ -377,10 +354,11 @@ def stage(params: Params, name: str) -> Iterator[StageTracker]:
     record_stages(parent_run_id, {name: "running"})
     try:
         yield StageTracker(params, name, parent_run_id)
-    except BaseException:
-        record_stages(parent_run_id, {name: "failed"})
+    except BaseException as error:
+        stopped = isinstance(error, STOPS)
+        record_stages(parent_run_id, {name: "stopped" if stopped else "failed"})
         if owned:
-            client.set_terminated(parent_run_id, status="FAILED")
+            client.set_terminated(parent_run_id, status="KILLED" if stopped else "FAILED")
         raise
     record_stages(parent_run_id, {name: "ran"})
     if owned:
