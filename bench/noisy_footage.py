@@ -4,6 +4,7 @@ noise; and whether the held-out frame-to-frame loss ranks models as PSNR does.
 
 Usage (opencv-doc installed):  .venv/bin/python bench/noisy_footage.py [--params params.yaml]
             [--workspace /tmp/noisy-footage] [--out docs/noisy-footage-benchmark.md]
+            [--render <workspace>/noisy_footage.json]   (the page again, measuring nothing)
 
 Its settings are params.yaml's `noisy_footage` section (the recipe), read with the rest of
 params.yaml. In a scratch workspace it extracts the three sample videos as the default run does,
@@ -571,14 +572,17 @@ def page(report: dict[str, Any], params: Params) -> str:
     ]
     agreement_rows = []
     for name, level in report["levels"].items():
-        agreement = level["agreement"]
+        rows = ranking_rows(level)
+        agreement = rank_agreement(rows)
+        trained = rank_agreement([row for row in rows if row[0].startswith(CANDIDATES)])
         agreement_rows.append(
             [
                 name,
                 str(level["held_out_pairs"]),
-                str(agreement["models"]),
-                f"{agreement['tau']:.3f}",
+                f"{agreement['tau']:.3f} ({agreement['models']})",
                 str(len(agreement["discordant"])),
+                f"{trained['tau']:.3f} ({trained['models']})",
+                str(len(trained["discordant"])),
                 LABELS.get(agreement["best_psnr"], agreement["best_psnr"]),
                 LABELS.get(agreement["best_f2f"], agreement["best_f2f"]),
             ]
@@ -588,9 +592,10 @@ def page(report: dict[str, Any], params: Params) -> str:
             [
                 "level",
                 "held-out pairs",
-                "models",
-                "Kendall tau",
+                "Kendall tau (models)",
                 "pairs ordered differently",
+                "tau, candidates' epochs only",
+                "ordered differently",
                 "best by PSNR",
                 "best by loss",
             ],
@@ -599,7 +604,7 @@ def page(report: dict[str, Any], params: Params) -> str:
         "",
     ]
     for name, level in report["levels"].items():
-        discordant = level["agreement"]["discordant"]
+        discordant = rank_agreement(ranking_rows(level))["discordant"]
         lines += [
             f"<details><summary>{name}: every model</summary>",
             "",
@@ -633,7 +638,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--workspace", type=Path, default=Path("/tmp/noisy-footage"))
     parser.add_argument("--out", type=Path, default=Path("docs/noisy-footage-benchmark.md"))
+    parser.add_argument(
+        "--render",
+        type=Path,
+        help="write the page from this noisy_footage.json of an earlier run, measuring nothing",
+    )
     args = parser.parse_args(argv)
+    if args.render is not None:
+        report = json.loads(args.render.read_text())
+        generated = page(report, workspace_params(load_params(args.params), args.workspace))
+        write_page(args.out, generated)
+        print(generated)
+        return
     started = time.perf_counter()
     if args.workspace.exists() and any(args.workspace.iterdir()):
         raise SystemExit(f"{args.workspace}: not empty; give an empty or new --workspace")
@@ -661,7 +677,6 @@ def main(argv: list[str] | None = None) -> None:
     }
     for level in params.noisy_footage.levels:
         result = run_level(params, level, shipped, champion, clips)
-        result["agreement"] = rank_agreement(ranking_rows(result))
         report["levels"][level] = result
         report.update(
             train_frames=result["train_frames"],
