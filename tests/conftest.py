@@ -34,6 +34,7 @@ LONG_MODULES = (
     "test_team",
     "test_deployment",
     "test_mlflow",
+    "test_noisy_run",
     "test_profiles",
     "test_train",
     "test_video_model",

@@ -226,6 +226,23 @@ class Quality:
 
 
 @section
+class NoisyFootage:
+    """bench/noisy_footage.py, the benchmark of learning without clean targets (no stage reads
+    it): the sample videos' train split made noisy at each level, and the targets it checks."""
+
+    levels: list[NotBlank]  # noise.evaluation's camera or compressed levels: one table each
+    budget_of: Name  # every candidate trains on this model's budget in the active profile ...
+    epochs: AtLeast1 | None  # ... for this many of its epochs (null: the budget's own)
+    clips_per_split: AtLeast1  # extract.clips.per_split: train clips to learn from, test clips
+    test_frames: AtLeast1  # noise.max_frames: test frames every method is scored on, BM3D too
+    test_clips: AtLeast1  # noise.max_clips: test clips (tPSNR, held-out pairs of the ranking)
+    pairs_per_clip: AtLeast1  # held-out frame-to-frame pairs per test clip (the ranking)
+    gain_over_shipped_db: Float  # targets: frame-to-frame beats the shipped model by this ...
+    oracle_gap_db: NonNegative  # ... trails the oracle by at most this ...
+    bm3d_margin_db: Float  # ... and beats BM3D with estimated sigma by this
+
+
+@section
 class Params:
     seed: Annotated[Int, Field(ge=0)]
     paths: Paths
@@ -241,6 +258,7 @@ class Params:
     register: Register
     apply: Apply
     quality: Quality
+    noisy_footage: NoisyFootage
     # Named sets of params a profile cannot hold, {dotted key: value} each: `denoise recipe`.
     recipes: dict[Name, dict[Str, Any]]
 

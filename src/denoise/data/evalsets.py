@@ -71,7 +71,7 @@ def load_photograph(name: str, size: int) -> np.ndarray:
     return centre_crop_resize(image, size)
 
 
-def _noisy_levels(
+def noisy_levels(
     clean: np.ndarray, name: str, params: Params
 ) -> Iterator[tuple[str, dict[str, object], np.ndarray]]:
     """Every evaluation level of one set: (level name, its index entry, the noisy images), in
@@ -143,7 +143,7 @@ def _write_set(
     set_dir.mkdir()
     np.save(set_dir / "clean.npy", clean.astype(np.float32), allow_pickle=False)
     levels = {}
-    for level, entry, images in _noisy_levels(clean, name, params):
+    for level, entry, images in noisy_levels(clean, name, params):
         np.save(set_dir / f"{level}.npy", images, allow_pickle=False)
         frames = images.reshape(-1, *images.shape[-3:])  # a clip set's frames, one by one
         levels[level] = {

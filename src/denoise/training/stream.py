@@ -167,6 +167,7 @@ class FrameToFrameStream(_EndlessStream):
         self.clips = clips
         settings = params.train.without_clean
         self._clips: list[np.ndarray] = []
+        self.kept: list[str] = []  # the files of the clips kept, in the order of self._clips
         # (clip, frame t, its target float16 (H, W, 3), its mask bool (H, W))
         self._pairs: list[tuple[int, int, np.ndarray, np.ndarray]] = []
         for file, video, number in zip(clips["file"], clips["video"], clips["clip"], strict=True):
@@ -187,6 +188,7 @@ class FrameToFrameStream(_EndlessStream):
                 )
                 continue
             self._clips.append(clip)
+            self.kept.append(str(file))
             self._pairs.extend(pairs)
         if not self._pairs:
             raise DataError(
@@ -201,18 +203,25 @@ class FrameToFrameStream(_EndlessStream):
         """The share of pixels the masks keep, over every pair kept."""
         return float(np.mean([pair[3].mean() for pair in self._pairs]))
 
+    def _target(self, pair: int, window: tuple[slice, slice]) -> np.ndarray:
+        """Pair `pair`'s packed target at window: float32 (P, P, 4), its warped neighbour then
+        its mask (a benchmark's oracle replaces it with the clean frame, every pixel kept)."""
+        _, _, target, mask = self._pairs[pair]
+        return np.concatenate([target[window], mask[window][..., None]], axis=-1)
+
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         rng = self._generator(index)
         size = self.patch
         noisy = np.empty((self.batch_size, size, size, 3), np.float32)
         packed = np.empty((self.batch_size, size, size, 4), np.float32)
         for slot in range(self.batch_size):
-            clip, frame, target, mask = self._pairs[rng.integers(len(self._pairs))]
+            pair = int(rng.integers(len(self._pairs)))
+            clip, frame, _, mask = self._pairs[pair]
             height, width = mask.shape
             top, left = rng.integers(height - size + 1), rng.integers(width - size + 1)
             window = (slice(top, top + size), slice(left, left + size))
             image = self._clips[clip][frame][window] / 255.0
-            both = np.concatenate([target[window], mask[window][..., None]], axis=-1)
+            both = self._target(pair, window)
             if rng.random() < 0.5:
                 image, both = image[:, ::-1], both[:, ::-1]
             if rng.random() < 0.5:
@@ -289,6 +298,12 @@ class ClipStream(_EndlessStream):
         return (windows if self.window > 1 else middles), middles
 
 
+def held_out_frames(length: int, per_clip: int) -> np.ndarray:
+    """The frames t of a clip of `length` frames whose pairs (t, t + 1) are held out: at most
+    per_clip, evenly spaced inside it, in order."""
+    return np.unique(np.linspace(0, length - 2, per_clip + 2)[1:-1].round().astype(int))
+
+
 def frame_to_frame_validation(
     frames_dir: Path, clips: pd.DataFrame, settings: WithoutClean, per_clip: int = 3
 ) -> tuple[np.ndarray, np.ndarray] | None:
@@ -302,8 +317,7 @@ def frame_to_frame_validation(
     noisy, packed = [], []
     for file in clips["file"]:
         frames = np.load(frames_dir / file).astype(np.float32) / 255.0
-        spots = np.linspace(0, len(frames) - 2, per_clip + 2)[1:-1].round().astype(int)
-        for frame in np.unique(spots):
+        for frame in held_out_frames(len(frames), per_clip):
             target, mask = frame_to_frame_target(frames[frame], frames[frame + 1], settings)
             if mask.mean() >= settings.min_coverage:
                 noisy.append(frames[frame])
