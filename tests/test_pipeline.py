@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -198,8 +199,12 @@ def test_run_executes_every_stage_and_prints_the_table(first_run: FirstRun) -> N
 
 
 def test_a_second_run_reruns_only_the_init_stage(first_run: FirstRun, workspace: Path) -> None:
+    """In a fresh clone that pulled what `denoise run --push` pushed: every output is there,
+    and nothing is computed again but the checks."""
     clone = _clone(first_run.root, workspace / "again")
     assert _changed(clone) == set(ALWAYS_RUN)
+    assert (clone / "models" / "paper_cae.keras").is_file()
+    assert (clone / "data" / "evalsets" / "test" / "gaussian-25.npy").is_file()
     assert _reproduce(clone) == ALWAYS_RUN
     assert sh("git", "status", "--porcelain", cwd=clone).stdout == ""
     assert _changed(clone) == set(ALWAYS_RUN)
@@ -254,14 +259,10 @@ def test_dvc_plots_render_in_a_browser_with_no_network(first_run: FirstRun, tmp_
 def test_push_then_pull_in_a_fresh_clone_recomputes_nothing(
     first_run: FirstRun, workspace: Path
 ) -> None:
-    clone = _clone(first_run.root, workspace / "pulled")
-    assert _changed(clone) == set(ALWAYS_RUN)
-    assert (clone / "models" / "paper_cae.keras").is_file()
-    assert (clone / "data" / "evalsets" / "test" / "gaussian-25.npy").is_file()
-    assert _reproduce(clone) == ALWAYS_RUN
-    # The flow's pull task in a fresh clone without dvc.lock: it brings the run cache that
-    # `denoise run --push` sent (denoise push), so every stage that ran in the first run is
-    # restored with its outputs, and none runs again.
+    """The flow's pull task in a fresh clone without dvc.lock: it brings the run cache that
+    `denoise run --push` sent (denoise push), so every stage that ran in the first run is
+    restored with its outputs, and none runs again. (`dvc pull` of the pushed outputs into a
+    fresh clone: the second run's test.)"""
     second = _clone(first_run.root, workspace / "pulled-run-cache", pull=False)
     sh("git", "rm", "-q", "dvc.lock", cwd=second)
     result = _run(second, "--pull")
@@ -359,24 +360,46 @@ def test_a_corrupt_video_stops_the_run_before_any_stage_and_restore_sets_it_asid
     assert (clone / "models" / "paper_cae.keras").is_file()
 
 
+def _finished_experiments(root: Path) -> int:
+    """Experiments DVC has finished and committed: refs/exps/<baseline>/<name> (a git call,
+    not a DVC process of a second or more of CPU)."""
+    refs = sh("git", "for-each-ref", "--format=%(refname)", "refs/exps", cwd=root).stdout
+    return sum(
+        1 for ref in refs.split() if re.fullmatch(r"refs/exps/[0-9a-f]{2}/[0-9a-f]{38}/.+", ref)
+    )
+
+
+def _run_queue(root: Path, experiments: int, seconds: float = 600) -> str:
+    """`dvc queue start -j 2`, then wait until the queued experiments finished or DVC says none
+    is queued or running (a failure: asked every 30 s); `dvc queue status` at the end."""
+    sh("dvc", "queue", "start", "-j", "2", cwd=root)
+    deadline = time.monotonic() + seconds
+    asked = time.monotonic()
+    while _finished_experiments(root) < experiments and time.monotonic() < deadline:
+        if time.monotonic() - asked > 30:
+            status = sh("dvc", "queue", "status", cwd=root).stdout
+            if "Queued" not in status and "Running" not in status:
+                break
+            asked = time.monotonic()
+        time.sleep(2)
+    return sh("dvc", "queue", "status", cwd=root).stdout
+
+
 def test_parameter_sweeps_with_experiments_and_the_queue(
     first_run: FirstRun, workspace: Path
 ) -> None:
-    """Two queued points run in parallel (`dvc exp run` of one point: the recipe test)."""
+    """Two queued points run in parallel (`dvc exp run` of one point: the recipe test). They
+    sweep a register setting, so that each runs the register stage alone: no model trains
+    again and no evaluation is scored again."""
     clone = _clone(first_run.root, workspace / "sweeps")
-    for sigma in (0.5, 2.0):
-        sh("dvc", "exp", "run", "--queue", "-S", f"evaluate.blur_sigma={sigma}", cwd=clone)
-    sh("dvc", "queue", "start", "-j", "2", cwd=clone)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        status = sh("dvc", "queue", "status", cwd=clone).stdout
-        if "Queued" not in status and "Running" not in status:
-            break
-        time.sleep(2)
+    for margin in (0.5, 2.0):
+        setting = f"register.promotion_margin_db={margin}"
+        sh("dvc", "exp", "run", "--queue", "-S", setting, cwd=clone)
+    status = _run_queue(clone, experiments=2)
     assert "Failed" not in status, status
     shown = json.loads(sh("dvc", "exp", "show", "--json", cwd=clone).stdout)
     values = json.dumps(shown)
-    for needle in ('"blur_sigma": 0.5', '"blur_sigma": 2.0'):
+    for needle in ('"promotion_margin_db": 0.5', '"promotion_margin_db": 2.0'):
         assert needle in values, needle
     # Queued experiments run in copies under .dvc/tmp/exps but log to the repository's store.
     experiments = {run.data.tags.get("dvc.experiment") for run in _local_runs(clone)}
@@ -434,24 +457,28 @@ def test_a_recipe_runs_as_one_named_experiment(first_run: FirstRun, workspace: P
     """`denoise recipe NAME`: one command for a named set of params, as a DVC experiment."""
     clone = _clone(first_run.root, workspace / "recipe")
     params = yaml.safe_load((clone / "params.yaml").read_text())
-    # Evaluation settings alone, so that no model trains again (the sweep test likewise).
-    params["recipes"] = {"sharper": {"evaluate.blur_sigma": 2.0, "evaluate.median_size": 5}}
+    # Register settings alone, so that the register stage alone runs again (the sweep test
+    # likewise).
+    params["recipes"] = {
+        "strict": {"register.promotion_margin_db": 2.0, "register.clean_guard_db": 0.25}
+    }
     (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _commit(clone, "a recipe")
-    result = sh("denoise", "recipe", "sharper", cwd=clone)
-    assert "exp run -n sharper -S evaluate.blur_sigma=2.0 -S evaluate.median_size=5" in (
-        result.stdout
+    result = sh("denoise", "recipe", "strict", cwd=clone)
+    assert (
+        "exp run -n strict -S register.promotion_margin_db=2.0 -S register.clean_guard_db=0.25"
+        in result.stdout
     )
     shown = json.loads(sh("dvc", "exp", "show", "--json", cwd=clone).stdout)
     experiments = [
         experiment
         for commit in shown
         for experiment in commit.get("experiments") or []
-        if experiment.get("name") == "sharper"
+        if experiment.get("name") == "strict"
     ]
     assert len(experiments) == 1, json.dumps(shown)[:2000]
     values = json.dumps(experiments[0])
-    assert '"blur_sigma": 2.0' in values and '"median_size": 5' in values
+    assert '"promotion_margin_db": 2.0' in values and '"clean_guard_db": 0.25' in values
     unknown = sh("denoise", "recipe", "absent", cwd=clone, check=False)
     assert unknown.returncode == 1
-    assert "error: recipes: no recipe 'absent' (known: sharper)" in unknown.stderr
+    assert "error: recipes: no recipe 'absent' (known: strict)" in unknown.stderr
