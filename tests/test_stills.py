@@ -25,7 +25,8 @@ def test_a_wide_photo_becomes_a_centred_grid_of_tiles() -> None:
 def test_flat_and_blown_out_tiles_are_dropped_and_the_rest_written_as_png(tmp_path: Path) -> None:
     photo = np.full((20, 40, 3), 128, np.uint8)  # short side 2 x 10: no resize, 2 x 4 tiles
     photo[:, 20:] = np.random.default_rng(1).integers(0, 256, size=(20, 20, 3))  # textured right
-    photo[:10, 20:30] = np.random.default_rng(2).integers(240, 256, size=(10, 10, 3))  # mean 0.97, std 0.018
+    bright = np.random.default_rng(2).integers(240, 256, size=(10, 10, 3))  # mean 0.97, std 0.018
+    photo[:10, 20:30] = bright
     written, dropped = stills.write_tiles(photo, "half", tmp_path, 10, min_std=0.01)
     assert (written, dropped) == (3, 5)
     names = sorted(path.name for path in tmp_path.iterdir())
