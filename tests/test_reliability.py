@@ -218,6 +218,92 @@ def test_sigterm_raises_in_the_stage_so_its_runs_end_killed(tmp_path: Path) -> N
     assert report.read_text() == "stopped: stopped by SIGTERM"
 
 
+_SWALLOWED = textwrap.dedent(
+    """
+    import signal, sys, time
+    from pathlib import Path
+    from denoise.core import lifeline
+    from denoise.core.errors import StoppedError
+    report, go = Path(sys.argv[1]), Path(sys.argv[2])
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])  # every thread, until __del__
+    lifeline.watch(interval=0.2, grace=60)
+
+    class Unblocks:
+        def __del__(self):
+            # The pending SIGTERM's handler runs here, where a raise is printed and ignored.
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM])
+            time.sleep(0.1)
+
+    report.write_text("watching")
+    try:
+        while not go.exists():
+            time.sleep(0.05)
+        Unblocks()
+        time.sleep(30)
+        report.write_text("ran on")
+    except StoppedError as error:
+        report.write_text(f"stopped: {error}")
+    """
+)
+
+
+def test_a_stop_raised_where_python_ignores_it_is_raised_again(tmp_path: Path) -> None:
+    """A signal handler runs at whatever Python code comes next: in a __del__ or a garbage
+    collection callback (as JAX's), its StoppedError is only printed, and the stage trained on
+    until the lifeline's grace period (60 s) ended."""
+    report, go = tmp_path / "report", tmp_path / "go"
+    stage = subprocess.Popen(
+        [sys.executable, "-c", _SWALLOWED, str(report), str(go)], stderr=subprocess.PIPE
+    )
+    try:
+        _wait_for(report, "watching", 60)
+        stage.send_signal(signal.SIGTERM)  # pending: blocked until the __del__
+        go.touch()
+        assert _wait_for(report, "stopped", 10) == "stopped: stopped by SIGTERM"
+        assert stage.wait(timeout=10) == 0
+    finally:
+        if stage.poll() is None:
+            stage.kill()
+    assert stage.stderr is not None
+    assert "StoppedError" not in stage.stderr.read().decode(), "no 'Exception ignored' trace"
+
+
+_CLEANS_UP = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from denoise.core import lifeline
+    from denoise.core.errors import StoppedError
+    report = Path(sys.argv[1])
+    lifeline.watch(interval=0.2, grace=60)
+    report.write_text("watching")
+    try:
+        time.sleep(60)
+    except StoppedError:
+        report.write_text("closing")  # as the stage closes its MLflow runs KILLED
+        time.sleep(2)
+        report.write_text("closed")
+    """
+)
+
+
+def test_a_second_stop_does_not_cut_the_first_ones_closing_short(tmp_path: Path) -> None:
+    """A cancel sends SIGTERM to the whole process group; DVC ends, and the stage's lifeline
+    sends it another while it closes its runs."""
+    report = tmp_path / "report"
+    stage = subprocess.Popen([sys.executable, "-c", _CLEANS_UP, str(report)])
+    try:
+        _wait_for(report, "watching", 60)
+        stage.send_signal(signal.SIGTERM)
+        _wait_for(report, "closing", 10)
+        stage.send_signal(signal.SIGTERM)
+        assert _wait_for(report, "closed", 10) == "closed"
+        assert stage.wait(timeout=10) == 0
+    finally:
+        if stage.poll() is None:
+            stage.kill()
+
+
 _WRITER = textwrap.dedent(
     """
     import signal, sys

@@ -95,6 +95,8 @@ def _load(params_path: Path) -> Params:
 
 def _stage(params_path: Path) -> Params:
     """A pipeline stage's params; from here on the stage stops when the `dvc` (or flow) that
-    started it ends, and ends its MLflow runs KILLED on SIGTERM."""
+    started it ends, and ends its MLflow runs KILLED on SIGTERM. Call it before importing the
+    stage's module: TensorFlow's import alone takes a minute on a loaded machine, and a `dvc`
+    killed meanwhile would go unnoticed."""
     lifeline.watch()
     return _load(params_path)

@@ -15,9 +15,10 @@ from denoise.cli.base import ParamsOption, _load, _stage, _user_errors, app
 @_user_errors
 def preflight(params: ParamsOption = Path("params.yaml")) -> None:
     """Check params, raw inputs and the tracking server before any stage deletes an output."""
+    config = _stage(params)
     from denoise.stages import preflight as stage
 
-    summary = stage.run(_stage(params))
+    summary = stage.run(config)
     for path in summary.removed:
         typer.echo(f"removed {path} (left by a killed stage)")
     for run_id in summary.abandoned_runs:
@@ -57,9 +58,10 @@ def samples(params: ParamsOption = Path("params.yaml")) -> None:
 @_user_errors
 def extract(params: ParamsOption = Path("params.yaml")) -> None:
     """Decode the videos and image folders in paths.raw into frame shards, a manifest, splits."""
+    config = _stage(params)
     from denoise.stages import extract as stage
 
-    summary = stage.run(_stage(params))
+    summary = stage.run(config)
     counts = ", ".join(f"{split} {count}" for split, count in summary.frames_per_split.items())
     typer.echo(f"extracted {summary.num_sources} source(s): {counts} frames")
     noisy = [name for name, role in summary.roles.items() if role == "noisy"]
@@ -73,9 +75,10 @@ def extract(params: ParamsOption = Path("params.yaml")) -> None:
 @_user_errors
 def noise(params: ParamsOption = Path("params.yaml")) -> None:
     """Write the fixed noisy evaluation sets (float32, unclipped, fixed seed)."""
+    config = _stage(params)
     from denoise.stages import noise as stage
 
-    summary = stage.run(_stage(params))
+    summary = stage.run(config)
     sets = ", ".join(f"{name} {count}" for name, count in summary.images_per_set.items())
     typer.echo(f"evaluation sets: {sets} images at {', '.join(summary.levels)}")
 
@@ -84,9 +87,10 @@ def noise(params: ParamsOption = Path("params.yaml")) -> None:
 @_user_errors
 def validate(params: ParamsOption = Path("params.yaml")) -> None:
     """Check frames and evaluation sets with Great Expectations; write the report (Data Docs)."""
+    config = _stage(params)
     from denoise.stages import validate as stage
 
-    summary = stage.run(_stage(params))
+    summary = stage.run(config)
     for warning in summary.warnings:
         typer.echo(f"warning: {warning}", err=True)
     for suite in summary.suites:
@@ -98,9 +102,10 @@ def validate(params: ParamsOption = Path("params.yaml")) -> None:
 @_user_errors
 def init(params: ParamsOption = Path("params.yaml")) -> None:
     """Resolve each model's starting weights (init_from) into paths.init, for train."""
+    config = _stage(params)
     from denoise.stages import init as stage
 
-    summary = stage.run(_stage(params))
+    summary = stage.run(config)
     for name, source in summary.sources.items():
         typer.echo(f"{name}: starts from {source['resolved']}")
     if not summary.sources:
@@ -119,9 +124,10 @@ def train(
     ] = None,
 ) -> None:
     """Train the models of params.train.models on streamed noisy patches (train@<model>)."""
+    config = _stage(params)
     from denoise.stages import train as stage
 
-    summary = stage.run(_stage(params), model)
+    summary = stage.run(config, model)
     for name, info in summary.models.items():
         typer.echo(
             f"{name}: {info['parameters']:,} parameters, {info['epochs']} epochs, "
@@ -136,9 +142,9 @@ def evaluate(params: ParamsOption = Path("params.yaml")) -> None:
 
     In a terminal; under DVC or the flow one line says where it is (`denoise run` ends with
     its own)."""
+    config = _stage(params)
     from denoise.stages import evaluate as stage
 
-    config = _stage(params)
     summary = stage.run(config)
     if sys.stdout.isatty():
         typer.echo(summary.table)
@@ -154,9 +160,10 @@ def evaluate(params: ParamsOption = Path("params.yaml")) -> None:
 @_user_errors
 def register(params: ParamsOption = Path("params.yaml")) -> None:
     """Register every trained model in MLflow; move `champion` only to a better model."""
+    config = _stage(params)
     from denoise.stages import register as stage
 
-    summary = stage.run(_stage(params))
+    summary = stage.run(config)
     for decision in summary.decisions:
         typer.echo(
             f"{decision.registered_model} v{decision.version} ({decision.model}): "

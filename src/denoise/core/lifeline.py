@@ -17,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from denoise.core.errors import StoppedError
 
@@ -97,12 +98,33 @@ def start_time(pid: int | None = None) -> str:
 
 _stop_reason: list[str] = []  # why the lifeline stopped this process, for the one line
 _watching: list[bool] = []  # whether watch() ran in this process
+# A stop is on its way out (closing the stage's runs): another signal (the lifeline's, after
+# a cancel's SIGTERM to the whole process group) must not cut that short.
+_stopping: list[bool] = []
+_previous_hook: list[Any] = []  # the unraisable hook before watch()'s
 
 
 def _raise_stopped(signum: int, frame: FrameType | None) -> None:
+    if _stopping:
+        return
+    _stopping.append(True)
     raise StoppedError(
         _stop_reason[0] if _stop_reason else f"stopped by {signal.Signals(signum).name}"
     )
+
+
+def _deliver_again(unraisable: Any) -> None:
+    """sys.unraisablehook. A signal handler runs at whatever Python code comes next, which may
+    be a garbage-collection callback (JAX registers one) or a __del__: a StoppedError raised
+    there is only printed ("Exception ignored in ..."), and the stage would run on until the
+    grace period ends. Send the signal again, to be raised in ordinary code: from another
+    thread, once this hook has returned (sent from here, it would be raised in the hook, and
+    ignored too)."""
+    if isinstance(unraisable.exc_value, StoppedError):
+        _stopping.clear()
+        threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    else:
+        _previous_hook[0](unraisable)
 
 
 def watch(interval: float = 1.0, grace: float = 60.0) -> None:
@@ -115,6 +137,8 @@ def watch(interval: float = 1.0, grace: float = 60.0) -> None:
         return
     _watching.append(True)
     signal.signal(signal.SIGTERM, _raise_stopped)
+    _previous_hook.append(sys.unraisablehook)
+    sys.unraisablehook = _deliver_again
     watched = owners()
     if not watched:
         return
