@@ -37,8 +37,7 @@ def test_each_target_says_met_or_by_how_much_it_is_missed() -> None:
     assert lines == [
         "- frame-to-frame above the shipped model: +0.50 dB (target +1.00): missed by 0.50 dB",
         "- frame-to-frame against the oracle: -0.20 dB (target -0.50): met",
-        "- frame-to-frame above BM3D (estimated sigma): -0.40 dB (target +0.00): missed by "
-        "0.40 dB",
+        "- frame-to-frame above BM3D (estimated sigma): -0.40 dB (target +0.00): missed by 0.40 dB",
     ]
 
 
