@@ -508,7 +508,7 @@ def ranking_table(rows: list[tuple[str, float, float]]) -> str:
     return markdown_table(
         ["model", "held-out PSNR", "held-out frame-to-frame dB", "rank by PSNR", "rank by loss"],
         [
-            [LABELS.get(name, name), f"{value:.2f}", f"{loss:.2f}", str(rank), str(f2f_rank[name])]
+            [LABELS.get(name, name), f"{value:.2f}", f"{loss:.3f}", str(rank), str(f2f_rank[name])]
             for rank, (name, value, loss) in enumerate(ordered, 1)
         ],
     )
@@ -575,6 +575,7 @@ def page(report: dict[str, Any], params: Params) -> str:
         rows = ranking_rows(level)
         agreement = rank_agreement(rows)
         trained = rank_agreement([row for row in rows if row[0].startswith(CANDIDATES)])
+        others = rank_agreement([row for row in rows if not row[0].startswith(CANDIDATES[1])])
         agreement_rows.append(
             [
                 name,
@@ -582,7 +583,7 @@ def page(report: dict[str, Any], params: Params) -> str:
                 f"{agreement['tau']:.3f} ({agreement['models']})",
                 str(len(agreement["discordant"])),
                 f"{trained['tau']:.3f} ({trained['models']})",
-                str(len(trained["discordant"])),
+                f"{others['tau']:.3f} ({others['models']})",
                 LABELS.get(agreement["best_psnr"], agreement["best_psnr"]),
                 LABELS.get(agreement["best_f2f"], agreement["best_f2f"]),
             ]
@@ -594,8 +595,8 @@ def page(report: dict[str, Any], params: Params) -> str:
                 "held-out pairs",
                 "Kendall tau (models)",
                 "pairs ordered differently",
-                "tau, candidates' epochs only",
-                "ordered differently",
+                "tau: the candidates' epochs",
+                "tau: all but frame-to-frame's",
                 "best by PSNR",
                 "best by loss",
             ],
