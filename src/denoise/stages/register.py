@@ -262,9 +262,11 @@ def _register(
     )
     ranking = frame_scores or scores
     decisions = []
+    versions: dict[str, str] = {}  # version -> the model of this run it was registered from
     # Best candidate first, so a weaker one from the same run is compared with it.
     for model in sorted(ranking, key=lambda key: -ranking[key]):
         version = registered_version(client, name, runs[model])
+        versions[str(version.version)] = model
         champion = champion_of(client, name)
         champion_version = None if champion is None else str(champion.version)
         earlier = earlier_decision(version, champion_version)
@@ -272,7 +274,11 @@ def _register(
             decisions.append(earlier)
             continue
         champion_score = champion_frames = None
-        if champion_version not in (None, str(version.version)):
+        if champion_version in versions and champion_version != str(version.version):
+            # A model of this run, scored above: the same model on the same frames.
+            champion_score = scores[versions[champion_version]]
+            champion_frames = frame_scores.get(versions[champion_version])
+        elif champion_version not in (None, str(version.version)):
             champion_uri = f"models:/{name}@{CHAMPION}"
             champion_score = score_model(champion_uri, clean, noisy, *serving)
             if held_out is not None:  # the same held-out frames as the candidate's
