@@ -21,12 +21,12 @@ from pathlib import Path
 from denoise.core.config import load_params
 from denoise.data.evalsets import list_sets, load_set, write_evaluation_sets
 from denoise.data.extract import extract_frames
-from denoise.data.samples import _copy_sample, find_sample
 from denoise.evaluation.adapters import model_denoiser
 from denoise.evaluation.baselines import image_baselines
 from denoise.evaluation.sets import score_image_sets
 from denoise.models.build import build_model
 from denoise.models.pretrained import pretrained_model_path
+from denoise.stages.samples import copy_sample_videos
 
 NEW_LEVELS = ("camera-low", "camera-high", "camera-high-jpeg80")
 
@@ -42,14 +42,10 @@ def main() -> None:
         for field in dataclasses.fields(params.paths)
     }
     params = dataclasses.replace(params, paths=type(params.paths)(**paths))
-    raw = Path(params.paths.raw)
-    raw.mkdir(parents=True, exist_ok=True)
-    for name in params.samples.videos:
-        source = find_sample(name)
-        if source is None:
-            raise SystemExit(f"{name}: Debian's opencv-doc is missing (infra/apt-install.sh)")
-        if not (raw / name).exists():
-            _copy_sample(source, raw / name)
+    missing = copy_sample_videos(params)[2]
+    if missing:
+        missing_names = ", ".join(missing)
+        raise SystemExit(f"{missing_names}: Debian's opencv-doc is missing (infra/apt-install.sh)")
     start = time.perf_counter()
     summary = extract_frames(params)
     print(f"extract: {time.perf_counter() - start:.1f} s, roles {summary.roles}")

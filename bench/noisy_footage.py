@@ -72,13 +72,13 @@ from denoise.data.evalsets import (
 )
 from denoise.data.extract import extract_frames, load_clips_manifest, load_manifest
 from denoise.data.flow import frame_to_frame_target
-from denoise.data.samples import _copy_sample, find_sample
 from denoise.evaluation.adapters import model_denoiser
 from denoise.evaluation.baselines import image_baselines
 from denoise.evaluation.frame_to_frame import frame_to_frame_db
 from denoise.evaluation.scoring import BatchDenoiser, score_clips, score_methods, told_sigma
 from denoise.models.build import load_model
 from denoise.models.pretrained import pretrained_model_path
+from denoise.stages.samples import copy_sample_videos
 from denoise.training.loop import make_optimizer, train_model
 from denoise.training.settings import model_budget
 from denoise.training.stream import (
@@ -142,14 +142,10 @@ def workspace_params(params: Params, workspace: Path) -> Params:
 
 def prepare(params: Params) -> None:
     """The sample videos copied into paths.raw, extracted, and the evaluation sets written."""
-    raw = Path(params.paths.raw)
-    raw.mkdir(parents=True, exist_ok=True)
-    for name in params.samples.videos:
-        source = find_sample(name)
-        if source is None:
-            raise SystemExit(f"{name}: Debian's opencv-doc is missing (infra/apt-install.sh)")
-        if not (raw / name).exists():
-            _copy_sample(source, raw / name)
+    missing = copy_sample_videos(params)[2]
+    if missing:
+        missing_names = ", ".join(missing)
+        raise SystemExit(f"{missing_names}: Debian's opencv-doc is missing (infra/apt-install.sh)")
     summary = extract_frames(params)
     log(f"extract: roles {summary.roles}")
     write_evaluation_sets(params)

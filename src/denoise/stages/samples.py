@@ -27,8 +27,11 @@ from denoise.data.stills import (
 from denoise.data.video import write_video
 
 
-def run(params: Params, search_paths: tuple[Path, ...] = SEARCH_PATHS) -> SamplesSummary:
-    """Copy each sample video into paths.raw (skipping those present); render one if none exist."""
+def copy_sample_videos(
+    params: Params, search_paths: tuple[Path, ...] = SEARCH_PATHS
+) -> tuple[list[str], list[str], list[str]]:
+    """Copy each of samples.videos into paths.raw, skipping those present: the names copied,
+    present and missing (not installed)."""
     raw_dir = Path(params.paths.raw)
     raw_dir.mkdir(parents=True, exist_ok=True)
     copied, present, missing = [], [], []
@@ -43,6 +46,13 @@ def run(params: Params, search_paths: tuple[Path, ...] = SEARCH_PATHS) -> Sample
             continue
         _copy_sample(source, target)
         copied.append(name)
+    return copied, present, missing
+
+
+def run(params: Params, search_paths: tuple[Path, ...] = SEARCH_PATHS) -> SamplesSummary:
+    """Copy each sample video into paths.raw (skipping those present); render one if none exist."""
+    raw_dir = Path(params.paths.raw)
+    copied, present, missing = copy_sample_videos(params, search_paths)
     synthetic = None
     if missing and not copied and not present:
         target = raw_dir / SYNTHETIC_NAME
