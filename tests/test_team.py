@@ -30,16 +30,22 @@ import pytest
 import requests
 import yaml
 from conftest import PROJECT_ROOT, tiny_params, write_params, write_tiny_video
-from repository import STAGES, build_repository, sh
+from repository import build_repository, sh, without_bm3d
 from servers import free_port
+
+from denoise.training.settings import with_active
+from flows.stages import read_stages
 
 TEAM = PROJECT_ROOT / "infra" / "team"
 BIN = Path(sys.executable).parent
 START_TIMEOUT_SECONDS = 240
 ALWAYS_RUN = {"preflight", "init"}  # always_changed stages (tests/test_pipeline.py)
+# The team repository trains one model: each model logs its files (the .keras file and the
+# denoise package) to the team's store one request at a time, and register reads them back.
+TEAM_MODELS = ["paper_cae"]
 # Stages a clone restores from the team's run cache: all but the always_changed ones. Their
 # uncached outputs are DVC plots and metrics, which the run cache keeps (dvc.yaml).
-RESTORED = set(STAGES) - ALWAYS_RUN
+RESTORED = set(read_stages(PROJECT_ROOT).expand(TEAM_MODELS)) - ALWAYS_RUN
 MODEL_NAME = "denoise"  # params.yaml: register.model_name
 # Each service's PostgreSQL login role (the owner of the database of its name) and its password.
 DATABASE_PASSWORDS = {
@@ -688,7 +694,9 @@ def reproduced(
     (not an admin) with only the environment pointing at the team MLflow, and `denoise push -r
     team` (dvc push --run-cache with the objects of the run cache's git-kept reports)."""
     folder = tmp_path_factory.mktemp("team-repo")
-    root = build_repository(folder / "repo")
+    params = without_bm3d(tiny_params(folder / "repo"))
+    params = dataclasses.replace(params, train=with_active(params.train, models=TEAM_MODELS))
+    root = build_repository(folder / "repo", params)
     _add_team_remote(team, root)
     sh("git", "add", ".dvc/config", cwd=root)
     sh("git", "commit", "-qm", "the team remote", cwd=root)
@@ -771,8 +779,17 @@ def test_a_user_without_permission_cannot_move_the_champion(
     from mlflow.server import get_app_client
 
     champion = _client(as_admin).get_model_version_by_alias(MODEL_NAME, "champion")
-    versions = _client(as_admin).search_model_versions(f"name = '{MODEL_NAME}'")
-    other = next(version.version for version in versions if version.version != champion.version)
+    # Another version to move the alias to (the repository trains one model): the admin
+    # registers the champion's logged model (models:/<model id>) once more.
+    model_id = champion.source.removeprefix("models:/")
+    other = (
+        _client(as_admin)
+        .create_model_version(
+            MODEL_NAME, champion.source, run_id=champion.run_id, model_id=model_id
+        )
+        .version
+    )
+    assert other != champion.version
     user, password = f"viewer-{secrets.token_hex(4)}", secrets.token_urlsafe(16)
     get_app_client("basic-auth", tracking_uri=as_admin.mlflow).create_user(user, password)
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
