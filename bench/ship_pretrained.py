@@ -165,7 +165,7 @@ def main() -> None:
         "summary": (
             f"A blind DRUNet-style denoiser ({summary['parameters']:,} parameters, "
             f"{summary['architecture']}, widths "
-            f"{dataclasses.asdict(params.train.spec(args.model))['drunet']['widths']}): "
+            f"{dataclasses.asdict(params.train.spec(args.model))['settings']['widths']}): "
             f"one model for Gaussian noise of sigma {params.noise.train.sigma_min:g} to "
             f"{params.noise.train.sigma_max:g} (0-255 scale) on RGB images in [0, 1], any size."
         ),
@@ -196,7 +196,10 @@ def main() -> None:
         "scores_note": (
             "The project's evaluation sets (seed 0, AWGN added in float, unclipped): 12 test "
             "frames of the three videos, 200x200, and the scikit-image photographs astronaut, "
-            "chelsea, coffee and rocket, 256x256; NLM is skimage's, h = 0.8 sigma."
+            "chelsea, coffee and rocket, 256x256; held_out: 10 crops, 256x256, of five "
+            "photographs no training set holds (noise.held_out: scikit-image's "
+            "hubble_deep_field, immunohistochemistry, retina and stereo_motorcycle, and "
+            "matplotlib's grace_hopper); NLM is skimage's, h = 0.8 sigma."
         ),
         "scores": scores(workspace, model_path, params),
         "training_frames": hashes,
