@@ -207,6 +207,23 @@ def test_duplicate_keys_and_an_empty_file_are_refused_in_one_line(tmp_path: Path
             load_params(path)
 
 
+def test_numbers_without_a_dot_are_read_as_dvc_writes_them(tmp_path: Path) -> None:
+    """`dvc exp run -S ...learning_rate=0.00005` writes 5e-05, a float in YAML 1.2 (DVC's),
+    a string in PyYAML's YAML 1.1 rules."""
+    text = PROJECT_PARAMS.read_text()
+    assert "      learning_rate: 0.001\n" in text
+    path = tmp_path / "params.yaml"
+    for written, value in (("5e-05", 5e-05), ("1E-3", 1e-3), ("+2e-4", 2e-4)):
+        path.write_text(
+            text.replace("      learning_rate: 0.001\n", f"      learning_rate: {written}\n", 1)
+        )
+        params = load_params(path)
+        assert params.train.profiles[params.train.profile].learning_rate == value
+    path.write_text(text.replace("seed: 0\n", "seed: 5e1\n", 1))
+    with pytest.raises(ConfigError, match="seed"):  # an integer field takes no float
+        load_params(path)
+
+
 def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such parameters file"):
         load_params(tmp_path / "absent.yaml")

@@ -1,12 +1,15 @@
 """params.yaml's text, parsed: the YAML reader of load_params(), and recipes applied to it.
 
 The reader refuses what DVC refuses (a key given twice in one mapping) and an empty file, in one
-line naming the file, before any validation or stage runs.
+line naming the file, before any validation or stage runs. It reads numbers as DVC does (YAML
+1.2): `5e-05`, which `dvc exp run -S key=0.00005` writes, is a float, not the string PyYAML's
+YAML 1.1 rules make of it.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,14 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 raise yaml.YAMLError(f"line {line}: duplicate key {key!r}")
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+# YAML 1.2's floats, which YAML 1.1 (PyYAML) reads as strings when they lack a dot: 5e-05, 1E3.
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 def read_values(path: str | Path = "params.yaml") -> dict[str, Any]:
