@@ -17,6 +17,7 @@ from pathlib import Path
 from conftest import PROJECT_ROOT, TINY_MODELS, tiny_params, write_params, write_tiny_video
 
 from denoise.core.config import Params
+from denoise.training.settings import with_active
 from flows.stages import read_stages
 
 BIN = Path(sys.executable).parent
@@ -69,12 +70,15 @@ def commit(root: Path, message: str) -> None:
     sh("git", "commit", "-qm", message, cwd=root)
 
 
-def build_repository(root: Path, params: Params | None = None) -> Path:
+def build_repository(
+    root: Path, params: Params | None = None, models: list[str] | None = None
+) -> Path:
     """git init + dvc init in root (created), the project's files, tiny params and video.
 
     params: written as params.yaml with paths relative to root (default: tiny_params without
     BM3D, which costs seconds per call even at 32x32 and is scored by tests/test_evaluate.py;
-    these repositories run the evaluate stage many times).
+    these repositories run the evaluate stage many times). models: the default params training
+    only these models.
     """
     root.mkdir(parents=True)
     sh("git", "init", "-q", "-b", "main", cwd=root)
@@ -90,6 +94,8 @@ def build_repository(root: Path, params: Params | None = None) -> Path:
         )
     if params is None:
         params = without_bm3d(tiny_params(root))
+        if models is not None:
+            params = dataclasses.replace(params, train=with_active(params.train, models=models))
     write_params(relative_params(params, root), root / "params.yaml")
     (root / "data" / "raw").mkdir(parents=True)
     write_tiny_video(root / "data" / "raw" / "tiny.avi")

@@ -9,7 +9,6 @@ server mid-run serves a copy of that store.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -22,12 +21,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import tiny_params
-from repository import BIN, build_repository, sh, without_bm3d
+from repository import BIN, build_repository, sh
 from repository import commit as _commit
 from servers import free_port, start, stop, wait_http
-
-from denoise.training.settings import with_active
 
 pytestmark = pytest.mark.slow
 ALWAYS_RUN = {"preflight", "init"}  # always_changed stages: `dvc status` lists them always
@@ -45,9 +41,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]
     store = folder / "mlflow.db"
     # One model: the faults stop or break paper_cae's training, and a second model's
     # training, scoring and registration would add nothing to what they check.
-    params = without_bm3d(tiny_params(folder / "repo"))
-    params = dataclasses.replace(params, train=with_active(params.train, models=["paper_cae"]))
-    root = build_repository(folder / "repo", params)
+    root = build_repository(folder / "repo", models=["paper_cae"])
     sh("dvc", "repro", cwd=root, env=_env(store))
     sh("dvc", "push", cwd=root)
     _commit(root, "first run")

@@ -30,10 +30,9 @@ import pytest
 import requests
 import yaml
 from conftest import PROJECT_ROOT, tiny_params, write_params, write_tiny_video
-from repository import build_repository, sh, without_bm3d
+from repository import build_repository, sh
 from servers import free_port
 
-from denoise.training.settings import with_active
 from flows.stages import read_stages
 
 TEAM = PROJECT_ROOT / "infra" / "team"
@@ -694,9 +693,7 @@ def reproduced(
     (not an admin) with only the environment pointing at the team MLflow, and `denoise push -r
     team` (dvc push --run-cache with the objects of the run cache's git-kept reports)."""
     folder = tmp_path_factory.mktemp("team-repo")
-    params = without_bm3d(tiny_params(folder / "repo"))
-    params = dataclasses.replace(params, train=with_active(params.train, models=TEAM_MODELS))
-    root = build_repository(folder / "repo", params)
+    root = build_repository(folder / "repo", models=TEAM_MODELS)
     _add_team_remote(team, root)
     sh("git", "add", ".dvc/config", cwd=root)
     sh("git", "commit", "-qm", "the team remote", cwd=root)
